@@ -1,0 +1,316 @@
+//! The `bitget-poller` command line: parsing, logging setup, signals and exit codes.
+//!
+//! Exit codes: 0 success, 2 bad usage or configuration (nothing was started), 1 a runtime
+//! failure. `anyhow` is used only here, at the edge.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::credential::Credentials;
+use crate::sim::faults::FaultConfig;
+use crate::sim::limits::LimitConfig;
+use crate::sim::record::StatsSnapshot;
+use crate::sim::{
+    SimConfig, SimError, Simulator, DEMO_API_KEY, DEMO_API_PASSPHRASE, DEMO_API_SECRET,
+};
+
+/// Rate-limit-exact Bitget market-data poller, with a built-in Bitget simulator.
+#[derive(Debug, Parser)]
+#[command(name = "bitget-poller", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve a local Bitget REST v2 simulator (rate limits, errors, signing, faults).
+    Sim(SimArgs),
+    /// Start the built-in simulator on a free loopback port and show it working.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+struct DemoArgs {
+    /// Stop after this many seconds (default: run until Ctrl-C).
+    #[arg(long)]
+    duration: Option<u64>,
+    /// Number of simulated USDT-FUTURES contracts.
+    #[arg(long, default_value_t = 200)]
+    symbols: usize,
+}
+
+/// Options of `bitget-poller sim`.
+#[derive(Debug, Args)]
+struct SimArgs {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:9800")]
+    addr: SocketAddr,
+    /// Number of USDT-FUTURES contracts: BTCUSDT, ETHUSDT, ... then generated names.
+    #[arg(long, default_value_t = 50)]
+    symbols: usize,
+    /// Seed for prices and generated names.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Symbols listed as removed (answered with 40309); repeat or separate with commas.
+    #[arg(long = "removed", value_delimiter = ',')]
+    removed: Vec<String>,
+    /// Per-endpoint limit override, e.g. mix/market/candles=50; repeatable.
+    #[arg(long = "limit", value_name = "ENDPOINT=N", value_parser = parse_override)]
+    limits: Vec<(usize, u32)>,
+    /// Market limit over time, e.g. "20,30:5,60:20" (20/s, 5/s from 30 s, 20/s from 60 s).
+    #[arg(long, value_name = "SCHEDULE", value_parser = parse_schedule)]
+    market_limit_schedule: Option<Vec<crate::sim::limits::ScheduleStep>>,
+    /// Overall cap per IP per minute.
+    #[arg(long, default_value_t = 6_000, value_parser = clap::value_parser!(u32).range(1..))]
+    overall_per_min: u32,
+    /// Block a client IP for this long after a violation (Bitget documents 300); 0 = off.
+    #[arg(long, default_value_t = 0)]
+    penalty_secs: u64,
+    /// HTTP status of rate-limit replies.
+    #[arg(long, default_value_t = 429)]
+    rate_limit_status: u16,
+    /// Body code of rate-limit replies, e.g. 30001 to exercise a client's code mapping.
+    #[arg(long, default_value = "429")]
+    rate_limit_code: String,
+    /// Probability of an HTML 502/503 page, as a CDN sends.
+    #[arg(long, default_value_t = 0.0)]
+    fault_html: f64,
+    /// Probability of a 200 reply with the JSON cut in half.
+    #[arg(long, default_value_t = 0.0)]
+    fault_truncated: f64,
+    /// Probability of a reply delayed by --slow-ms.
+    #[arg(long, default_value_t = 0.0)]
+    fault_slow: f64,
+    /// Delay of slow replies, in milliseconds.
+    #[arg(long, default_value_t = 3_000)]
+    slow_ms: u64,
+    /// Probability of a connection reset without reply.
+    #[arg(long, default_value_t = 0.0)]
+    fault_reset: f64,
+    /// Probability that a symbol request is answered with 40034.
+    #[arg(long, default_value_t = 0.0)]
+    fault_symbol: f64,
+    /// Probability of a retryable busy code (40015, 45001, 40725).
+    #[arg(long, default_value_t = 0.0)]
+    fault_busy: f64,
+    /// Seed of the fault generator.
+    #[arg(long, default_value_t = 1)]
+    fault_seed: u64,
+    /// Accepted API key as KEY:SECRET:PASSPHRASE; repeatable. Default: the demo key
+    /// bg_demo_key:bg_demo_secret:bg_demo_pass.
+    #[arg(long = "key", value_name = "KEY:SECRET:PASSPHRASE", value_parser = parse_key)]
+    keys: Vec<Credentials>,
+    /// Write a JSON-lines log of every request to this file.
+    #[arg(long)]
+    request_log: Option<PathBuf>,
+    /// Write the final counters as JSON to this file at shutdown.
+    #[arg(long)]
+    stats_json: Option<PathBuf>,
+    /// Stop after this many seconds (default: run until Ctrl-C or SIGTERM).
+    #[arg(long)]
+    duration: Option<u64>,
+}
+
+fn parse_override(text: &str) -> Result<(usize, u32), String> {
+    LimitConfig::parse_override(text).map_err(|e| e.to_string())
+}
+
+fn parse_schedule(text: &str) -> Result<Vec<crate::sim::limits::ScheduleStep>, String> {
+    LimitConfig::parse_schedule(text).map_err(|e| e.to_string())
+}
+
+fn parse_key(text: &str) -> Result<Credentials, String> {
+    let mut parts = text.splitn(3, ':');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(k), Some(s), Some(p)) if !k.is_empty() && !s.is_empty() && !p.is_empty() => {
+            Ok(Credentials::new(k, s, p))
+        }
+        _ => Err("expected KEY:SECRET:PASSPHRASE, none of them empty".to_owned()),
+    }
+}
+
+impl SimArgs {
+    fn into_config(self) -> (SimConfig, SocketAddr, Option<u64>, Option<PathBuf>) {
+        let keys = if self.keys.is_empty() {
+            vec![Credentials::new(
+                DEMO_API_KEY,
+                DEMO_API_SECRET,
+                DEMO_API_PASSPHRASE,
+            )]
+        } else {
+            self.keys
+        };
+        let config = SimConfig {
+            symbols: self.symbols,
+            seed: self.seed,
+            removed_symbols: self.removed,
+            limits: LimitConfig {
+                overrides: self.limits,
+                schedule: self.market_limit_schedule.unwrap_or_default(),
+                overall_per_min: self.overall_per_min,
+                penalty_ms: self.penalty_secs.saturating_mul(1_000),
+            },
+            rate_limit_status: self.rate_limit_status,
+            rate_limit_code: self.rate_limit_code,
+            faults: FaultConfig {
+                html: self.fault_html,
+                truncated: self.fault_truncated,
+                slow: self.fault_slow,
+                slow_ms: self.slow_ms,
+                reset: self.fault_reset,
+                symbol: self.fault_symbol,
+                busy: self.fault_busy,
+                seed: self.fault_seed,
+            },
+            keys,
+            request_log: self.request_log,
+            starting_usdt: rust_decimal::Decimal::from(10_000),
+        };
+        (config, self.addr, self.duration, self.stats_json)
+    }
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return if error.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    init_console_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> ExitCode {
+    let (config, addr, duration, stats_json, demo) = match cli.command {
+        Command::Sim(args) => {
+            let (config, addr, duration, stats_json) = args.into_config();
+            (config, addr, duration, stats_json, false)
+        }
+        Command::Demo(args) => {
+            let config = SimConfig {
+                symbols: args.symbols,
+                ..SimConfig::default()
+            };
+            (
+                config,
+                SocketAddr::from(([127, 0, 0, 1], 0)),
+                args.duration,
+                None,
+                true,
+            )
+        }
+    };
+    let sim = match Simulator::start(config, addr).await {
+        Ok(sim) => sim,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(match error {
+                SimError::Bind { .. } | SimError::RequestLog { .. } => 1,
+                _ => 2,
+            });
+        }
+    };
+    let base = sim.base_url();
+    println!("Bitget v2 simulator listening on {base}");
+    println!("  try: curl '{base}/api/v2/mix/market/candles?symbol=BTCUSDT&productType=USDT-FUTURES&granularity=1m&limit=5'");
+    println!("  counters: {base}/sim/stats   demo key: {DEMO_API_KEY} / {DEMO_API_SECRET} / {DEMO_API_PASSPHRASE}");
+    if demo {
+        println!("  (the poller is not built yet: demo serves the simulator; Ctrl-C to stop)");
+    }
+    let stopped_by = wait_for_stop(duration).await;
+    tracing::info!(reason = stopped_by, "simulator stopping");
+    let stats = sim.stop().await;
+    print_summary(&stats);
+    if let Some(path) = stats_json {
+        let written = serde_json::to_vec_pretty(&stats)
+            .map_err(std::io::Error::other)
+            .and_then(|json| std::fs::write(&path, json));
+        if let Err(error) = written {
+            eprintln!("error: cannot write stats to {}: {error}", path.display());
+            return ExitCode::from(1);
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// Waits for Ctrl-C, SIGTERM (Unix) or the end of `duration`; says which.
+async fn wait_for_stop(duration: Option<u64>) -> &'static str {
+    let timer = async {
+        match duration {
+            Some(secs) => tokio::time::sleep(Duration::from_secs(secs)).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "ctrl-c",
+        () = terminate_signal() => "sigterm",
+        () = timer => "duration elapsed",
+    }
+}
+
+#[cfg(unix)]
+async fn terminate_signal() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut signal) => {
+            signal.recv().await;
+        }
+        Err(_) => std::future::pending().await,
+    }
+}
+
+#[cfg(not(unix))]
+async fn terminate_signal() {
+    std::future::pending().await
+}
+
+fn print_summary(stats: &StatsSnapshot) {
+    println!(
+        "simulator summary after {:.1} s:",
+        stats.elapsed_ms as f64 / 1_000.0
+    );
+    println!(
+        "  {:<44} {:>9} {:>9} {:>7} {:>7} {:>7} {:>8}",
+        "endpoint", "requests", "accepted", "429s", "errors", "faults", "max/1s"
+    );
+    for (path, e) in stats
+        .endpoints
+        .iter()
+        .chain(std::iter::once((&"total".to_owned(), &stats.total)))
+    {
+        println!(
+            "  {:<44} {:>9} {:>9} {:>7} {:>7} {:>7} {:>8}",
+            path, e.requests, e.accepted, e.rate_limited, e.errors, e.faults, e.max_accepted_in_1s
+        );
+    }
+}
+
+fn init_console_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,17 @@
+//! # bitget-poller
+//!
+//! A market-data poller for Bitget v2 that spends the whole rate budget without being
+//! rejected, plus a faithful local Bitget simulator to build, test and rehearse against.
+//!
+//! Layout:
+//! - [`credential`]: API keys and Bitget's HMAC request signature (shared by client and
+//!   simulator).
+//! - [`sim`]: the local Bitget REST v2 simulator (`bitget-poller sim`).
+//! - [`cli`]: the command line; `main.rs` only calls [`cli::main`].
+
+#![forbid(unsafe_code)]
+#![warn(missing_debug_implementations)]
+
+pub mod cli;
+pub mod credential;
+pub mod sim;

@@ -1,0 +1,308 @@
+//! A local Bitget REST v2 exchange: the server behind `demo`, every integration test, and
+//! users' offline rate-limit rehearsals.
+//!
+//! It serves the market-data and account endpoints the poller and ccxt use, with Bitget's
+//! envelopes, error codes, signing rules and strict per-second rate limits, plus seeded fault
+//! injection. Everything it saw is counted ([`record`]) so clients can be judged by the
+//! server's view, which is what the real exchange enforces.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), bitget_poller::sim::SimError> {
+//! use bitget_poller::sim::{SimConfig, Simulator};
+//! let sim = Simulator::start(SimConfig::default(), "127.0.0.1:0".parse().unwrap()).await?;
+//! println!("Bitget simulator on {}", sim.base_url());
+//! let stats = sim.stop().await;
+//! println!("{} requests", stats.total.requests);
+//! # Ok(()) }
+//! ```
+
+pub mod account;
+pub mod auth;
+pub mod clock;
+pub mod codes;
+pub mod endpoints;
+pub mod faults;
+pub mod granularity;
+pub mod handlers;
+pub mod limits;
+pub mod market;
+pub mod params;
+pub mod record;
+pub mod server;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use rust_decimal::Decimal;
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::credential::Credentials;
+use account::Accounts;
+use clock::{Clock, SystemClock};
+use faults::{FaultConfig, FaultInjector};
+use limits::{LimitConfig, Limiter};
+use market::Universe;
+use record::{Recorder, StatsSnapshot};
+
+/// The key every simulator accepts unless told otherwise; safe to publish, it guards nothing.
+pub const DEMO_API_KEY: &str = "bg_demo_key";
+/// Secret of [`DEMO_API_KEY`].
+pub const DEMO_API_SECRET: &str = "bg_demo_secret";
+/// Passphrase of [`DEMO_API_KEY`].
+pub const DEMO_API_PASSPHRASE: &str = "bg_demo_pass";
+
+/// Everything a simulator run can be told.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Number of USDT-FUTURES contracts (BTCUSDT, ETHUSDT, ... then generated names).
+    pub symbols: usize,
+    /// Seed of prices and generated names.
+    pub seed: u64,
+    /// Symbols listed as removed; requests for them get `40309`.
+    pub removed_symbols: Vec<String>,
+    pub limits: LimitConfig,
+    /// HTTP status of rate-limit replies (Bitget: 429).
+    pub rate_limit_status: u16,
+    /// Body code of rate-limit replies (Bitget: `429`); another code exercises client mapping.
+    pub rate_limit_code: String,
+    pub faults: FaultConfig,
+    /// Keys accepted on signed endpoints.
+    pub keys: Vec<Credentials>,
+    /// Where to write the JSON-lines request log, if anywhere.
+    pub request_log: Option<PathBuf>,
+    /// Cash each key starts with, in USDT.
+    pub starting_usdt: Decimal,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            symbols: 50,
+            seed: 1,
+            removed_symbols: Vec::new(),
+            limits: LimitConfig::default(),
+            rate_limit_status: 429,
+            rate_limit_code: "429".to_owned(),
+            faults: FaultConfig::default(),
+            keys: vec![Credentials::new(
+                DEMO_API_KEY,
+                DEMO_API_SECRET,
+                DEMO_API_PASSPHRASE,
+            )],
+            request_log: None,
+            starting_usdt: Decimal::from(10_000),
+        }
+    }
+}
+
+/// Why a simulator could not start.
+#[derive(Debug, Error)]
+pub enum SimError {
+    #[error("cannot listen on {addr}: {source}; pick another --addr or free the port")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot create request log {path}: {source}")]
+    RequestLog {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("--symbols must be between 1 and 5000, got {0}")]
+    Symbols(usize),
+    #[error("rate-limit status must be an HTTP status between 400 and 599, got {0}")]
+    RateLimitStatus(u16),
+    #[error("rate-limit code must be digits, e.g. 429 or 30001, got '{0}'")]
+    RateLimitCode(String),
+    #[error(
+        "fault probability {name} must be between 0 and 1 and all together at most 1, got {value}"
+    )]
+    FaultProbability { name: &'static str, value: f64 },
+}
+
+/// Shared state of one simulator run.
+#[derive(Debug)]
+pub struct SimState {
+    pub clock: Arc<dyn Clock>,
+    pub universe: Universe,
+    pub limiter: Limiter,
+    pub faults: FaultInjector,
+    pub recorder: Recorder,
+    pub accounts: Accounts,
+    pub keys: Vec<Credentials>,
+    pub rate_limit_status: StatusCode,
+    pub rate_limit_code: &'static str,
+    pub cache: server::ReplyCache,
+}
+
+impl std::fmt::Debug for dyn Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Clock({})", self.now_ms())
+    }
+}
+
+impl SimState {
+    /// Validates `config` and builds the state, reading time from `clock`.
+    ///
+    /// # Errors
+    /// A configuration value is out of range, or the request log cannot be created.
+    pub fn new(config: SimConfig, clock: Arc<dyn Clock>) -> Result<Self, SimError> {
+        if !(1..=5_000).contains(&config.symbols) {
+            return Err(SimError::Symbols(config.symbols));
+        }
+        let rate_limit_status = StatusCode::from_u16(config.rate_limit_status)
+            .ok()
+            .filter(|s| s.is_client_error() || s.is_server_error());
+        let rate_limit_status =
+            rate_limit_status.ok_or(SimError::RateLimitStatus(config.rate_limit_status))?;
+        let code = config.rate_limit_code.trim();
+        if code.is_empty() || code.len() > 8 || !code.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(SimError::RateLimitCode(config.rate_limit_code));
+        }
+        // Error replies carry `&'static str` codes; this one string per run is leaked on purpose.
+        let rate_limit_code: &'static str = if code == "429" {
+            "429"
+        } else {
+            Box::leak(code.to_owned().into_boxed_str())
+        };
+        let f = &config.faults;
+        let probabilities = [
+            ("html", f.html),
+            ("truncated", f.truncated),
+            ("slow", f.slow),
+            ("reset", f.reset),
+            ("symbol", f.symbol),
+            ("busy", f.busy),
+        ];
+        for (name, value) in probabilities {
+            if !(0.0..=1.0).contains(&value) {
+                return Err(SimError::FaultProbability { name, value });
+            }
+        }
+        let total: f64 = probabilities.iter().map(|(_, p)| p).sum();
+        if total > 1.0 + 1e-9 {
+            return Err(SimError::FaultProbability {
+                name: "sum",
+                value: total,
+            });
+        }
+        let now = clock.now_ms();
+        let recorder = Recorder::new(now, config.request_log.as_deref()).map_err(|source| {
+            SimError::RequestLog {
+                path: config.request_log.clone().unwrap_or_default(),
+                source,
+            }
+        })?;
+        Ok(Self {
+            universe: Universe::new(config.symbols, config.seed, &config.removed_symbols),
+            limiter: Limiter::new(config.limits, now),
+            faults: FaultInjector::new(config.faults),
+            recorder,
+            accounts: Accounts::new(config.starting_usdt),
+            keys: config.keys,
+            rate_limit_status,
+            rate_limit_code,
+            cache: server::ReplyCache::default(),
+            clock,
+        })
+    }
+}
+
+/// A running simulator; stop it with [`Simulator::stop`] to get the final counters.
+#[derive(Debug)]
+pub struct Simulator {
+    addr: SocketAddr,
+    state: Arc<SimState>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Simulator {
+    /// Starts a simulator on `addr` (port 0 picks a free port) with the system clock.
+    ///
+    /// # Errors
+    /// See [`Simulator::start_with_clock`].
+    pub async fn start(config: SimConfig, addr: SocketAddr) -> Result<Self, SimError> {
+        Self::start_with_clock(config, addr, Arc::new(SystemClock::new())).await
+    }
+
+    /// Starts a simulator whose notion of time is `clock`.
+    ///
+    /// # Errors
+    /// The configuration is invalid or the address cannot be bound.
+    pub async fn start_with_clock(
+        config: SimConfig,
+        addr: SocketAddr,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, SimError> {
+        let state = Arc::new(SimState::new(config, clock)?);
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| SimError::Bind { addr, source })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| SimError::Bind { addr, source })?;
+        let (shutdown_tx, shutdown_rx) = oneshot::channel();
+        let task = tokio::spawn(server::serve(listener, state.clone(), async {
+            let _ = shutdown_rx.await;
+        }));
+        Ok(Self {
+            addr,
+            state,
+            shutdown: Some(shutdown_tx),
+            task: Some(task),
+        })
+    }
+
+    /// The address the simulator listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://ADDR`, to use as a client's base URL.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.state.recorder.snapshot(self.state.clock.now_ms())
+    }
+
+    /// Shared state, for tests that inspect the universe or the clock.
+    pub fn state(&self) -> &Arc<SimState> {
+        &self.state
+    }
+
+    /// Stops accepting, lets in-flight requests finish (at most 5 s), flushes the request
+    /// log and returns the final counters.
+    pub async fn stop(mut self) -> StatsSnapshot {
+        self.shutdown_now().await;
+        self.stats()
+    }
+
+    async fn shutdown_now(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        self.state.recorder.flush();
+    }
+}
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        // Dropping without `stop` still ends the server task; the log is flushed best-effort.
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.state.recorder.flush();
+    }
+}
