@@ -352,6 +352,7 @@ fn order_json(o: &Order) -> Value {
         "price": o.price.map(|p| p.to_string()).unwrap_or_default(),
         "priceAvg": o.price_avg.map(|p| p.to_string()).unwrap_or_default(), "state": o.state, "status": o.state,
         "side": o.side, "force": "gtc", "totalProfits": "0", "posSide": "net", "marginCoin": "USDT",
+        "presetStopSurplusPrice": "", "presetStopLossPrice": "",
         "quoteVolume": o.price_avg.map(|p| (p * filled).to_string()).unwrap_or_else(|| "0".to_owned()),
         "orderType": o.order_type, "leverage": LEVERAGE.to_string(), "marginMode": "crossed", "reduceOnly": "NO",
         "enterPointSource": "API", "tradeSide": "open", "posMode": "one_way_mode", "orderSource": o.order_type,

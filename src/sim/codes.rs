@@ -30,7 +30,6 @@ pub const TEMPLATES: &[(&str, &str)] = &[
     ("40011", "ACCESS_PASSPHRASE cannot be empty"),
     ("40012", "apikey/password is incorrect"),
     ("40015", "System is abnormal, please try again later"),
-    ("40017", "Parameter verification failed"),
     ("40019", "Parameter {0} cannot be empty"),
     ("40020", "Parameter {0} error"),
     ("40034", "Parameter {0} does not exist"),

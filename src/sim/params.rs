@@ -20,16 +20,16 @@ impl Params {
     /// Parses a JSON object body; string, number and boolean values become parameters.
     ///
     /// # Errors
-    /// `40017` when the body is not a JSON object.
+    /// `400172` when the body is not a JSON object.
     pub fn from_json_body(body: &[u8]) -> Result<Self, ApiError> {
         if body.iter().all(u8::is_ascii_whitespace) {
             return Ok(Self::default());
         }
         let value: serde_json::Value =
-            serde_json::from_slice(body).map_err(|_| ApiError::bad_request("40017", ""))?;
+            serde_json::from_slice(body).map_err(|_| ApiError::bad_request("400172", ""))?;
         let object = value
             .as_object()
-            .ok_or_else(|| ApiError::bad_request("40017", ""))?;
+            .ok_or_else(|| ApiError::bad_request("400172", ""))?;
         Ok(Self(
             object
                 .iter()

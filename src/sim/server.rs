@@ -7,6 +7,7 @@
 //! fault must close the socket with a TCP reset while a request is in flight, which needs the
 //! socket in hand.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -162,6 +163,8 @@ async fn bitget(
         path: &path,
         client,
         symbol: None,
+        admitted_as: Cell::new(None),
+        finished: Cell::new(false),
     };
 
     let Some(idx) =
@@ -173,18 +176,8 @@ async fn bitget(
     let endpoint = &ENDPOINTS[idx];
     let body = match to_bytes(body, MAX_BODY_BYTES).await {
         Ok(body) => body,
-        Err(_) => return record.error(ApiError::bad_request("40017", ""), None, None),
+        Err(_) => return record.error(ApiError::bad_request("400172", ""), None, None),
     };
-    let params = if parts.method == Method::POST {
-        match Params::from_json_body(&body) {
-            Ok(params) => params,
-            Err(error) => return record.error(error, None, None),
-        }
-    } else {
-        Params::from_query(&query)
-    };
-    record.symbol = params.get("symbol");
-
     let scope_key = match endpoint.scope {
         Scope::Ip => ScopeKey::Ip(client),
         Scope::ApiKey => {
@@ -200,6 +193,16 @@ async fn bitget(
             }
         }
     };
+    // Parameters are read after the signature check, so unsigned junk never gets that far.
+    let params = if parts.method == Method::POST {
+        match Params::from_json_body(&body) {
+            Ok(params) => params,
+            Err(error) => return record.error(error, None, None),
+        }
+    } else {
+        Params::from_query(&query)
+    };
+    record.symbol = params.get("symbol").map(str::to_owned);
     let admitted = match sim
         .limiter
         .check(idx, endpoint, client, scope_key.clone(), now)
@@ -232,9 +235,10 @@ async fn bitget(
             in_window: admitted.in_window,
         },
     };
+    record.admitted_as.set(Some((outcome, fault)));
     match fault {
         Some(Fault::Symbol) => {
-            let error = ApiError::unknown(record.symbol.unwrap_or("symbol"));
+            let error = ApiError::unknown(record.symbol.as_deref().unwrap_or("symbol"));
             return record.error(error, Some(admitted), fault);
         }
         Some(Fault::Busy { code }) => {
@@ -335,7 +339,23 @@ struct Record<'a> {
     method: &'a str,
     path: &'a str,
     client: std::net::IpAddr,
-    symbol: Option<&'a str>,
+    /// Owned, because the record outlives the parsed parameters it came from.
+    symbol: Option<String>,
+    /// Set once the limiter admits the request: what to count if the handler is dropped
+    /// before it replies (the client hung up during a slow reply).
+    admitted_as: Cell<Option<(Outcome, Option<Fault>)>>,
+    finished: Cell<bool>,
+}
+
+/// Status logged for a request whose client went away before the reply (as nginx does).
+const CLIENT_CLOSED_REQUEST: u16 = 499;
+
+impl Drop for Record<'_> {
+    fn drop(&mut self) {
+        if let (false, Some((outcome, fault))) = (self.finished.get(), self.admitted_as.get()) {
+            self.log(CLIENT_CLOSED_REQUEST, "", outcome, fault);
+        }
+    }
 }
 
 impl Record<'_> {
@@ -365,20 +385,25 @@ impl Record<'_> {
         outcome: Outcome,
         fault: Option<Fault>,
     ) -> Response {
+        self.finished.set(true);
+        self.log(response.status().as_u16(), code, outcome, fault);
+        response
+    }
+
+    fn log(&self, status: u16, code: &str, outcome: Outcome, fault: Option<Fault>) {
         self.sim.recorder.record(
             &RequestRecord {
                 ts: self.now,
                 method: self.method,
                 path: self.path,
-                symbol: self.symbol,
+                symbol: self.symbol.as_deref(),
                 client: self.client,
-                status: response.status().as_u16(),
+                status,
                 code,
                 fault: fault.map(Fault::name),
             },
             outcome,
         );
-        response
     }
 }
 
