@@ -30,6 +30,7 @@ pub enum Route {
     SpotCoins,
     SpotTickers,
     SpotCandles,
+    MarginCurrencies,
     Accounts,
     Account,
     AllPosition,
@@ -107,6 +108,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
     public("/api/v2/spot/public/coins", Route::SpotCoins, 3),
     public("/api/v2/spot/market/tickers", Route::SpotTickers, 20),
     public("/api/v2/spot/market/candles", Route::SpotCandles, 20),
+    // Margin pairs: ccxt's load_markets reads it; the simulator has none, so it lists nothing.
+    public("/api/v2/margin/currencies", Route::MarginCurrencies, 10),
     private("GET", "/api/v2/mix/account/accounts", Route::Accounts, 10),
     private("GET", "/api/v2/mix/account/account", Route::Account, 10),
     private(

@@ -173,6 +173,7 @@ pub fn public(
             Value::Array(list)
         }
         Route::SpotCoins => spot_coins(universe),
+        Route::MarginCurrencies => json!([]),
         Route::SpotTickers => {
             let list: Vec<Value> = match spot_symbol(params)? {
                 Some(c) => vec![spot_ticker(c, now)],
