@@ -29,7 +29,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve a local Bitget REST v2 simulator (rate limits, errors, signing, faults).
-    Sim(SimArgs),
+    Sim(Box<SimArgs>),
     /// Start the built-in simulator on a free loopback port and show it working.
     Demo(DemoArgs),
 }
@@ -205,7 +205,7 @@ pub fn main() -> ExitCode {
 async fn run(cli: Cli) -> ExitCode {
     let (config, addr, duration, stats_json, demo) = match cli.command {
         Command::Sim(args) => {
-            let (config, addr, duration, stats_json) = args.into_config();
+            let (config, addr, duration, stats_json) = (*args).into_config();
             (config, addr, duration, stats_json, false)
         }
         Command::Demo(args) => {

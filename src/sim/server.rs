@@ -56,8 +56,13 @@ struct Connection {
 /// Cached `data` JSON of public replies, valid for the second they were made in.
 #[derive(Debug, Default)]
 pub struct ReplyCache {
-    entries: Mutex<HashMap<(Route, String), (u64, Arc<str>)>>,
+    entries: Mutex<HashMap<CacheKey, CachedData>>,
 }
+
+/// A public reply is identified by its route and raw query string.
+type CacheKey = (Route, String);
+/// The Unix second a reply was made in, and its `data` JSON.
+type CachedData = (u64, Arc<str>);
 
 /// The axum router: admin endpoints under `/sim/`, everything else through the pipeline.
 pub fn router(state: Arc<SimState>) -> Router {

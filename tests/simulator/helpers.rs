@@ -114,6 +114,7 @@ pub async fn to_reply(response: reqwest::Response) -> Reply {
 }
 
 /// Sends a signed request as Bitget expects; `query` without `?`, `body` exact JSON text.
+#[allow(clippy::too_many_arguments, reason = "mirrors the signing inputs one to one")]
 pub async fn signed(
     client: &reqwest::Client,
     sim: &Simulator,
