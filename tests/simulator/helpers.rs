@@ -113,41 +113,63 @@ pub async fn to_reply(response: reqwest::Response) -> Reply {
     }
 }
 
-/// Sends a signed request as Bitget expects; `query` without `?`, `body` exact JSON text.
-#[allow(clippy::too_many_arguments, reason = "mirrors the signing inputs one to one")]
-pub async fn signed(
-    client: &reqwest::Client,
-    sim: &Simulator,
-    creds: &Credentials,
-    timestamp: u64,
-    method: &str,
-    path: &str,
-    query: &str,
-    body: &str,
-) -> Reply {
-    let ts = timestamp.to_string();
-    let sign = creds.sign(&ts, method, path, query, body.as_bytes());
-    let url = if query.is_empty() {
-        format!("{}{path}", sim.base_url())
-    } else {
-        format!("{}{path}?{query}", sim.base_url())
-    };
-    let request = match method {
-        "POST" => client
-            .post(url)
-            .header("Content-Type", "application/json")
-            .body(body.to_owned()),
-        _ => client.get(url),
-    };
-    let response = request
-        .header("ACCESS-KEY", &creds.api_key)
-        .header("ACCESS-SIGN", sign)
-        .header("ACCESS-TIMESTAMP", ts)
-        .header("ACCESS-PASSPHRASE", &creds.passphrase)
-        .send()
-        .await
-        .expect("request completes");
-    to_reply(response).await
+/// Sends requests signed with one key, as Bitget expects, stamped with a fixed time.
+#[derive(Debug)]
+pub struct Signer<'a> {
+    pub http: reqwest::Client,
+    pub sim: &'a Simulator,
+    pub creds: Credentials,
+    pub timestamp: u64,
+}
+
+impl<'a> Signer<'a> {
+    /// Signs as `creds` at [`T0`].
+    pub fn new(sim: &'a Simulator, creds: &Credentials) -> Self {
+        Self {
+            http: client(),
+            sim,
+            creds: creds.clone(),
+            timestamp: T0,
+        }
+    }
+
+    /// A signed GET; `query` without `?`.
+    pub async fn get(&self, path: &str, query: &str) -> Reply {
+        self.send("GET", path, query, "").await
+    }
+
+    /// A signed POST of `body`, exactly as given.
+    pub async fn post(&self, path: &str, body: &str) -> Reply {
+        self.send("POST", path, "", body).await
+    }
+
+    async fn send(&self, method: &str, path: &str, query: &str, body: &str) -> Reply {
+        let ts = self.timestamp.to_string();
+        let sign = self.creds.sign(&ts, method, path, query, body.as_bytes());
+        let base = self.sim.base_url();
+        let url = if query.is_empty() {
+            format!("{base}{path}")
+        } else {
+            format!("{base}{path}?{query}")
+        };
+        let request = match method {
+            "POST" => self
+                .http
+                .post(url)
+                .header("Content-Type", "application/json")
+                .body(body.to_owned()),
+            _ => self.http.get(url),
+        };
+        let response = request
+            .header("ACCESS-KEY", &self.creds.api_key)
+            .header("ACCESS-SIGN", sign)
+            .header("ACCESS-TIMESTAMP", ts)
+            .header("ACCESS-PASSPHRASE", &self.creds.passphrase)
+            .send()
+            .await
+            .expect("request completes");
+        to_reply(response).await
+    }
 }
 
 pub const CANDLES: &str =

@@ -114,11 +114,12 @@ async fn account_limits_are_per_key_and_all_position_is_5_per_second() {
         ..SimConfig::default()
     })
     .await;
-    let http = client();
+    let alice_key = Signer::new(&sim, &alice);
+    let bob_key = Signer::new(&sim, &bob);
     let path = "/api/v2/mix/position/all-position";
     let query = "productType=USDT-FUTURES";
     for n in 0..5u32 {
-        let reply = signed(&http, &sim, &alice, T0, "GET", path, query, "").await;
+        let reply = alice_key.get(path, query).await;
         assert_eq!(
             (reply.status, reply.remain),
             (200, Some(4 - n)),
@@ -126,30 +127,10 @@ async fn account_limits_are_per_key_and_all_position_is_5_per_second() {
             reply.body
         );
     }
-    assert_eq!(
-        signed(&http, &sim, &alice, T0, "GET", path, query, "")
-            .await
-            .status,
-        429
-    );
-    assert_eq!(
-        signed(&http, &sim, &bob, T0, "GET", path, query, "")
-            .await
-            .status,
-        200
-    );
+    assert_eq!(alice_key.get(path, query).await.status, 429);
+    assert_eq!(bob_key.get(path, query).await.status, 200);
     // accounts has its own 10/s budget for alice.
-    let accounts = signed(
-        &http,
-        &sim,
-        &alice,
-        T0,
-        "GET",
-        "/api/v2/mix/account/accounts",
-        query,
-        "",
-    )
-    .await;
+    let accounts = alice_key.get("/api/v2/mix/account/accounts", query).await;
     assert_eq!((accounts.status, accounts.remain), (200, Some(9)));
 }
 

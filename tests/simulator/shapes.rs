@@ -213,19 +213,9 @@ async fn signed_replies_match_the_fixtures() {
         ..SimConfig::default()
     })
     .await;
-    let http = client();
+    let creds_key = Signer::new(&sim, &creds);
     let order = r#"{"symbol":"BTCUSDT","productType":"USDT-FUTURES","marginMode":"crossed","marginCoin":"USDT","size":"0.01","side":"buy","orderType":"market","clientOid":"shape-1"}"#;
-    let placed = signed(
-        &http,
-        &sim,
-        &creds,
-        T0,
-        "POST",
-        "/api/v2/mix/order/place-order",
-        "",
-        order,
-    )
-    .await;
+    let placed = creds_key.post("/api/v2/mix/order/place-order", order).await;
     let placed = assert_success_envelope(&placed, "place-order");
     assert_same_shape(
         &fixture("doc-examples/mix_order_place-order.json")["data"],
@@ -234,29 +224,13 @@ async fn signed_replies_match_the_fixtures() {
         false,
     );
     let resting = r#"{"symbol":"BTCUSDT","productType":"USDT-FUTURES","marginMode":"crossed","marginCoin":"USDT","size":"0.01","price":"1","side":"buy","orderType":"limit","clientOid":"abc321"}"#;
-    signed(
-        &http,
-        &sim,
-        &creds,
-        T0,
-        "POST",
-        "/api/v2/mix/order/place-order",
-        "",
-        resting,
-    )
-    .await;
+    creds_key
+        .post("/api/v2/mix/order/place-order", resting)
+        .await;
     let cancel = r#"{"symbol":"BTCUSDT","productType":"USDT-FUTURES","clientOid":"abc321"}"#;
-    let cancelled = signed(
-        &http,
-        &sim,
-        &creds,
-        T0,
-        "POST",
-        "/api/v2/mix/order/cancel-order",
-        "",
-        cancel,
-    )
-    .await;
+    let cancelled = creds_key
+        .post("/api/v2/mix/order/cancel-order", cancel)
+        .await;
     let cancelled = assert_success_envelope(&cancelled, "cancel-order");
     assert_same_shape(
         &fixture("recorded/mix_order_cancel-order.BTCUSDT_by_clientOid.ccxt.json")["data"],
@@ -288,7 +262,7 @@ async fn signed_replies_match_the_fixtures() {
         ),
     ];
     for (path, query, fixture_path) in cases {
-        let reply = signed(&http, &sim, &creds, T0, "GET", path, query, "").await;
+        let reply = creds_key.get(path, query).await;
         let data = assert_success_envelope(&reply, path);
         assert_same_shape(
             &fixture(fixture_path)["data"],
@@ -298,17 +272,9 @@ async fn signed_replies_match_the_fixtures() {
         );
     }
     // accounts is a list of the same account objects.
-    let accounts = signed(
-        &http,
-        &sim,
-        &creds,
-        T0,
-        "GET",
-        "/api/v2/mix/account/accounts",
-        "productType=USDT-FUTURES",
-        "",
-    )
-    .await;
+    let accounts = creds_key
+        .get("/api/v2/mix/account/accounts", "productType=USDT-FUTURES")
+        .await;
     let accounts = assert_success_envelope(&accounts, "accounts");
     let one = fixture("recorded/mix_account_account.BTCUSDT_2024-11.ccxt.json")["data"].clone();
     assert_same_shape(&Value::Array(vec![one]), &accounts, "accounts", false);

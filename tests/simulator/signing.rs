@@ -86,6 +86,7 @@ async fn every_signing_mistake_gets_its_code() {
         ..SimConfig::default()
     })
     .await;
+    let creds_key = Signer::new(&sim, &creds);
     let http = client();
     let path = "/api/v2/mix/account/accounts";
     let query = "productType=USDT-FUTURES";
@@ -177,17 +178,7 @@ async fn every_signing_mistake_gets_its_code() {
     .await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     // A signature over a different query does not verify.
-    let tampered = signed(
-        &http,
-        &sim,
-        &creds,
-        T0,
-        "GET",
-        path,
-        "productType=COIN-FUTURES",
-        "",
-    )
-    .await;
+    let tampered = creds_key.get(path, "productType=COIN-FUTURES").await;
     assert_eq!(
         tampered.status, 200,
         "signed as sent, so the signature matches"
@@ -214,26 +205,21 @@ async fn orders_place_fill_rest_cancel_and_refuse_a_repeated_client_oid() {
         ..SimConfig::default()
     })
     .await;
-    let http = client();
+    let creds_key = Signer::new(&sim, &creds);
     let place = "/api/v2/mix/order/place-order";
     let market = r#"{"symbol":"BTCUSDT","productType":"USDT-FUTURES","marginMode":"crossed","marginCoin":"USDT","size":"0.01","side":"buy","orderType":"market","clientOid":"m-1"}"#;
-    let reply = signed(&http, &sim, &creds, T0, "POST", place, "", market).await;
+    let reply = creds_key.post(place, market).await;
     assert_eq!(reply.code(), "00000", "{}", reply.body);
     assert_eq!(reply.json()["data"]["clientOid"], "m-1");
-    let again = signed(&http, &sim, &creds, T0, "POST", place, "", market).await;
+    let again = creds_key.post(place, market).await;
     assert_eq!((again.status, again.code()), (400, "45034".to_owned()));
 
-    let positions = signed(
-        &http,
-        &sim,
-        &creds,
-        T0,
-        "GET",
-        "/api/v2/mix/position/all-position",
-        "productType=USDT-FUTURES",
-        "",
-    )
-    .await;
+    let positions = creds_key
+        .get(
+            "/api/v2/mix/position/all-position",
+            "productType=USDT-FUTURES",
+        )
+        .await;
     let positions = positions.json()["data"].clone();
     assert_eq!(positions.as_array().unwrap().len(), 1);
     assert_eq!(positions[0]["symbol"], "BTCUSDT");
@@ -241,68 +227,32 @@ async fn orders_place_fill_rest_cancel_and_refuse_a_repeated_client_oid() {
     assert_eq!(positions[0]["total"], "0.01");
 
     let resting = r#"{"symbol":"BTCUSDT","productType":"USDT-FUTURES","marginMode":"crossed","marginCoin":"USDT","size":"0.01","price":"1000","side":"buy","orderType":"limit","clientOid":"l-1"}"#;
-    assert_eq!(
-        signed(&http, &sim, &creds, T0, "POST", place, "", resting)
-            .await
-            .code(),
-        "00000"
-    );
-    let detail = signed(
-        &http,
-        &sim,
-        &creds,
-        T0,
-        "GET",
-        "/api/v2/mix/order/detail",
-        "clientOid=l-1&productType=USDT-FUTURES&symbol=BTCUSDT",
-        "",
-    )
-    .await;
+    assert_eq!(creds_key.post(place, resting).await.code(), "00000");
+    let detail = creds_key
+        .get(
+            "/api/v2/mix/order/detail",
+            "clientOid=l-1&productType=USDT-FUTURES&symbol=BTCUSDT",
+        )
+        .await;
     assert_eq!(detail.json()["data"]["state"], "live");
     let cancel = r#"{"symbol":"BTCUSDT","productType":"USDT-FUTURES","clientOid":"l-1"}"#;
-    let reply = signed(
-        &http,
-        &sim,
-        &creds,
-        T0,
-        "POST",
-        "/api/v2/mix/order/cancel-order",
-        "",
-        cancel,
-    )
-    .await;
+    let reply = creds_key
+        .post("/api/v2/mix/order/cancel-order", cancel)
+        .await;
     assert_eq!(reply.json()["data"]["clientOid"], "l-1");
-    let twice = signed(
-        &http,
-        &sim,
-        &creds,
-        T0,
-        "POST",
-        "/api/v2/mix/order/cancel-order",
-        "",
-        cancel,
-    )
-    .await;
+    let twice = creds_key
+        .post("/api/v2/mix/order/cancel-order", cancel)
+        .await;
     assert_eq!(twice.code(), "43001");
-    let neither = signed(
-        &http,
-        &sim,
-        &creds,
-        T0,
-        "POST",
-        "/api/v2/mix/order/cancel-order",
-        "",
-        r#"{"symbol":"BTCUSDT","productType":"USDT-FUTURES"}"#,
-    )
-    .await;
+    let neither = creds_key
+        .post(
+            "/api/v2/mix/order/cancel-order",
+            r#"{"symbol":"BTCUSDT","productType":"USDT-FUTURES"}"#,
+        )
+        .await;
     assert_eq!(neither.code(), "40924");
-    let not_json = signed(&http, &sim, &creds, T0, "POST", place, "", "{oops").await;
+    let not_json = creds_key.post(place, "{oops").await;
     assert_eq!(not_json.code(), "400172");
     let huge = r#"{"symbol":"BTCUSDT","productType":"USDT-FUTURES","marginMode":"crossed","marginCoin":"USDT","size":"100000","side":"buy","orderType":"market"}"#;
-    assert_eq!(
-        signed(&http, &sim, &creds, T0, "POST", place, "", huge)
-            .await
-            .code(),
-        "40762"
-    );
+    assert_eq!(creds_key.post(place, huge).await.code(), "40762");
 }
