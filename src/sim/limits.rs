@@ -170,6 +170,34 @@ struct State {
     endpoint_windows: HashMap<(usize, ScopeKey), VecDeque<u64>>,
     overall_windows: HashMap<IpAddr, VecDeque<u64>>,
     penalized_until: HashMap<IpAddr, u64>,
+    /// Checks since the last sweep of idle windows.
+    checks_since_sweep: u32,
+}
+
+/// How many checks pass between sweeps of idle windows and served penalties, so a long run
+/// with many clients or keys does not keep one entry per client forever.
+const SWEEP_EVERY: u32 = 4_096;
+
+impl State {
+    /// Drops windows with nothing left in them and penalties already served.
+    fn sweep(&mut self, now: u64) {
+        self.endpoint_windows.retain(|_, window| {
+            expire(window, now, SECOND_MS);
+            !window.is_empty()
+        });
+        self.overall_windows.retain(|_, window| {
+            expire(window, now, MINUTE_MS);
+            !window.is_empty()
+        });
+        self.penalized_until.retain(|_, until| now < *until);
+        self.checks_since_sweep = 0;
+    }
+
+    /// Number of (endpoint, key) and per-IP windows held.
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
+        self.endpoint_windows.len() + self.overall_windows.len() + self.penalized_until.len()
+    }
 }
 
 impl Limiter {
@@ -199,6 +227,10 @@ impl Limiter {
     ) -> Decision {
         let limit = self.limit_at(idx, now) as usize;
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.checks_since_sweep += 1;
+        if state.checks_since_sweep >= SWEEP_EVERY {
+            state.sweep(now);
+        }
         if state
             .penalized_until
             .get(&ip)
@@ -236,6 +268,13 @@ impl Limiter {
             remaining: (limit as u32).saturating_sub(in_window),
             in_window,
         }
+    }
+}
+
+#[cfg(test)]
+impl Limiter {
+    fn tracked(&self) -> usize {
+        self.state.lock().unwrap().tracked()
     }
 }
 
@@ -333,5 +372,33 @@ mod tests {
             LimitConfig::parse_schedule("30:5,10:20"),
             Err(LimitConfigError::ScheduleOrder(_))
         ));
+    }
+
+    #[test]
+    fn idle_windows_and_served_penalties_are_swept() {
+        let config = LimitConfig {
+            penalty_ms: 10_000,
+            ..LimitConfig::default()
+        };
+        let limiter = Limiter::new(config, 0);
+        let (idx, ep) = candles();
+        // Many distinct clients, each once, plus one violation that earns a penalty.
+        for n in 0..1_000u32 {
+            let ip = IpAddr::V4(Ipv4Addr::from(0x7f00_0000 + n));
+            limiter.check(idx, ep, ip, ScopeKey::Ip(ip), 1_000);
+        }
+        for _ in 0..21 {
+            limiter.check(idx, ep, IP, ScopeKey::Ip(IP), 1_000);
+        }
+        assert!(limiter.tracked() >= 2_000);
+        // Once every window has expired and the penalty is served, the next sweep empties
+        // the maps; the checks that trigger it leave only the last client's two windows.
+        let later = 1_000 + MINUTE_MS + 10_000;
+        for k in 0..u64::from(SWEEP_EVERY) {
+            // 16 a second: under every limit, so no new penalty.
+            let decision = limiter.check(idx, ep, IP, ScopeKey::Ip(IP), later + k * 60);
+            assert!(matches!(decision, Decision::Accepted { .. }));
+        }
+        assert_eq!(limiter.tracked(), 2);
     }
 }
