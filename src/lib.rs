@@ -6,6 +6,8 @@
 //! Layout:
 //! - [`credential`]: API keys and Bitget's HMAC request signature (shared by client and
 //!   simulator).
+//! - [`error`]: the self-classifying Bitget error and its code tables (for the poller).
+//! - [`retry`]: the backoff schedule (for the poller).
 //! - [`sim`]: the local Bitget REST v2 simulator (`bitget-poller sim`).
 //! - [`cli`]: the command line; `main.rs` only calls [`cli::main`].
 
@@ -14,4 +16,6 @@
 
 pub mod cli;
 pub mod credential;
+pub mod error;
+pub mod retry;
 pub mod sim;

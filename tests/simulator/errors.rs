@@ -110,3 +110,86 @@ fn every_message_is_bitgets_published_text() {
         assert_eq!(entry["msg"].as_str().unwrap(), *template, "{code}");
     }
 }
+
+#[tokio::test]
+async fn the_classifier_sorts_every_simulator_failure() {
+    use bitget_poller::error::{Classifier, ErrorClass};
+    use bitget_poller::sim::faults::FaultConfig;
+
+    let classifier = Classifier::default();
+    let classify = |reply: &Reply| {
+        classifier
+            .check(
+                "/e",
+                Some("BTCUSDT"),
+                reply.status,
+                None,
+                reply.body.as_bytes(),
+            )
+            .map_err(|e| e.class())
+    };
+    let (sim, _clock) = start(SimConfig {
+        removed_symbols: vec!["ETHUSDT".into()],
+        ..SimConfig::default()
+    })
+    .await;
+    let http = client();
+    assert_eq!(classify(&get(&http, &sim, CANDLES).await), Ok(()));
+    let removed = "/api/v2/mix/market/ticker?symbol=ETHUSDT&productType=USDT-FUTURES";
+    assert_eq!(
+        classify(&get(&http, &sim, removed).await),
+        Err(ErrorClass::BadSymbol)
+    );
+    let bad_granularity =
+        "/api/v2/mix/market/candles?symbol=BTCUSDT&productType=USDT-FUTURES&granularity=7m";
+    assert_eq!(
+        classify(&get(&http, &sim, bad_granularity).await),
+        Err(ErrorClass::Rejected)
+    );
+    for _ in 0..20 {
+        get(&http, &sim, CANDLES).await;
+    }
+    assert_eq!(
+        classify(&get(&http, &sim, CANDLES).await),
+        Err(ErrorClass::RateLimited)
+    );
+
+    for faults in [
+        FaultConfig {
+            html: 1.0,
+            ..Default::default()
+        },
+        FaultConfig {
+            truncated: 1.0,
+            ..Default::default()
+        },
+        FaultConfig {
+            busy: 1.0,
+            ..Default::default()
+        },
+    ] {
+        let (sim, _clock) = start(SimConfig {
+            faults,
+            ..SimConfig::default()
+        })
+        .await;
+        assert_eq!(
+            classify(&get(&http, &sim, CANDLES).await),
+            Err(ErrorClass::Transient)
+        );
+    }
+    let config = SimConfig {
+        rate_limit_code: "30001".into(),
+        rate_limit_status: 400,
+        ..SimConfig::default()
+    };
+    let (sim, _clock) = start(config).await;
+    for _ in 0..20 {
+        get(&http, &sim, CANDLES).await;
+    }
+    assert_eq!(
+        classify(&get(&http, &sim, CANDLES).await),
+        Err(ErrorClass::RateLimited),
+        "30001 is in the default set"
+    );
+}

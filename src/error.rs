@@ -1,0 +1,396 @@
+//! Everything that can go wrong talking to Bitget, as one enum that classifies itself.
+//!
+//! The poller never inspects message text: each failure is sorted once, here, into what to do
+//! about it. A rate limit pauses the whole category; a transient failure (5xx, HTML from the
+//! CDN, timeouts, resets, broken JSON, Bitget's "busy" codes) is retried with backoff; a bad
+//! symbol is parked; an auth failure stops the run with a message naming what to fix.
+//!
+//! Rate-limit body codes come from configuration. The default set is `429` plus `30001`,
+//! `30002` and `30003`, because the bot's operators asked for those. Bitget itself documents
+//! only `429` (with HTTP 429) for REST rate limits. `30001`–`30003` are not in Bitget's v2
+//! REST error list: `30001` is "channel does not exist" on Bitget's WebSocket API, and ccxt
+//! maps all three to authentication errors inherited from an OKX-style table.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+/// What the caller should do about a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Pause the endpoint's whole category for the backoff delay, then retry.
+    RateLimited,
+    /// Retry this request with backoff.
+    Transient,
+    /// The local clock is off: resync with `/api/v2/public/time` and retry once.
+    ClockSkew,
+    /// Park the symbol, report it once, retry it rarely.
+    BadSymbol,
+    /// Stop: the credentials are wrong. Retrying cannot help.
+    Auth,
+    /// The request itself is wrong; retrying the same request cannot help.
+    Rejected,
+}
+
+/// Bitget codes that mean "try again later" (maintenance, release window, internal timeouts).
+pub const TRANSIENT_CODES: &[&str] = &[
+    "40015", // System is abnormal, please try again later
+    "45001", // Unknown error (Bitget's FAQ: retry during the release window)
+    "40725", // service return an error
+    "40200", // Server upgrade, please try again later
+    "40010", // Request timed out
+];
+
+/// Bitget codes that mean this symbol cannot be served now.
+pub const BAD_SYMBOL_CODES: &[&str] = &[
+    "40034", // Parameter {0} does not exist (unknown symbol)
+    "40309", // The contract has been removed
+    "40102", // Symbol does not exist
+    "41113", // symbol offline
+];
+
+/// Bitget codes that mean the credentials (or their permissions) are wrong.
+pub const AUTH_CODES: &[&str] = &[
+    "40001", // ACCESS_KEY cannot be empty
+    "40002", // ACCESS_SIGN cannot be empty
+    "40003", // Signature cannot be empty
+    "40005", // Invalid ACCESS_TIMESTAMP
+    "40006", // Invalid ACCESS_KEY
+    "40009", // sign signature error
+    "40011", // ACCESS_PASSPHRASE cannot be empty
+    "40012", // apikey/password is incorrect
+    "40014", // Incorrect permissions
+    "40018", // Invalid IP
+    "40037", // Apikey does not exist
+];
+
+/// Bitget's "Request timestamp expired": the local clock is more than 30 s off.
+pub const CLOCK_SKEW_CODE: &str = "40008";
+
+/// The rate-limit body codes used when the configuration names none.
+pub const DEFAULT_RATE_LIMIT_CODES: &[&str] = &["429", "30001", "30002", "30003"];
+
+/// One failed Bitget request, with what is needed to report and handle it.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum BitgetError {
+    #[error("bitget rate-limited {endpoint} (http {status}, code {code}); pausing the category")]
+    RateLimited {
+        endpoint: String,
+        status: u16,
+        code: String,
+        retry_after: Option<Duration>,
+    },
+    #[error("bitget answered {endpoint} with http {status}{}; retrying with backoff", if *html { " and an html page" } else { "" })]
+    Unavailable {
+        endpoint: String,
+        status: u16,
+        html: bool,
+        retry_after: Option<Duration>,
+    },
+    #[error("request to {endpoint} timed out; retrying with backoff")]
+    Timeout { endpoint: String },
+    #[error("connection to bitget failed on {endpoint}: {detail}; retrying with backoff")]
+    Connection { endpoint: String, detail: String },
+    #[error("malformed reply from {endpoint}: {detail}; retrying with backoff")]
+    Malformed { endpoint: String, detail: String },
+    #[error("bitget is busy on {endpoint} (code {code}: {msg}); retrying with backoff")]
+    Busy {
+        endpoint: String,
+        code: String,
+        msg: String,
+    },
+    #[error("bitget says the local clock is off (code {code}: {msg}); resyncing with /api/v2/public/time")]
+    ClockSkew { code: String, msg: String },
+    #[error("bitget cannot serve symbol {symbol} (code {code}: {msg}); parking it")]
+    BadSymbol {
+        symbol: String,
+        code: String,
+        msg: String,
+    },
+    #[error("bitget rejected the api credentials (code {code}: {msg}); check BITGET_API_KEY, BITGET_API_SECRET and BITGET_API_PASSPHRASE")]
+    Auth { code: String, msg: String },
+    #[error("bitget rejected the request to {endpoint} (http {status}, code {code}: {msg})")]
+    Rejected {
+        endpoint: String,
+        status: u16,
+        code: String,
+        msg: String,
+    },
+}
+
+impl BitgetError {
+    /// What to do about this failure.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Self::RateLimited { .. } => ErrorClass::RateLimited,
+            Self::Unavailable { .. }
+            | Self::Timeout { .. }
+            | Self::Connection { .. }
+            | Self::Malformed { .. }
+            | Self::Busy { .. } => ErrorClass::Transient,
+            Self::ClockSkew { .. } => ErrorClass::ClockSkew,
+            Self::BadSymbol { .. } => ErrorClass::BadSymbol,
+            Self::Auth { .. } => ErrorClass::Auth,
+            Self::Rejected { .. } => ErrorClass::Rejected,
+        }
+    }
+
+    /// Whether the same request may be sent again (after backoff).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self.class(),
+            ErrorClass::RateLimited | ErrorClass::Transient | ErrorClass::ClockSkew
+        )
+    }
+
+    /// A server-given wait (`Retry-After`), which wins over the computed backoff.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::RateLimited { retry_after, .. } | Self::Unavailable { retry_after, .. } => {
+                *retry_after
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The envelope fields needed to judge a reply; `data` is parsed later, by the caller.
+#[derive(Debug, Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow)]
+    code: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    msg: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// Sorts HTTP replies into success or a [`BitgetError`], with a configurable rate-limit set.
+#[derive(Debug, Clone)]
+pub struct Classifier {
+    rate_limit_codes: Vec<String>,
+}
+
+impl Default for Classifier {
+    fn default() -> Self {
+        Self::new(
+            DEFAULT_RATE_LIMIT_CODES
+                .iter()
+                .map(|c| (*c).to_owned())
+                .collect(),
+        )
+    }
+}
+
+impl Classifier {
+    /// A classifier treating `rate_limit_codes` (body codes) as rate limiting, besides HTTP 429.
+    pub fn new(rate_limit_codes: Vec<String>) -> Self {
+        Self { rate_limit_codes }
+    }
+
+    /// Checks one reply. `Ok` means HTTP 2xx with code `00000`; the body is then the caller's
+    /// to parse. `retry_after` is the raw `Retry-After` header, if any.
+    ///
+    /// # Errors
+    /// Every other reply, classified.
+    pub fn check(
+        &self,
+        endpoint: &str,
+        symbol: Option<&str>,
+        status: u16,
+        retry_after: Option<&str>,
+        body: &[u8],
+    ) -> Result<(), BitgetError> {
+        let endpoint = endpoint.to_owned();
+        let retry_after = retry_after.and_then(parse_retry_after);
+        let envelope = serde_json::from_slice::<Envelope<'_>>(body).ok();
+        let code = envelope.as_ref().and_then(|e| e.code.as_deref());
+        let msg = envelope
+            .as_ref()
+            .and_then(|e| e.msg.as_deref())
+            .unwrap_or("")
+            .to_owned();
+        let is_rate_limit_code = code.is_some_and(|c| self.rate_limit_codes.iter().any(|r| r == c));
+        if status == 429 || is_rate_limit_code {
+            let code = code.unwrap_or("429").to_owned();
+            return Err(BitgetError::RateLimited {
+                endpoint,
+                status,
+                code,
+                retry_after,
+            });
+        }
+        let Some(code) = code else {
+            // No Bitget envelope: a CDN page, an empty body or JSON cut short.
+            let html = body.iter().take(512).any(|b| *b == b'<');
+            if status >= 500 || html {
+                return Err(BitgetError::Unavailable {
+                    endpoint,
+                    status,
+                    html,
+                    retry_after,
+                });
+            }
+            let detail = match serde_json::from_slice::<serde_json::Value>(body) {
+                Err(error) => format!("not json ({error}) with http {status}"),
+                Ok(_) => format!("json without a code with http {status}"),
+            };
+            return Err(BitgetError::Malformed { endpoint, detail });
+        };
+        if code == "00000" && (200..300).contains(&status) {
+            return Ok(());
+        }
+        let code_owned = code.to_owned();
+        if TRANSIENT_CODES.contains(&code) {
+            return Err(BitgetError::Busy {
+                endpoint,
+                code: code_owned,
+                msg,
+            });
+        }
+        if BAD_SYMBOL_CODES.contains(&code) {
+            let symbol = symbol.unwrap_or("?").to_owned();
+            return Err(BitgetError::BadSymbol {
+                symbol,
+                code: code_owned,
+                msg,
+            });
+        }
+        if AUTH_CODES.contains(&code) {
+            return Err(BitgetError::Auth {
+                code: code_owned,
+                msg,
+            });
+        }
+        if code == CLOCK_SKEW_CODE {
+            return Err(BitgetError::ClockSkew {
+                code: code_owned,
+                msg,
+            });
+        }
+        if status >= 500 {
+            return Err(BitgetError::Unavailable {
+                endpoint,
+                status,
+                html: false,
+                retry_after,
+            });
+        }
+        Err(BitgetError::Rejected {
+            endpoint,
+            status,
+            code: code_owned,
+            msg,
+        })
+    }
+}
+
+/// `Retry-After` in seconds (Bitget documents none; an HTTP date is not expected from it).
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    value
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(Duration::from_secs_f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope(code: &str) -> Vec<u8> {
+        format!(r#"{{"code":"{code}","msg":"m","requestTime":1,"data":null}}"#).into_bytes()
+    }
+
+    #[test]
+    fn every_listed_code_has_its_class() {
+        let c = Classifier::default();
+        let class = |status: u16, code: &str| {
+            c.check("/e", Some("BTCUSDT"), status, None, &envelope(code))
+                .unwrap_err()
+                .class()
+        };
+        for code in DEFAULT_RATE_LIMIT_CODES {
+            assert_eq!(class(400, code), ErrorClass::RateLimited, "{code}");
+        }
+        for code in TRANSIENT_CODES {
+            assert_eq!(class(400, code), ErrorClass::Transient, "{code}");
+        }
+        for code in BAD_SYMBOL_CODES {
+            assert_eq!(class(400, code), ErrorClass::BadSymbol, "{code}");
+        }
+        for code in AUTH_CODES {
+            assert_eq!(class(400, code), ErrorClass::Auth, "{code}");
+        }
+        assert_eq!(class(400, "40008"), ErrorClass::ClockSkew);
+        assert_eq!(class(400, "40020"), ErrorClass::Rejected);
+        assert_eq!(class(500, "40020"), ErrorClass::Transient);
+        assert!(c.check("/e", None, 200, None, &envelope("00000")).is_ok());
+    }
+
+    #[test]
+    fn http_429_is_rate_limited_whatever_the_body() {
+        let c = Classifier::new(vec!["429".into()]);
+        let error = c.check("/e", None, 429, Some("2"), b"").unwrap_err();
+        assert_eq!(error.class(), ErrorClass::RateLimited);
+        assert_eq!(error.retry_after(), Some(Duration::from_secs(2)));
+        // With a narrower configured set, 30001 is just a rejected request.
+        assert_eq!(
+            c.check("/e", None, 400, None, &envelope("30001"))
+                .unwrap_err()
+                .class(),
+            ErrorClass::Rejected
+        );
+    }
+
+    #[test]
+    fn html_pages_empty_and_truncated_bodies_are_transient() {
+        let c = Classifier::default();
+        let page = b"<html><head><title>502 Bad Gateway</title></head></html>";
+        let html = c.check("/e", None, 502, None, page).unwrap_err();
+        assert!(matches!(
+            html,
+            BitgetError::Unavailable {
+                status: 502,
+                html: true,
+                ..
+            }
+        ));
+        let cut = c
+            .check("/e", None, 200, None, br#"{"code":"00000","msg":"succ"#)
+            .unwrap_err();
+        assert!(matches!(cut, BitgetError::Malformed { .. }), "{cut:?}");
+        assert!(cut.is_retryable());
+        assert_eq!(
+            c.check("/e", None, 503, None, b"").unwrap_err().class(),
+            ErrorClass::Transient
+        );
+    }
+
+    #[test]
+    fn messages_name_the_problem_and_the_fix() {
+        let c = Classifier::default();
+        let auth = c
+            .check("/e", None, 400, None, &envelope("40009"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            auth.contains("BITGET_API_SECRET")
+                && auth.starts_with("bitget rejected the api credentials"),
+            "{auth}"
+        );
+        let parked = c
+            .check("/e", Some("FOOUSDT"), 400, None, &envelope("40034"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            parked,
+            "bitget cannot serve symbol FOOUSDT (code 40034: m); parking it"
+        );
+        assert!(!BitgetError::Auth {
+            code: "40009".into(),
+            msg: String::new()
+        }
+        .is_retryable());
+    }
+}
