@@ -8,6 +8,20 @@ use bitget_poller::sim::SimConfig;
 
 use crate::helpers::*;
 
+/// A simulator with `limits` and everything else default.
+async fn start_with_limits(
+    limits: LimitConfig,
+) -> (
+    bitget_poller::sim::Simulator,
+    bitget_poller::sim::clock::ManualClock,
+) {
+    start(SimConfig {
+        limits,
+        ..SimConfig::default()
+    })
+    .await
+}
+
 #[tokio::test]
 async fn the_21st_request_in_a_second_is_rejected_and_the_next_second_accepted() {
     let (sim, clock) = start(SimConfig::default()).await;
@@ -45,14 +59,11 @@ async fn the_21st_request_in_a_second_is_rejected_and_the_next_second_accepted()
 
 #[tokio::test]
 async fn the_overall_cap_counts_every_endpoint_per_minute() {
-    let config = SimConfig {
-        limits: LimitConfig {
-            overall_per_min: 30,
-            ..LimitConfig::default()
-        },
-        ..SimConfig::default()
-    };
-    let (sim, clock) = start(config).await;
+    let (sim, clock) = start_with_limits(LimitConfig {
+        overall_per_min: 30,
+        ..LimitConfig::default()
+    })
+    .await;
     let http = client();
     for _ in 0..20 {
         assert_eq!(get(&http, &sim, CANDLES).await.status, 200);
@@ -136,14 +147,11 @@ async fn account_limits_are_per_key_and_all_position_is_5_per_second() {
 
 #[tokio::test]
 async fn a_violation_blocks_the_ip_for_the_penalty() {
-    let config = SimConfig {
-        limits: LimitConfig {
-            penalty_ms: 300_000,
-            ..LimitConfig::default()
-        },
-        ..SimConfig::default()
-    };
-    let (sim, clock) = start(config).await;
+    let (sim, clock) = start_with_limits(LimitConfig {
+        penalty_ms: 300_000,
+        ..LimitConfig::default()
+    })
+    .await;
     let http = client();
     for _ in 0..20 {
         get(&http, &sim, CANDLES).await;
@@ -161,14 +169,11 @@ async fn a_violation_blocks_the_ip_for_the_penalty() {
 #[tokio::test]
 async fn the_schedule_changes_the_market_limit_over_time() {
     let schedule = LimitConfig::parse_schedule("20,30:5,60:20").unwrap();
-    let config = SimConfig {
-        limits: LimitConfig {
-            schedule,
-            ..LimitConfig::default()
-        },
-        ..SimConfig::default()
-    };
-    let (sim, clock) = start(config).await;
+    let (sim, clock) = start_with_limits(LimitConfig {
+        schedule,
+        ..LimitConfig::default()
+    })
+    .await;
     let http = client();
     let accepted_in_burst = |n: usize| {
         let http = http.clone();
@@ -217,14 +222,11 @@ async fn rate_limit_replies_can_use_another_code_and_status() {
 #[tokio::test]
 async fn per_endpoint_overrides_apply() {
     let over = LimitConfig::parse_override("mix/market/candles=3").unwrap();
-    let config = SimConfig {
-        limits: LimitConfig {
-            overrides: vec![over],
-            ..LimitConfig::default()
-        },
-        ..SimConfig::default()
-    };
-    let (sim, _clock) = start(config).await;
+    let (sim, _clock) = start_with_limits(LimitConfig {
+        overrides: vec![over],
+        ..LimitConfig::default()
+    })
+    .await;
     let http = client();
     let statuses: Vec<u16> = futures_statuses(&http, &sim, 5).await;
     assert_eq!(statuses, vec![200, 200, 200, 429, 429]);
