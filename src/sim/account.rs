@@ -195,7 +195,7 @@ fn place_order(
         Some(oid) => oid.to_owned(),
         None => format!("sim{}", book.next_order_id),
     };
-    let last = c.price_at(now - now % 1_000);
+    let last = c.last_price(now);
     let signed_size = if side == "buy" { size } else { -size };
     let marketable = match price {
         None => true,
@@ -283,7 +283,7 @@ fn unrealized(book: &Book, universe: &Universe, now: u64) -> Decimal {
         .filter_map(|(symbol, &(size, avg))| {
             universe
                 .get(symbol)
-                .map(|c| size * (c.price_at(now - now % 1_000) - avg))
+                .map(|c| size * (c.last_price(now) - avg))
         })
         .sum()
 }
@@ -292,9 +292,7 @@ fn used_margin(book: &Book, universe: &Universe, now: u64) -> Decimal {
     book.positions
         .iter()
         .filter_map(|(symbol, &(size, _))| {
-            universe
-                .get(symbol)
-                .map(|c| size.abs() * c.price_at(now - now % 1_000))
+            universe.get(symbol).map(|c| size.abs() * c.last_price(now))
         })
         .sum::<Decimal>()
         / Decimal::from(LEVERAGE)
@@ -311,7 +309,7 @@ fn account_json(book: &Book, universe: &Universe, now: u64) -> Value {
     json!({
         "marginCoin": "USDT", "locked": "0", "available": available, "crossedMaxAvailable": available,
         "isolatedMaxAvailable": available, "maxTransferOut": available, "accountEquity": equity.to_string(),
-        "usdtEquity": equity.to_string(), "btcEquity": universe.get("BTCUSDT").map(|b| (equity / b.price_at(now)).round_dp(12).to_string()).unwrap_or_default(),
+        "usdtEquity": equity.to_string(), "btcEquity": universe.get("BTCUSDT").map(|b| (equity / b.last_price(now)).round_dp(12).to_string()).unwrap_or_default(),
         "crossedRiskRate": "0", "crossedMarginLeverage": LEVERAGE.to_string(), "isolatedLongLever": LEVERAGE.to_string(),
         "isolatedShortLever": LEVERAGE.to_string(), "marginMode": "crossed", "posMode": "one_way_mode",
         "unrealizedPL": upl.to_string(), "coupon": "0", "crossedUnrealizedPL": upl.to_string(), "isolatedUnrealizedPL": "0",
@@ -328,7 +326,7 @@ fn position_json(
 ) -> Value {
     let mark = universe
         .get(symbol)
-        .map(|c| c.price_at(now - now % 1_000))
+        .map(|c| c.last_price(now))
         .unwrap_or(avg);
     json!({
         "marginCoin": "USDT", "symbol": symbol, "holdSide": if size.is_sign_negative() { "short" } else { "long" },

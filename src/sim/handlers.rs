@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use super::codes::ApiError;
 use super::endpoints::Route;
 use super::granularity::{Granularity, Market};
-use super::market::{Contract, Universe};
+use super::market::{second_start, Contract, Universe};
 use super::params::Params;
 
 const DAY_MS: u64 = 86_400_000;
@@ -65,14 +65,11 @@ pub fn public(
     universe: &Universe,
     now: u64,
 ) -> Result<String, ApiError> {
-    let spot_symbol = |params: &Params| -> Result<Option<&Contract>, ApiError> {
-        match params.get("symbol") {
-            None => Ok(None),
-            Some(s) => match universe.get(s) {
-                Some(c) if c.status == "normal" => Ok(Some(c)),
-                _ => Err(ApiError::unknown(s)),
-            },
-        }
+    let spot_symbol = |params: &Params| {
+        params
+            .get("symbol")
+            .map(|s| spot_pair(universe, s))
+            .transpose()
     };
     let value = match route {
         Route::Time => json!({ "serverTime": now.to_string() }),
@@ -187,11 +184,7 @@ pub fn public(
             Value::Array(list)
         }
         Route::SpotCandles => {
-            let symbol = params.required("symbol")?;
-            let c = match universe.get(symbol) {
-                Some(c) if c.status == "normal" => c,
-                _ => return Err(ApiError::unknown(symbol)),
-            };
+            let c = spot_pair(universe, params.required("symbol")?)?;
             return candles(c, params, Market::Spot, 1_000, false, now);
         }
         Route::Accounts
@@ -203,6 +196,14 @@ pub fn public(
         | Route::OrdersPending => unreachable!("private routes are handled by the account book"),
     };
     Ok(value.to_string())
+}
+
+/// The spot pair named `symbol`: `40034` unless it exists and is listed.
+fn spot_pair<'u>(universe: &'u Universe, symbol: &str) -> Result<&'u Contract, ApiError> {
+    universe
+        .get(symbol)
+        .filter(|c| c.status == "normal")
+        .ok_or_else(|| ApiError::unknown(symbol))
 }
 
 /// Like [`contract`] but a removed contract is still listed (with status `off`).
@@ -311,9 +312,9 @@ struct TickerPrices {
 }
 
 fn ticker_prices(c: &Contract, now: u64) -> TickerPrices {
-    // Prices move once per second, so cached replies stay consistent within a second.
-    let now_s = now - now % 1_000;
-    let last = c.price_at(now_s);
+    // The 24 h look-backs step from the same second as the last price.
+    let now_s = second_start(now);
+    let last = c.last_price(now);
     let open24h = c.price_at(now_s - DAY_MS);
     let (mut high24h, mut low24h) = (last.max(open24h), last.min(open24h));
     for hour in 1..24 {
@@ -424,7 +425,7 @@ fn merge_depth(c: &Contract, params: &Params, now: u64) -> Result<Value, ApiErro
         },
     };
     let step = c.tick() * Decimal::from(scale_steps);
-    let mid = c.price_at(now - now % 1_000);
+    let mid = c.last_price(now);
     let size =
         |i: usize| Decimal::new(((i * 37 + 11) % 97 + 1) as i64, c.volume_place.min(3)).to_string();
     let best_bid = (mid / step).floor() * step;

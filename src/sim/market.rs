@@ -176,6 +176,12 @@ impl Contract {
         Decimal::new(self.ticks_at(t), self.price_place)
     }
 
+    /// The traded price at `now`. Prices move once a second (at the start of each second),
+    /// so every reply made within one second, cached or fresh, agrees.
+    pub fn last_price(&self, now: u64) -> Decimal {
+        self.price_at(second_start(now))
+    }
+
     /// One tick of price.
     pub fn tick(&self) -> Decimal {
         Decimal::new(1, self.price_place)
@@ -246,6 +252,11 @@ impl Contract {
         let period = now / 28_800_000;
         Decimal::new((signed_unit(self.salt ^ period, 12) * 300.0) as i64, 6)
     }
+}
+
+/// The start of the second that contains `t` (Unix ms).
+pub fn second_start(t: u64) -> u64 {
+    t - t % 1_000
 }
 
 /// Names after the known list: `A0030USDT`-style, unique and stable per index.

@@ -33,6 +33,7 @@ use super::endpoints::{self, Route, Scope, ENDPOINTS};
 use super::faults::{self, Fault};
 use super::handlers;
 use super::limits::{Decision, ScopeKey};
+use super::market::second_start;
 use super::params::Params;
 use super::record::{Outcome, RequestRecord};
 use super::SimState;
@@ -321,7 +322,7 @@ fn cached_public(
             return Ok(data.clone());
         }
     }
-    let data: Arc<str> = handlers::public(route, params, &sim.universe, second * 1_000)?.into();
+    let data: Arc<str> = handlers::public(route, params, &sim.universe, second_start(now))?.into();
     let mut entries = sim.cache.entries.lock().unwrap_or_else(|e| e.into_inner());
     if entries.len() >= MAX_CACHED_REPLIES {
         entries.clear();
