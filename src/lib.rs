@@ -15,7 +15,13 @@
 #![warn(missing_debug_implementations)]
 
 pub mod cli;
+pub mod client;
 pub mod credential;
 pub mod error;
+pub mod granularity;
+pub mod limiter;
+pub mod models;
+pub mod parse;
 pub mod retry;
 pub mod sim;
+pub mod telemetry;

@@ -10,9 +10,9 @@ use serde_json::{json, Value};
 
 use super::codes::ApiError;
 use super::endpoints::Route;
-use super::granularity::{Granularity, Market};
 use super::market::{second_start, Contract, Universe};
 use super::params::Params;
+use crate::granularity::{Granularity, Market};
 
 const DAY_MS: u64 = 86_400_000;
 

@@ -22,7 +22,6 @@ pub mod clock;
 pub mod codes;
 pub mod endpoints;
 pub mod faults;
-pub mod granularity;
 pub mod handlers;
 pub mod limits;
 pub mod market;

@@ -1,0 +1,287 @@
+//! The Bitget REST client: one pooled HTTP client, every request through the limiter, every
+//! failure classified, retries with backoff (and through the limiter again).
+//!
+//! The client knows nothing about candles or schedules; it turns `(path, query)` into a
+//! checked reply body, or a [`BitgetError`] that says what to do next. It also tells the
+//! limiter what the server said (remaining budget, rate-limit rejections), so one 429 pauses
+//! every request of that category, not only the one that failed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rand::Rng;
+use thiserror::Error;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{BitgetError, Classifier, ErrorClass};
+use crate::limiter::{category_of, Adjustment, Category, Feedback, Permit, RateLimiter};
+use crate::retry::Backoff;
+use crate::telemetry::{RecentRateLimits, RATE_LOG};
+
+/// Bitget's production REST endpoint.
+pub const BITGET_BASE_URL: &str = "https://api.bitget.com";
+/// Header in which Bitget reports what is left of an endpoint's one-second budget.
+pub const REMAIN_HEADER: &str = "x-mbx-used-remain-limit";
+
+/// How the HTTP side is set up.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientConfig {
+    pub base_url: String,
+    /// Whole-request timeout, body included.
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Idle keep-alive connections kept per host.
+    pub pool_max_idle: usize,
+    pub backoff: Backoff,
+    /// Body codes treated as rate limiting besides HTTP 429.
+    pub rate_limit_codes: Vec<String>,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            base_url: BITGET_BASE_URL.to_owned(),
+            timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
+            pool_max_idle: 32,
+            backoff: Backoff::default(),
+            rate_limit_codes: crate::error::DEFAULT_RATE_LIMIT_CODES
+                .iter()
+                .map(|c| (*c).to_owned())
+                .collect(),
+        }
+    }
+}
+
+/// Why a call produced no reply.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum CallError {
+    /// The last attempt's failure (retries, if allowed, are used up).
+    #[error(transparent)]
+    Bitget(#[from] BitgetError),
+    /// Shutdown began before the request could be sent.
+    #[error("shutting down; request not sent")]
+    ShuttingDown,
+}
+
+impl CallError {
+    /// The Bitget failure, if that is what ended the call.
+    pub fn bitget(&self) -> Option<&BitgetError> {
+        match self {
+            Self::Bitget(e) => Some(e),
+            Self::ShuttingDown => None,
+        }
+    }
+}
+
+/// A checked success reply.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub body: Bytes,
+    /// Attempts it took, 1 if the first succeeded.
+    pub attempts: u32,
+}
+
+/// Why the client could not be built.
+#[derive(Debug, Error)]
+#[error("cannot build the http client: {0}")]
+pub struct BuildError(#[from] reqwest::Error);
+
+/// A Bitget client sharing one limiter and one connection pool.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base_url: Arc<str>,
+    limiter: Arc<dyn RateLimiter>,
+    classifier: Classifier,
+    backoff: Backoff,
+    recent: Arc<RecentRateLimits>,
+    stop: CancellationToken,
+}
+
+impl Client {
+    /// A client for `config`, limited by `limiter`; `stop` cancels waiting requests.
+    ///
+    /// # Errors
+    /// The TLS backend cannot be set up.
+    pub fn new(
+        config: &ClientConfig,
+        limiter: Arc<dyn RateLimiter>,
+        recent: Arc<RecentRateLimits>,
+        stop: CancellationToken,
+    ) -> Result<Self, BuildError> {
+        let http = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.connect_timeout)
+            .pool_max_idle_per_host(config.pool_max_idle)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .user_agent(concat!("bitget-poller/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self {
+            http,
+            base_url: config.base_url.trim_end_matches('/').into(),
+            limiter,
+            classifier: Classifier::new(config.rate_limit_codes.clone()),
+            backoff: config.backoff,
+            recent,
+            stop,
+        })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    pub fn limiter(&self) -> &Arc<dyn RateLimiter> {
+        &self.limiter
+    }
+
+    /// GETs `path?query`, retrying retryable failures with backoff, each attempt through
+    /// the limiter. `symbol` names the symbol in errors and logs.
+    ///
+    /// # Errors
+    /// The failure that ended the call: not retryable, or retries used up; or shutdown.
+    pub async fn get(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+        symbol: Option<&str>,
+    ) -> Result<Reply, CallError> {
+        let category = category_of(path);
+        let mut retry = 0;
+        loop {
+            let error = match self.attempt(category, path, query, symbol).await? {
+                Ok(body) => {
+                    return Ok(Reply {
+                        body,
+                        attempts: retry + 1,
+                    })
+                }
+                Err(error) => error,
+            };
+            let jitter = rand::thread_rng().gen::<f64>();
+            let Some(delay) = self.backoff.delay_after(&error, retry, jitter) else {
+                return Err(error.into());
+            };
+            retry += 1;
+            if error.class() == ErrorClass::RateLimited {
+                // The limiter already holds the whole category for `delay`; the retry
+                // simply queues behind that pause.
+                tracing::warn!(target: RATE_LOG, event = "backoff", category = %category, endpoint = path, symbol = symbol.unwrap_or("-"), retry, delay_ms = delay.as_millis() as u64, "retrying after a rate limit");
+                continue;
+            }
+            tracing::warn!(endpoint = path, symbol = symbol.unwrap_or("-"), class = ?error.class(), retry, delay_ms = delay.as_millis() as u64, "{error}");
+            tokio::select! {
+                () = self.stop.cancelled() => return Err(CallError::ShuttingDown),
+                () = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    /// One attempt: acquire, send, classify, report back to the limiter.
+    async fn attempt(
+        &self,
+        category: Category,
+        path: &str,
+        query: &[(&str, &str)],
+        symbol: Option<&str>,
+    ) -> Result<Result<Bytes, BitgetError>, CallError> {
+        let permit = tokio::select! {
+            biased;
+            () = self.stop.cancelled() => return Err(CallError::ShuttingDown),
+            permit = self.limiter.acquire(category) => permit,
+        };
+        let url = format!("{}{}", self.base_url, path);
+        let outcome = self.send(&url, path, query, symbol).await;
+        self.report(&permit, path, symbol, &outcome);
+        Ok(outcome.map(|(body, _)| body))
+    }
+
+    async fn send(
+        &self,
+        url: &str,
+        path: &str,
+        query: &[(&str, &str)],
+        symbol: Option<&str>,
+    ) -> Result<(Bytes, Option<u32>), BitgetError> {
+        let response = self
+            .http
+            .get(url)
+            .query(query)
+            .send()
+            .await
+            .map_err(|e| transport_error(path, &e))?;
+        let status = response.status().as_u16();
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let remaining = header(REMAIN_HEADER).and_then(|v| v.trim().parse::<u32>().ok());
+        let retry_after = header("retry-after");
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| transport_error(path, &e))?;
+        self.classifier
+            .check(path, symbol, status, retry_after.as_deref(), &body)?;
+        Ok((body, remaining))
+    }
+
+    fn report(
+        &self,
+        permit: &Permit,
+        path: &str,
+        symbol: Option<&str>,
+        outcome: &Result<(Bytes, Option<u32>), BitgetError>,
+    ) {
+        let feedback = match outcome {
+            Ok((_, remaining)) => Feedback::Accepted {
+                remaining: *remaining,
+            },
+            Err(error) if error.class() == ErrorClass::RateLimited => {
+                let count = self.recent.record(permit.category);
+                // The pause uses the category's recent 429 count as the retry number, so a
+                // storm backs off further each time.
+                let retry = count
+                    .saturating_sub(1)
+                    .min(self.backoff.max_retries.saturating_sub(1) as usize)
+                    as u32;
+                let computed = self
+                    .backoff
+                    .delay(retry, rand::thread_rng().gen::<f64>())
+                    .unwrap_or(self.backoff.cap);
+                let pause = error
+                    .retry_after()
+                    .map_or(computed, |s| s.min(self.backoff.cap));
+                tracing::warn!(target: RATE_LOG, event = "rate_limited", category = %permit.category, endpoint = path, symbol = symbol.unwrap_or("-"), pause_ms = pause.as_millis() as u64, recent_429 = count, "{error}");
+                Feedback::RateLimited { pause }
+            }
+            Err(_) => Feedback::Other,
+        };
+        if let Some(Adjustment::EffectiveLimit { category, limit }) =
+            self.limiter.feedback(permit, feedback)
+        {
+            tracing::info!(target: RATE_LOG, event = "limit_follow", category = %category, effective_limit = limit, "following the server's remaining budget");
+        }
+    }
+}
+
+fn transport_error(path: &str, error: &reqwest::Error) -> BitgetError {
+    let endpoint = path.to_owned();
+    if error.is_timeout() {
+        return BitgetError::Timeout { endpoint };
+    }
+    // The chain carries the useful part ("connection reset by peer"), not the top level.
+    let mut detail = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(inner) = source {
+        detail = inner.to_string();
+        source = inner.source();
+    }
+    BitgetError::Connection { endpoint, detail }
+}

@@ -1,0 +1,186 @@
+//! Client-side rate limiting: which budget each endpoint spends, and a limiter that never
+//! lets a sliding one-second window exceed it.
+//!
+//! Written by hand rather than with `governor`: governor's GCRA is a token bucket, whose
+//! burst plus refill admits more than the limit in some one-second windows unless the burst
+//! is 1, it cannot take two buckets (category and overall) all-or-nothing, and it has no
+//! way to pause a category on a 429 or to follow the server's `x-mbx-used-remain-limit`.
+//! [`window`] is the exact core; [`local`] is the in-process async limiter on top of it.
+//! Callers see only the [`RateLimiter`] trait, so a limiter shared by several processes on
+//! one IP (Redis, say) can replace [`local::LocalLimiter`] without touching them.
+
+pub mod local;
+pub mod window;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+pub use local::LocalLimiter;
+
+/// Bitget's rate-limit families. Every request draws from its category and from the
+/// per-IP overall budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Category {
+    /// Public market data: Bitget meters these at 20 req/s per IP (per endpoint).
+    Market,
+    /// Private account reads (balances, positions): 10 req/s per account.
+    Account,
+    /// Orders: 10 req/s per account.
+    Trade,
+    /// Anything not listed: the conservative 10 req/s.
+    Default,
+}
+
+impl Category {
+    pub const ALL: [Category; 4] = [Self::Market, Self::Account, Self::Trade, Self::Default];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Market => "market",
+            Self::Account => "account",
+            Self::Trade => "trade",
+            Self::Default => "default",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for Category {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Which budget each endpoint spends. Limits are Bitget's documented per-endpoint figures;
+/// an endpoint documented below its category's rate is noted, because the category bucket
+/// alone would let it exceed its own limit if it were polled alone at full speed.
+pub const ENDPOINT_CATEGORIES: &[(&str, Category)] = &[
+    // Server time, used to measure clock offset: 20/s.
+    ("/api/v2/public/time", Category::Market),
+    // Futures market data, each 20/s per IP.
+    ("/api/v2/mix/market/contracts", Category::Market),
+    ("/api/v2/mix/market/tickers", Category::Market),
+    ("/api/v2/mix/market/ticker", Category::Market),
+    ("/api/v2/mix/market/candles", Category::Market),
+    ("/api/v2/mix/market/history-candles", Category::Market),
+    ("/api/v2/mix/market/merge-depth", Category::Market),
+    ("/api/v2/mix/market/current-fund-rate", Category::Market),
+    ("/api/v2/mix/market/open-interest", Category::Market),
+    // Spot market data, 20/s per IP (symbols and coins are 20/s and 3/s; read once at start).
+    ("/api/v2/spot/public/symbols", Category::Market),
+    ("/api/v2/spot/market/tickers", Category::Market),
+    ("/api/v2/spot/market/candles", Category::Market),
+    // Private reads, 10/s per UID (all-position is 5/s: the next issue models it).
+    ("/api/v2/mix/account/accounts", Category::Account),
+    ("/api/v2/mix/account/account", Category::Account),
+    ("/api/v2/mix/position/all-position", Category::Account),
+    ("/api/v2/mix/order/detail", Category::Account),
+    ("/api/v2/mix/order/orders-pending", Category::Account),
+    // Orders, 10/s per UID.
+    ("/api/v2/mix/order/place-order", Category::Trade),
+    ("/api/v2/mix/order/cancel-order", Category::Trade),
+];
+
+/// The category of `path`; unknown paths spend the default budget.
+pub fn category_of(path: &str) -> Category {
+    ENDPOINT_CATEGORIES
+        .iter()
+        .find(|(p, _)| *p == path)
+        .map_or(Category::Default, |(_, c)| *c)
+}
+
+/// Limits the limiter enforces.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Requests per second for each category, indexed like [`Category::ALL`].
+    pub per_second: [u32; 4],
+    /// Bitget's per-IP cap over a minute, shared by all categories.
+    pub overall_per_minute: u32,
+    /// Fraction of each window kept free for jitter between our clock and the server's.
+    pub safety_margin: f64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            per_second: [20, 10, 10, 10],
+            overall_per_minute: 6000,
+            safety_margin: 0.02,
+        }
+    }
+}
+
+impl Limits {
+    pub fn per_second(&self, category: Category) -> u32 {
+        self.per_second[category.index()]
+    }
+}
+
+/// Proof of admission: hand it back with the outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Permit {
+    pub category: Category,
+    /// When it was admitted, in the limiter's own time base.
+    pub admitted_at_us: u64,
+    /// How long the caller waited for it.
+    pub waited: Duration,
+}
+
+/// What the server said about an admitted request.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Feedback {
+    /// Accepted; `remaining` is `x-mbx-used-remain-limit` when the server sent it.
+    Accepted { remaining: Option<u32> },
+    /// Rejected for rate: pause the whole category for `pause`.
+    RateLimited { pause: Duration },
+    /// Any other outcome; the server counted the request (or we cannot know).
+    Other,
+}
+
+/// What feedback changed, for the rate log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Adjustment {
+    /// The category's effective limit moved to follow the server.
+    EffectiveLimit { category: Category, limit: u32 },
+}
+
+/// Counters of one category since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CategoryCounters {
+    /// Requests admitted.
+    pub admitted: u64,
+    /// Admitted requests that had to wait for the budget.
+    pub waited: u64,
+    /// Total time those waited.
+    pub wait_total: Duration,
+    /// Replies that were rate-limit rejections.
+    pub rate_limited: u64,
+    /// Configured limit per second.
+    pub limit: u32,
+    /// Limit in force after following the server.
+    pub effective_limit: u32,
+    /// Admissions available right now.
+    pub available: u32,
+}
+
+/// A boxed future, so the trait stays object-safe for `Arc<dyn RateLimiter>`.
+pub type Acquire<'a> = Pin<Box<dyn Future<Output = Permit> + Send + 'a>>;
+
+/// Admits requests within the budgets. Cancel-safe: dropping an `acquire` future before it
+/// completes admits nothing.
+pub trait RateLimiter: Send + Sync + fmt::Debug {
+    /// Waits until `category` and the overall budget both have room, then takes one of
+    /// each, atomically.
+    fn acquire(&self, category: Category) -> Acquire<'_>;
+
+    /// Reports the server's answer to a request admitted with `permit`.
+    fn feedback(&self, permit: &Permit, feedback: Feedback) -> Option<Adjustment>;
+
+    /// Counters for `category`.
+    fn counters(&self, category: Category) -> CategoryCounters;
+}

@@ -1,0 +1,392 @@
+//! Bitget's JSON, mirrored as wire structs, converted once into [`crate::models`].
+//!
+//! Bitget sends numbers as strings, its own docs sometimes show them as numbers, and ccxt's
+//! recordings store `requestTime` as a string: every numeric field here accepts either. The
+//! wire structs borrow from the reply body, so a 1000-row candle reply is parsed without
+//! copying the text of each field. A malformed row is an error naming the field and value,
+//! never a panic; a malformed ticker line is skipped and counted, because one bad line must
+//! not hide 500 good ones.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::str::FromStr;
+
+use rust_decimal::Decimal;
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::granularity::Granularity;
+use crate::models::{Candle, Instrument, Stamped, Symbol, Ticker};
+
+/// Why a success reply could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ParseError {
+    #[error("reply is not the expected json: {0}")]
+    Json(String),
+    #[error("field {field} holds '{value}', which is not a {expected}")]
+    Field {
+        field: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+    #[error("candle row {row} has {len} fields, expected at least 7")]
+    RowLength { row: usize, len: usize },
+}
+
+/// A JSON string or number, kept as its text (or absent for `null`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct WireText<'a>(pub Option<Cow<'a, str>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for WireText<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TextVisitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for TextVisitor<'a> {
+            type Value = WireText<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string, a number or null")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(WireText(Some(Cow::Borrowed(v))))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(WireText(Some(Cow::Owned(v.to_owned()))))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(WireText(Some(Cow::Owned(v.to_string()))))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(WireText(Some(Cow::Owned(v.to_string()))))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(WireText(Some(Cow::Owned(v.to_string()))))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(WireText(None))
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(WireText(None))
+            }
+        }
+        deserializer.deserialize_any(TextVisitor(std::marker::PhantomData))
+    }
+}
+
+impl WireText<'_> {
+    fn text(&self) -> Option<&str> {
+        self.0.as_deref().map(str::trim).filter(|t| !t.is_empty())
+    }
+
+    fn decimal(&self, field: &'static str) -> Result<Decimal, ParseError> {
+        let text = self
+            .text()
+            .ok_or_else(|| field_error(field, "", "decimal"))?;
+        Decimal::from_str(text)
+            .or_else(|_| Decimal::from_scientific(text))
+            .map_err(|_| field_error(field, text, "decimal"))
+    }
+
+    fn optional_decimal(&self, field: &'static str) -> Result<Option<Decimal>, ParseError> {
+        match self.text() {
+            None => Ok(None),
+            Some(_) => self.decimal(field).map(Some),
+        }
+    }
+
+    fn millis(&self, field: &'static str) -> Result<u64, ParseError> {
+        let text = self
+            .text()
+            .ok_or_else(|| field_error(field, "", "timestamp"))?;
+        text.parse::<u64>()
+            .map_err(|_| field_error(field, text, "timestamp in milliseconds"))
+    }
+}
+
+fn field_error(field: &'static str, value: &str, expected: &'static str) -> ParseError {
+    ParseError::Field {
+        field,
+        value: value.chars().take(64).collect(),
+        expected,
+    }
+}
+
+/// Bitget's envelope around every reply.
+#[derive(Debug, Deserialize)]
+pub struct WireEnvelope<'a, T> {
+    #[serde(borrow)]
+    pub code: WireText<'a>,
+    #[serde(rename = "requestTime", borrow, default)]
+    pub request_time: WireText<'a>,
+    pub data: T,
+}
+
+/// One futures or spot ticker, as Bitget sends it (only the fields the poller keeps).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WireTicker<'a> {
+    #[serde(borrow)]
+    pub symbol: WireText<'a>,
+    #[serde(borrow)]
+    pub last_pr: WireText<'a>,
+    #[serde(borrow, default)]
+    pub bid_pr: WireText<'a>,
+    #[serde(borrow, default)]
+    pub ask_pr: WireText<'a>,
+    #[serde(borrow, default, rename = "high24h")]
+    pub high_24h: WireText<'a>,
+    #[serde(borrow, default, rename = "low24h")]
+    pub low_24h: WireText<'a>,
+    #[serde(borrow, default)]
+    pub base_volume: WireText<'a>,
+    #[serde(borrow, default)]
+    pub quote_volume: WireText<'a>,
+    #[serde(borrow, default)]
+    pub funding_rate: WireText<'a>,
+    #[serde(borrow, default)]
+    pub holding_amount: WireText<'a>,
+    #[serde(borrow, default)]
+    pub ts: WireText<'a>,
+}
+
+/// One futures contract or spot pair from `/contracts` or `/symbols`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WireInstrument<'a> {
+    #[serde(borrow)]
+    pub symbol: WireText<'a>,
+    #[serde(borrow, default)]
+    pub base_coin: WireText<'a>,
+    #[serde(borrow, default)]
+    pub quote_coin: WireText<'a>,
+    /// Futures spell it `symbolStatus`, spot `status`.
+    #[serde(borrow, default)]
+    pub symbol_status: WireText<'a>,
+    #[serde(borrow, default)]
+    pub status: WireText<'a>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireServerTime<'a> {
+    #[serde(borrow)]
+    server_time: WireText<'a>,
+}
+
+fn envelope<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<(u64, T), ParseError> {
+    let envelope: WireEnvelope<'a, T> =
+        serde_json::from_slice(body).map_err(|e| ParseError::Json(e.to_string()))?;
+    let server_time = envelope.request_time.millis("requestTime")?;
+    Ok((server_time, envelope.data))
+}
+
+/// Reads a `/candles` reply. A candle is `closed` when its period ended at or before the
+/// server's `requestTime`; rows come back oldest first, as Bitget sends them.
+///
+/// # Errors
+/// Anything that is not a candle array, a row shorter than 7 fields, or a field that is not
+/// a number.
+pub fn candles(
+    body: &[u8],
+    symbol: &Symbol,
+    timeframe: &str,
+    granularity: Granularity,
+) -> Result<Stamped<Vec<Candle>>, ParseError> {
+    let (server_time, rows): (u64, Vec<Vec<WireText<'_>>>) = envelope(body)?;
+    let mut candles = Vec::with_capacity(rows.len());
+    for (row_index, row) in rows.iter().enumerate() {
+        if row.len() < 7 {
+            return Err(ParseError::RowLength {
+                row: row_index,
+                len: row.len(),
+            });
+        }
+        let open_time = row[0].millis("candle open time")?;
+        candles.push(Candle {
+            symbol: symbol.clone(),
+            timeframe: timeframe.to_owned(),
+            open_time,
+            open: row[1].decimal("candle open")?,
+            high: row[2].decimal("candle high")?,
+            low: row[3].decimal("candle low")?,
+            close: row[4].decimal("candle close")?,
+            base_volume: row[5].decimal("candle base volume")?,
+            quote_volume: row[6].decimal("candle quote volume")?,
+            closed: granularity.next_open(open_time) <= server_time,
+        });
+    }
+    Ok(Stamped {
+        server_time,
+        data: candles,
+    })
+}
+
+/// Tickers from `/tickers` (or `/ticker`), and how many lines were skipped as malformed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tickers {
+    pub tickers: Vec<Ticker>,
+    /// Lines skipped, each with why.
+    pub skipped: Vec<ParseError>,
+}
+
+/// Reads a `/tickers` reply; a malformed line is skipped and reported in
+/// [`Tickers::skipped`].
+///
+/// # Errors
+/// The reply as a whole is not a ticker array.
+pub fn tickers(body: &[u8]) -> Result<Stamped<Tickers>, ParseError> {
+    let (server_time, rows): (u64, Vec<WireTicker<'_>>) = envelope(body)?;
+    let mut out = Tickers {
+        tickers: Vec::with_capacity(rows.len()),
+        skipped: Vec::new(),
+    };
+    for row in &rows {
+        match ticker(row) {
+            Ok(t) => out.tickers.push(t),
+            Err(e) => out.skipped.push(e),
+        }
+    }
+    Ok(Stamped {
+        server_time,
+        data: out,
+    })
+}
+
+fn ticker(row: &WireTicker<'_>) -> Result<Ticker, ParseError> {
+    let symbol = row
+        .symbol
+        .text()
+        .ok_or_else(|| field_error("symbol", "", "symbol"))?;
+    Ok(Ticker {
+        symbol: Symbol::from_exchange(symbol),
+        last: row.last_pr.decimal("lastPr")?,
+        bid: row.bid_pr.optional_decimal("bidPr")?,
+        ask: row.ask_pr.optional_decimal("askPr")?,
+        high_24h: row.high_24h.optional_decimal("high24h")?,
+        low_24h: row.low_24h.optional_decimal("low24h")?,
+        base_volume: row.base_volume.optional_decimal("baseVolume")?,
+        quote_volume: row.quote_volume.optional_decimal("quoteVolume")?,
+        funding_rate: row.funding_rate.optional_decimal("fundingRate")?,
+        open_interest: row.holding_amount.optional_decimal("holdingAmount")?,
+        ts: match row.ts.text() {
+            Some(_) => row.ts.millis("ts")?,
+            None => 0,
+        },
+    })
+}
+
+/// Reads `/api/v2/mix/market/contracts` or `/api/v2/spot/public/symbols`.
+///
+/// # Errors
+/// The reply is not an array of instruments, or one has no symbol.
+pub fn instruments(body: &[u8]) -> Result<Stamped<Vec<Instrument>>, ParseError> {
+    let (server_time, rows): (u64, Vec<WireInstrument<'_>>) = envelope(body)?;
+    let data = rows.iter().map(instrument).collect::<Result<Vec<_>, _>>()?;
+    Ok(Stamped { server_time, data })
+}
+
+/// Converts one contract object (also used on ccxt's envelope-less item lists).
+///
+/// # Errors
+/// The object has no symbol.
+pub fn instrument(row: &WireInstrument<'_>) -> Result<Instrument, ParseError> {
+    let text = |w: &WireText<'_>| w.text().unwrap_or("").to_owned();
+    let symbol = row
+        .symbol
+        .text()
+        .ok_or_else(|| field_error("symbol", "", "symbol"))?;
+    let status = row.symbol_status.text().or(row.status.text()).unwrap_or("");
+    Ok(Instrument {
+        symbol: Symbol::from_exchange(symbol),
+        base: text(&row.base_coin),
+        quote: text(&row.quote_coin),
+        status: status.to_owned(),
+    })
+}
+
+/// Reads `/api/v2/public/time`: the server's clock in Unix milliseconds.
+///
+/// # Errors
+/// The reply has no readable `serverTime`.
+pub fn server_time(body: &[u8]) -> Result<u64, ParseError> {
+    let (_, data): (u64, WireServerTime<'_>) = envelope(body)?;
+    data.server_time.millis("serverTime")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::granularity::Market;
+
+    fn one_minute() -> Granularity {
+        Granularity::parse(Market::Futures, "1m").unwrap()
+    }
+
+    #[test]
+    fn request_time_is_accepted_as_number_or_string() {
+        let sym = Symbol::from_exchange("BTCUSDT");
+        for body in [
+            r#"{"code":"00000","msg":"success","requestTime":120000,"data":[["60000","1","2","0.5","1.5","10","15"]]}"#,
+            r#"{"code":"00000","msg":"success","requestTime":"120000","data":[["60000","1","2","0.5","1.5","10","15"]]}"#,
+        ] {
+            let parsed = candles(body.as_bytes(), &sym, "1m", one_minute()).unwrap();
+            assert_eq!(parsed.server_time, 120_000);
+            assert_eq!(parsed.data[0].close, Decimal::new(15, 1));
+            assert!(parsed.data[0].closed);
+        }
+    }
+
+    #[test]
+    fn the_forming_candle_is_not_closed() {
+        let body = br#"{"code":"00000","msg":"success","requestTime":119999,"data":[["0","1","1","1","1","0","0"],["60000","1","2","0.5","1.5","10","15"]]}"#;
+        let parsed = candles(body, &Symbol::from_exchange("X"), "1m", one_minute()).unwrap();
+        assert_eq!(
+            parsed.data.iter().map(|c| c.closed).collect::<Vec<_>>(),
+            [true, false]
+        );
+    }
+
+    #[test]
+    fn bad_fields_name_the_field_and_value() {
+        let body = br#"{"code":"00000","requestTime":1,"data":[["60000","1","2","zero","1.5","10","15"]]}"#;
+        let error = candles(body, &Symbol::from_exchange("X"), "1m", one_minute()).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "field candle low holds 'zero', which is not a decimal"
+        );
+        let short = br#"{"code":"00000","requestTime":1,"data":[["60000","1"]]}"#;
+        assert_eq!(
+            candles(short, &Symbol::from_exchange("X"), "1m", one_minute()).unwrap_err(),
+            ParseError::RowLength { row: 0, len: 2 }
+        );
+        assert!(matches!(
+            candles(
+                b"{\"code\":\"00000\",\"requestTime\":1,\"data\":[[",
+                &Symbol::from_exchange("X"),
+                "1m",
+                one_minute()
+            ),
+            Err(ParseError::Json(_))
+        ));
+    }
+
+    #[test]
+    fn one_bad_ticker_line_is_skipped_not_fatal() {
+        let body = br#"{"code":"00000","requestTime":5,"data":[{"symbol":"AUSDT","lastPr":"1.5","ts":"4"},{"symbol":"BUSDT","lastPr":"n/a"},{"symbol":"CUSDT","lastPr":2,"fundingRate":"-0.0001","holdingAmount":null}]}"#;
+        let parsed = tickers(body).unwrap();
+        let symbols: Vec<_> = parsed
+            .data
+            .tickers
+            .iter()
+            .map(|t| t.symbol.as_str())
+            .collect();
+        assert_eq!(symbols, ["AUSDT", "CUSDT"]);
+        assert_eq!(parsed.data.skipped.len(), 1);
+        assert_eq!(parsed.data.tickers[1].last, Decimal::from(2));
+        assert_eq!(
+            parsed.data.tickers[1].funding_rate,
+            Some(Decimal::new(-1, 4))
+        );
+        assert_eq!(parsed.data.tickers[1].open_interest, None);
+        assert_eq!(parsed.data.tickers[0].ts, 4);
+    }
+}

@@ -1,0 +1,416 @@
+//! What the operator sees: rate-usage lines, the rate-limit event log, and the log files.
+//!
+//! Two files under the log directory, with names that never change so `tail -F` (Linux) and
+//! `Get-Content -Wait -Tail 30` (Windows) keep following them:
+//! - `trading_unified.log`: every event at the configured level;
+//! - `bitget_rate_limits.log`: rate-limit events only (usage lines, 429s, backoffs, tier
+//!   changes, limit following), everything emitted with target [`RATE_LOG`].
+//!
+//! Rotation is by size and copy-then-truncate ([`RotatingFile`]), written by hand because
+//! tracing-appender's rolling files put the date in the live file's name, and crates such as
+//! `file-rotate` rename the live file, which Windows refuses while PowerShell is tailing it
+//! and which changes the file under a Windows reader. Copying keeps the live file's identity;
+//! only the numbered copies (`.1` newest) are renamed. Writes go through tracing-appender's
+//! non-blocking writer, in blocking mode so no line is dropped, flushed when the guards drop.
+
+use std::collections::VecDeque;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
+use tracing_subscriber::filter::{EnvFilter, LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
+
+use crate::limiter::{Category, CategoryCounters, RateLimiter};
+
+/// Target of every rate-limit event; the rate log keeps exactly these.
+pub const RATE_LOG: &str = "bitget_rate";
+/// File name of the unified log.
+pub const UNIFIED_FILE: &str = "trading_unified.log";
+/// File name of the rate-limit log.
+pub const RATE_FILE: &str = "bitget_rate_limits.log";
+
+/// Rate-limit rejections per category over the last minute, for tiers and usage lines.
+#[derive(Debug, Default)]
+pub struct RecentRateLimits {
+    events: Mutex<[VecDeque<Instant>; 4]>,
+}
+
+impl RecentRateLimits {
+    const HORIZON: Duration = Duration::from_secs(60);
+
+    /// Records one rejection now; returns the category's count over the last minute.
+    pub fn record(&self, category: Category) -> usize {
+        let now = Instant::now();
+        let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        let queue = &mut events[category.index()];
+        queue.push_back(now);
+        Self::expire(queue, now);
+        queue.len()
+    }
+
+    /// Rejections of `category` in the last minute.
+    pub fn count(&self, category: Category) -> usize {
+        let now = Instant::now();
+        let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        let queue = &mut events[category.index()];
+        Self::expire(queue, now);
+        queue.len()
+    }
+
+    /// Rejections of every category in the last minute.
+    pub fn total(&self) -> usize {
+        Category::ALL.iter().map(|c| self.count(*c)).sum()
+    }
+
+    fn expire(queue: &mut VecDeque<Instant>, now: Instant) {
+        while queue
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= Self::HORIZON)
+        {
+            queue.pop_front();
+        }
+    }
+}
+
+/// The status marker of a usage line.
+pub fn status_marker(used_pct: f64, ascii: bool) -> &'static str {
+    match (used_pct, ascii) {
+        (p, false) if p < 70.0 => "🟢",
+        (p, false) if p < 90.0 => "🟠",
+        (_, false) => "🔴",
+        (p, true) if p < 70.0 => "[ok]",
+        (p, true) if p < 90.0 => "[warm]",
+        (_, true) => "[hot]",
+    }
+}
+
+/// One usage line's figures for one category and interval.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageLine {
+    pub category: Category,
+    pub requests: u64,
+    pub per_second: f64,
+    pub limit: u32,
+    pub used_pct: f64,
+    pub waited: u64,
+    pub wait_total: Duration,
+    pub rate_limited_60s: usize,
+    pub symbols_per_iteration: usize,
+}
+
+impl UsageLine {
+    /// Figures for the interval between two counter snapshots `elapsed` apart.
+    pub fn between(
+        category: Category,
+        before: &CategoryCounters,
+        after: &CategoryCounters,
+        elapsed: Duration,
+        rate_limited_60s: usize,
+        symbols_per_iteration: usize,
+    ) -> Self {
+        let requests = after.admitted - before.admitted;
+        let secs = elapsed.as_secs_f64().max(1e-9);
+        let per_second = requests as f64 / secs;
+        let used_pct = if after.limit == 0 {
+            0.0
+        } else {
+            100.0 * per_second / f64::from(after.limit)
+        };
+        Self {
+            category,
+            requests,
+            per_second,
+            limit: after.limit,
+            used_pct,
+            waited: after.waited - before.waited,
+            wait_total: after.wait_total.saturating_sub(before.wait_total),
+            rate_limited_60s,
+            symbols_per_iteration,
+        }
+    }
+
+    /// Emits the line to the rate log (and the console).
+    pub fn emit(&self, ascii: bool) {
+        tracing::info!(
+            target: RATE_LOG,
+            event = "usage",
+            category = %self.category,
+            requests = self.requests,
+            req_per_s = %format_args!("{:.2}", self.per_second),
+            limit = self.limit,
+            used_pct = %format_args!("{:.1}", self.used_pct),
+            status = status_marker(self.used_pct, ascii),
+            waited = self.waited,
+            wait_ms = self.wait_total.as_millis() as u64,
+            rate_limited_60s = self.rate_limited_60s,
+            symbols_per_iteration = self.symbols_per_iteration,
+            "rate usage"
+        );
+    }
+}
+
+/// Emits a usage line per active category every `interval` until `stop`.
+pub async fn report_usage(
+    limiter: Arc<dyn RateLimiter>,
+    recent: Arc<RecentRateLimits>,
+    symbols_per_iteration: Arc<AtomicUsize>,
+    interval: Duration,
+    ascii: bool,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut before = Category::ALL.map(|c| limiter.counters(c));
+    let mut last = Instant::now();
+    let mut ticker = tokio::time::interval_at(last + interval, interval);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let now = Instant::now();
+        for (i, category) in Category::ALL.into_iter().enumerate() {
+            let after = limiter.counters(category);
+            // Categories nothing uses stay quiet rather than print zeros forever.
+            if after.admitted > 0 || category == Category::Market {
+                UsageLine::between(
+                    category,
+                    &before[i],
+                    &after,
+                    now.duration_since(last),
+                    recent.count(category),
+                    symbols_per_iteration.load(Ordering::Relaxed),
+                )
+                .emit(ascii);
+            }
+            before[i] = after;
+        }
+        last = now;
+    }
+}
+
+/// A log file that rotates by size and keeps its name: copy to `.1`, then truncate.
+#[derive(Debug)]
+pub struct RotatingFile {
+    path: PathBuf,
+    file: File,
+    size: u64,
+    max_bytes: u64,
+    keep: usize,
+}
+
+impl RotatingFile {
+    /// Opens (appending to) `path`; `max_bytes == 0` never rotates; `keep` numbered copies.
+    ///
+    /// # Errors
+    /// The file cannot be created or opened for writing.
+    pub fn open(path: &Path, max_bytes: u64, keep: usize) -> io::Result<Self> {
+        // Not `append`: on Windows an append-only handle cannot truncate.
+        let mut file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(false)
+            .open(path)?;
+        let size = file.seek(SeekFrom::End(0))?;
+        Ok(Self {
+            path: path.to_owned(),
+            file,
+            size,
+            max_bytes,
+            keep,
+        })
+    }
+
+    fn numbered(&self, n: usize) -> PathBuf {
+        let mut name = self.path.clone().into_os_string();
+        name.push(format!(".{n}"));
+        PathBuf::from(name)
+    }
+
+    fn rotate(&mut self) -> io::Result<()> {
+        self.file.flush()?;
+        if self.keep > 0 {
+            for n in (1..self.keep).rev() {
+                match fs::rename(self.numbered(n), self.numbered(n + 1)) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
+            fs::copy(&self.path, self.numbered(1))?;
+        }
+        self.file.set_len(0)?;
+        self.file.seek(SeekFrom::Start(0))?;
+        self.size = 0;
+        Ok(())
+    }
+}
+
+impl Write for RotatingFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.max_bytes > 0 && self.size > 0 && self.size + buf.len() as u64 > self.max_bytes {
+            self.rotate()?;
+        }
+        let n = self.file.write(buf)?;
+        self.size += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// Where and how much to log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogConfig {
+    pub dir: PathBuf,
+    /// Level of the unified file: error, warn, info, debug or trace.
+    pub level: LevelFilter,
+    /// Rotate a file when it would grow past this; 0 never rotates.
+    pub max_file_bytes: u64,
+    /// Rotated copies kept per file.
+    pub keep_files: usize,
+}
+
+/// Keeps the log writers alive; dropping it flushes both files.
+#[derive(Debug)]
+pub struct LogGuards {
+    _unified: WorkerGuard,
+    _rate: WorkerGuard,
+}
+
+/// Why logging could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error(
+        "cannot create log directory {path}: {source}; set [logging] dir to a writable folder"
+    )]
+    Dir { path: PathBuf, source: io::Error },
+    #[error("cannot open log file {path}: {source}")]
+    File { path: PathBuf, source: io::Error },
+    #[error("logging was already set up in this process")]
+    AlreadySet,
+}
+
+/// Sets up console, unified file and rate file logging for the process.
+///
+/// # Errors
+/// The directory or a file cannot be created, or logging was already initialised.
+pub fn init_logging(config: &LogConfig) -> Result<LogGuards, LogError> {
+    fs::create_dir_all(&config.dir).map_err(|source| LogError::Dir {
+        path: config.dir.clone(),
+        source,
+    })?;
+    let open = |name: &str| {
+        let path = config.dir.join(name);
+        RotatingFile::open(&path, config.max_file_bytes, config.keep_files)
+            .map_err(|source| LogError::File { path, source })
+    };
+    let (unified, unified_guard) = NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(open(UNIFIED_FILE)?);
+    let (rate, rate_guard) = NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(open(RATE_FILE)?);
+    let console_filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(io::stderr)
+                .with_filter(console_filter),
+        )
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .with_writer(unified)
+                .with_filter(config.level),
+        )
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .with_target(false)
+                .with_writer(rate)
+                .with_filter(Targets::new().with_target(RATE_LOG, LevelFilter::TRACE)),
+        )
+        .try_init()
+        .map_err(|_| LogError::AlreadySet)?;
+    Ok(LogGuards {
+        _unified: unified_guard,
+        _rate: rate_guard,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markers_follow_the_thresholds() {
+        assert_eq!(status_marker(69.9, false), "🟢");
+        assert_eq!(status_marker(70.0, false), "🟠");
+        assert_eq!(status_marker(89.9, false), "🟠");
+        assert_eq!(status_marker(98.0, false), "🔴");
+        assert_eq!(status_marker(50.0, true), "[ok]");
+        assert_eq!(status_marker(95.0, true), "[hot]");
+    }
+
+    #[test]
+    fn usage_line_figures_come_from_counter_deltas() {
+        let before = CategoryCounters {
+            admitted: 100,
+            waited: 10,
+            wait_total: Duration::from_millis(500),
+            limit: 20,
+            ..CategoryCounters::default()
+        };
+        let after = CategoryCounters {
+            admitted: 296,
+            waited: 200,
+            wait_total: Duration::from_millis(4500),
+            ..before
+        };
+        let line = UsageLine::between(
+            Category::Market,
+            &before,
+            &after,
+            Duration::from_secs(10),
+            3,
+            2,
+        );
+        assert_eq!(line.requests, 196);
+        assert!((line.per_second - 19.6).abs() < 1e-9);
+        assert!((line.used_pct - 98.0).abs() < 1e-9);
+        assert_eq!(line.waited, 190);
+        assert_eq!(line.wait_total, Duration::from_secs(4));
+    }
+
+    #[test]
+    fn rotation_keeps_the_live_name_and_numbered_copies() {
+        let dir = std::env::temp_dir().join(format!("bgp-rotate-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("r.log");
+        let mut file = RotatingFile::open(&path, 10, 2).unwrap();
+        for line in ["aaaaaa\n", "bbbbbb\n", "cccccc\n", "dddddd\n"] {
+            file.write_all(line.as_bytes()).unwrap();
+        }
+        file.flush().unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "dddddd\n");
+        assert_eq!(fs::read_to_string(dir.join("r.log.1")).unwrap(), "cccccc\n");
+        assert_eq!(fs::read_to_string(dir.join("r.log.2")).unwrap(), "bbbbbb\n");
+        assert!(!dir.join("r.log.3").exists(), "only `keep` copies are kept");
+        // Reopening appends rather than truncating.
+        drop(file);
+        let mut again = RotatingFile::open(&path, 100, 2).unwrap();
+        again.write_all(b"eeeeee\n").unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "dddddd\neeeeee\n");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
