@@ -16,12 +16,17 @@
 
 pub mod cli;
 pub mod client;
+pub mod clock;
+pub mod config;
 pub mod credential;
+pub mod discovery;
 pub mod error;
 pub mod granularity;
 pub mod limiter;
 pub mod models;
 pub mod parse;
 pub mod retry;
+pub mod runner;
+pub mod scheduler;
 pub mod sim;
 pub mod telemetry;

@@ -139,15 +139,24 @@ impl UsageLine {
 
     /// Emits the line to the rate log (and the console).
     pub fn emit(&self, ascii: bool) {
+        self.emit_as("usage", ascii);
+    }
+
+    /// Emits the whole-session figures at shutdown, in the same format.
+    pub fn emit_summary(&self, ascii: bool) {
+        self.emit_as("session", ascii);
+    }
+
+    fn emit_as(&self, event: &'static str, ascii: bool) {
         tracing::info!(
             target: RATE_LOG,
-            event = "usage",
+            event = %event,
             category = %self.category,
             requests = self.requests,
             req_per_s = %format_args!("{:.2}", self.per_second),
             limit = self.limit,
             used_pct = %format_args!("{:.1}", self.used_pct),
-            status = status_marker(self.used_pct, ascii),
+            status = %status_marker(self.used_pct, ascii),
             waited = self.waited,
             wait_ms = self.wait_total.as_millis() as u64,
             rate_limited_60s = self.rate_limited_60s,

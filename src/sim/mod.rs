@@ -18,7 +18,6 @@
 
 pub mod account;
 pub mod auth;
-pub mod clock;
 pub mod codes;
 pub mod endpoints;
 pub mod faults;
@@ -40,9 +39,9 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::clock::{Clock, SystemClock};
 use crate::credential::Credentials;
 use account::Accounts;
-use clock::{Clock, SystemClock};
 use faults::{FaultConfig, FaultInjector};
 use limits::{LimitConfig, Limiter};
 use market::Universe;

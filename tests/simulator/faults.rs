@@ -11,7 +11,7 @@ async fn with_fault(
     faults: FaultConfig,
 ) -> (
     bitget_poller::sim::Simulator,
-    bitget_poller::sim::clock::ManualClock,
+    bitget_poller::clock::ManualClock,
 ) {
     start(SimConfig {
         faults,

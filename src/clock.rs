@@ -1,9 +1,10 @@
-//! The simulator's notion of "now", injectable so tests control time exactly.
+//! Wall-clock "now" in Unix milliseconds, injectable so tests control time exactly.
 //!
-//! Rate-limit windows, candle boundaries, request timestamps and signing tolerance all read
-//! this clock. The system clock anchors wall time once and then advances monotonically, so a
-//! wall-clock step never opens or closes a rate-limit window early; tests use [`ManualClock`]
-//! and move time by hand instead of sleeping.
+//! The simulator's rate-limit windows, candle boundaries and signing tolerance, and the
+//! poller's candle-close schedule, all read this clock. The system clock anchors wall time
+//! once and then advances monotonically, so a wall-clock step never opens or closes a
+//! rate-limit window early; tests use [`ManualClock`] and move time by hand instead of
+//! sleeping.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+mod poll;
+
 use crate::credential::Credentials;
 use crate::sim::faults::FaultConfig;
 use crate::sim::limits::LimitConfig;
@@ -28,20 +30,57 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Poll Bitget as the config says, until Ctrl-C, SIGTERM or --duration.
+    Run(RunArgs),
+    /// Start the built-in simulator on a free loopback port and poll it with config/demo.toml.
+    Demo(DemoArgs),
+    /// Check a config file and exit: 0 if it is valid, 2 with every problem listed if not.
+    CheckConfig(CheckConfigArgs),
     /// Serve a local Bitget REST v2 simulator (rate limits, errors, signing, faults).
     Sim(Box<SimArgs>),
-    /// Start the built-in simulator on a free loopback port and show it working.
-    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The TOML config, e.g. config/bitget.toml.
+    #[arg(long)]
+    config: PathBuf,
+    /// Poll this server instead of exchange.base_url (e.g. a simulator).
+    #[arg(long)]
+    base_url: Option<String>,
+    /// Stop after this many seconds (default: run until Ctrl-C or SIGTERM).
+    #[arg(long, value_parser = parse_secs)]
+    duration: Option<Duration>,
 }
 
 #[derive(Debug, Args)]
 struct DemoArgs {
     /// Stop after this many seconds (default: run until Ctrl-C).
-    #[arg(long)]
-    duration: Option<u64>,
+    #[arg(long, value_parser = parse_secs)]
+    duration: Option<Duration>,
     /// Number of simulated USDT-FUTURES contracts.
     #[arg(long, default_value_t = 200)]
     symbols: usize,
+    /// Use this config instead of config/demo.toml.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct CheckConfigArgs {
+    /// The TOML config to check.
+    file: PathBuf,
+}
+
+fn parse_secs(text: &str) -> Result<Duration, String> {
+    match text.trim().parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs > 0.0 && secs <= 365.0 * 86_400.0 => {
+            Ok(Duration::from_secs_f64(secs))
+        }
+        _ => Err(format!(
+            "'{text}' is not a duration in seconds; give a number above 0, e.g. 60"
+        )),
+    }
 }
 
 /// Options of `bitget-poller sim`.
@@ -188,7 +227,6 @@ pub fn main() -> ExitCode {
             };
         }
     };
-    init_console_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -199,29 +237,19 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    runtime.block_on(run(cli))
+    match cli.command {
+        Command::Run(args) => runtime.block_on(poll::run(args)),
+        Command::Demo(args) => runtime.block_on(poll::demo(args)),
+        Command::CheckConfig(args) => poll::check_config(&args.file),
+        Command::Sim(args) => {
+            init_console_logging();
+            runtime.block_on(serve(*args))
+        }
+    }
 }
 
-async fn run(cli: Cli) -> ExitCode {
-    let (config, addr, duration, stats_json, demo) = match cli.command {
-        Command::Sim(args) => {
-            let (config, addr, duration, stats_json) = (*args).into_config();
-            (config, addr, duration, stats_json, false)
-        }
-        Command::Demo(args) => {
-            let config = SimConfig {
-                symbols: args.symbols,
-                ..SimConfig::default()
-            };
-            (
-                config,
-                SocketAddr::from(([127, 0, 0, 1], 0)),
-                args.duration,
-                None,
-                true,
-            )
-        }
-    };
+async fn serve(args: SimArgs) -> ExitCode {
+    let (config, addr, duration, stats_json) = args.into_config();
     let sim = match Simulator::start(config, addr).await {
         Ok(sim) => sim,
         Err(error) => {
@@ -236,10 +264,7 @@ async fn run(cli: Cli) -> ExitCode {
     println!("Bitget v2 simulator listening on {base}");
     println!("  try: curl '{base}/api/v2/mix/market/candles?symbol=BTCUSDT&productType=USDT-FUTURES&granularity=1m&limit=5'");
     println!("  counters: {base}/sim/stats   demo key: {DEMO_API_KEY} / {DEMO_API_SECRET} / {DEMO_API_PASSPHRASE}");
-    if demo {
-        println!("  (the poller is not built yet: demo serves the simulator; Ctrl-C to stop)");
-    }
-    let stopped_by = wait_for_stop(duration).await;
+    let stopped_by = wait_for_stop(duration.map(Duration::from_secs)).await;
     tracing::info!(reason = stopped_by, "simulator stopping");
     let stats = sim.stop().await;
     print_summary(&stats);
@@ -256,10 +281,10 @@ async fn run(cli: Cli) -> ExitCode {
 }
 
 /// Waits for Ctrl-C, SIGTERM (Unix) or the end of `duration`; says which.
-async fn wait_for_stop(duration: Option<u64>) -> &'static str {
+async fn wait_for_stop(duration: Option<Duration>) -> &'static str {
     let timer = async {
         match duration {
-            Some(secs) => tokio::time::sleep(Duration::from_secs(secs)).await,
+            Some(limit) => tokio::time::sleep(limit).await,
             None => std::future::pending().await,
         }
     };
@@ -286,24 +311,34 @@ async fn terminate_signal() {
 }
 
 fn print_summary(stats: &StatsSnapshot) {
-    println!(
-        "simulator summary after {:.1} s:",
-        stats.elapsed_ms as f64 / 1_000.0
-    );
-    println!(
-        "  {:<44} {:>9} {:>9} {:>7} {:>7} {:>7} {:>8}",
-        "endpoint", "requests", "accepted", "429s", "errors", "faults", "max/1s"
+    println!("{}", render_sim_summary(stats));
+}
+
+fn render_sim_summary(stats: &StatsSnapshot) -> String {
+    use std::fmt::Write as _;
+    let mut out = format!(
+        "simulator summary after {:.1} s:\n  {:<44} {:>9} {:>9} {:>7} {:>7} {:>7} {:>8}",
+        stats.elapsed_ms as f64 / 1_000.0,
+        "endpoint",
+        "requests",
+        "accepted",
+        "429s",
+        "errors",
+        "faults",
+        "max/1s"
     );
     for (path, e) in stats
         .endpoints
         .iter()
         .chain(std::iter::once((&"total".to_owned(), &stats.total)))
     {
-        println!(
-            "  {:<44} {:>9} {:>9} {:>7} {:>7} {:>7} {:>8}",
+        let _ = write!(
+            out,
+            "\n  {:<44} {:>9} {:>9} {:>7} {:>7} {:>7} {:>8}",
             path, e.requests, e.accepted, e.rate_limited, e.errors, e.faults, e.max_accepted_in_1s
         );
     }
+    out
 }
 
 fn init_console_logging() {

@@ -1,0 +1,727 @@
+//! The operator's TOML configuration, checked completely before anything starts.
+//!
+//! Unknown keys are refused (a typo must not silently fall back to a default), and every bad
+//! value is reported at once, each on one line naming its key and the allowed range, so the
+//! operator fixes the file in one pass. Secrets never live here: the exchange credentials
+//! come from the environment.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+use thiserror::Error;
+use tracing_subscriber::filter::LevelFilter;
+
+use crate::client::{ClientConfig, BITGET_BASE_URL};
+use crate::error::DEFAULT_RATE_LIMIT_CODES;
+use crate::granularity::{Granularity, Market};
+use crate::limiter::Limits;
+use crate::models::Symbol;
+use crate::retry::Backoff;
+use crate::telemetry::LogConfig;
+
+/// Why a configuration was refused.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("{}", .problems.iter().map(|p| format!("{}: {p}", .path.display())).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<String>,
+    },
+}
+
+/// How candles are polled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Keep every symbol's forming candle as fresh as the budget allows, round-robin.
+    Live,
+    /// Fetch every symbol once right after each candle close.
+    Closed,
+}
+
+/// Which symbols to poll.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SymbolSelection {
+    /// Every USDT-M contract Bitget lists as trading normally.
+    All,
+    /// These, normalised.
+    List(Vec<Symbol>),
+}
+
+/// `symbols = "all"` or `symbols = ["BTCUSDT", "ETH/USDT:USDT"]`, as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum RawSymbols {
+    All,
+    List(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for RawSymbols {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Text(String),
+            List(Vec<String>),
+        }
+        match Either::deserialize(deserializer).map_err(|_| {
+            de::Error::custom("symbols must be \"all\" or a list of symbols like [\"BTCUSDT\"]")
+        })? {
+            Either::Text(t) if t.eq_ignore_ascii_case("all") => Ok(Self::All),
+            Either::Text(t) => Err(de::Error::custom(format!(
+                "symbols = \"{t}\": write \"all\" or a list like [\"{t}\"]"
+            ))),
+            Either::List(list) => Ok(Self::List(list)),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    exchange: RawExchange,
+    poll: RawPoll,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    retry: RawRetry,
+    #[serde(default)]
+    tiers: RawTiers,
+    #[serde(default)]
+    logging: RawLogging,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawExchange {
+    base_url: String,
+    market: String,
+    timeout_secs: f64,
+    connect_timeout_secs: f64,
+    pool_max_idle: usize,
+    rate_limit_codes: Vec<String>,
+}
+
+impl Default for RawExchange {
+    fn default() -> Self {
+        Self {
+            base_url: BITGET_BASE_URL.to_owned(),
+            market: "futures".to_owned(),
+            timeout_secs: 10.0,
+            connect_timeout_secs: 5.0,
+            pool_max_idle: 32,
+            rate_limit_codes: DEFAULT_RATE_LIMIT_CODES
+                .iter()
+                .map(|c| (*c).to_owned())
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPoll {
+    symbols: RawSymbols,
+    #[serde(default = "default_timeframes")]
+    timeframes: Vec<String>,
+    #[serde(default = "default_mode")]
+    mode: Mode,
+    #[serde(default = "default_initial_candles")]
+    initial_candles: u32,
+    #[serde(default = "default_tickers_interval")]
+    tickers_interval_secs: f64,
+    #[serde(default = "default_concurrency")]
+    concurrency: usize,
+    #[serde(default = "default_channel_capacity")]
+    channel_capacity: usize,
+    #[serde(default = "default_discovery_refresh")]
+    discovery_refresh_secs: u64,
+    #[serde(default = "default_discovery_cache")]
+    discovery_cache: PathBuf,
+}
+
+fn default_timeframes() -> Vec<String> {
+    vec!["1m".to_owned()]
+}
+fn default_mode() -> Mode {
+    Mode::Live
+}
+fn default_initial_candles() -> u32 {
+    100
+}
+fn default_tickers_interval() -> f64 {
+    5.0
+}
+fn default_concurrency() -> usize {
+    8
+}
+fn default_channel_capacity() -> usize {
+    4096
+}
+fn default_discovery_refresh() -> u64 {
+    6 * 3600
+}
+fn default_discovery_cache() -> PathBuf {
+    PathBuf::from("logs/contracts_cache.json")
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLimits {
+    market_per_sec: u32,
+    account_per_sec: u32,
+    trade_per_sec: u32,
+    default_per_sec: u32,
+    overall_per_min: u32,
+    safety_margin: f64,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        let l = Limits::default();
+        Self {
+            market_per_sec: l.per_second[0],
+            account_per_sec: l.per_second[1],
+            trade_per_sec: l.per_second[2],
+            default_per_sec: l.per_second[3],
+            overall_per_min: l.overall_per_minute,
+            safety_margin: l.safety_margin,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawRetry {
+    base_ms: u64,
+    max_retries: u32,
+    cap_secs: f64,
+    bad_symbol_retry_secs: u64,
+}
+
+impl Default for RawRetry {
+    fn default() -> Self {
+        Self {
+            base_ms: 1000,
+            max_retries: 5,
+            cap_secs: 30.0,
+            bad_symbol_retry_secs: 900,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawTiers {
+    slow_above: usize,
+    slow_symbols: usize,
+    slow_pause_ms: u64,
+    crawl_above: usize,
+    crawl_symbols: usize,
+    crawl_pause_ms: u64,
+}
+
+impl Default for RawTiers {
+    fn default() -> Self {
+        let t = TierConfig::default();
+        Self {
+            slow_above: t.slow_above,
+            slow_symbols: t.slow_symbols,
+            slow_pause_ms: t.slow_pause.as_millis() as u64,
+            crawl_above: t.crawl_above,
+            crawl_symbols: t.crawl_symbols,
+            crawl_pause_ms: t.crawl_pause.as_millis() as u64,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLogging {
+    dir: PathBuf,
+    level: String,
+    usage_interval_secs: f64,
+    ascii_status: bool,
+    max_file_mb: u64,
+    keep_files: usize,
+}
+
+impl Default for RawLogging {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("logs"),
+            level: "info".to_owned(),
+            usage_interval_secs: 10.0,
+            ascii_status: false,
+            max_file_mb: 50,
+            keep_files: 5,
+        }
+    }
+}
+
+/// The adaptive tiers: rate-limit errors in the last minute choose how many symbols an
+/// iteration fetches and how long it pauses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TierConfig {
+    /// More errors than this: the slow tier.
+    pub slow_above: usize,
+    pub slow_symbols: usize,
+    pub slow_pause: Duration,
+    /// More errors than this: the crawl tier.
+    pub crawl_above: usize,
+    pub crawl_symbols: usize,
+    pub crawl_pause: Duration,
+}
+
+impl Default for TierConfig {
+    /// The operators' values: more than 5 errors → 2 symbols and 0.5 s; more than 10 → 1
+    /// symbol and 1 s.
+    fn default() -> Self {
+        Self {
+            slow_above: 5,
+            slow_symbols: 2,
+            slow_pause: Duration::from_millis(500),
+            crawl_above: 10,
+            crawl_symbols: 1,
+            crawl_pause: Duration::from_secs(1),
+        }
+    }
+}
+
+/// What and how to poll.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PollConfig {
+    pub market: Market,
+    pub symbols: SymbolSelection,
+    /// Bitget spellings and their parsed periods.
+    pub timeframes: Vec<(String, Granularity)>,
+    pub mode: Mode,
+    pub initial_candles: u32,
+    /// `None`: tickers are not polled.
+    pub tickers_interval: Option<Duration>,
+    /// Requests in flight at once in the normal tier.
+    pub concurrency: usize,
+    pub channel_capacity: usize,
+    pub discovery_refresh: Duration,
+    pub discovery_cache: PathBuf,
+    pub bad_symbol_retry: Duration,
+    pub tiers: TierConfig,
+}
+
+/// A complete, checked configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub client: ClientConfig,
+    pub limits: Limits,
+    pub poll: PollConfig,
+    pub logging: LogConfig,
+    pub usage_interval: Duration,
+    pub ascii_status: bool,
+}
+
+/// Collects every problem rather than stopping at the first.
+struct Checker {
+    problems: Vec<String>,
+}
+
+impl Checker {
+    fn range<T: PartialOrd + std::fmt::Display + Copy>(
+        &mut self,
+        key: &str,
+        value: T,
+        min: T,
+        max: T,
+    ) -> T {
+        if !(min <= value && value <= max) {
+            self.problems.push(format!(
+                "{key} = {value} is out of range; allowed {min} to {max}"
+            ));
+        }
+        value
+    }
+
+    fn secs(&mut self, key: &str, value: f64, min: f64, max: f64) -> Duration {
+        if !value.is_finite() || !(min..=max).contains(&value) {
+            self.problems.push(format!(
+                "{key} = {value} is out of range; allowed {min} to {max} seconds"
+            ));
+            return Duration::ZERO;
+        }
+        Duration::from_secs_f64(value)
+    }
+}
+
+impl Config {
+    /// Reads and checks `path`.
+    ///
+    /// # Errors
+    /// The file cannot be read, is not valid TOML for this schema, or holds bad values.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Checks `text`, naming `path` in errors.
+    ///
+    /// # Errors
+    /// As [`Config::load`].
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_owned(),
+            message: describe_toml_error(text, &e),
+        })?;
+        let mut c = Checker {
+            problems: Vec::new(),
+        };
+        let market = match raw.exchange.market.as_str() {
+            "futures" => Market::Futures,
+            "spot" => Market::Spot,
+            other => {
+                c.problems.push(format!(
+                    "exchange.market = \"{other}\" is not known; allowed \"futures\" or \"spot\""
+                ));
+                Market::Futures
+            }
+        };
+        let base_url = raw.exchange.base_url.trim().to_owned();
+        if !(base_url.starts_with("https://") || base_url.starts_with("http://")) {
+            c.problems.push(format!(
+                "exchange.base_url = \"{base_url}\" must start with https:// (or http:// for a local simulator)"
+            ));
+        }
+        let timeout = c.secs(
+            "exchange.timeout_secs",
+            raw.exchange.timeout_secs,
+            0.1,
+            300.0,
+        );
+        let connect_timeout = c.secs(
+            "exchange.connect_timeout_secs",
+            raw.exchange.connect_timeout_secs,
+            0.1,
+            60.0,
+        );
+        c.range(
+            "exchange.pool_max_idle",
+            raw.exchange.pool_max_idle,
+            1,
+            1024,
+        );
+        for code in &raw.exchange.rate_limit_codes {
+            if code.is_empty() || !code.chars().all(|ch| ch.is_ascii_digit()) {
+                c.problems.push(format!(
+                    "exchange.rate_limit_codes holds \"{code}\"; codes are digits, like \"429\""
+                ));
+            }
+        }
+
+        let symbols = match raw.poll.symbols {
+            RawSymbols::All => SymbolSelection::All,
+            RawSymbols::List(list) => {
+                if list.is_empty() {
+                    c.problems.push(
+                        "poll.symbols is empty; list at least one symbol or write \"all\"".into(),
+                    );
+                }
+                let mut out: Vec<Symbol> = Vec::with_capacity(list.len());
+                for text in &list {
+                    match Symbol::parse(text) {
+                        Ok(s) if !out.contains(&s) => out.push(s),
+                        Ok(s) => c.problems.push(format!("poll.symbols lists {s} twice")),
+                        Err(e) => c.problems.push(format!("poll.symbols: {e}")),
+                    }
+                }
+                SymbolSelection::List(out)
+            }
+        };
+        if raw.poll.timeframes.is_empty() {
+            c.problems
+                .push("poll.timeframes is empty; list at least one, e.g. [\"1m\"]".into());
+        }
+        let mut timeframes = Vec::new();
+        for tf in &raw.poll.timeframes {
+            match Granularity::parse(market, tf) {
+                Some(g) if !timeframes.iter().any(|(t, _)| t == tf) => {
+                    timeframes.push((tf.clone(), g));
+                }
+                Some(_) => c.problems.push(format!("poll.timeframes lists \"{tf}\" twice")),
+                None => c.problems.push(format!(
+                    "poll.timeframes holds \"{tf}\", which Bitget does not offer for {}; allowed {}",
+                    match market {
+                        Market::Futures => "futures",
+                        Market::Spot => "spot",
+                    },
+                    match market {
+                        Market::Futures => "1m 3m 5m 15m 30m 1H 4H 6H 12H 1D 3D 1W 1M 6Hutc 12Hutc 1Dutc 3Dutc 1Wutc 1Mutc",
+                        Market::Spot => "1min 3min 5min 15min 30min 1h 4h 6h 12h 1day 3day 1week 1M 6Hutc 12Hutc 1Dutc 3Dutc 1Wutc 1Mutc",
+                    }
+                )),
+            }
+        }
+        let max_rows = match market {
+            Market::Futures => 1000,
+            Market::Spot => 1000,
+        };
+        c.range(
+            "poll.initial_candles",
+            raw.poll.initial_candles,
+            1,
+            max_rows,
+        );
+        let tickers_interval = if raw.poll.tickers_interval_secs == 0.0 {
+            None
+        } else {
+            Some(c.secs(
+                "poll.tickers_interval_secs",
+                raw.poll.tickers_interval_secs,
+                0.1,
+                86_400.0,
+            ))
+        };
+        c.range("poll.concurrency", raw.poll.concurrency, 1, 256);
+        c.range(
+            "poll.channel_capacity",
+            raw.poll.channel_capacity,
+            1,
+            1_000_000,
+        );
+        c.range(
+            "poll.discovery_refresh_secs",
+            raw.poll.discovery_refresh_secs,
+            60,
+            7 * 86_400,
+        );
+
+        let l = &raw.limits;
+        let per_second = [
+            c.range("limits.market_per_sec", l.market_per_sec, 1, 1000),
+            c.range("limits.account_per_sec", l.account_per_sec, 1, 1000),
+            c.range("limits.trade_per_sec", l.trade_per_sec, 1, 1000),
+            c.range("limits.default_per_sec", l.default_per_sec, 1, 1000),
+        ];
+        c.range("limits.overall_per_min", l.overall_per_min, 1, 100_000);
+        if !(0.0..0.5).contains(&l.safety_margin) {
+            c.problems.push(format!(
+                "limits.safety_margin = {} is out of range; allowed 0 to 0.5 (0.02 keeps 2 % spare)",
+                l.safety_margin
+            ));
+        }
+
+        let r = &raw.retry;
+        c.range("retry.base_ms", r.base_ms, 1, 60_000);
+        c.range("retry.max_retries", r.max_retries, 0, 20);
+        let cap = c.secs("retry.cap_secs", r.cap_secs, 0.001, 3600.0);
+        c.range(
+            "retry.bad_symbol_retry_secs",
+            r.bad_symbol_retry_secs,
+            1,
+            86_400,
+        );
+
+        let t = &raw.tiers;
+        c.range("tiers.slow_symbols", t.slow_symbols, 1, 10_000);
+        c.range("tiers.crawl_symbols", t.crawl_symbols, 1, 10_000);
+        c.range("tiers.slow_pause_ms", t.slow_pause_ms, 0, 60_000);
+        c.range("tiers.crawl_pause_ms", t.crawl_pause_ms, 0, 60_000);
+        if t.crawl_above < t.slow_above {
+            c.problems.push(format!(
+                "tiers.crawl_above = {} must be at least tiers.slow_above = {}",
+                t.crawl_above, t.slow_above
+            ));
+        }
+
+        let g = &raw.logging;
+        let level = match g.level.to_ascii_lowercase().as_str() {
+            "off" => LevelFilter::OFF,
+            "error" => LevelFilter::ERROR,
+            "warn" => LevelFilter::WARN,
+            "info" => LevelFilter::INFO,
+            "debug" => LevelFilter::DEBUG,
+            "trace" => LevelFilter::TRACE,
+            other => {
+                c.problems.push(format!(
+                    "logging.level = \"{other}\" is not a level; allowed error, warn, info, debug, trace, off"
+                ));
+                LevelFilter::INFO
+            }
+        };
+        let usage_interval = c.secs(
+            "logging.usage_interval_secs",
+            g.usage_interval_secs,
+            1.0,
+            3600.0,
+        );
+        c.range("logging.max_file_mb", g.max_file_mb, 0, 100_000);
+        c.range("logging.keep_files", g.keep_files, 0, 100);
+
+        if !c.problems.is_empty() {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                problems: c.problems,
+            });
+        }
+        Ok(Self {
+            client: ClientConfig {
+                base_url,
+                timeout,
+                connect_timeout,
+                pool_max_idle: raw.exchange.pool_max_idle,
+                backoff: Backoff {
+                    base: Duration::from_millis(r.base_ms),
+                    max_retries: r.max_retries,
+                    cap,
+                },
+                rate_limit_codes: raw.exchange.rate_limit_codes,
+            },
+            limits: Limits {
+                per_second,
+                overall_per_minute: l.overall_per_min,
+                safety_margin: l.safety_margin,
+            },
+            poll: PollConfig {
+                market,
+                symbols,
+                timeframes,
+                mode: raw.poll.mode,
+                initial_candles: raw.poll.initial_candles,
+                tickers_interval,
+                concurrency: raw.poll.concurrency,
+                channel_capacity: raw.poll.channel_capacity,
+                discovery_refresh: Duration::from_secs(raw.poll.discovery_refresh_secs),
+                discovery_cache: raw.poll.discovery_cache,
+                bad_symbol_retry: Duration::from_secs(r.bad_symbol_retry_secs),
+                tiers: TierConfig {
+                    slow_above: t.slow_above,
+                    slow_symbols: t.slow_symbols,
+                    slow_pause: Duration::from_millis(t.slow_pause_ms),
+                    crawl_above: t.crawl_above,
+                    crawl_symbols: t.crawl_symbols,
+                    crawl_pause: Duration::from_millis(t.crawl_pause_ms),
+                },
+            },
+            logging: LogConfig {
+                dir: g.dir.clone(),
+                level,
+                max_file_bytes: g.max_file_mb * 1024 * 1024,
+                keep_files: g.keep_files,
+            },
+            usage_interval,
+            ascii_status: g.ascii_status,
+        })
+    }
+}
+
+/// One line: where, which key, what is wrong.
+fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
+    let message = error.message().replace('\n', "; ");
+    let Some(span) = error.span() else {
+        return message;
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line_no = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let table = before
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('[') && l.ends_with(']'))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_owned());
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim().trim_matches('"').to_owned())
+        .filter(|k| !k.is_empty() && !k.starts_with('['));
+    match (table, key) {
+        (Some(t), Some(k)) => format!("line {line_no}: {t}.{k}: {message}"),
+        (None, Some(k)) => format!("line {line_no}: {k}: {message}"),
+        _ => format!("line {line_no}: {message}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "[poll]\nsymbols = [\"BTCUSDT\", \"ETH/USDT:USDT\"]\n";
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("t.toml"))
+    }
+
+    #[test]
+    fn a_minimal_file_gets_the_documented_defaults() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(
+            c.poll.symbols,
+            SymbolSelection::List(vec![
+                Symbol::parse("BTCUSDT").unwrap(),
+                Symbol::parse("ETHUSDT").unwrap()
+            ])
+        );
+        assert_eq!(c.limits, Limits::default());
+        assert_eq!(c.client.base_url, BITGET_BASE_URL);
+        assert_eq!(c.poll.mode, Mode::Live);
+        assert_eq!(c.poll.timeframes[0].0, "1m");
+        assert_eq!(c.poll.tiers, TierConfig::default());
+        assert_eq!(c.usage_interval, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn unknown_keys_and_wrong_types_name_the_key_and_line() {
+        let e = parse(&format!("{MINIMAL}[limits]\nmarket_per_second = 20\n")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "t.toml: line 4: limits.market_per_second: unknown field `market_per_second`, expected one of `market_per_sec`, `account_per_sec`, `trade_per_sec`, `default_per_sec`, `overall_per_min`, `safety_margin`"
+        );
+        let e = parse(&format!("{MINIMAL}[limits]\nmarket_per_sec = \"fast\"\n")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "t.toml: line 4: limits.market_per_sec: invalid type: string \"fast\", expected u32"
+        );
+    }
+
+    #[test]
+    fn every_bad_value_is_reported_with_its_range() {
+        let text = "[poll]\nsymbols = []\ntimeframes = [\"7m\"]\n[limits]\nmarket_per_sec = 0\nsafety_margin = 1.0\n";
+        let ConfigError::Invalid { problems, .. } = parse(text).unwrap_err() else {
+            panic!("expected value problems");
+        };
+        assert_eq!(problems.len(), 4, "{problems:#?}");
+        assert!(problems[0].starts_with("poll.symbols is empty"));
+        assert!(problems[1].starts_with("poll.timeframes holds \"7m\""));
+        assert_eq!(
+            problems[2],
+            "limits.market_per_sec = 0 is out of range; allowed 1 to 1000"
+        );
+        assert!(problems[3].starts_with("limits.safety_margin = 1 is out of range"));
+    }
+
+    #[test]
+    fn symbols_all_and_bad_symbol_text() {
+        let c = parse("[poll]\nsymbols = \"all\"\n").unwrap();
+        assert_eq!(c.poll.symbols, SymbolSelection::All);
+        let e = parse("[poll]\nsymbols = \"BTCUSDT\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("write \"all\" or a list"), "{e}");
+        let e = parse("[poll]\nsymbols = [\"BTC-USDT\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("symbol 'BTC-USDT' must look like BTCUSDT"),
+            "{e}"
+        );
+    }
+}
