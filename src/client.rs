@@ -169,7 +169,7 @@ impl Client {
             if error.class() == ErrorClass::RateLimited {
                 // The limiter already holds the whole category for `delay`; the retry
                 // simply queues behind that pause.
-                tracing::warn!(target: RATE_LOG, event = "backoff", category = %category, endpoint = path, symbol = symbol.unwrap_or("-"), retry, delay_ms = delay.as_millis() as u64, "retrying after a rate limit");
+                tracing::info!(target: RATE_LOG, event = "backoff", category = %category, endpoint = path, symbol = symbol.unwrap_or("-"), retry, "retrying once the category pause ends");
                 continue;
             }
             tracing::warn!(endpoint = path, symbol = symbol.unwrap_or("-"), class = ?error.class(), retry, delay_ms = delay.as_millis() as u64, "{error}");
@@ -244,29 +244,30 @@ impl Client {
                 remaining: *remaining,
             },
             Err(error) if error.class() == ErrorClass::RateLimited => {
-                let count = self.recent.record(permit.category);
-                // The pause uses the category's recent 429 count as the retry number, so a
-                // storm backs off further each time.
-                let retry = count
-                    .saturating_sub(1)
-                    .min(self.backoff.max_retries.saturating_sub(1) as usize)
-                    as u32;
-                let computed = self
-                    .backoff
-                    .delay(retry, rand::thread_rng().gen::<f64>())
-                    .unwrap_or(self.backoff.cap);
-                let pause = error
-                    .retry_after()
-                    .map_or(computed, |s| s.min(self.backoff.cap));
-                tracing::warn!(target: RATE_LOG, event = "rate_limited", category = %permit.category, endpoint = path, symbol = symbol.unwrap_or("-"), pause_ms = pause.as_millis() as u64, recent_429 = count, "{error}");
-                Feedback::RateLimited { pause }
+                self.recent.record(permit.category);
+                Feedback::RateLimited {
+                    retry_after: error.retry_after(),
+                    jitter: rand::thread_rng().gen::<f64>(),
+                }
             }
             Err(_) => Feedback::Other,
         };
-        if let Some(Adjustment::EffectiveLimit { category, limit }) =
-            self.limiter.feedback(permit, feedback)
-        {
-            tracing::info!(target: RATE_LOG, event = "limit_follow", category = %category, effective_limit = limit, "following the server's remaining budget");
+        let symbol = symbol.unwrap_or("-");
+        match self.limiter.feedback(permit, feedback) {
+            Some(Adjustment::EffectiveLimit { category, limit }) => {
+                tracing::info!(target: RATE_LOG, event = "limit_follow", category = %category, effective_limit = limit, "following the server's remaining budget");
+            }
+            Some(Adjustment::Paused {
+                category,
+                pause,
+                strike,
+            }) => {
+                tracing::warn!(target: RATE_LOG, event = "rate_limited", category = %category, endpoint = path, symbol, pause_ms = pause.as_millis() as u64, strike, recent_429 = self.recent.count(category), "rate limited; pausing the whole category");
+            }
+            Some(Adjustment::InFlightRejection { category }) => {
+                tracing::warn!(target: RATE_LOG, event = "rate_limited", category = %category, endpoint = path, symbol, in_flight = true, recent_429 = self.recent.count(category), "rate limited (already in flight when the category paused)");
+            }
+            None => {}
         }
     }
 }

@@ -118,7 +118,7 @@ pub async fn run_session(
     stop: CancellationToken,
 ) -> Result<RunSummary, RunError> {
     let started = Instant::now();
-    let limiter = Arc::new(LocalLimiter::new(&config.limits));
+    let limiter = Arc::new(LocalLimiter::new(&config.limits, config.client.backoff));
     let limiter_dyn: Arc<dyn RateLimiter> = limiter.clone();
     let recent = Arc::new(RecentRateLimits::default());
     let client = Client::new(

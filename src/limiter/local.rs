@@ -14,6 +14,7 @@ use super::window::{WindowLog, SERVER_WINDOW_US};
 use super::{
     Acquire, Adjustment, Category, CategoryCounters, Feedback, Limits, Permit, RateLimiter,
 };
+use crate::retry::Backoff;
 
 /// Waits shorter than this are scheduling noise, not waiting for the budget.
 const WAIT_NOISE: Duration = Duration::from_millis(1);
@@ -31,11 +32,13 @@ pub struct LocalLimiter {
     origin: Instant,
     state: Mutex<State>,
     gates: [tokio::sync::Mutex<()>; 4],
+    backoff: Backoff,
 }
 
 impl LocalLimiter {
-    /// A limiter enforcing `limits`, starting with full budgets.
-    pub fn new(limits: &Limits) -> Self {
+    /// A limiter enforcing `limits`, starting with full budgets; a rate-limit rejection
+    /// pauses its category for `backoff`'s delay.
+    pub fn new(limits: &Limits, backoff: Backoff) -> Self {
         let stretch = 1.0 + limits.safety_margin.clamp(0.0, 0.5);
         let second = (SERVER_WINDOW_US as f64 * stretch).round() as u64;
         let minute = (60.0 * SERVER_WINDOW_US as f64 * stretch).round() as u64;
@@ -53,6 +56,7 @@ impl LocalLimiter {
                 counters,
             }),
             gates: Default::default(),
+            backoff,
         }
     }
 
@@ -112,6 +116,7 @@ impl RateLimiter for LocalLimiter {
             Feedback::Accepted {
                 remaining: Some(remaining),
             } => {
+                state.categories[i].record_success(permit.admitted_at_us);
                 let changed =
                     state.categories[i].observe_remaining(permit.admitted_at_us, remaining)?;
                 state.counters[i].effective_limit = changed;
@@ -120,14 +125,35 @@ impl RateLimiter for LocalLimiter {
                     limit: changed,
                 })
             }
-            Feedback::RateLimited { pause } => {
-                let log = &mut state.categories[i];
-                log.mark_rejected(permit.admitted_at_us);
-                log.pause_until(now + pause.as_micros() as u64);
+            Feedback::RateLimited {
+                retry_after,
+                jitter,
+            } => {
                 state.counters[i].rate_limited += 1;
+                let log = &mut state.categories[i];
+                let Some(strike) = log.record_rejection(permit.admitted_at_us, now) else {
+                    return Some(Adjustment::InFlightRejection {
+                        category: permit.category,
+                    });
+                };
+                let retry = strike.min(self.backoff.max_retries.saturating_sub(1));
+                let computed = self
+                    .backoff
+                    .delay(retry, jitter)
+                    .unwrap_or(self.backoff.cap);
+                let pause = retry_after.map_or(computed, |server| server.min(self.backoff.cap));
+                log.pause_until(now + pause.as_micros() as u64);
+                Some(Adjustment::Paused {
+                    category: permit.category,
+                    pause,
+                    strike,
+                })
+            }
+            Feedback::Accepted { remaining: None } => {
+                state.categories[i].record_success(permit.admitted_at_us);
                 None
             }
-            Feedback::Accepted { remaining: None } | Feedback::Other => None,
+            Feedback::Other => None,
         }
     }
 
@@ -161,7 +187,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn concurrent_tasks_are_admitted_in_paced_order() {
-        let limiter = Arc::new(LocalLimiter::new(&limits(20)));
+        let limiter = Arc::new(LocalLimiter::new(&limits(20), Backoff::default()));
         let start = Instant::now();
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..40 {
@@ -185,28 +211,40 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_rate_limit_pauses_the_whole_category_but_not_others() {
-        let limiter = LocalLimiter::new(&limits(20));
+        let limiter = LocalLimiter::new(&limits(20), Backoff::default());
         let permit = limiter.acquire(Category::Market).await;
-        limiter.feedback(
+        let paused = limiter.feedback(
             &permit,
             Feedback::RateLimited {
-                pause: Duration::from_secs(2),
+                retry_after: None,
+                jitter: 0.5,
             },
+        );
+        assert_eq!(
+            paused,
+            Some(Adjustment::Paused {
+                category: Category::Market,
+                pause: Duration::from_secs(1),
+                strike: 0
+            })
         );
         let account = limiter.acquire(Category::Account).await;
         assert_eq!(account.admitted_at_us, permit.admitted_at_us);
         let next = limiter.acquire(Category::Market).await;
-        assert_eq!(next.admitted_at_us - permit.admitted_at_us, 2_000_000);
+        assert_eq!(next.admitted_at_us - permit.admitted_at_us, 1_000_000);
         assert_eq!(limiter.counters(Category::Market).rate_limited, 1);
     }
 
     #[tokio::test(start_paused = true)]
     async fn overall_budget_is_shared_by_categories() {
-        let limiter = LocalLimiter::new(&Limits {
-            per_second: [20, 20, 20, 20],
-            overall_per_minute: 3,
-            safety_margin: 0.0,
-        });
+        let limiter = LocalLimiter::new(
+            &Limits {
+                per_second: [20, 20, 20, 20],
+                overall_per_minute: 3,
+                safety_margin: 0.0,
+            },
+            Backoff::default(),
+        );
         let a = limiter.acquire(Category::Market).await;
         let _ = limiter.acquire(Category::Account).await;
         let _ = limiter.acquire(Category::Trade).await;
@@ -216,7 +254,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_server_remaining_header_sets_the_pace() {
-        let limiter = LocalLimiter::new(&limits(20));
+        let limiter = LocalLimiter::new(&limits(20), Backoff::default());
         let first = limiter.acquire(Category::Market).await;
         let change = limiter.feedback(&first, Feedback::Accepted { remaining: Some(4) });
         assert_eq!(

@@ -136,8 +136,12 @@ pub struct Permit {
 pub enum Feedback {
     /// Accepted; `remaining` is `x-mbx-used-remain-limit` when the server sent it.
     Accepted { remaining: Option<u32> },
-    /// Rejected for rate: pause the whole category for `pause`.
-    RateLimited { pause: Duration },
+    /// Rejected for rate: the limiter pauses the whole category for the backoff delay (or
+    /// the server's `Retry-After`). `jitter` is a uniform draw in [0, 1).
+    RateLimited {
+        retry_after: Option<Duration>,
+        jitter: f64,
+    },
     /// Any other outcome; the server counted the request (or we cannot know).
     Other,
 }
@@ -147,6 +151,14 @@ pub enum Feedback {
 pub enum Adjustment {
     /// The category's effective limit moved to follow the server.
     EffectiveLimit { category: Category, limit: u32 },
+    /// A new rate-limit event paused the category; `strike` counts events in a row from 0.
+    Paused {
+        category: Category,
+        pause: Duration,
+        strike: u32,
+    },
+    /// A rejection of a request that was already in flight when the category paused.
+    InFlightRejection { category: Category },
 }
 
 /// Counters of one category since start.

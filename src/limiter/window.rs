@@ -41,6 +41,10 @@ pub struct WindowLog {
     /// Grid time of the last admission; the next may leave one spacing later.
     grid: Option<u64>,
     paused_until: u64,
+    /// Rejections in a row (each one a separate event), and the time of the last: requests
+    /// admitted before it were already in flight and belong to the same event.
+    strikes: u32,
+    strike_at: Option<u64>,
 }
 
 impl WindowLog {
@@ -55,6 +59,8 @@ impl WindowLog {
             entries: VecDeque::with_capacity(limit.min(8192) as usize),
             grid: None,
             paused_until: 0,
+            strikes: 0,
+            strike_at: None,
         }
     }
 
@@ -140,6 +146,28 @@ impl WindowLog {
     /// Holds every admission until `until`.
     pub fn pause_until(&mut self, until: u64) {
         self.paused_until = self.paused_until.max(until);
+    }
+
+    /// The server rejected the request admitted at `admitted_at`, and we learn it at `now`.
+    /// Returns the strike number (0 for the first in a row) when this is a new event, or
+    /// `None` for a request that left before the previous rejection was known: it is the
+    /// same event, and must neither extend the pause nor escalate the backoff.
+    pub fn record_rejection(&mut self, admitted_at: u64, now: u64) -> Option<u32> {
+        self.mark_rejected(admitted_at);
+        if self.strike_at.is_some_and(|at| admitted_at < at) {
+            return None;
+        }
+        self.strike_at = Some(now);
+        self.strikes += 1;
+        Some(self.strikes - 1)
+    }
+
+    /// The server accepted the request admitted at `admitted_at`: rejections in a row end,
+    /// unless the request left before the last rejection was known.
+    pub fn record_success(&mut self, admitted_at: u64) {
+        if self.strike_at.is_none_or(|at| admitted_at >= at) {
+            self.strikes = 0;
+        }
     }
 
     /// The server rejected the request admitted at `admitted_at`.
@@ -252,6 +280,29 @@ mod tests {
         assert_eq!(log.observe_remaining(200_000, 0), Some(2));
         assert_eq!(log.paused_until(), 100 + 1_020_000);
         assert_eq!(log.ready_at(201_000), 100 + 1_020_000);
+    }
+
+    #[test]
+    fn requests_already_in_flight_at_a_rejection_are_the_same_event() {
+        let mut log = WindowLog::new(20, 1_020_000, true);
+        for t in [0, 51_000, 102_000] {
+            log.admit(t);
+        }
+        assert_eq!(log.record_rejection(0, 60_000), Some(0));
+        // 51 ms left before we knew at 60 ms: a straggler of the same event, whose
+        // success would not end the streak either.
+        assert_eq!(log.record_rejection(51_000, 70_000), None);
+        log.record_success(51_000);
+        // 102 ms left after we knew: a new event, which escalates.
+        assert_eq!(log.record_rejection(102_000, 110_000), Some(1));
+        log.admit(4_000_000);
+        log.record_success(4_000_000);
+        log.admit(5_000_000);
+        assert_eq!(
+            log.record_rejection(5_000_000, 5_001_000),
+            Some(0),
+            "reset by a success"
+        );
     }
 
     #[test]
