@@ -10,6 +10,14 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+/// `println!` that ignores a closed stdout (`| head`) instead of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod poll;
 
 use crate::credential::Credentials;
@@ -103,7 +111,7 @@ struct SimArgs {
     limits: Vec<(usize, u32)>,
     /// Market limit over time, e.g. "20,30:5,60:20" (20/s, 5/s from 30 s, 20/s from 60 s).
     #[arg(long, value_name = "SCHEDULE", value_parser = parse_schedule)]
-    market_limit_schedule: Option<Vec<crate::sim::limits::ScheduleStep>>,
+    market_limit_schedule: Option<Schedule>,
     /// Overall cap per IP per minute.
     #[arg(long, default_value_t = 6_000, value_parser = clap::value_parser!(u32).range(1..))]
     overall_per_min: u32,
@@ -159,8 +167,15 @@ fn parse_override(text: &str) -> Result<(usize, u32), String> {
     LimitConfig::parse_override(text).map_err(|e| e.to_string())
 }
 
-fn parse_schedule(text: &str) -> Result<Vec<crate::sim::limits::ScheduleStep>, String> {
-    LimitConfig::parse_schedule(text).map_err(|e| e.to_string())
+/// A parsed `--market-limit-schedule`. A newtype, because clap reads `Option<Vec<T>>` as
+/// "several values of T" and would not accept one parser producing the whole list.
+#[derive(Debug, Clone)]
+struct Schedule(Vec<crate::sim::limits::ScheduleStep>);
+
+fn parse_schedule(text: &str) -> Result<Schedule, String> {
+    LimitConfig::parse_schedule(text)
+        .map(Schedule)
+        .map_err(|e| e.to_string())
 }
 
 fn parse_key(text: &str) -> Result<Credentials, String> {
@@ -190,7 +205,7 @@ impl SimArgs {
             removed_symbols: self.removed,
             limits: LimitConfig {
                 overrides: self.limits,
-                schedule: self.market_limit_schedule.unwrap_or_default(),
+                schedule: self.market_limit_schedule.map(|s| s.0).unwrap_or_default(),
                 overall_per_min: self.overall_per_min,
                 penalty_ms: self.penalty_secs.saturating_mul(1_000),
             },
@@ -227,10 +242,14 @@ pub fn main() -> ExitCode {
             };
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // The poller makes at most a few dozen requests a second: one thread serves that with
+    // no cross-thread wake-ups, which are most of a multi-threaded runtime's CPU at this
+    // rate. The simulator serves many clients and keeps every core.
+    let builder = match cli.command {
+        Command::Sim(_) => tokio::runtime::Builder::new_multi_thread(),
+        _ => tokio::runtime::Builder::new_current_thread(),
+    };
+    let runtime = match { builder }.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");
@@ -261,9 +280,9 @@ async fn serve(args: SimArgs) -> ExitCode {
         }
     };
     let base = sim.base_url();
-    println!("Bitget v2 simulator listening on {base}");
-    println!("  try: curl '{base}/api/v2/mix/market/candles?symbol=BTCUSDT&productType=USDT-FUTURES&granularity=1m&limit=5'");
-    println!("  counters: {base}/sim/stats   demo key: {DEMO_API_KEY} / {DEMO_API_SECRET} / {DEMO_API_PASSPHRASE}");
+    outln!("Bitget v2 simulator listening on {base}");
+    outln!("  try: curl '{base}/api/v2/mix/market/candles?symbol=BTCUSDT&productType=USDT-FUTURES&granularity=1m&limit=5'");
+    outln!("  counters: {base}/sim/stats   demo key: {DEMO_API_KEY} / {DEMO_API_SECRET} / {DEMO_API_PASSPHRASE}");
     let stopped_by = wait_for_stop(duration.map(Duration::from_secs)).await;
     tracing::info!(reason = stopped_by, "simulator stopping");
     let stats = sim.stop().await;
@@ -311,7 +330,7 @@ async fn terminate_signal() {
 }
 
 fn print_summary(stats: &StatsSnapshot) {
-    println!("{}", render_sim_summary(stats));
+    outln!("{}", render_sim_summary(stats));
 }
 
 fn render_sim_summary(stats: &StatsSnapshot) -> String {

@@ -34,7 +34,7 @@ pub(super) fn check_config(path: &Path) -> ExitCode {
                 SymbolSelection::All => "all listed".to_owned(),
                 SymbolSelection::List(list) => list.len().to_string(),
             };
-            println!(
+            outln!(
                 "{}: ok ({symbols} symbols, {:?} mode, timeframes {}, market {}/s, against {})",
                 path.display(),
                 config.poll.mode,
@@ -107,16 +107,16 @@ pub(super) async fn demo(args: DemoArgs) -> ExitCode {
         }
     };
     config.client.base_url = sim.base_url();
-    println!(
+    outln!(
         "demo: Bitget simulator with {} contracts on {} (strict 20/s windows), polled with {}",
         args.symbols,
         sim.base_url(),
         source.display()
     );
-    println!("      rate lines: tail -F logs/bitget_rate_limits.log   (Ctrl-C to stop)");
+    outln!("      rate lines: tail -F logs/bitget_rate_limits.log   (Ctrl-C to stop)");
     let code = poll(config, args.duration).await;
     let stats = sim.stop().await;
-    println!("{}", render_sim_summary(&stats));
+    outln!("{}", render_sim_summary(&stats));
     code
 }
 
@@ -163,7 +163,7 @@ async fn poll(config: Config, duration: Option<Duration>) -> ExitCode {
                 closed_delivered = summary.closed_delivered,
                 "poller stopped"
             );
-            println!("{}", summary.render());
+            outln!("{}", summary.render());
             ExitCode::SUCCESS
         }
         Err(error) => {

@@ -192,3 +192,39 @@ fn shipped_configs_are_valid() {
         );
     }
 }
+
+#[test]
+fn the_simulator_accepts_a_limit_schedule_and_survives_a_closed_stdout() {
+    let output = binary()
+        .args([
+            "sim",
+            "--addr",
+            "127.0.0.1:0",
+            "--market-limit-schedule",
+            "20,1:5,2:20",
+            "--duration",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut child = binary()
+        .args(["sim", "--addr", "127.0.0.1:0", "--duration", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
