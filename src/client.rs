@@ -15,7 +15,7 @@ use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{BitgetError, Classifier, ErrorClass};
-use crate::limiter::{category_of, Adjustment, Category, Feedback, Permit, RateLimiter};
+use crate::limiter::{route_of, Adjustment, Feedback, Permit, RateLimiter, Route};
 use crate::retry::Backoff;
 use crate::telemetry::{RecentRateLimits, RATE_LOG};
 
@@ -149,10 +149,11 @@ impl Client {
         query: &[(&str, &str)],
         symbol: Option<&str>,
     ) -> Result<Reply, CallError> {
-        let category = category_of(path);
+        let route = route_of(path);
+        let category = route.category;
         let mut retry = 0;
         loop {
-            let error = match self.attempt(category, path, query, symbol).await? {
+            let error = match self.attempt(route, path, query, symbol).await? {
                 Ok(body) => {
                     return Ok(Reply {
                         body,
@@ -183,7 +184,7 @@ impl Client {
     /// One attempt: acquire, send, classify, report back to the limiter.
     async fn attempt(
         &self,
-        category: Category,
+        route: Route,
         path: &str,
         query: &[(&str, &str)],
         symbol: Option<&str>,
@@ -191,7 +192,7 @@ impl Client {
         let permit = tokio::select! {
             biased;
             () = self.stop.cancelled() => return Err(CallError::ShuttingDown),
-            permit = self.limiter.acquire(category) => permit,
+            permit = self.limiter.acquire(route) => permit,
         };
         let url = format!("{}{}", self.base_url, path);
         let outcome = self.send(&url, path, query, symbol).await;

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::window::{WindowLog, SERVER_WINDOW_US};
 use super::{
-    Acquire, Adjustment, Category, CategoryCounters, Feedback, Limits, Permit, RateLimiter,
+    Acquire, Adjustment, Category, CategoryCounters, Feedback, Limits, Permit, RateLimiter, Route,
 };
 use crate::retry::Backoff;
 
@@ -69,7 +69,8 @@ impl LocalLimiter {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    async fn acquire_inner(&self, category: Category) -> Permit {
+    async fn acquire_inner(&self, route: Route) -> Permit {
+        let category = route.category;
         let requested = Instant::now();
         let i = category.index();
         let _gate = self.gates[i].lock().await;
@@ -81,7 +82,7 @@ impl LocalLimiter {
                     .ready_at(now)
                     .max(state.overall.ready_at(now));
                 if ready <= now {
-                    state.categories[i].admit(now);
+                    state.categories[i].admit_to(now, route.endpoint);
                     state.overall.admit(now);
                     let waited = Instant::now().duration_since(requested);
                     let counters = &mut state.counters[i];
@@ -92,6 +93,7 @@ impl LocalLimiter {
                     }
                     return Permit {
                         category,
+                        endpoint: route.endpoint,
                         admitted_at_us: now,
                         waited,
                     };
@@ -104,8 +106,8 @@ impl LocalLimiter {
 }
 
 impl RateLimiter for LocalLimiter {
-    fn acquire(&self, category: Category) -> Acquire<'_> {
-        Box::pin(self.acquire_inner(category))
+    fn acquire(&self, route: Route) -> Acquire<'_> {
+        Box::pin(self.acquire_inner(route))
     }
 
     fn feedback(&self, permit: &Permit, feedback: Feedback) -> Option<Adjustment> {
@@ -142,7 +144,11 @@ impl RateLimiter for LocalLimiter {
                     .delay(retry, jitter)
                     .unwrap_or(self.backoff.cap);
                 let pause = retry_after.map_or(computed, |server| server.min(self.backoff.cap));
-                log.pause_until(now + pause.as_micros() as u64);
+                // At least until our requests have left the server's window, so the next
+                // one is accepted and its remaining count reveals the new limit.
+                let until = (now + pause.as_micros() as u64).max(log.drained_at());
+                log.pause_until(until);
+                let pause = Duration::from_micros(until - now);
                 Some(Adjustment::Paused {
                     category: permit.category,
                     pause,
@@ -192,7 +198,12 @@ mod tests {
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..40 {
             let limiter = Arc::clone(&limiter);
-            tasks.spawn(async move { limiter.acquire(Category::Market).await.admitted_at_us });
+            tasks.spawn(async move {
+                limiter
+                    .acquire(Category::Market.into())
+                    .await
+                    .admitted_at_us
+            });
         }
         let mut times = tasks.join_all().await;
         times.sort_unstable();
@@ -212,7 +223,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_rate_limit_pauses_the_whole_category_but_not_others() {
         let limiter = LocalLimiter::new(&limits(20), Backoff::default());
-        let permit = limiter.acquire(Category::Market).await;
+        let permit = limiter.acquire(Category::Market.into()).await;
         let paused = limiter.feedback(
             &permit,
             Feedback::RateLimited {
@@ -220,18 +231,20 @@ mod tests {
                 jitter: 0.5,
             },
         );
+        // The 1 s backoff is stretched to the window drain (1.02 s), so the next request
+        // meets an empty server window.
         assert_eq!(
             paused,
             Some(Adjustment::Paused {
                 category: Category::Market,
-                pause: Duration::from_secs(1),
+                pause: Duration::from_millis(1020),
                 strike: 0
             })
         );
-        let account = limiter.acquire(Category::Account).await;
+        let account = limiter.acquire(Category::Account.into()).await;
         assert_eq!(account.admitted_at_us, permit.admitted_at_us);
-        let next = limiter.acquire(Category::Market).await;
-        assert_eq!(next.admitted_at_us - permit.admitted_at_us, 1_000_000);
+        let next = limiter.acquire(Category::Market.into()).await;
+        assert_eq!(next.admitted_at_us - permit.admitted_at_us, 1_020_000);
         assert_eq!(limiter.counters(Category::Market).rate_limited, 1);
     }
 
@@ -245,17 +258,17 @@ mod tests {
             },
             Backoff::default(),
         );
-        let a = limiter.acquire(Category::Market).await;
-        let _ = limiter.acquire(Category::Account).await;
-        let _ = limiter.acquire(Category::Trade).await;
-        let d = limiter.acquire(Category::Default).await;
+        let a = limiter.acquire(Category::Market.into()).await;
+        let _ = limiter.acquire(Category::Account.into()).await;
+        let _ = limiter.acquire(Category::Trade.into()).await;
+        let d = limiter.acquire(Category::Default.into()).await;
         assert_eq!(d.admitted_at_us - a.admitted_at_us, 60_000_000);
     }
 
     #[tokio::test(start_paused = true)]
     async fn the_server_remaining_header_sets_the_pace() {
         let limiter = LocalLimiter::new(&limits(20), Backoff::default());
-        let first = limiter.acquire(Category::Market).await;
+        let first = limiter.acquire(Category::Market.into()).await;
         let change = limiter.feedback(&first, Feedback::Accepted { remaining: Some(4) });
         assert_eq!(
             change,
@@ -264,7 +277,7 @@ mod tests {
                 limit: 5
             })
         );
-        let second = limiter.acquire(Category::Market).await;
+        let second = limiter.acquire(Category::Market.into()).await;
         assert_eq!(second.admitted_at_us - first.admitted_at_us, 1_020_000 / 5);
         assert_eq!(limiter.counters(Category::Market).effective_limit, 5);
     }

@@ -88,10 +88,37 @@ pub const ENDPOINT_CATEGORIES: &[(&str, Category)] = &[
 
 /// The category of `path`; unknown paths spend the default budget.
 pub fn category_of(path: &str) -> Category {
+    route_of(path).category
+}
+
+/// Which budget a request spends, and which endpoint it is. Bitget's remaining-budget header
+/// counts one endpoint, so following it needs to know which of the category's requests
+/// were to the same endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub category: Category,
+    /// The endpoint's index in [`ENDPOINT_CATEGORIES`], or `u16::MAX` for anything else.
+    pub endpoint: u16,
+}
+
+impl From<Category> for Route {
+    fn from(category: Category) -> Self {
+        Self {
+            category,
+            endpoint: u16::MAX,
+        }
+    }
+}
+
+/// The route of `path`; unknown paths spend the default budget.
+pub fn route_of(path: &str) -> Route {
     ENDPOINT_CATEGORIES
         .iter()
-        .find(|(p, _)| *p == path)
-        .map_or(Category::Default, |(_, c)| *c)
+        .position(|(p, _)| *p == path)
+        .map_or(Category::Default.into(), |i| Route {
+            category: ENDPOINT_CATEGORIES[i].1,
+            endpoint: i as u16,
+        })
 }
 
 /// Limits the limiter enforces.
@@ -125,6 +152,7 @@ impl Limits {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Permit {
     pub category: Category,
+    pub endpoint: u16,
     /// When it was admitted, in the limiter's own time base.
     pub admitted_at_us: u64,
     /// How long the caller waited for it.
@@ -186,9 +214,9 @@ pub type Acquire<'a> = Pin<Box<dyn Future<Output = Permit> + Send + 'a>>;
 /// Admits requests within the budgets. Cancel-safe: dropping an `acquire` future before it
 /// completes admits nothing.
 pub trait RateLimiter: Send + Sync + fmt::Debug {
-    /// Waits until `category` and the overall budget both have room, then takes one of
-    /// each, atomically.
-    fn acquire(&self, category: Category) -> Acquire<'_>;
+    /// Waits until the route's category and the overall budget both have room, then takes
+    /// one of each, atomically.
+    fn acquire(&self, route: Route) -> Acquire<'_>;
 
     /// Reports the server's answer to a request admitted with `permit`.
     fn feedback(&self, permit: &Permit, feedback: Feedback) -> Option<Adjustment>;

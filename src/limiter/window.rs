@@ -25,6 +25,8 @@ pub const SERVER_WINDOW_US: u64 = 1_000_000;
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     at: u64,
+    /// The endpoint, so the remaining-budget estimate counts only that endpoint.
+    endpoint: u16,
     /// False once the server rejected it: the server does not count it, so neither does the
     /// limit estimate.
     accepted: bool,
@@ -131,16 +133,29 @@ impl WindowLog {
 
     /// Records an admission at `now`; the caller checked [`Self::ready_at`] first.
     pub fn admit(&mut self, now: u64) {
+        self.admit_to(now, u16::MAX);
+    }
+
+    /// Records an admission at `now` to `endpoint`.
+    pub fn admit_to(&mut self, now: u64, endpoint: u16) {
         let spacing = self.spacing();
         // Up to one spacing of lateness stays on the grid; after idling the grid restarts.
         self.grid = Some(match self.grid {
-            Some(grid) => (grid + spacing).max(now.saturating_sub(spacing)),
-            None => now,
+            Some(grid) if now < grid + 2 * spacing => grid + spacing,
+            _ => now,
         });
         self.entries.push_back(Entry {
             at: now,
+            endpoint,
             accepted: true,
         });
+    }
+
+    /// When everything admitted so far has left the (margin-stretched) window: after a
+    /// rate-limit rejection the new limit is unknown, and only an empty server window
+    /// guarantees that the next request is accepted and its remaining count tells the limit.
+    pub fn drained_at(&self) -> u64 {
+        self.entries.back().map_or(0, |e| e.at + self.window_us)
     }
 
     /// Holds every admission until `until`.
@@ -178,17 +193,26 @@ impl WindowLog {
     }
 
     /// The server answered the request admitted at `admitted_at` with `remain` requests left
-    /// in its window. Our accepted requests in the server's window at that moment plus what
+    /// in its window. Our accepted requests to that endpoint in the server's window at that
+    /// moment plus what
     /// it says remains is the limit it enforces: the effective limit follows it (never above
     /// the configured limit). At `remain == 0` the category is held until the oldest of
     /// those requests leaves the server's window.
     ///
     /// Returns the new effective limit when it changed.
     pub fn observe_remaining(&mut self, admitted_at: u64, remain: u32) -> Option<u32> {
-        let mut ours = self
+        let endpoint = self
             .entries
             .iter()
-            .filter(|e| e.accepted && e.at + SERVER_WINDOW_US > admitted_at && e.at <= admitted_at);
+            .rev()
+            .find(|e| e.at == admitted_at)
+            .map_or(u16::MAX, |e| e.endpoint);
+        let mut ours = self.entries.iter().filter(|e| {
+            e.accepted
+                && e.endpoint == endpoint
+                && e.at + SERVER_WINDOW_US > admitted_at
+                && e.at <= admitted_at
+        });
         let oldest = ours.next().map(|e| e.at);
         let count = oldest.map_or(0, |_| 1 + ours.count()) as u32;
         if remain == 0 {
@@ -251,6 +275,17 @@ mod tests {
     }
 
     #[test]
+    fn after_a_pause_requests_restart_one_spacing_apart_not_in_a_burst() {
+        let mut log = WindowLog::new(20, 1_020_000, true);
+        log.admit(0);
+        log.pause_until(3_000_000);
+        let first = log.ready_at(10);
+        assert_eq!(first, 3_000_000);
+        log.admit(first);
+        assert_eq!(log.ready_at(first), first + 51_000);
+    }
+
+    #[test]
     fn unpaced_log_admits_the_limit_then_waits_a_window() {
         let mut log = WindowLog::new(5, S, false);
         let times = admit_all(&mut log, &[0; 7]);
@@ -303,6 +338,26 @@ mod tests {
             Some(0),
             "reset by a success"
         );
+    }
+
+    #[test]
+    fn drained_at_is_the_newest_admission_plus_the_window() {
+        let mut log = WindowLog::new(20, 1_020_000, true);
+        assert_eq!(log.drained_at(), 0);
+        log.admit(10);
+        log.admit(51_010);
+        assert_eq!(log.drained_at(), 51_010 + 1_020_000);
+    }
+
+    #[test]
+    fn the_estimate_counts_only_the_answering_endpoint() {
+        let mut log = WindowLog::new(20, 1_020_000, true);
+        log.admit_to(0, 1); // tickers
+        log.admit_to(51_000, 2); // candles
+        log.admit_to(102_000, 2);
+        // The candles endpoint allows 5: two used, three remain. The tickers request is
+        // metered separately by the server and must not raise the estimate to 6.
+        assert_eq!(log.observe_remaining(102_000, 3), Some(5));
     }
 
     #[test]

@@ -105,8 +105,18 @@ async fn a_30001_rate_limit_code_is_handled_like_429() {
         symbols: 10,
         rate_limit_status: 400,
         rate_limit_code: "30001".into(),
+        // 20/s, then 4/s from 1 s: the drop is only learnt from the rejection.
         limits: LimitConfig {
-            overrides: vec![(bitget_poller::sim::endpoints::find(CANDLES).unwrap(), 4)],
+            schedule: vec![
+                ScheduleStep {
+                    from_secs: 0,
+                    limit: 20,
+                },
+                ScheduleStep {
+                    from_secs: 1,
+                    limit: 4,
+                },
+            ],
             ..LimitConfig::default()
         },
         ..SimConfig::default()
