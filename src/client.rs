@@ -46,10 +46,7 @@ impl Default for ClientConfig {
             connect_timeout: Duration::from_secs(5),
             pool_max_idle: 32,
             backoff: Backoff::default(),
-            rate_limit_codes: crate::error::DEFAULT_RATE_LIMIT_CODES
-                .iter()
-                .map(|c| (*c).to_owned())
-                .collect(),
+            rate_limit_codes: crate::error::default_rate_limit_codes(),
         }
     }
 }
@@ -63,16 +60,6 @@ pub enum CallError {
     /// Shutdown began before the request could be sent.
     #[error("shutting down; request not sent")]
     ShuttingDown,
-}
-
-impl CallError {
-    /// The Bitget failure, if that is what ended the call.
-    pub fn bitget(&self) -> Option<&BitgetError> {
-        match self {
-            Self::Bitget(e) => Some(e),
-            Self::ShuttingDown => None,
-        }
-    }
 }
 
 /// A checked success reply.
@@ -132,10 +119,6 @@ impl Client {
 
     pub fn base_url(&self) -> &str {
         &self.base_url
-    }
-
-    pub fn limiter(&self) -> &Arc<dyn RateLimiter> {
-        &self.limiter
     }
 
     /// GETs `path?query`, retrying retryable failures with backoff, each attempt through

@@ -14,7 +14,7 @@ use thiserror::Error;
 use tracing_subscriber::filter::LevelFilter;
 
 use crate::client::{ClientConfig, BITGET_BASE_URL};
-use crate::error::DEFAULT_RATE_LIMIT_CODES;
+use crate::error::default_rate_limit_codes;
 use crate::granularity::{Granularity, Market};
 use crate::limiter::Limits;
 use crate::models::Symbol;
@@ -119,10 +119,7 @@ impl Default for RawExchange {
             timeout_secs: 10.0,
             connect_timeout_secs: 5.0,
             pool_max_idle: 32,
-            rate_limit_codes: DEFAULT_RATE_LIMIT_CODES
-                .iter()
-                .map(|c| (*c).to_owned())
-                .collect(),
+            rate_limit_codes: default_rate_limit_codes(),
         }
     }
 }

@@ -71,6 +71,14 @@ pub const CLOCK_SKEW_CODE: &str = "40008";
 /// The rate-limit body codes used when the configuration names none.
 pub const DEFAULT_RATE_LIMIT_CODES: &[&str] = &["429", "30001", "30002", "30003"];
 
+/// [`DEFAULT_RATE_LIMIT_CODES`] as the owned list a [`Classifier`] and the config hold.
+pub fn default_rate_limit_codes() -> Vec<String> {
+    DEFAULT_RATE_LIMIT_CODES
+        .iter()
+        .map(|c| (*c).to_owned())
+        .collect()
+}
+
 /// One failed Bitget request, with what is needed to report and handle it.
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum BitgetError {
@@ -172,12 +180,7 @@ pub struct Classifier {
 
 impl Default for Classifier {
     fn default() -> Self {
-        Self::new(
-            DEFAULT_RATE_LIMIT_CODES
-                .iter()
-                .map(|c| (*c).to_owned())
-                .collect(),
-        )
+        Self::new(default_rate_limit_codes())
     }
 }
 

@@ -18,7 +18,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::limiter::{Category, CategoryCounters, LocalLimiter, RateLimiter};
 use crate::scheduler::{resolve_symbols, MarketEvent, PollError, Poller};
-use crate::telemetry::{report_usage, RecentRateLimits, UsageLine};
+use crate::telemetry::{is_reported, report_usage, RecentRateLimits, UsageLine};
 
 /// Why a session ended in failure.
 #[derive(Debug, Error)]
@@ -48,15 +48,22 @@ pub struct RunSummary {
 }
 
 impl RunSummary {
-    /// Admitted requests of `category` per second over the session, as a fraction of its
-    /// limit.
-    pub fn utilization(&self, category: Category) -> f64 {
+    /// The counters of `category` at the end of the session.
+    pub fn counters(&self, category: Category) -> CategoryCounters {
         self.categories
             .iter()
             .find(|(c, _)| *c == category)
-            .map_or(0.0, |(_, k)| {
-                k.admitted as f64 / (f64::from(k.limit) * self.elapsed.as_secs_f64().max(1e-9))
-            })
+            .map_or_else(CategoryCounters::default, |(_, k)| *k)
+    }
+
+    /// Admitted requests of `category` per second over the session, as a fraction of its
+    /// limit.
+    pub fn utilization(&self, category: Category) -> f64 {
+        let k = self.counters(category);
+        if k.limit == 0 {
+            return 0.0;
+        }
+        k.admitted as f64 / (f64::from(k.limit) * self.elapsed.as_secs_f64().max(1e-9))
     }
 
     /// The per-category table printed at exit.
@@ -72,7 +79,7 @@ impl RunSummary {
             "utilization"
         );
         for (category, k) in &self.categories {
-            if k.admitted == 0 && *category != Category::Market {
+            if !is_reported(*category, k) {
                 continue;
             }
             out.push_str(&format!(
@@ -164,7 +171,7 @@ pub async fn run_session(
         .collect();
     // The final partial interval, so the log's totals add up to the summary.
     for (category, counters) in &categories {
-        if counters.admitted > 0 || *category == Category::Market {
+        if is_reported(*category, counters) {
             UsageLine::between(
                 *category,
                 &CategoryCounters {

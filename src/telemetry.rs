@@ -67,7 +67,15 @@ impl RecentRateLimits {
 
     /// Rejections of every category in the last minute.
     pub fn total(&self) -> usize {
-        Category::ALL.iter().map(|c| self.count(*c)).sum()
+        let now = Instant::now();
+        let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        events
+            .iter_mut()
+            .map(|queue| {
+                Self::expire(queue, now);
+                queue.len()
+            })
+            .sum()
     }
 
     fn expire(queue: &mut VecDeque<Instant>, now: Instant) {
@@ -78,6 +86,12 @@ impl RecentRateLimits {
             queue.pop_front();
         }
     }
+}
+
+/// Whether a category gets usage lines: market always, the others once they were used,
+/// so categories nothing uses stay quiet rather than print zeros forever.
+pub fn is_reported(category: Category, counters: &CategoryCounters) -> bool {
+    counters.admitted > 0 || category == Category::Market
 }
 
 /// The status marker of a usage line.
@@ -186,8 +200,7 @@ pub async fn report_usage(
         let now = Instant::now();
         for (i, category) in Category::ALL.into_iter().enumerate() {
             let after = limiter.counters(category);
-            // Categories nothing uses stay quiet rather than print zeros forever.
-            if after.admitted > 0 || category == Category::Market {
+            if is_reported(category, &after) {
                 UsageLine::between(
                     category,
                     &before[i],

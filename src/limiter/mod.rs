@@ -86,11 +86,6 @@ pub const ENDPOINT_CATEGORIES: &[(&str, Category)] = &[
     ("/api/v2/mix/order/cancel-order", Category::Trade),
 ];
 
-/// The category of `path`; unknown paths spend the default budget.
-pub fn category_of(path: &str) -> Category {
-    route_of(path).category
-}
-
 /// Which budget a request spends, and which endpoint it is. Bitget's remaining-budget header
 /// counts one endpoint, so following it needs to know which of the category's requests
 /// were to the same endpoint.

@@ -66,19 +66,9 @@ impl WindowLog {
         }
     }
 
-    /// The configured limit.
-    pub fn limit(&self) -> u32 {
-        self.configured
-    }
-
     /// The limit in force now: lower than configured while the server says it allows less.
     pub fn effective_limit(&self) -> u32 {
         self.effective
-    }
-
-    /// The window length, margin included.
-    pub fn window_us(&self) -> u64 {
-        self.window_us
     }
 
     /// When a pause (429 or remain 0) ends; 0 if none was ever set.

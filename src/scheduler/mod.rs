@@ -20,7 +20,7 @@
 
 pub mod tiers;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -105,6 +105,19 @@ struct Stream {
     parked_until: Option<Instant>,
     /// Open time of the candle a closed-mode round waits for, and attempts so far.
     awaiting: Option<(u64, u32)>,
+}
+
+impl Stream {
+    fn new(symbol: Symbol, timeframe: usize) -> Self {
+        Self {
+            symbol,
+            timeframe,
+            last_closed: None,
+            busy: false,
+            parked_until: None,
+            awaiting: None,
+        }
+    }
 }
 
 enum Outcome {
@@ -225,19 +238,11 @@ struct LoopState {
 
 impl LoopState {
     fn new(p: Poller, symbols: Vec<Symbol>) -> Self {
-        let mut streams = Vec::new();
-        for symbol in symbols {
-            for timeframe in 0..p.config.timeframes.len() {
-                streams.push(Stream {
-                    symbol: symbol.clone(),
-                    timeframe,
-                    last_closed: None,
-                    busy: false,
-                    parked_until: None,
-                    awaiting: None,
-                });
-            }
-        }
+        let timeframes = p.config.timeframes.len();
+        let streams: Vec<Stream> = symbols
+            .iter()
+            .flat_map(|symbol| (0..timeframes).map(|tf| Stream::new(symbol.clone(), tf)))
+            .collect();
         let tiers = Tiers::new(p.config.tiers.clone());
         let now = Instant::now();
         let discovery_due = matches!(p.config.symbols, crate::config::SymbolSelection::All)
@@ -271,7 +276,6 @@ impl LoopState {
     }
 
     async fn run(&mut self) -> Result<(), PollError> {
-        self.update_tier();
         if self.p.config.mode == Mode::Closed {
             self.schedule_next_close();
         }
@@ -286,12 +290,10 @@ impl LoopState {
                 self.tickers_due.filter(|_| !self.tickers_busy),
                 close_at,
                 self.discovery_due,
-                Some(Instant::now() + HOUSEKEEPING),
             ]
             .into_iter()
             .flatten()
-            .min()
-            .unwrap_or_else(|| Instant::now() + HOUSEKEEPING);
+            .fold(Instant::now() + HOUSEKEEPING, Instant::min);
             tokio::select! {
                 () = self.p.stop.cancelled() => return Ok(()),
                 Some(joined) = self.inflight.join_next(), if !self.inflight.is_empty() => {
@@ -592,26 +594,13 @@ impl LoopState {
 
     fn offer(&self, event: MarketEvent) {
         let tickers = matches!(event, MarketEvent::Tickers { .. });
-        let (delivered, dropped) = if tickers {
-            (
-                &self.p.stats.tickers_delivered,
-                &self.p.stats.tickers_dropped,
-            )
-        } else {
-            (
-                &self.p.stats.closed_delivered,
-                &self.p.stats.forming_dropped,
-            )
+        let counter = match (self.p.events.try_send(event).is_ok(), tickers) {
+            (true, true) => &self.p.stats.tickers_delivered,
+            (true, false) => return,
+            (false, true) => &self.p.stats.tickers_dropped,
+            (false, false) => &self.p.stats.forming_dropped,
         };
-        match self.p.events.try_send(event) {
-            Ok(()) if tickers => {
-                delivered.fetch_add(1, Ordering::Relaxed);
-            }
-            Ok(()) => {}
-            Err(_) => {
-                dropped.fetch_add(1, Ordering::Relaxed);
-            }
-        }
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     fn fetch_failed(&mut self, stream: Option<usize>, error: FetchError) -> Result<(), PollError> {
@@ -758,32 +747,25 @@ impl LoopState {
                 return;
             }
         };
-        let known: HashMap<Symbol, ()> = self
-            .streams
+        let known: HashSet<&Symbol> = self.streams.iter().map(|s| &s.symbol).collect();
+        let new: Vec<Symbol> = symbols
             .iter()
-            .map(|s| (s.symbol.clone(), ()))
+            .filter(|s| !known.contains(s))
+            .cloned()
             .collect();
-        let mut added = 0;
-        for symbol in symbols.iter().filter(|s| !known.contains_key(*s)) {
+        for symbol in &new {
             for timeframe in 0..self.p.config.timeframes.len() {
-                self.streams.push(Stream {
-                    symbol: symbol.clone(),
-                    timeframe,
-                    last_closed: None,
-                    busy: false,
-                    parked_until: None,
-                    awaiting: None,
-                });
+                self.streams.push(Stream::new(symbol.clone(), timeframe));
                 self.queue.push_back(self.streams.len() - 1);
             }
-            added += 1;
         }
+        let added = new.len();
         // Delisted symbols are parked rather than removed, so stream indices stay valid.
-        let listed: HashMap<&Symbol, ()> = symbols.iter().map(|s| (s, ())).collect();
+        let listed: HashSet<&Symbol> = symbols.iter().collect();
         let far = Instant::now() + self.p.config.discovery_refresh;
         let mut removed = 0;
         for stream in &mut self.streams {
-            if !listed.contains_key(&stream.symbol) && stream.parked_until.is_none() {
+            if !listed.contains(&stream.symbol) && stream.parked_until.is_none() {
                 stream.parked_until = Some(far);
                 removed += 1;
             }

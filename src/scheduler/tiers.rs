@@ -52,10 +52,6 @@ impl Tiers {
         }
     }
 
-    pub fn current(&self) -> Tier {
-        self.current
-    }
-
     /// The tier for `errors` rate-limit errors in the last minute; `Some((from, to))` when
     /// it changed.
     pub fn update(&mut self, errors: usize) -> Option<(Tier, Tier)> {

@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use bitget_poller::limiter::Category;
-use bitget_poller::sim::limits::{LimitConfig, ScheduleStep};
+use bitget_poller::sim::limits::LimitConfig;
 use bitget_poller::sim::SimConfig;
 
 use crate::helpers::{closed_by_symbol, config, run_for, simulator};
@@ -32,13 +32,7 @@ async fn live_mode_saturates_strict_windows_without_a_single_429() {
     // After the first window, requests ask only for what is new.
     assert!(run.log.contains("polling started"));
     assert!(run.summary.tickers_delivered >= 2);
-    let market = run
-        .summary
-        .categories
-        .iter()
-        .find(|(c, _)| *c == Category::Market)
-        .unwrap()
-        .1;
+    let market = run.summary.counters(Category::Market);
     assert_eq!(
         market.admitted, stats.total.requests,
         "every request went through the limiter"
@@ -51,20 +45,7 @@ async fn a_limit_drop_costs_at_most_three_rejections_and_the_pace_follows_the_se
     let sim = simulator(SimConfig {
         symbols: 40,
         limits: LimitConfig {
-            schedule: vec![
-                ScheduleStep {
-                    from_secs: 0,
-                    limit: 20,
-                },
-                ScheduleStep {
-                    from_secs: 2,
-                    limit: 5,
-                },
-                ScheduleStep {
-                    from_secs: 5,
-                    limit: 20,
-                },
-            ],
+            schedule: LimitConfig::parse_schedule("20,2:5,5:20").unwrap(),
             ..LimitConfig::default()
         },
         ..SimConfig::default()
@@ -85,13 +66,7 @@ async fn a_limit_drop_costs_at_most_three_rejections_and_the_pace_follows_the_se
         run.log
     );
     assert!(run.log.contains("limit_follow"), "{}", run.log);
-    let market = run
-        .summary
-        .categories
-        .iter()
-        .find(|(c, _)| *c == Category::Market)
-        .unwrap()
-        .1;
+    let market = run.summary.counters(Category::Market);
     assert_eq!(
         market.effective_limit, 20,
         "back to the full limit after the recovery"
@@ -107,16 +82,7 @@ async fn a_30001_rate_limit_code_is_handled_like_429() {
         rate_limit_code: "30001".into(),
         // 20/s, then 4/s from 1 s: the drop is only learnt from the rejection.
         limits: LimitConfig {
-            schedule: vec![
-                ScheduleStep {
-                    from_secs: 0,
-                    limit: 20,
-                },
-                ScheduleStep {
-                    from_secs: 1,
-                    limit: 4,
-                },
-            ],
+            schedule: LimitConfig::parse_schedule("20,1:4").unwrap(),
             ..LimitConfig::default()
         },
         ..SimConfig::default()
@@ -126,13 +92,7 @@ async fn a_30001_rate_limit_code_is_handled_like_429() {
     let run = run_for(&cfg, Duration::from_secs(3)).await;
     let stats = sim.stop().await;
     assert!((1..=3).contains(&stats.total.rate_limited), "{stats:?}");
-    let market = run
-        .summary
-        .categories
-        .iter()
-        .find(|(c, _)| *c == Category::Market)
-        .unwrap()
-        .1;
+    let market = run.summary.counters(Category::Market);
     assert_eq!(market.rate_limited, stats.total.rate_limited);
     assert_eq!(market.effective_limit, 4);
 }
