@@ -48,6 +48,18 @@ impl Category {
     pub fn index(self) -> usize {
         self as usize
     }
+
+    /// Rank when categories compete for the overall per-IP budget, 0 first: a pending order
+    /// must never wait behind a market-data backlog, and a balance read that an order
+    /// decision depends on comes before more candles.
+    pub fn priority(self) -> usize {
+        match self {
+            Self::Trade => 0,
+            Self::Account => 1,
+            Self::Market => 2,
+            Self::Default => 3,
+        }
+    }
 }
 
 impl fmt::Display for Category {
@@ -75,7 +87,7 @@ pub const ENDPOINT_CATEGORIES: &[(&str, Category)] = &[
     ("/api/v2/spot/public/symbols", Category::Market),
     ("/api/v2/spot/market/tickers", Category::Market),
     ("/api/v2/spot/market/candles", Category::Market),
-    // Private reads, 10/s per UID (all-position is 5/s: the next issue models it).
+    // Private reads, 10/s per UID (all-position is 5/s: see ENDPOINT_LIMITS).
     ("/api/v2/mix/account/accounts", Category::Account),
     ("/api/v2/mix/account/account", Category::Account),
     ("/api/v2/mix/position/all-position", Category::Account),
@@ -85,6 +97,20 @@ pub const ENDPOINT_CATEGORIES: &[(&str, Category)] = &[
     ("/api/v2/mix/order/place-order", Category::Trade),
     ("/api/v2/mix/order/cancel-order", Category::Trade),
 ];
+
+/// Endpoints Bitget documents below their category's rate. Each gets its own paced window
+/// on top of the category's, so polling one alone at full speed cannot exceed it.
+pub const ENDPOINT_LIMITS: &[(&str, u32)] = &[("/api/v2/mix/position/all-position", 5)];
+
+/// The documented per-second limit of the endpoint at index `endpoint` in
+/// [`ENDPOINT_CATEGORIES`], when it is below its category's.
+pub fn endpoint_limit(endpoint: u16) -> Option<u32> {
+    let (path, _) = ENDPOINT_CATEGORIES.get(usize::from(endpoint))?;
+    ENDPOINT_LIMITS
+        .iter()
+        .find(|(p, _)| p == path)
+        .map(|(_, limit)| *limit)
+}
 
 /// Which budget a request spends, and which endpoint it is. Bitget's remaining-budget header
 /// counts one endpoint, so following it needs to know which of the category's requests
