@@ -5,20 +5,30 @@
 //! checked reply body, or a [`BitgetError`] that says what to do next. It also tells the
 //! limiter what the server said (remaining budget, rate-limit rejections), so one 429 pauses
 //! every request of that category, not only the one that failed.
+//!
+//! Signed requests build their query string and body once, sign those exact bytes and send
+//! them unchanged. A `40008` (timestamp outside Bitget's 30 s window) resyncs the clock
+//! offset and retries once. Orders are never retried here: a POST whose outcome is unknown
+//! goes back to the caller, which must reconcile before sending it again.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use rand::Rng;
+use reqwest::header::{HeaderValue, CONTENT_TYPE};
+use reqwest::Method;
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
+use crate::credential::Signer;
 use crate::error::{BitgetError, Classifier, ErrorClass};
 use crate::limiter::{route_of, Adjustment, Feedback, Permit, RateLimiter, Route};
 use crate::retry::Backoff;
 use crate::telemetry::{RecentRateLimits, RATE_LOG};
 
+/// Bitget's server-time endpoint, used to measure the clock offset.
+pub const TIME_PATH: &str = "/api/v2/public/time";
 /// Bitget's production REST endpoint.
 pub const BITGET_BASE_URL: &str = "https://api.bitget.com";
 /// Header in which Bitget reports what is left of an endpoint's one-second budget.
@@ -60,6 +70,36 @@ pub enum CallError {
     /// Shutdown began before the request could be sent.
     #[error("shutting down; request not sent")]
     ShuttingDown,
+    /// A signed endpoint was called on a client built without credentials.
+    #[error("{0} needs api credentials; set BITGET_API_KEY, BITGET_API_SECRET and BITGET_API_PASSPHRASE")]
+    NoCredentials(String),
+}
+
+/// Whether a failed request may be sent again by the client itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RetryPolicy {
+    /// Retryable failures are retried with backoff.
+    Backoff,
+    /// Only a clock-skew rejection (certain not to have been executed) is retried, once.
+    ClockSkewOnly,
+}
+
+/// One request, with its query string and body fixed before signing.
+struct Request<'a> {
+    method: Method,
+    path: &'a str,
+    /// Without the `?`; empty when there is none.
+    query: String,
+    body: Bytes,
+    signed: bool,
+}
+
+fn query_string(query: &[(&str, &str)]) -> String {
+    let mut serializer = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in query {
+        serializer.append_pair(k, v);
+    }
+    serializer.finish()
 }
 
 /// A checked success reply.
@@ -85,6 +125,7 @@ pub struct Client {
     backoff: Backoff,
     recent: Arc<RecentRateLimits>,
     stop: CancellationToken,
+    signer: Option<Arc<Signer>>,
 }
 
 impl Client {
@@ -114,11 +155,93 @@ impl Client {
             backoff: config.backoff,
             recent,
             stop,
+            signer: None,
         })
+    }
+
+    /// The same client, signing private requests with `signer`.
+    #[must_use]
+    pub fn with_signer(mut self, signer: Arc<Signer>) -> Self {
+        self.signer = Some(signer);
+        self
     }
 
     pub fn base_url(&self) -> &str {
         &self.base_url
+    }
+
+    pub fn signer(&self) -> Option<&Arc<Signer>> {
+        self.signer.as_ref()
+    }
+
+    /// Measures the offset between local time and Bitget's with `/api/v2/public/time`, and
+    /// signs from then on with it. Returns the offset in milliseconds.
+    ///
+    /// # Errors
+    /// The time request failed, or its reply has no readable server time.
+    pub async fn sync_clock(&self) -> Result<i64, CallError> {
+        let Some(signer) = &self.signer else {
+            return Err(CallError::NoCredentials(TIME_PATH.to_owned()));
+        };
+        let sent = signer.local_ms();
+        let reply = self.get(TIME_PATH, &[], None).await?;
+        let received = signer.local_ms();
+        let server = crate::parse::server_time(&reply.body).map_err(|e| {
+            CallError::Bitget(BitgetError::Malformed {
+                endpoint: TIME_PATH.to_owned(),
+                detail: e.to_string(),
+            })
+        })?;
+        let offset = signer.observe_server_time(server, sent, received);
+        tracing::info!(
+            offset_ms = offset,
+            round_trip_ms = received.saturating_sub(sent),
+            "clock offset to bitget measured"
+        );
+        Ok(offset)
+    }
+
+    /// A signed GET, retried like [`Self::get`].
+    ///
+    /// # Errors
+    /// As [`Self::get`], plus [`CallError::NoCredentials`].
+    pub async fn signed_get(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+        symbol: Option<&str>,
+    ) -> Result<Reply, CallError> {
+        let request = Request {
+            method: Method::GET,
+            path,
+            query: query_string(query),
+            body: Bytes::new(),
+            signed: true,
+        };
+        self.call(&request, symbol, RetryPolicy::Backoff).await
+    }
+
+    /// A signed POST of `body` (JSON), sent at most once, except that a clock-skew rejection
+    /// is resynced and retried once. Any other failure may or may not have been executed by
+    /// Bitget; the caller reconciles.
+    ///
+    /// # Errors
+    /// The failure of the (last) attempt, or [`CallError::NoCredentials`].
+    pub async fn signed_post(
+        &self,
+        path: &str,
+        body: String,
+        symbol: Option<&str>,
+    ) -> Result<Reply, CallError> {
+        let request = Request {
+            method: Method::POST,
+            path,
+            query: String::new(),
+            body: Bytes::from(body),
+            signed: true,
+        };
+        self.call(&request, symbol, RetryPolicy::ClockSkewOnly)
+            .await
     }
 
     /// GETs `path?query`, retrying retryable failures with backoff, each attempt through
@@ -132,19 +255,51 @@ impl Client {
         query: &[(&str, &str)],
         symbol: Option<&str>,
     ) -> Result<Reply, CallError> {
+        let request = Request {
+            method: Method::GET,
+            path,
+            query: query_string(query),
+            body: Bytes::new(),
+            signed: false,
+        };
+        self.call(&request, symbol, RetryPolicy::Backoff).await
+    }
+
+    async fn call(
+        &self,
+        request: &Request<'_>,
+        symbol: Option<&str>,
+        policy: RetryPolicy,
+    ) -> Result<Reply, CallError> {
+        if request.signed && self.signer.is_none() {
+            return Err(CallError::NoCredentials(request.path.to_owned()));
+        }
+        let path = request.path;
         let route = route_of(path);
         let category = route.category;
         let mut retry = 0;
+        let mut resynced = false;
+        let mut attempts = 0;
         loop {
-            let error = match self.attempt(route, path, query, symbol).await? {
-                Ok(body) => {
-                    return Ok(Reply {
-                        body,
-                        attempts: retry + 1,
-                    })
-                }
+            attempts += 1;
+            let error = match self.attempt(route, request, symbol).await? {
+                Ok(body) => return Ok(Reply { body, attempts }),
                 Err(error) => error,
             };
+            if error.class() == ErrorClass::ClockSkew {
+                // Rejected before execution, so resending is safe; a second skew after a
+                // fresh measurement means the clock is drifting fast: give up.
+                if resynced || !request.signed {
+                    return Err(error.into());
+                }
+                resynced = true;
+                tracing::warn!(endpoint = path, "{error}");
+                Box::pin(self.sync_clock()).await?;
+                continue;
+            }
+            if policy == RetryPolicy::ClockSkewOnly {
+                return Err(error.into());
+            }
             let jitter = rand::thread_rng().gen::<f64>();
             let Some(delay) = self.backoff.delay_after(&error, retry, jitter) else {
                 return Err(error.into());
@@ -168,8 +323,7 @@ impl Client {
     async fn attempt(
         &self,
         route: Route,
-        path: &str,
-        query: &[(&str, &str)],
+        request: &Request<'_>,
         symbol: Option<&str>,
     ) -> Result<Result<Bytes, BitgetError>, CallError> {
         let permit = tokio::select! {
@@ -177,23 +331,55 @@ impl Client {
             () = self.stop.cancelled() => return Err(CallError::ShuttingDown),
             permit = self.limiter.acquire(route) => permit,
         };
-        let url = format!("{}{}", self.base_url, path);
-        let outcome = self.send(&url, path, query, symbol).await;
-        self.report(&permit, path, symbol, &outcome);
+        let outcome = self.send(request, symbol).await;
+        self.report(&permit, request.path, symbol, &outcome);
         Ok(outcome.map(|(body, _)| body))
     }
 
     async fn send(
         &self,
-        url: &str,
-        path: &str,
-        query: &[(&str, &str)],
+        request: &Request<'_>,
         symbol: Option<&str>,
     ) -> Result<(Bytes, Option<u32>), BitgetError> {
-        let response = self
-            .http
-            .get(url)
-            .query(query)
+        let path = request.path;
+        let mut url = format!("{}{}", self.base_url, path);
+        if !request.query.is_empty() {
+            url.push('?');
+            url.push_str(&request.query);
+        }
+        let mut builder = self.http.request(request.method.clone(), &url);
+        if !request.body.is_empty() {
+            builder = builder
+                .header(CONTENT_TYPE, "application/json")
+                .body(request.body.clone());
+        }
+        if let Some(signer) = self.signer.as_ref().filter(|_| request.signed) {
+            let signed =
+                signer.headers(request.method.as_str(), path, &request.query, &request.body);
+            let sensitive = |value: &str| {
+                HeaderValue::from_str(value).map(|mut v| {
+                    v.set_sensitive(true);
+                    v
+                })
+            };
+            let (Ok(key), Ok(sign), Ok(passphrase)) = (
+                sensitive(signed.key),
+                sensitive(&signed.sign),
+                sensitive(signed.passphrase),
+            ) else {
+                return Err(BitgetError::Auth {
+                    code: "local".to_owned(),
+                    msg: "a credential contains characters an http header cannot carry".to_owned(),
+                });
+            };
+            builder = builder
+                .header("ACCESS-KEY", key)
+                .header("ACCESS-SIGN", sign)
+                .header("ACCESS-TIMESTAMP", signed.timestamp)
+                .header("ACCESS-PASSPHRASE", passphrase)
+                .header("locale", "en-US");
+        }
+        let response = builder
             .send()
             .await
             .map_err(|e| transport_error(path, &e))?;

@@ -1,16 +1,43 @@
-//! Bitget API credentials and the HMAC request signature.
+//! Bitget API credentials, the HMAC request signature, and the clock the timestamps use.
 //!
 //! The same signing code is used by the client (to sign) and by the simulator (to verify), so
 //! both sides agree by construction and one set of test vectors covers both. Bitget's scheme is
 //! `base64(HMAC-SHA256(secret, timestamp + METHOD + requestPath + ("?" + query) + body))`, with
 //! the query string and body signed exactly as they are sent.
+//!
+//! Credentials come only from the environment ([`Credentials::from_env`]), are redacted in
+//! `Debug` and wiped from memory on drop. Bitget refuses timestamps more than 30 s from its
+//! clock, so a [`Signer`] stamps requests with local time plus an offset measured against
+//! `/api/v2/public/time`.
 
 use std::fmt;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+use thiserror::Error;
+use zeroize::Zeroize;
+
+use crate::clock::Clock;
+
+/// Environment variable holding the API key id.
+pub const API_KEY_VAR: &str = "BITGET_API_KEY";
+/// Environment variable holding the HMAC secret.
+pub const API_SECRET_VAR: &str = "BITGET_API_SECRET";
+/// Environment variable holding the passphrase chosen when the key was created.
+pub const API_PASSPHRASE_VAR: &str = "BITGET_API_PASSPHRASE";
+
+/// Why credentials could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum CredentialError {
+    #[error("{var} is not set; export it before starting (credentials are read only from the environment, never from config files)")]
+    Missing { var: &'static str },
+    #[error("{var} is not valid unicode; set it to the value exactly as Bitget showed it")]
+    NotUnicode { var: &'static str },
+}
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -26,6 +53,40 @@ pub struct Credentials {
 }
 
 impl Credentials {
+    /// Reads `BITGET_API_KEY`, `BITGET_API_SECRET` and `BITGET_API_PASSPHRASE`.
+    ///
+    /// # Errors
+    /// The first variable that is unset, empty or not unicode.
+    pub fn from_env() -> Result<Self, CredentialError> {
+        Self::from_lookup(|var| std::env::var_os(var))
+    }
+
+    /// Like [`Self::from_env`] with `lookup` standing in for the environment.
+    ///
+    /// # Errors
+    /// The first variable that is missing, empty or not unicode.
+    pub fn from_lookup(
+        mut lookup: impl FnMut(&str) -> Option<std::ffi::OsString>,
+    ) -> Result<Self, CredentialError> {
+        let mut read = |var: &'static str| -> Result<String, CredentialError> {
+            let value = lookup(var).ok_or(CredentialError::Missing { var })?;
+            let mut value = value
+                .into_string()
+                .map_err(|_| CredentialError::NotUnicode { var })?;
+            let trimmed = value.trim().to_owned();
+            value.zeroize();
+            if trimmed.is_empty() {
+                return Err(CredentialError::Missing { var });
+            }
+            Ok(trimmed)
+        };
+        Ok(Self {
+            api_key: read(API_KEY_VAR)?,
+            secret: read(API_SECRET_VAR)?,
+            passphrase: read(API_PASSPHRASE_VAR)?,
+        })
+    }
+
     /// Builds a credential triple.
     pub fn new(
         api_key: impl Into<String>,
@@ -66,6 +127,89 @@ impl fmt::Debug for Credentials {
             .field("secret", &"<redacted>")
             .field("passphrase", &"<redacted>")
             .finish()
+    }
+}
+
+impl Drop for Credentials {
+    fn drop(&mut self) {
+        self.api_key.zeroize();
+        self.secret.zeroize();
+        self.passphrase.zeroize();
+    }
+}
+
+/// The `ACCESS-*` header values of one signed request.
+pub struct SignedHeaders<'a> {
+    pub key: &'a str,
+    pub sign: String,
+    pub timestamp: String,
+    pub passphrase: &'a str,
+}
+
+impl fmt::Debug for SignedHeaders<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SignedHeaders")
+            .field("key", &self.key)
+            .field("sign", &"<redacted>")
+            .field("timestamp", &self.timestamp)
+            .field("passphrase", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Signs requests with one key, stamping them with the server's time as best known.
+#[derive(Debug)]
+pub struct Signer {
+    credentials: Credentials,
+    wall: Arc<dyn Clock>,
+    /// Server time minus local time, in milliseconds.
+    offset_ms: AtomicI64,
+}
+
+impl Signer {
+    /// A signer for `credentials`, reading local time from `wall`, with no offset yet.
+    pub fn new(credentials: Credentials, wall: Arc<dyn Clock>) -> Self {
+        Self {
+            credentials,
+            wall,
+            offset_ms: AtomicI64::new(0),
+        }
+    }
+
+    pub fn api_key(&self) -> &str {
+        &self.credentials.api_key
+    }
+
+    /// The current estimate of server time minus local time.
+    pub fn offset_ms(&self) -> i64 {
+        self.offset_ms.load(Ordering::Relaxed)
+    }
+
+    /// Local time as read now, in Unix milliseconds.
+    pub fn local_ms(&self) -> u64 {
+        self.wall.now_ms()
+    }
+
+    /// Records a server time read between `sent_ms` and `received_ms` (local): the server
+    /// read its clock about halfway through the round trip. Returns the new offset.
+    pub fn observe_server_time(&self, server_ms: u64, sent_ms: u64, received_ms: u64) -> i64 {
+        let midpoint = sent_ms / 2 + received_ms / 2 + (sent_ms % 2 + received_ms % 2) / 2;
+        let offset = server_ms as i64 - midpoint as i64;
+        self.offset_ms.store(offset, Ordering::Relaxed);
+        offset
+    }
+
+    /// Headers for one request; `query` and `body` exactly as they will be sent.
+    pub fn headers(&self, method: &str, path: &str, query: &str, body: &[u8]) -> SignedHeaders<'_> {
+        let now = self.wall.now_ms() as i64 + self.offset_ms();
+        let timestamp = now.max(0).to_string();
+        let sign = self.credentials.sign(&timestamp, method, path, query, body);
+        SignedHeaders {
+            key: &self.credentials.api_key,
+            sign,
+            timestamp,
+            passphrase: &self.credentials.passphrase,
+        }
     }
 }
 
@@ -139,6 +283,86 @@ mod tests {
         assert!(shown.contains("key-1"));
         assert!(!shown.contains("very-secret"));
         assert!(!shown.contains("pass-phrase"));
+    }
+
+    fn env<'a>(
+        pairs: &'a [(&'a str, &'a str)],
+    ) -> impl FnMut(&str) -> Option<std::ffi::OsString> + 'a {
+        move |var| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == var)
+                .map(|(_, v)| (*v).into())
+        }
+    }
+
+    #[test]
+    fn credentials_come_from_the_three_variables() {
+        let creds = Credentials::from_lookup(env(&[
+            (API_KEY_VAR, "k"),
+            (API_SECRET_VAR, " s\n"),
+            (API_PASSPHRASE_VAR, "p"),
+        ]))
+        .unwrap();
+        assert_eq!(creds, Credentials::new("k", "s", "p"));
+    }
+
+    #[test]
+    fn a_missing_or_empty_variable_is_named() {
+        let missing =
+            Credentials::from_lookup(env(&[(API_KEY_VAR, "k"), (API_PASSPHRASE_VAR, "p")]));
+        assert_eq!(
+            missing,
+            Err(CredentialError::Missing {
+                var: API_SECRET_VAR
+            })
+        );
+        let empty = Credentials::from_lookup(env(&[
+            (API_KEY_VAR, "k"),
+            (API_SECRET_VAR, "s"),
+            (API_PASSPHRASE_VAR, "  "),
+        ]));
+        let error = empty.unwrap_err();
+        assert_eq!(
+            error,
+            CredentialError::Missing {
+                var: API_PASSPHRASE_VAR
+            }
+        );
+        assert!(error
+            .to_string()
+            .starts_with("BITGET_API_PASSPHRASE is not set"));
+    }
+
+    #[test]
+    fn the_signer_stamps_with_the_measured_offset() {
+        let wall = Arc::new(crate::clock::ManualClock::new(1_700_000_000_000));
+        let signer = Signer::new(
+            Credentials::new("bg_test_key", "test-secret-123", "test-pass"),
+            wall,
+        );
+        // The server read 1_700_000_045_000 while our clock went from 0 to 100 ms past.
+        let offset =
+            signer.observe_server_time(1_700_000_045_000, 1_699_999_999_950, 1_700_000_000_050);
+        assert_eq!(offset, 45_000);
+        let headers = signer.headers(
+            "GET",
+            "/api/v2/mix/account/accounts",
+            "productType=USDT-FUTURES",
+            b"",
+        );
+        assert_eq!(headers.timestamp, "1700000045000");
+        assert_eq!(
+            headers.sign,
+            sign(
+                b"test-secret-123",
+                "1700000045000",
+                "GET",
+                "/api/v2/mix/account/accounts",
+                "productType=USDT-FUTURES",
+                b""
+            )
+        );
     }
 
     #[test]

@@ -116,7 +116,10 @@ pub enum BitgetError {
         code: String,
         msg: String,
     },
-    #[error("bitget rejected the api credentials (code {code}: {msg}); check BITGET_API_KEY, BITGET_API_SECRET and BITGET_API_PASSPHRASE")]
+    #[error(
+        "bitget rejected the api credentials (code {code}: {msg}); {}",
+        auth_advice(code)
+    )]
     Auth { code: String, msg: String },
     #[error("bitget rejected the request to {endpoint} (http {status}, code {code}: {msg})")]
     Rejected {
@@ -160,6 +163,21 @@ impl BitgetError {
             }
             _ => None,
         }
+    }
+}
+
+/// Which credential an auth code points at, and what to do about it.
+pub fn auth_advice(code: &str) -> &'static str {
+    match code {
+        "40006" | "40037" => "BITGET_API_KEY is not a key bitget knows; copy the key id again or create a new key",
+        "40009" => "BITGET_API_SECRET does not match BITGET_API_KEY (the signature is wrong); copy the secret again",
+        "40012" => "BITGET_API_PASSPHRASE is wrong for BITGET_API_KEY; use the passphrase chosen when the key was created",
+        "40014" => "the key lacks a permission; enable futures read and trade for BITGET_API_KEY",
+        "40018" => "the key is bound to other IP addresses; add this machine's IP to BITGET_API_KEY's whitelist",
+        "40001" | "40002" | "40003" | "40005" | "40011" => {
+            "a signed header was empty or malformed; check BITGET_API_KEY, BITGET_API_SECRET and BITGET_API_PASSPHRASE"
+        }
+        _ => "check BITGET_API_KEY, BITGET_API_SECRET and BITGET_API_PASSPHRASE",
     }
 }
 

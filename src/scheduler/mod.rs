@@ -612,6 +612,10 @@ impl LoopState {
         let error = match error {
             FetchError::Call(CallError::ShuttingDown) => return Ok(()),
             FetchError::Call(CallError::Bitget(e)) => e,
+            FetchError::Call(e @ CallError::NoCredentials(_)) => {
+                tracing::error!("{e}");
+                return Ok(());
+            }
             FetchError::Parse(e) => {
                 tracing::warn!(symbol = %symbol, class = "malformed", "unreadable reply: {e}");
                 return Ok(());
