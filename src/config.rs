@@ -621,7 +621,7 @@ impl Config {
 }
 
 /// One line: where, which key, what is wrong.
-fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
+pub(crate) fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
     let message = error.message().replace('\n', "; ");
     let Some(span) = error.span() else {
         return message;

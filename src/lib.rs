@@ -29,4 +29,5 @@ pub mod retry;
 pub mod runner;
 pub mod scheduler;
 pub mod sim;
+pub mod strategy;
 pub mod telemetry;

@@ -1,0 +1,3 @@
+//! Signed requests, strategies and execution, against fixtures and the simulator.
+
+mod reference;
