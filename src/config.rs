@@ -6,7 +6,10 @@
 //! come from the environment.
 
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
+
+use rust_decimal::Decimal;
 
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
@@ -20,6 +23,7 @@ use crate::limiter::Limits;
 use crate::models::Symbol;
 use crate::retry::Backoff;
 use crate::telemetry::LogConfig;
+use crate::trading::TradingConfig;
 
 /// Why a configuration was refused.
 #[derive(Debug, Error)]
@@ -98,6 +102,33 @@ struct RawConfig {
     tiers: RawTiers,
     #[serde(default)]
     logging: RawLogging,
+    #[serde(default)]
+    trading: RawTrading,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawTrading {
+    enabled: bool,
+    strategies_dir: PathBuf,
+    starting_usdt: String,
+    fee_rate: String,
+    balances_interval_secs: f64,
+    positions_interval_secs: f64,
+}
+
+impl Default for RawTrading {
+    fn default() -> Self {
+        let t = TradingConfig::default();
+        Self {
+            enabled: t.enabled,
+            strategies_dir: t.strategies_dir,
+            starting_usdt: t.starting_usdt.to_string(),
+            fee_rate: t.fee_rate.to_string(),
+            balances_interval_secs: t.balances_every.as_secs_f64(),
+            positions_interval_secs: t.positions_every.as_secs_f64(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -323,6 +354,7 @@ pub struct Config {
     pub logging: LogConfig,
     pub usage_interval: Duration,
     pub ascii_status: bool,
+    pub trading: TradingConfig,
 }
 
 /// Collects every problem rather than stopping at the first.
@@ -563,6 +595,38 @@ impl Config {
         c.range("logging.max_file_mb", g.max_file_mb, 0, 100_000);
         c.range("logging.keep_files", g.keep_files, 0, 100);
 
+        let tr = &raw.trading;
+        let mut decimal = |key: &str, text: &str, min: Decimal, max: Decimal| {
+            match Decimal::from_str(text.trim()) {
+                Ok(v) if v >= min && v <= max => v,
+                _ => {
+                    c.problems.push(format!(
+                        "{key} = \"{text}\" is not allowed; write a number from {min} to {max} in quotes"
+                    ));
+                    Decimal::ZERO
+                }
+            }
+        };
+        let starting_usdt = decimal(
+            "trading.starting_usdt",
+            &tr.starting_usdt,
+            Decimal::ONE,
+            Decimal::from(1_000_000_000),
+        );
+        let fee_rate = decimal("trading.fee_rate", &tr.fee_rate, Decimal::ZERO, Decimal::new(1, 2));
+        let balances_every = c.secs(
+            "trading.balances_interval_secs",
+            tr.balances_interval_secs,
+            1.0,
+            3600.0,
+        );
+        let positions_every = c.secs(
+            "trading.positions_interval_secs",
+            tr.positions_interval_secs,
+            1.0,
+            3600.0,
+        );
+
         if !c.problems.is_empty() {
             return Err(ConfigError::Invalid {
                 path: path.to_owned(),
@@ -616,6 +680,14 @@ impl Config {
             },
             usage_interval,
             ascii_status: g.ascii_status,
+            trading: TradingConfig {
+                enabled: raw.trading.enabled,
+                strategies_dir: raw.trading.strategies_dir,
+                starting_usdt,
+                fee_rate,
+                balances_every,
+                positions_every,
+            },
         })
     }
 }

@@ -68,6 +68,12 @@ pub const AUTH_CODES: &[&str] = &[
 /// Bitget's "Request timestamp expired": the local clock is more than 30 s off.
 pub const CLOCK_SKEW_CODE: &str = "40008";
 
+/// Bitget codes meaning "no such order" on detail, cancel and friends.
+pub const ORDER_NOT_FOUND_CODES: &[&str] = &["40109", "43001", "40768"];
+
+/// Bitget's "duplicate clientOid": an order with that id already exists.
+pub const DUPLICATE_CLIENT_OID_CODE: &str = "45034";
+
 /// The rate-limit body codes used when the configuration names none.
 pub const DEFAULT_RATE_LIMIT_CODES: &[&str] = &["429", "30001", "30002", "30003"];
 
@@ -153,6 +159,19 @@ impl BitgetError {
             self.class(),
             ErrorClass::RateLimited | ErrorClass::Transient | ErrorClass::ClockSkew
         )
+    }
+
+    /// Bitget's body code, when the reply had one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Self::RateLimited { code, .. }
+            | Self::Busy { code, .. }
+            | Self::ClockSkew { code, .. }
+            | Self::BadSymbol { code, .. }
+            | Self::Auth { code, .. }
+            | Self::Rejected { code, .. } => Some(code),
+            _ => None,
+        }
     }
 
     /// A server-given wait (`Retry-After`), which wins over the computed backoff.

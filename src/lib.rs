@@ -31,3 +31,4 @@ pub mod scheduler;
 pub mod sim;
 pub mod strategy;
 pub mod telemetry;
+pub mod trading;

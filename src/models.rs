@@ -120,6 +120,10 @@ pub struct Instrument {
     pub quote: String,
     /// Bitget's status word: `normal` (futures) or `online` (spot) means tradable.
     pub status: String,
+    /// Decimal places allowed in an order size (`volumePlace`; spot `quantityPrecision`).
+    pub volume_place: Option<u32>,
+    /// Smallest order size in the base coin (`minTradeNum`; spot `minTradeAmount`).
+    pub min_size: Option<Decimal>,
 }
 
 impl Instrument {
@@ -127,6 +131,53 @@ impl Instrument {
     pub fn is_live(&self) -> bool {
         matches!(self.status.as_str(), "normal" | "online")
     }
+}
+
+/// The futures account of one margin coin, from `/api/v2/mix/account/accounts`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Balance {
+    pub margin_coin: String,
+    pub available: Decimal,
+    pub equity: Decimal,
+    pub unrealized_pnl: Decimal,
+}
+
+/// One open position, from `/api/v2/mix/position/all-position`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    pub symbol: Symbol,
+    /// `long` or `short`.
+    pub side: String,
+    /// Size in the base coin, always positive.
+    pub size: Decimal,
+    pub entry_price: Decimal,
+    pub unrealized_pnl: Decimal,
+}
+
+/// Bitget's answer to an accepted place or cancel request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderAck {
+    pub order_id: String,
+    pub client_oid: String,
+}
+
+/// An order as `/api/v2/mix/order/detail` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderDetail {
+    pub order_id: String,
+    pub client_oid: String,
+    pub symbol: Symbol,
+    /// `buy` or `sell`.
+    pub side: String,
+    pub size: Decimal,
+    /// Filled size in the base coin (`baseVolume`).
+    pub filled: Decimal,
+    /// Average fill price, once anything filled.
+    pub price_avg: Option<Decimal>,
+    /// Fee, negative when paid.
+    pub fee: Decimal,
+    /// `live`, `partially_filled`, `filled` or `canceled`.
+    pub state: String,
 }
 
 /// A parsed success reply: the server's clock when it answered, and the data.

@@ -17,7 +17,9 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use crate::granularity::Granularity;
-use crate::models::{Candle, Instrument, Stamped, Symbol, Ticker};
+use crate::models::{
+    Balance, Candle, Instrument, OrderAck, OrderDetail, Position, Stamped, Symbol, Ticker,
+};
 
 /// Why a success reply could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -163,6 +165,74 @@ pub struct WireInstrument<'a> {
     pub symbol_status: WireText<'a>,
     #[serde(borrow, default)]
     pub status: WireText<'a>,
+    #[serde(borrow, default)]
+    pub volume_place: WireText<'a>,
+    #[serde(borrow, default)]
+    pub quantity_precision: WireText<'a>,
+    #[serde(borrow, default)]
+    pub min_trade_num: WireText<'a>,
+    #[serde(borrow, default)]
+    pub min_trade_amount: WireText<'a>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireBalance<'a> {
+    #[serde(borrow)]
+    margin_coin: WireText<'a>,
+    #[serde(borrow)]
+    available: WireText<'a>,
+    #[serde(borrow, default)]
+    account_equity: WireText<'a>,
+    #[serde(borrow, default, rename = "unrealizedPL")]
+    unrealized_pl: WireText<'a>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WirePosition<'a> {
+    #[serde(borrow)]
+    symbol: WireText<'a>,
+    #[serde(borrow)]
+    hold_side: WireText<'a>,
+    #[serde(borrow)]
+    total: WireText<'a>,
+    #[serde(borrow)]
+    open_price_avg: WireText<'a>,
+    #[serde(borrow, default, rename = "unrealizedPL")]
+    unrealized_pl: WireText<'a>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireOrderAck<'a> {
+    #[serde(borrow, default)]
+    order_id: WireText<'a>,
+    #[serde(borrow, default)]
+    client_oid: WireText<'a>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireOrderDetail<'a> {
+    #[serde(borrow)]
+    symbol: WireText<'a>,
+    #[serde(borrow)]
+    order_id: WireText<'a>,
+    #[serde(borrow, default)]
+    client_oid: WireText<'a>,
+    #[serde(borrow)]
+    side: WireText<'a>,
+    #[serde(borrow)]
+    size: WireText<'a>,
+    #[serde(borrow, default)]
+    base_volume: WireText<'a>,
+    #[serde(borrow, default)]
+    price_avg: WireText<'a>,
+    #[serde(borrow, default)]
+    fee: WireText<'a>,
+    #[serde(borrow)]
+    state: WireText<'a>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -300,6 +370,100 @@ pub fn instrument(row: &WireInstrument<'_>) -> Result<Instrument, ParseError> {
         base: text(&row.base_coin),
         quote: text(&row.quote_coin),
         status: status.to_owned(),
+        volume_place: row
+            .volume_place
+            .text()
+            .or(row.quantity_precision.text())
+            .and_then(|t| t.parse().ok()),
+        min_size: row
+            .min_trade_num
+            .text()
+            .or(row.min_trade_amount.text())
+            .and_then(|t| Decimal::from_str(t).ok()),
+    })
+}
+
+fn optional_or_zero(w: &WireText<'_>, field: &'static str) -> Result<Decimal, ParseError> {
+    Ok(w.optional_decimal(field)?.unwrap_or(Decimal::ZERO))
+}
+
+fn required_text(w: &WireText<'_>, field: &'static str) -> Result<String, ParseError> {
+    w.text()
+        .map(str::to_owned)
+        .ok_or_else(|| field_error(field, "", "text"))
+}
+
+/// Reads `/api/v2/mix/account/accounts`: one balance per margin coin.
+///
+/// # Errors
+/// The envelope or a balance field is unreadable.
+pub fn balances(body: &[u8]) -> Result<Stamped<Vec<Balance>>, ParseError> {
+    let (server_time, rows): (u64, Option<Vec<WireBalance<'_>>>) = envelope(body)?;
+    let data = rows
+        .unwrap_or_default()
+        .iter()
+        .map(|b| {
+            Ok(Balance {
+                margin_coin: required_text(&b.margin_coin, "marginCoin")?,
+                available: b.available.decimal("available")?,
+                equity: optional_or_zero(&b.account_equity, "accountEquity")?,
+                unrealized_pnl: optional_or_zero(&b.unrealized_pl, "unrealizedPL")?,
+            })
+        })
+        .collect::<Result<_, ParseError>>()?;
+    Ok(Stamped { server_time, data })
+}
+
+/// Reads `/api/v2/mix/position/all-position`: the open positions.
+///
+/// # Errors
+/// The envelope or a position field is unreadable.
+pub fn positions(body: &[u8]) -> Result<Stamped<Vec<Position>>, ParseError> {
+    let (server_time, rows): (u64, Option<Vec<WirePosition<'_>>>) = envelope(body)?;
+    let data = rows
+        .unwrap_or_default()
+        .iter()
+        .map(|p| {
+            Ok(Position {
+                symbol: Symbol::from_exchange(&required_text(&p.symbol, "symbol")?),
+                side: required_text(&p.hold_side, "holdSide")?,
+                size: p.total.decimal("total")?,
+                entry_price: p.open_price_avg.decimal("openPriceAvg")?,
+                unrealized_pnl: optional_or_zero(&p.unrealized_pl, "unrealizedPL")?,
+            })
+        })
+        .collect::<Result<_, ParseError>>()?;
+    Ok(Stamped { server_time, data })
+}
+
+/// Reads the reply of `place-order` or `cancel-order`.
+///
+/// # Errors
+/// The envelope is unreadable or names no order id.
+pub fn order_ack(body: &[u8]) -> Result<OrderAck, ParseError> {
+    let (_, ack): (u64, WireOrderAck<'_>) = envelope(body)?;
+    Ok(OrderAck {
+        order_id: required_text(&ack.order_id, "orderId")?,
+        client_oid: ack.client_oid.text().unwrap_or("").to_owned(),
+    })
+}
+
+/// Reads `/api/v2/mix/order/detail`.
+///
+/// # Errors
+/// The envelope or an order field is unreadable.
+pub fn order_detail(body: &[u8]) -> Result<OrderDetail, ParseError> {
+    let (_, o): (u64, WireOrderDetail<'_>) = envelope(body)?;
+    Ok(OrderDetail {
+        order_id: required_text(&o.order_id, "orderId")?,
+        client_oid: o.client_oid.text().unwrap_or("").to_owned(),
+        symbol: Symbol::from_exchange(&required_text(&o.symbol, "symbol")?),
+        side: required_text(&o.side, "side")?,
+        size: o.size.decimal("size")?,
+        filled: optional_or_zero(&o.base_volume, "baseVolume")?,
+        price_avg: o.price_avg.optional_decimal("priceAvg")?,
+        fee: optional_or_zero(&o.fee, "fee")?,
+        state: required_text(&o.state, "state")?,
     })
 }
 

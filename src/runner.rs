@@ -112,6 +112,33 @@ impl RunSummary {
     }
 }
 
+/// The shared pieces of a session: one limiter and one client, so market data, account reads
+/// and orders all draw from the same budgets.
+#[derive(Debug)]
+pub struct Wiring {
+    pub limiter: Arc<LocalLimiter>,
+    pub recent: Arc<RecentRateLimits>,
+    pub client: Client,
+}
+
+impl Wiring {
+    /// Builds the limiter and the (unsigned) client for `config`.
+    ///
+    /// # Errors
+    /// The HTTP client cannot be built.
+    pub fn new(config: &Config, stop: CancellationToken) -> Result<Self, RunError> {
+        let limiter = Arc::new(LocalLimiter::new(&config.limits, config.client.backoff));
+        let limiter_dyn: Arc<dyn RateLimiter> = limiter.clone();
+        let recent = Arc::new(RecentRateLimits::default());
+        let client = Client::new(&config.client, limiter_dyn, Arc::clone(&recent), stop)?;
+        Ok(Self {
+            limiter,
+            recent,
+            client,
+        })
+    }
+}
+
 /// Runs one session against `config.client.base_url` until `stop` fires, delivering events
 /// to `events`.
 ///
@@ -124,16 +151,26 @@ pub async fn run_session(
     events: mpsc::Sender<MarketEvent>,
     stop: CancellationToken,
 ) -> Result<RunSummary, RunError> {
+    let wiring = Wiring::new(config, stop.clone())?;
+    poll_session(config, &wiring, wall, events, stop).await
+}
+
+/// Polls with `wiring`'s limiter and client until `stop` fires.
+///
+/// # Errors
+/// Symbols cannot be discovered, or Bitget refuses the credentials.
+pub async fn poll_session(
+    config: &Config,
+    wiring: &Wiring,
+    wall: Arc<dyn Clock>,
+    events: mpsc::Sender<MarketEvent>,
+    stop: CancellationToken,
+) -> Result<RunSummary, RunError> {
     let started = Instant::now();
-    let limiter = Arc::new(LocalLimiter::new(&config.limits, config.client.backoff));
+    let limiter = &wiring.limiter;
     let limiter_dyn: Arc<dyn RateLimiter> = limiter.clone();
-    let recent = Arc::new(RecentRateLimits::default());
-    let client = Client::new(
-        &config.client,
-        Arc::clone(&limiter_dyn),
-        Arc::clone(&recent),
-        stop.clone(),
-    )?;
+    let recent = Arc::clone(&wiring.recent);
+    let client = wiring.client.clone();
     let symbols = resolve_symbols(&client, &config.poll, wall.as_ref()).await?;
     let symbol_count = symbols.len();
     tracing::info!(

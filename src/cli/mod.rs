@@ -59,6 +59,10 @@ struct RunArgs {
     /// Stop after this many seconds (default: run until Ctrl-C or SIGTERM).
     #[arg(long, value_parser = parse_secs)]
     duration: Option<Duration>,
+    /// Place real orders, signed with BITGET_API_KEY, BITGET_API_SECRET and
+    /// BITGET_API_PASSPHRASE. Without it, strategies trade on paper.
+    #[arg(long)]
+    live: bool,
 }
 
 #[derive(Debug, Args)]
@@ -72,6 +76,9 @@ struct DemoArgs {
     /// Use this config instead of config/demo.toml.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Send real signed orders to the simulator (with its demo key) instead of paper trading.
+    #[arg(long)]
+    live: bool,
 }
 
 #[derive(Debug, Args)]
@@ -148,6 +155,9 @@ struct SimArgs {
     /// Seed of the fault generator.
     #[arg(long, default_value_t = 1)]
     fault_seed: u64,
+    /// Execute the first N orders but reset the connection before replying.
+    #[arg(long, default_value_t = 0)]
+    lose_order_replies: u32,
     /// Accepted API key as KEY:SECRET:PASSPHRASE; repeatable. Default: the demo key
     /// bg_demo_key:bg_demo_secret:bg_demo_pass.
     #[arg(long = "key", value_name = "KEY:SECRET:PASSPHRASE", value_parser = parse_key)]
@@ -220,6 +230,7 @@ impl SimArgs {
                 symbol: self.fault_symbol,
                 busy: self.fault_busy,
                 seed: self.fault_seed,
+                lost_order_replies: self.lose_order_replies,
             },
             keys,
             request_log: self.request_log,

@@ -9,12 +9,16 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{render_sim_summary, wait_for_stop, DemoArgs, RunArgs};
-use crate::clock::SystemClock;
+use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigError, SymbolSelection};
-use crate::runner::run_session;
+use crate::credential::Credentials;
+use crate::runner::{poll_session, Wiring};
 use crate::scheduler::MarketEvent;
-use crate::sim::{SimConfig, Simulator};
+use crate::sim::{SimConfig, Simulator, DEMO_API_KEY, DEMO_API_PASSPHRASE, DEMO_API_SECRET};
 use crate::telemetry::init_logging;
+use crate::trading::live::poll_account;
+use crate::strategy::StrategySpec;
+use crate::trading::setup::{builtin_strategies, load_strategies, prepare, Venue};
 
 /// `config/demo.toml` as built, for when `demo` runs outside the repository.
 const EMBEDDED_DEMO_CONFIG: &str = include_str!("../../config/demo.toml");
@@ -30,12 +34,29 @@ fn config_failed(error: &ConfigError) -> ExitCode {
 pub(super) fn check_config(path: &Path) -> ExitCode {
     match Config::load(path) {
         Ok(config) => {
+            let strategies = if config.trading.enabled {
+                match load_strategies(&config) {
+                    Ok(specs) => format!(
+                        ", {} strategies from {}",
+                        specs.len(),
+                        config.trading.strategies_dir.display()
+                    ),
+                    Err(error) => {
+                        for line in error.to_string().lines() {
+                            eprintln!("error: {line}");
+                        }
+                        return ExitCode::from(2);
+                    }
+                }
+            } else {
+                ", trading off".to_owned()
+            };
             let symbols = match &config.poll.symbols {
                 SymbolSelection::All => "all listed".to_owned(),
                 SymbolSelection::List(list) => list.len().to_string(),
             };
             outln!(
-                "{}: ok ({symbols} symbols, {:?} mode, timeframes {}, market {}/s, against {})",
+                "{}: ok ({symbols} symbols, {:?} mode, timeframes {}, market {}/s, against {}{strategies})",
                 path.display(),
                 config.poll.mode,
                 config
@@ -66,7 +87,44 @@ pub(super) async fn run(args: RunArgs) -> ExitCode {
         }
         config.client.base_url = url.trim_end_matches('/').to_owned();
     }
-    poll(config, args.duration).await
+    let venue = if args.live {
+        if !config.trading.enabled {
+            eprintln!("error: --live needs [trading] enabled = true in {}", args.config.display());
+            return ExitCode::from(2);
+        }
+        // Asked for only now: nothing else needs credentials.
+        match Credentials::from_env() {
+            Ok(credentials) => Venue::Live(credentials),
+            Err(error) => {
+                eprintln!("error: {error}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        Venue::Paper
+    };
+    let specs = match strategies(&config, false) {
+        Ok(specs) => specs,
+        Err(code) => return code,
+    };
+    poll(config, args.duration, venue, specs).await
+}
+
+/// The strategy instances to run; `demo` falls back to the built-in one outside the
+/// repository.
+fn strategies(config: &Config, demo: bool) -> Result<Vec<StrategySpec>, ExitCode> {
+    if !config.trading.enabled {
+        return Ok(Vec::new());
+    }
+    if demo && !config.trading.strategies_dir.is_dir() {
+        return Ok(builtin_strategies(config));
+    }
+    load_strategies(config).map_err(|error| {
+        for line in error.to_string().lines() {
+            eprintln!("error: {line}");
+        }
+        ExitCode::from(2)
+    })
 }
 
 pub(super) async fn demo(args: DemoArgs) -> ExitCode {
@@ -114,14 +172,37 @@ pub(super) async fn demo(args: DemoArgs) -> ExitCode {
         source.display()
     );
     outln!("      rate lines: tail -F logs/bitget_rate_limits.log   (Ctrl-C to stop)");
-    let code = poll(config, args.duration).await;
+    let venue = if args.live {
+        outln!("      --live: real signed orders to the simulator with its demo key {DEMO_API_KEY}");
+        Venue::Live(Credentials::new(
+            DEMO_API_KEY,
+            DEMO_API_SECRET,
+            DEMO_API_PASSPHRASE,
+        ))
+    } else {
+        outln!("      paper trading: signals and fills in logs/trading_unified.log (grep event=)");
+        Venue::Paper
+    };
+    let specs = match strategies(&config, true) {
+        Ok(specs) => specs,
+        Err(code) => {
+            let _ = sim.stop().await;
+            return code;
+        }
+    };
+    let code = poll(config, args.duration, venue, specs).await;
     let stats = sim.stop().await;
     outln!("{}", render_sim_summary(&stats));
     code
 }
 
-/// Runs one session with file logging, signals and a consumer; prints the summary.
-async fn poll(config: Config, duration: Option<Duration>) -> ExitCode {
+/// Runs one session with file logging, signals, strategies and orders; prints the summaries.
+async fn poll(
+    config: Config,
+    duration: Option<Duration>,
+    venue: Venue,
+    specs: Vec<StrategySpec>,
+) -> ExitCode {
     let guards = match init_logging(&config.logging) {
         Ok(guards) => guards,
         Err(error) => {
@@ -129,9 +210,26 @@ async fn poll(config: Config, duration: Option<Duration>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let code = session(&config, duration, venue, specs).await;
+    drop(guards);
+    code
+}
+
+async fn session(
+    config: &Config,
+    duration: Option<Duration>,
+    venue: Venue,
+    specs: Vec<StrategySpec>,
+) -> ExitCode {
     let stop = CancellationToken::new();
-    let (events, receiver) = mpsc::channel(config.poll.channel_capacity);
-    let consumer = tokio::spawn(log_events(receiver));
+    let wall: Arc<dyn Clock> = Arc::new(SystemClock::new());
+    let wiring = match Wiring::new(config, stop.clone()) {
+        Ok(wiring) => wiring,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(1);
+        }
+    };
     let signals = tokio::spawn({
         let stop = stop.clone();
         async move {
@@ -143,11 +241,55 @@ async fn poll(config: Config, duration: Option<Duration>) -> ExitCode {
             stop.cancel();
         }
     });
-    let result = run_session(&config, Arc::new(SystemClock::new()), events, stop).await;
+    let (events, receiver) = mpsc::channel(config.poll.channel_capacity);
+    let mut account = None;
+    let consumer = if config.trading.enabled {
+        let (engine, signed) = match prepare(config, specs, &wiring.client, venue, Arc::clone(&wall)).await {
+            Ok(prepared) => prepared,
+            Err(error) => {
+                for line in error.to_string().lines() {
+                    tracing::error!("{line}");
+                    eprintln!("error: {line}");
+                }
+                signals.abort();
+                return ExitCode::from(error.exit_code());
+            }
+        };
+        if let Some(signed) = signed {
+            let stop = stop.clone();
+            let (balances, positions) = (config.trading.balances_every, config.trading.positions_every);
+            account = Some(tokio::spawn(async move {
+                let result = poll_account(signed, balances, positions, stop.clone()).await;
+                if result.is_err() {
+                    stop.cancel();
+                }
+                result
+            }));
+        }
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let result = engine.run(receiver).await;
+            if result.is_err() {
+                stop.cancel();
+            }
+            Some(result)
+        })
+    } else {
+        tokio::spawn(async move {
+            log_events(receiver).await;
+            None
+        })
+    };
+    let result = poll_session(config, &wiring, wall, events, stop.clone()).await;
+    stop.cancel();
     signals.abort();
     let _ = signals.await;
-    let _ = consumer.await;
-    let code = match result {
+    let trading = consumer.await.ok().flatten();
+    let account = match account {
+        Some(task) => task.await.ok(),
+        None => None,
+    };
+    let mut code = match result {
         Ok(summary) => {
             tracing::info!(
                 requests = summary
@@ -172,7 +314,23 @@ async fn poll(config: Config, duration: Option<Duration>) -> ExitCode {
             ExitCode::from(1)
         }
     };
-    drop(guards);
+    match trading {
+        Some(Ok(summary)) => {
+            tracing::info!(target: crate::trading::TRADING_LOG, event = "summary", "{}", summary.render().replace('\n', ";"));
+            outln!("{}", summary.render());
+        }
+        Some(Err(error)) => {
+            tracing::error!("{error}");
+            eprintln!("error: {error}");
+            code = ExitCode::from(1);
+        }
+        None => {}
+    }
+    if let Some(Err(error)) = account {
+        tracing::error!("{error}");
+        eprintln!("error: {error}");
+        code = ExitCode::from(1);
+    }
     code
 }
 

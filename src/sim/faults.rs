@@ -28,6 +28,9 @@ pub struct FaultConfig {
     /// Bitget's retryable "busy" codes (`40015`, `45001`, `40725`), as during a release window.
     pub busy: f64,
     pub seed: u64,
+    /// The first this many accepted orders are executed, then their connection is reset
+    /// before the reply: the order exists but the client cannot know.
+    pub lost_order_replies: u32,
 }
 
 /// One injected fault.
@@ -39,6 +42,8 @@ pub enum Fault {
     Reset,
     Symbol,
     Busy { code: &'static str },
+    /// An executed order whose reply never left.
+    LostReply,
 }
 
 impl Fault {
@@ -51,6 +56,7 @@ impl Fault {
             Self::Reset => "reset",
             Self::Symbol => "symbol",
             Self::Busy { .. } => "busy",
+            Self::LostReply => "lost_reply",
         }
     }
 }
@@ -61,6 +67,7 @@ pub struct FaultInjector {
     config: FaultConfig,
     enabled: bool,
     rng: Mutex<ChaCha8Rng>,
+    lost_replies_left: std::sync::atomic::AtomicU32,
 }
 
 impl FaultInjector {
@@ -76,10 +83,19 @@ impl FaultInjector {
         .iter()
         .any(|&p| p > 0.0);
         Self {
+            lost_replies_left: std::sync::atomic::AtomicU32::new(config.lost_order_replies),
             rng: Mutex::new(ChaCha8Rng::seed_from_u64(config.seed)),
             config,
             enabled,
         }
+    }
+
+    /// Whether the reply to the order just executed is to be lost.
+    pub fn lose_order_reply(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        self.lost_replies_left
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
     }
 
     /// The fault for the next request, if any. `has_symbol` gates the symbol fault.

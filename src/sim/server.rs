@@ -265,7 +265,7 @@ async fn bitget(
             return std::future::pending().await;
         }
         Some(Fault::Slow(delay)) => tokio::time::sleep(delay).await,
-        Some(Fault::Truncated) | None => {}
+        Some(Fault::Truncated | Fault::LostReply) | None => {}
     }
 
     let data = match endpoint.scope {
@@ -283,6 +283,16 @@ async fn bitget(
         Ok(data) => data,
         Err(error) => return record.error(error, Some(admitted), fault),
     };
+    if endpoint.route == Route::PlaceOrder && sim.faults.lose_order_reply() {
+        let lost = Some(Fault::LostReply);
+        let outcome = Outcome::Fault {
+            name: Fault::LostReply.name(),
+            in_window: admitted.in_window,
+        };
+        record.finish(StatusCode::OK.into_response(), "", outcome, lost);
+        conn.kill.notify_one();
+        return std::future::pending().await;
+    }
     let mut body =
         format!(r#"{{"code":"00000","msg":"success","requestTime":{now},"data":{data}}}"#);
     if fault == Some(Fault::Truncated) {

@@ -1,0 +1,142 @@
+//! Everything trading needs before the first candle: strategy files, credentials, the clock
+//! offset and the contract sizes.
+
+use std::sync::Arc;
+
+use thiserror::Error;
+
+use super::{Engine, Execution, TradingConfig};
+use crate::client::{CallError, Client};
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::credential::{CredentialError, Credentials, Signer};
+use crate::discovery::instruments_request;
+use crate::granularity::Market;
+use crate::models::Instrument;
+use crate::parse;
+use crate::strategy::{load_dir, spec::Polled, StrategyError, StrategySpec};
+use crate::trading::paper::PaperBook;
+
+/// Why trading could not start.
+#[derive(Debug, Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Strategies(#[from] StrategyError),
+    #[error(transparent)]
+    Credentials(#[from] CredentialError),
+    #[error("live trading supports USDT-M futures only; set exchange.market = \"futures\" or run without --live")]
+    SpotLive,
+    #[error("cannot measure the clock offset to bitget: {0}")]
+    Clock(CallError),
+}
+
+impl SetupError {
+    /// Exit code: 2 for what the operator must fix before starting, 1 for the exchange.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Clock(_) => 1,
+            _ => 2,
+        }
+    }
+}
+
+/// How orders are to be executed.
+#[derive(Debug)]
+pub enum Venue {
+    Paper,
+    /// Live orders signed with these credentials.
+    Live(Credentials),
+}
+
+/// Reads and checks the strategy files for `config`.
+///
+/// # Errors
+/// The folder cannot be read or a file has problems.
+pub fn load_strategies(config: &Config) -> Result<Vec<StrategySpec>, StrategyError> {
+    load_dir(
+        &config.trading.strategies_dir,
+        Polled {
+            market: config.poll.market,
+            timeframes: &config.poll.timeframes,
+            symbols: &config.poll.symbols,
+        },
+    )
+}
+
+/// The instance in `strategies/supertrend_pullback.toml` as built, for `demo` outside the
+/// repository.
+pub fn builtin_strategies(config: &Config) -> Vec<StrategySpec> {
+    let text = include_str!("../../strategies/supertrend_pullback.toml");
+    let polled = Polled {
+        market: config.poll.market,
+        timeframes: &config.poll.timeframes,
+        symbols: &config.poll.symbols,
+    };
+    crate::strategy::spec::parse(
+        text,
+        std::path::Path::new("(built-in supertrend_pullback.toml)"),
+        polled,
+    )
+    .ok()
+    .flatten()
+    .into_iter()
+    .collect()
+}
+
+/// Builds the engine for `specs`; for live trading, with the client signed and for live trading the client signed and the
+/// clock offset measured. Returns the engine and, when live, the signed client.
+///
+/// # Errors
+/// See [`SetupError`].
+pub async fn prepare(
+    config: &Config,
+    specs: Vec<StrategySpec>,
+    client: &Client,
+    venue: Venue,
+    wall: Arc<dyn Clock>,
+) -> Result<(Engine, Option<Client>), SetupError> {
+    if specs.is_empty() {
+        tracing::warn!(
+            dir = %config.trading.strategies_dir.display(),
+            "no enabled strategy files; candles are polled but nothing trades"
+        );
+    }
+    let TradingConfig {
+        starting_usdt,
+        fee_rate,
+        ..
+    } = config.trading;
+    let (execution, signed) = match venue {
+        Venue::Paper => (Execution::Paper(PaperBook::new(starting_usdt, fee_rate)), None),
+        Venue::Live(credentials) => {
+            if config.poll.market != Market::Futures {
+                return Err(SetupError::SpotLive);
+            }
+            let signer = Arc::new(Signer::new(credentials, Arc::clone(&wall)));
+            let signed = client.clone().with_signer(signer);
+            signed.sync_clock().await.map_err(SetupError::Clock)?;
+            (Execution::Live(signed.clone()), Some(signed))
+        }
+    };
+    let instruments = instruments(client, config.poll.market).await;
+    let engine = Engine::new(specs, config.poll.market, instruments, execution, wall);
+    Ok((engine, signed))
+}
+
+/// Contract sizes (volume place, minimum size); empty, with a warning, when unavailable.
+async fn instruments(client: &Client, market: Market) -> Vec<Instrument> {
+    let (path, query) = instruments_request(market);
+    match client.get(path, query, None).await {
+        Ok(reply) => match parse::instruments(&reply.body) {
+            Ok(list) => list.data,
+            Err(e) => {
+                tracing::warn!("unreadable contract list ({e}); sizing orders to 4 decimals");
+                Vec::new()
+            }
+        },
+        Err(e) => {
+            tracing::warn!("cannot read contract sizes ({e}); sizing orders to 4 decimals");
+            Vec::new()
+        }
+    }
+}
