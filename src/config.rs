@@ -613,7 +613,12 @@ impl Config {
             Decimal::ONE,
             Decimal::from(1_000_000_000),
         );
-        let fee_rate = decimal("trading.fee_rate", &tr.fee_rate, Decimal::ZERO, Decimal::new(1, 2));
+        let fee_rate = decimal(
+            "trading.fee_rate",
+            &tr.fee_rate,
+            Decimal::ZERO,
+            Decimal::new(1, 2),
+        );
         let balances_every = c.secs(
             "trading.balances_interval_secs",
             tr.balances_interval_secs,

@@ -158,6 +158,9 @@ struct SimArgs {
     /// Execute the first N orders but reset the connection before replying.
     #[arg(long, default_value_t = 0)]
     lose_order_replies: u32,
+    /// Refuse the first N orders with a rate-limit reply, without executing them.
+    #[arg(long, default_value_t = 0)]
+    rate_limit_orders: u32,
     /// Accepted API key as KEY:SECRET:PASSPHRASE; repeatable. Default: the demo key
     /// bg_demo_key:bg_demo_secret:bg_demo_pass.
     #[arg(long = "key", value_name = "KEY:SECRET:PASSPHRASE", value_parser = parse_key)]
@@ -231,6 +234,7 @@ impl SimArgs {
                 busy: self.fault_busy,
                 seed: self.fault_seed,
                 lost_order_replies: self.lose_order_replies,
+                rate_limited_orders: self.rate_limit_orders,
             },
             keys,
             request_log: self.request_log,

@@ -15,9 +15,9 @@ use crate::credential::Credentials;
 use crate::runner::{poll_session, Wiring};
 use crate::scheduler::MarketEvent;
 use crate::sim::{SimConfig, Simulator, DEMO_API_KEY, DEMO_API_PASSPHRASE, DEMO_API_SECRET};
+use crate::strategy::StrategySpec;
 use crate::telemetry::init_logging;
 use crate::trading::live::poll_account;
-use crate::strategy::StrategySpec;
 use crate::trading::setup::{builtin_strategies, load_strategies, prepare, Venue};
 
 /// `config/demo.toml` as built, for when `demo` runs outside the repository.
@@ -89,7 +89,10 @@ pub(super) async fn run(args: RunArgs) -> ExitCode {
     }
     let venue = if args.live {
         if !config.trading.enabled {
-            eprintln!("error: --live needs [trading] enabled = true in {}", args.config.display());
+            eprintln!(
+                "error: --live needs [trading] enabled = true in {}",
+                args.config.display()
+            );
             return ExitCode::from(2);
         }
         // Asked for only now: nothing else needs credentials.
@@ -173,7 +176,9 @@ pub(super) async fn demo(args: DemoArgs) -> ExitCode {
     );
     outln!("      rate lines: tail -F logs/bitget_rate_limits.log   (Ctrl-C to stop)");
     let venue = if args.live {
-        outln!("      --live: real signed orders to the simulator with its demo key {DEMO_API_KEY}");
+        outln!(
+            "      --live: real signed orders to the simulator with its demo key {DEMO_API_KEY}"
+        );
         Venue::Live(Credentials::new(
             DEMO_API_KEY,
             DEMO_API_SECRET,
@@ -244,20 +249,24 @@ async fn session(
     let (events, receiver) = mpsc::channel(config.poll.channel_capacity);
     let mut account = None;
     let consumer = if config.trading.enabled {
-        let (engine, signed) = match prepare(config, specs, &wiring.client, venue, Arc::clone(&wall)).await {
-            Ok(prepared) => prepared,
-            Err(error) => {
-                for line in error.to_string().lines() {
-                    tracing::error!("{line}");
-                    eprintln!("error: {line}");
+        let (engine, signed) =
+            match prepare(config, specs, &wiring.client, venue, Arc::clone(&wall)).await {
+                Ok(prepared) => prepared,
+                Err(error) => {
+                    for line in error.to_string().lines() {
+                        tracing::error!("{line}");
+                        eprintln!("error: {line}");
+                    }
+                    signals.abort();
+                    return ExitCode::from(error.exit_code());
                 }
-                signals.abort();
-                return ExitCode::from(error.exit_code());
-            }
-        };
+            };
         if let Some(signed) = signed {
             let stop = stop.clone();
-            let (balances, positions) = (config.trading.balances_every, config.trading.positions_every);
+            let (balances, positions) = (
+                config.trading.balances_every,
+                config.trading.positions_every,
+            );
             account = Some(tokio::spawn(async move {
                 let result = poll_account(signed, balances, positions, stop.clone()).await;
                 if result.is_err() {

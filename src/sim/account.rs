@@ -64,7 +64,19 @@ impl Accounts {
         }
     }
 
-    /// The `data` JSON of a signed endpoint for `api_key`.
+    /// `(clientOid, state)` of every order `api_key` placed, oldest first; for tests and
+    /// the demo's summary.
+    pub fn orders_of(&self, api_key: &str) -> Vec<(String, String)> {
+        let books = self.books.lock().unwrap_or_else(|e| e.into_inner());
+        books.get(api_key).map_or_else(Vec::new, |b| {
+            b.orders
+                .iter()
+                .map(|o| (o.client_oid.clone(), o.state.to_owned()))
+                .collect()
+        })
+    }
+
+    /// The data JSON of a signed endpoint for `api_key`.
     pub fn handle(
         &self,
         route: Route,

@@ -31,17 +31,24 @@ pub struct FaultConfig {
     /// The first this many accepted orders are executed, then their connection is reset
     /// before the reply: the order exists but the client cannot know.
     pub lost_order_replies: u32,
+    /// The first this many orders are refused with a rate-limit reply and not executed, as
+    /// when another program spends the same account's budget.
+    pub rate_limited_orders: u32,
 }
 
 /// One injected fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
-    Html { status: u16 },
+    Html {
+        status: u16,
+    },
     Truncated,
     Slow(Duration),
     Reset,
     Symbol,
-    Busy { code: &'static str },
+    Busy {
+        code: &'static str,
+    },
     /// An executed order whose reply never left.
     LostReply,
 }
@@ -61,6 +68,12 @@ impl Fault {
     }
 }
 
+fn take_one(left: &std::sync::atomic::AtomicU32) -> bool {
+    use std::sync::atomic::Ordering;
+    left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+        .is_ok()
+}
+
 /// Draws faults from a seeded generator.
 #[derive(Debug)]
 pub struct FaultInjector {
@@ -68,6 +81,7 @@ pub struct FaultInjector {
     enabled: bool,
     rng: Mutex<ChaCha8Rng>,
     lost_replies_left: std::sync::atomic::AtomicU32,
+    rate_limited_orders_left: std::sync::atomic::AtomicU32,
 }
 
 impl FaultInjector {
@@ -84,6 +98,7 @@ impl FaultInjector {
         .any(|&p| p > 0.0);
         Self {
             lost_replies_left: std::sync::atomic::AtomicU32::new(config.lost_order_replies),
+            rate_limited_orders_left: std::sync::atomic::AtomicU32::new(config.rate_limited_orders),
             rng: Mutex::new(ChaCha8Rng::seed_from_u64(config.seed)),
             config,
             enabled,
@@ -92,10 +107,12 @@ impl FaultInjector {
 
     /// Whether the reply to the order just executed is to be lost.
     pub fn lose_order_reply(&self) -> bool {
-        use std::sync::atomic::Ordering;
-        self.lost_replies_left
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-            .is_ok()
+        take_one(&self.lost_replies_left)
+    }
+
+    /// Whether the order just received is to be refused as rate-limited.
+    pub fn rate_limit_order(&self) -> bool {
+        take_one(&self.rate_limited_orders_left)
     }
 
     /// The fault for the next request, if any. `has_symbol` gates the symbol fault.

@@ -213,6 +213,17 @@ async fn bitget(
         .limiter
         .check(idx, endpoint, client, scope_key.clone(), now)
     {
+        Decision::Accepted { .. }
+            if endpoint.route == Route::PlaceOrder && sim.faults.rate_limit_order() =>
+        {
+            let error = ApiError::rate_limited(sim.rate_limit_status, sim.rate_limit_code);
+            return record.finish(
+                error_response(&error, now, Some(0)),
+                error.code,
+                Outcome::RateLimited,
+                None,
+            );
+        }
         Decision::Accepted {
             remaining,
             in_window,

@@ -90,13 +90,19 @@ enum Lookup {
 ///
 /// # Errors
 /// Bitget refused the credentials: nothing signed can work, the run must stop.
-pub async fn place_order(client: &Client, order: &OrderRequest) -> Result<OrderOutcome, BitgetError> {
+pub async fn place_order(
+    client: &Client,
+    order: &OrderRequest,
+) -> Result<OrderOutcome, BitgetError> {
     let body = order.body();
     let symbol = order.symbol.as_str();
     let mut placements = 0;
     loop {
         placements += 1;
-        let error = match client.signed_post(PLACE_ORDER_PATH, body.clone(), Some(symbol)).await {
+        let error = match client
+            .signed_post(PLACE_ORDER_PATH, body.clone(), Some(symbol))
+            .await
+        {
             Ok(reply) => {
                 return Ok(match parse::order_ack(&reply.body) {
                     Ok(ack) => match lookup(client, order).await {
@@ -107,7 +113,8 @@ pub async fn place_order(client: &Client, order: &OrderRequest) -> Result<OrderO
                     Err(_) => match lookup(client, order).await {
                         Lookup::Found(detail) => OrderOutcome::Placed(detail),
                         _ => OrderOutcome::Unknown {
-                            message: "accepted with an unreadable reply, and the lookup failed".into(),
+                            message: "accepted with an unreadable reply, and the lookup failed"
+                                .into(),
                         },
                     },
                 });
@@ -170,7 +177,9 @@ async fn lookup(client: &Client, order: &OrderRequest) -> Lookup {
             Ok(detail) => Lookup::Found(detail),
             Err(e) => Lookup::Failed(format!("unreadable order detail: {e}")),
         },
-        Err(CallError::Bitget(e)) if e.code().is_some_and(|c| ORDER_NOT_FOUND_CODES.contains(&c)) => {
+        Err(CallError::Bitget(e))
+            if e.code().is_some_and(|c| ORDER_NOT_FOUND_CODES.contains(&c)) =>
+        {
             Lookup::NotFound
         }
         Err(e) => Lookup::Failed(e.to_string()),
@@ -215,7 +224,9 @@ pub async fn poll_account(
                         tracing::info!(target: TRADING_LOG, event = %"balance", coin = %balance.margin_coin, available = %balance.available, equity = %balance.equity, unrealized_pnl = %balance.unrealized_pnl, "account balance");
                     }
                 }
-                Err(e) => tracing::warn!(target: TRADING_LOG, event = %"account_read_failed", endpoint = path, "unreadable reply: {e}"),
+                Err(e) => {
+                    tracing::warn!(target: TRADING_LOG, event = %"account_read_failed", endpoint = path, "unreadable reply: {e}")
+                }
             }
         } else {
             match parse::positions(&reply.body) {
@@ -225,7 +236,9 @@ pub async fn poll_account(
                         tracing::info!(target: TRADING_LOG, event = %"position", symbol = %position.symbol, side = %position.side, size = %position.size, entry = %position.entry_price, unrealized_pnl = %position.unrealized_pnl, "exchange position");
                     }
                 }
-                Err(e) => tracing::warn!(target: TRADING_LOG, event = %"account_read_failed", endpoint = path, "unreadable reply: {e}"),
+                Err(e) => {
+                    tracing::warn!(target: TRADING_LOG, event = %"account_read_failed", endpoint = path, "unreadable reply: {e}")
+                }
             }
         }
     }

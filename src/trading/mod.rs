@@ -249,11 +249,14 @@ impl Engine {
         match event {
             MarketEvent::CandleClosed(c) => {
                 self.observe(&c.symbol, c.open_time, c.open);
-                self.observe(&c.symbol, close_time(c, &self.instances).saturating_sub(1), c.close);
+                self.observe(
+                    &c.symbol,
+                    close_time(c, &self.instances).saturating_sub(1),
+                    c.close,
+                );
                 for i in 0..self.instances.len() {
                     let inst = &mut self.instances[i];
-                    if inst.spec.timeframe != c.timeframe || !inst.spec.symbols.matches(&c.symbol)
-                    {
+                    if inst.spec.timeframe != c.timeframe || !inst.spec.symbols.matches(&c.symbol) {
                         continue;
                     }
                     let intents = inst.strategy.on_candle(c);
@@ -298,11 +301,26 @@ impl Engine {
         summary
     }
 
+    /// The index of the instance named `name`.
+    pub fn instance(&self, name: &str) -> Option<usize> {
+        self.instances.iter().position(|i| i.spec.name == name)
+    }
+
+    /// Handles an intent of instance `i` as if its strategy had just returned it. The engine
+    /// feeds its strategies itself; this is for tests and tools that drive it directly.
+    pub fn submit(&mut self, i: usize, intent: Intent) {
+        if i < self.instances.len() {
+            self.on_intent(i, intent);
+        }
+    }
+
     fn on_intent(&mut self, i: usize, intent: Intent) {
         let name = self.instances[i].spec.name.clone();
         let granularity = self.instances[i].granularity;
         let closed_at = granularity.next_open(intent.candle_open_time);
-        let period = closed_at.saturating_sub(intent.candle_open_time).max(60_000);
+        let period = closed_at
+            .saturating_sub(intent.candle_open_time)
+            .max(60_000);
         if closed_at + period < self.wall.now_ms() {
             // A signal from the history fetched at start: it warms the strategy up, but its
             // moment has passed, so it is not traded.
@@ -324,24 +342,31 @@ impl Engine {
         let spec = &self.instances[i].spec;
         let name = spec.name.clone();
         let key = (i, intent.symbol.clone());
-        let current = self.holdings.get(&key).map_or(Decimal::ZERO, |h| h.position);
+        let current = self
+            .holdings
+            .get(&key)
+            .map_or(Decimal::ZERO, |h| h.position);
         let desired = match intent.target {
             Target::Flat => Decimal::ZERO,
-            target => match self.size_for(&intent.symbol, intent.decided_at_price, spec.position_usdt) {
-                Ok(size) => target.sign() * size,
-                Err(reason) => {
-                    self.summary.rejected += 1;
-                    tracing::warn!(target: TRADING_LOG, event = %"rejected", instance = %name, symbol = %intent.symbol, "{reason}; the strategy goes on");
-                    return;
+            target => {
+                match self.size_for(&intent.symbol, intent.decided_at_price, spec.position_usdt) {
+                    Ok(size) => target.sign() * size,
+                    Err(reason) => {
+                        self.summary.rejected += 1;
+                        tracing::warn!(target: TRADING_LOG, event = %"rejected", instance = %name, symbol = %intent.symbol, "{reason}; the strategy goes on");
+                        return;
+                    }
                 }
-            },
+            }
         };
         let quantity = desired - current;
         if quantity.is_zero() {
             return;
         }
         self.summary.orders += 1;
-        let after_ms = self.instances[i].granularity.next_open(intent.candle_open_time);
+        let after_ms = self.instances[i]
+            .granularity
+            .next_open(intent.candle_open_time);
         let holding = self.holdings.entry(key).or_default();
         holding.busy = true;
         match &self.execution {
@@ -357,7 +382,12 @@ impl Engine {
             Execution::Live(client) => {
                 self.order_seq += 1;
                 let order = OrderRequest {
-                    client_oid: client_oid(&name, &intent.symbol, intent.candle_open_time, self.order_seq),
+                    client_oid: client_oid(
+                        &name,
+                        &intent.symbol,
+                        intent.candle_open_time,
+                        self.order_seq,
+                    ),
                     symbol: intent.symbol,
                     quantity,
                     reduce_only: desired.is_zero(),
@@ -373,7 +403,12 @@ impl Engine {
     }
 
     /// Base-coin size worth `notional` USDT at `price`, rounded down to the contract's step.
-    fn size_for(&self, symbol: &Symbol, price: Decimal, notional: Decimal) -> Result<Decimal, String> {
+    fn size_for(
+        &self,
+        symbol: &Symbol,
+        price: Decimal,
+        notional: Decimal,
+    ) -> Result<Decimal, String> {
         if price <= Decimal::ZERO {
             return Err(format!("no usable price for {symbol}"));
         }
@@ -427,7 +462,10 @@ impl Engine {
         }
     }
 
-    fn order_done(&mut self, done: Result<OrderDone, tokio::task::JoinError>) -> Result<(), BitgetError> {
+    fn order_done(
+        &mut self,
+        done: Result<OrderDone, tokio::task::JoinError>,
+    ) -> Result<(), BitgetError> {
         let (i, order, outcome) = match done {
             Ok(done) => done,
             Err(e) => {
@@ -437,11 +475,18 @@ impl Engine {
         };
         let name = self.instances[i].spec.name.clone();
         let key = (i, order.symbol.clone());
-        let current = self.holdings.get(&key).map_or(Decimal::ZERO, |h| h.position);
+        let current = self
+            .holdings
+            .get(&key)
+            .map_or(Decimal::ZERO, |h| h.position);
         let position = match outcome? {
             OrderOutcome::Placed(detail) => {
                 self.summary.fills += 1;
-                let signed = if detail.side == "sell" { -detail.filled } else { detail.filled };
+                let signed = if detail.side == "sell" {
+                    -detail.filled
+                } else {
+                    detail.filled
+                };
                 tracing::info!(target: TRADING_LOG, event = %"fill", mode = %"live", instance = %name, symbol = %order.symbol, client_oid = %order.client_oid, order_id = %detail.order_id, state = %detail.state, quantity = %signed, price = %detail.price_avg.unwrap_or_default(), fee = %detail.fee, "order on the exchange");
                 current + signed
             }
@@ -472,7 +517,9 @@ fn close_time(candle: &Candle, instances: &[Instance]) -> u64 {
     instances
         .iter()
         .find(|i| i.spec.timeframe == candle.timeframe)
-        .map_or(candle.open_time + 60_000, |i| i.granularity.next_open(candle.open_time))
+        .map_or(candle.open_time + 60_000, |i| {
+            i.granularity.next_open(candle.open_time)
+        })
 }
 
 /// `bp-<instance>-<symbol>-<minute>-<seq>`: Bitget allows `[0-9a-zA-Z-+_#]`, under 50 chars.
@@ -500,6 +547,8 @@ mod tests {
         );
         assert_eq!(oid, "bp-supertrendma-1000000BABYDOG-29921935-123456");
         assert!(oid.len() < 50);
-        assert!(oid.chars().all(|c| c.is_ascii_alphanumeric() || "-+_#".contains(c)));
+        assert!(oid
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-+_#".contains(c)));
     }
 }

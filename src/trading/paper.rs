@@ -83,7 +83,8 @@ impl PaperBook {
         let held = self.holdings.get(&key).copied().unwrap_or_default();
         let fee = (quantity.abs() * price * self.fee_rate).round_dp(8);
         let after = held.size + quantity;
-        let reducing = !held.size.is_zero() && held.size.is_sign_negative() != quantity.is_sign_negative();
+        let reducing =
+            !held.size.is_zero() && held.size.is_sign_negative() != quantity.is_sign_negative();
         let reduced = if reducing {
             held.size.abs().min(quantity.abs())
         } else {
@@ -175,7 +176,10 @@ mod tests {
         let mut book = PaperBook::new(d("10000"), d("0.0006"));
         let open = book.fill("st", &btc, d("0.01"), d("60000"));
         assert_eq!(open.fee, d("0.36"));
-        assert_eq!((open.position, open.entry, open.realized), (d("0.01"), d("60000"), d("0")));
+        assert_eq!(
+            (open.position, open.entry, open.realized),
+            (d("0.01"), d("60000"), d("0"))
+        );
         book.mark(&btc, d("61000"));
         let t = book.totals()[0].1;
         assert_eq!((t.unrealized, t.open_positions), (d("10"), 1));
@@ -207,6 +211,9 @@ mod tests {
         let mut book = PaperBook::new(d("1000"), d("0"));
         book.fill("a", &btc, d("1"), d("100"));
         let flip = book.fill("a", &btc, d("-3"), d("110"));
-        assert_eq!((flip.realized, flip.position, flip.entry), (d("10"), d("-2"), d("110")));
+        assert_eq!(
+            (flip.realized, flip.position, flip.entry),
+            (d("10"), d("-2"), d("110"))
+        );
     }
 }

@@ -107,7 +107,10 @@ pub async fn prepare(
         ..
     } = config.trading;
     let (execution, signed) = match venue {
-        Venue::Paper => (Execution::Paper(PaperBook::new(starting_usdt, fee_rate)), None),
+        Venue::Paper => (
+            Execution::Paper(PaperBook::new(starting_usdt, fee_rate)),
+            None,
+        ),
         Venue::Live(credentials) => {
             if config.poll.market != Market::Futures {
                 return Err(SetupError::SpotLive);

@@ -1,3 +1,8 @@
 //! Signed requests, strategies and execution, against fixtures and the simulator.
 
+mod binary;
+mod helpers;
+mod live;
+mod paper;
 mod reference;
+mod signing;
