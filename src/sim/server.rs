@@ -209,29 +209,23 @@ async fn bitget(
         Params::from_query(&query)
     };
     record.symbol = params.get("symbol").map(str::to_owned);
-    let admitted = match sim
+    let decision = sim
         .limiter
-        .check(idx, endpoint, client, scope_key.clone(), now)
-    {
-        Decision::Accepted { .. }
-            if endpoint.route == Route::PlaceOrder && sim.faults.rate_limit_order() =>
-        {
-            let error = ApiError::rate_limited(sim.rate_limit_status, sim.rate_limit_code);
-            return record.finish(
-                error_response(&error, now, Some(0)),
-                error.code,
-                Outcome::RateLimited,
-                None,
-            );
-        }
+        .check(idx, endpoint, client, scope_key.clone(), now);
+    // The order fault refuses an order the window accepted, as another program on the same
+    // account would have made it.
+    let forced = matches!(decision, Decision::Accepted { .. })
+        && endpoint.route == Route::PlaceOrder
+        && sim.faults.rate_limit_order();
+    let admitted = match decision {
         Decision::Accepted {
             remaining,
             in_window,
-        } => Admitted {
+        } if !forced => Admitted {
             remaining,
             in_window,
         },
-        Decision::Rejected(_) => {
+        _ => {
             let error = ApiError::rate_limited(sim.rate_limit_status, sim.rate_limit_code);
             return record.finish(
                 error_response(&error, now, Some(0)),

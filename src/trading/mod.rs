@@ -361,6 +361,9 @@ impl Engine {
         };
         let quantity = desired - current;
         if quantity.is_zero() {
+            // Typically an exit for a position the strategy entered during warm-up history,
+            // which was never traded.
+            tracing::info!(target: TRADING_LOG, event = %"no_order", instance = %name, symbol = %intent.symbol, target = %intent.target, "already at the target position; nothing to send");
             return;
         }
         self.summary.orders += 1;
