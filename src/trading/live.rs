@@ -142,6 +142,14 @@ pub async fn place_order(
         }
         tracing::warn!(target: TRADING_LOG, event = %"reconcile", symbol, client_oid = %order.client_oid, class = ?error.class(), "order outcome unknown ({error}); looking it up by clientOid before anything else");
         match lookup(client, order).await {
+            Lookup::Found(detail) if !matches_order(&detail, order) => {
+                return Ok(OrderOutcome::Unknown {
+                    message: format!(
+                        "clientOid {} belongs to another order ({} {}); not sending this one",
+                        order.client_oid, detail.side, detail.size
+                    ),
+                })
+            }
             Lookup::Found(detail) => {
                 tracing::info!(target: TRADING_LOG, event = %"reconciled", symbol, client_oid = %order.client_oid, order_id = %detail.order_id, state = %detail.state, "the order exists; not sending it again");
                 return Ok(OrderOutcome::Placed(detail));
@@ -161,6 +169,11 @@ pub async fn place_order(
             }
         }
     }
+}
+
+/// Whether `detail` is the order we sent, not an older one with the same id.
+fn matches_order(detail: &OrderDetail, order: &OrderRequest) -> bool {
+    detail.side == order.side() && detail.size == order.quantity.abs()
 }
 
 async fn lookup(client: &Client, order: &OrderRequest) -> Lookup {

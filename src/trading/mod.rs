@@ -151,6 +151,8 @@ pub struct Engine {
     pending: Vec<PendingFill>,
     orders: JoinSet<OrderDone>,
     order_seq: u64,
+    /// This run's start in base 36, so client ids never repeat across restarts.
+    session: String,
     summary: TradingSummary,
     wall: Arc<dyn Clock>,
 }
@@ -198,6 +200,7 @@ impl Engine {
             pending: Vec::new(),
             orders: JoinSet::new(),
             order_seq: 0,
+            session: base36(wall.now_ms()),
             summary: TradingSummary {
                 live,
                 ..TradingSummary::default()
@@ -301,6 +304,34 @@ impl Engine {
         summary
     }
 
+    /// Takes over positions found on the exchange at start, so a restarted bot does not open
+    /// them again: a position in a symbol exactly one instance trades becomes that
+    /// instance's; others are left alone, with a warning.
+    pub fn adopt(&mut self, positions: &[crate::models::Position]) {
+        for p in positions {
+            let owners: Vec<usize> = (0..self.instances.len())
+                .filter(|&i| self.instances[i].spec.symbols.matches(&p.symbol))
+                .collect();
+            let signed = if p.side == "short" { -p.size } else { p.size };
+            match owners.as_slice() {
+                [i] => {
+                    let name = &self.instances[*i].spec.name;
+                    tracing::info!(target: TRADING_LOG, event = %"adopted", instance = %name, symbol = %p.symbol, position = %signed, entry = %p.entry_price, "exchange position taken over by this instance");
+                    self.holdings
+                        .entry((*i, p.symbol.clone()))
+                        .or_default()
+                        .position = signed;
+                }
+                [] => {
+                    tracing::warn!(target: TRADING_LOG, event = %"not_adopted", symbol = %p.symbol, position = %signed, "exchange position in a symbol no strategy trades; left alone");
+                }
+                _ => {
+                    tracing::warn!(target: TRADING_LOG, event = %"not_adopted", symbol = %p.symbol, position = %signed, instances = owners.len(), "exchange position in a symbol several strategies trade; none takes it over");
+                }
+            }
+        }
+    }
+
     /// The index of the instance named `name`.
     pub fn instance(&self, name: &str) -> Option<usize> {
         self.instances.iter().position(|i| i.spec.name == name)
@@ -385,12 +416,7 @@ impl Engine {
             Execution::Live(client) => {
                 self.order_seq += 1;
                 let order = OrderRequest {
-                    client_oid: client_oid(
-                        &name,
-                        &intent.symbol,
-                        intent.candle_open_time,
-                        self.order_seq,
-                    ),
+                    client_oid: client_oid(&name, &intent.symbol, &self.session, self.order_seq),
                     symbol: intent.symbol,
                     quantity,
                     reduce_only: desired.is_zero(),
@@ -525,15 +551,30 @@ fn close_time(candle: &Candle, instances: &[Instance]) -> u64 {
         })
 }
 
-/// `bp-<instance>-<symbol>-<minute>-<seq>`: Bitget allows `[0-9a-zA-Z-+_#]`, under 50 chars.
-fn client_oid(instance: &str, symbol: &Symbol, candle_open_time: u64, seq: u64) -> String {
+/// `bp-<instance>-<symbol>-<session>-<seq>`: unique per order of this run and across runs,
+/// so a lookup by it finds only this order. Bitget allows `[0-9a-zA-Z-+_#]`, under 50 chars.
+fn client_oid(instance: &str, symbol: &Symbol, session: &str, seq: u64) -> String {
     let clean: String = instance
         .chars()
         .filter(char::is_ascii_alphanumeric)
-        .take(12)
+        .take(10)
         .collect();
     let symbol: String = symbol.as_str().chars().take(14).collect();
-    format!("bp-{clean}-{symbol}-{}-{seq}", candle_open_time / 60_000)
+    format!("bp-{clean}-{symbol}-{session}-{}", seq % 1_000_000)
+}
+
+fn base36(mut n: u64) -> String {
+    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = Vec::new();
+    loop {
+        out.push(DIGITS[(n % 36) as usize]);
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    out.reverse();
+    String::from_utf8(out).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -542,13 +583,15 @@ mod tests {
 
     #[test]
     fn client_oids_fit_bitgets_rules() {
+        let session = base36(1_795_316_100_000);
+        assert_eq!(session, "mwr8uoio");
         let oid = client_oid(
             "supertrend_majors_with_a_very_long_name",
             &Symbol::from_exchange("1000000BABYDOGEUSDT"),
-            1_795_316_100_000,
+            &session,
             123_456,
         );
-        assert_eq!(oid, "bp-supertrendma-1000000BABYDOG-29921935-123456");
+        assert_eq!(oid, "bp-supertrend-1000000BABYDOG-mwr8uoio-123456");
         assert!(oid.len() < 50);
         assert!(oid
             .chars()

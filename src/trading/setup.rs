@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use thiserror::Error;
 
+use super::live::POSITIONS_PATH;
 use super::{Engine, Execution, TradingConfig};
 use crate::client::{CallError, Client};
 use crate::clock::Clock;
@@ -28,13 +29,15 @@ pub enum SetupError {
     SpotLive,
     #[error("cannot measure the clock offset to bitget: {0}")]
     Clock(CallError),
+    #[error("cannot read the open positions at start: {0}")]
+    Positions(CallError),
 }
 
 impl SetupError {
     /// Exit code: 2 for what the operator must fix before starting, 1 for the exchange.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::Clock(_) => 1,
+            Self::Clock(_) | Self::Positions(_) => 1,
             _ => 2,
         }
     }
@@ -106,6 +109,7 @@ pub async fn prepare(
         fee_rate,
         ..
     } = config.trading;
+    let mut held = Vec::new();
     let (execution, signed) = match venue {
         Venue::Paper => (
             Execution::Paper(PaperBook::new(starting_usdt, fee_rate)),
@@ -118,11 +122,21 @@ pub async fn prepare(
             let signer = Arc::new(Signer::new(credentials, Arc::clone(&wall)));
             let signed = client.clone().with_signer(signer);
             signed.sync_clock().await.map_err(SetupError::Clock)?;
+            // Also proves the credentials before the first candle.
+            let reply = signed
+                .signed_get(POSITIONS_PATH, &[("productType", "USDT-FUTURES")], None)
+                .await
+                .map_err(SetupError::Positions)?;
+            match parse::positions(&reply.body) {
+                Ok(positions) => held = positions.data,
+                Err(e) => tracing::warn!("unreadable positions at start ({e}); none taken over"),
+            }
             (Execution::Live(signed.clone()), Some(signed))
         }
     };
     let instruments = instruments(client, config.poll.market).await;
-    let engine = Engine::new(specs, config.poll.market, instruments, execution, wall);
+    let mut engine = Engine::new(specs, config.poll.market, instruments, execution, wall);
+    engine.adopt(&held);
     Ok((engine, signed))
 }
 

@@ -268,3 +268,50 @@ async fn a_refused_order_is_logged_and_the_other_instances_go_on() {
     sim.stop().await;
     assert_eq!(orders.len(), 1);
 }
+
+#[tokio::test]
+async fn a_position_found_at_start_is_taken_over_not_opened_again() {
+    let sim = simulator(SimConfig::default()).await;
+    // A first run opened a BTC long and stopped.
+    let first = trade_live(
+        &sim,
+        vec![spec("st", "200")],
+        &[("st", "BTCUSDT", Target::Long, "60000")],
+    )
+    .await;
+    assert_eq!(first.fills, 1);
+    let client = signed_client(&sim, demo_credentials());
+    let reply = client
+        .signed_get(
+            "/api/v2/mix/position/all-position",
+            &[("productType", "USDT-FUTURES")],
+            None,
+        )
+        .await
+        .unwrap();
+    let held = bitget_poller::parse::positions(&reply.body).unwrap().data;
+    assert_eq!(held.len(), 1);
+    // The restarted instance adopts it: the same long intent sends no order.
+    let mut engine = Engine::new(
+        vec![spec("st", "200")],
+        Market::Futures,
+        Vec::new(),
+        Execution::Live(client),
+        Arc::new(SystemClock::new()),
+    );
+    engine.adopt(&held);
+    let i = engine.instance("st").unwrap();
+    engine.submit(i, intent("BTCUSDT", Target::Long, "60000"));
+    engine.submit(i, intent("BTCUSDT", Target::Flat, "60000"));
+    let (events, receiver) = mpsc::channel(8);
+    drop(events);
+    let second = engine.run(receiver).await.unwrap();
+    assert_eq!(
+        (second.orders, second.fills),
+        (1, 1),
+        "only the exit was sent"
+    );
+    let orders = sim.state().accounts.orders_of(DEMO_API_KEY);
+    sim.stop().await;
+    assert_eq!(orders.len(), 2, "the long was not opened twice: {orders:?}");
+}
