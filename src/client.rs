@@ -94,6 +94,18 @@ struct Request<'a> {
     signed: bool,
 }
 
+impl<'a> Request<'a> {
+    fn get(path: &'a str, query: &[(&str, &str)], signed: bool) -> Self {
+        Self {
+            method: Method::GET,
+            path,
+            query: query_string(query),
+            body: Bytes::new(),
+            signed,
+        }
+    }
+}
+
 fn query_string(query: &[(&str, &str)]) -> String {
     let mut serializer = form_urlencoded::Serializer::new(String::new());
     for (k, v) in query {
@@ -211,13 +223,7 @@ impl Client {
         query: &[(&str, &str)],
         symbol: Option<&str>,
     ) -> Result<Reply, CallError> {
-        let request = Request {
-            method: Method::GET,
-            path,
-            query: query_string(query),
-            body: Bytes::new(),
-            signed: true,
-        };
+        let request = Request::get(path, query, true);
         self.call(&request, symbol, RetryPolicy::Backoff).await
     }
 
@@ -255,13 +261,7 @@ impl Client {
         query: &[(&str, &str)],
         symbol: Option<&str>,
     ) -> Result<Reply, CallError> {
-        let request = Request {
-            method: Method::GET,
-            path,
-            query: query_string(query),
-            body: Bytes::new(),
-            signed: false,
-        };
+        let request = Request::get(path, query, false);
         self.call(&request, symbol, RetryPolicy::Backoff).await
     }
 
