@@ -699,7 +699,7 @@ impl Config {
 
 /// One line: where, which key, what is wrong.
 pub(crate) fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
-    let message = error.message().replace('\n', "; ");
+    let message = plain_words(&error.message().replace('\n', "; "));
     let Some(span) = error.span() else {
         return message;
     };
@@ -722,6 +722,33 @@ pub(crate) fn describe_toml_error(text: &str, error: &toml::de::Error) -> String
         (None, Some(k)) => format!("line {line_no}: {k}: {message}"),
         _ => format!("line {line_no}: {message}"),
     }
+}
+
+/// serde's messages name Rust types; an operator wants the kind of value to write.
+fn plain_words(message: &str) -> String {
+    if let Some(rest) = message.strip_prefix("missing field `") {
+        let field = rest.trim_end_matches('`');
+        if field == "poll" {
+            return "the [poll] table is missing; add it with symbols = [\"BTCUSDT\"] (or \"all\")"
+                .into();
+        }
+        return format!("{field} is missing; it is required");
+    }
+    message
+        .replace(
+            "expected u32",
+            "expected a whole number without quotes, 0 or more",
+        )
+        .replace(
+            "expected u64",
+            "expected a whole number without quotes, 0 or more",
+        )
+        .replace(
+            "expected usize",
+            "expected a whole number without quotes, 0 or more",
+        )
+        .replace("expected f64", "expected a number without quotes")
+        .replace("expected a boolean", "expected true or false")
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! second, requests per symbol) and what consumers received, never how fast it happened;
 //! throughput is the benchmark's job.
 
+mod bad_configs;
 mod binary;
 mod faults;
 mod fixtures;
