@@ -789,7 +789,7 @@ mod tests {
         let e = parse(&format!("{MINIMAL}[limits]\nmarket_per_sec = \"fast\"\n")).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "t.toml: line 4: limits.market_per_sec: invalid type: string \"fast\", expected u32"
+            "t.toml: line 4: limits.market_per_sec: invalid type: string \"fast\", expected a whole number without quotes, 0 or more"
         );
     }
 
