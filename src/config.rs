@@ -35,7 +35,7 @@ pub enum ConfigError {
     },
     #[error("{path}: {message}")]
     Syntax { path: PathBuf, message: String },
-    #[error("{}", .problems.iter().map(|p| format!("{}: {p}", .path.display())).collect::<Vec<_>>().join("\n"))]
+    #[error("{}", .problems.iter().map(|p| format!("{}: {}", .path.display(), one_line(p))).collect::<Vec<_>>().join("\n"))]
     Invalid {
         path: PathBuf,
         problems: Vec<String>,
@@ -722,6 +722,11 @@ pub(crate) fn describe_toml_error(text: &str, error: &toml::de::Error) -> String
         (None, Some(k)) => format!("line {line_no}: {k}: {message}"),
         _ => format!("line {line_no}: {message}"),
     }
+}
+
+/// A problem as one line: a value quoted back to the operator may hold line breaks.
+pub(crate) fn one_line(problem: &str) -> String {
+    problem.replace('\r', "\\r").replace('\n', "\\n")
 }
 
 /// serde's messages name Rust types; an operator wants the kind of value to write.

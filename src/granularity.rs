@@ -71,34 +71,38 @@ impl Granularity {
     pub fn open_of(self, t: u64) -> u64 {
         match self {
             Self::Fixed { ms, offset_ms } => {
-                let shifted = t + offset_ms;
+                let shifted = t.saturating_add(offset_ms);
                 (shifted - shifted % ms).saturating_sub(offset_ms)
             }
             Self::Week { offset_ms } => {
                 let week = 7 * DAY;
-                let shifted = (t + offset_ms).saturating_sub(FIRST_MONDAY);
-                (shifted - shifted % week + FIRST_MONDAY).saturating_sub(offset_ms)
+                let shifted = t.saturating_add(offset_ms).saturating_sub(FIRST_MONDAY);
+                (shifted - shifted % week)
+                    .saturating_add(FIRST_MONDAY)
+                    .saturating_sub(offset_ms)
             }
             Self::Month { offset_ms } => {
-                let (year, month, _) = civil_from_days(((t + offset_ms) / DAY) as i64);
-                (days_from_civil(year, month, 1) as u64 * DAY).saturating_sub(offset_ms)
+                let (year, month, _) = civil_from_days((t.saturating_add(offset_ms) / DAY) as i64);
+                month_start(year, month).saturating_sub(offset_ms)
             }
         }
     }
 
-    /// Open time of the candle after the one that opens at `open`.
+    /// Open time of the candle after the one that opens at `open`. Saturates at the end of
+    /// time rather than overflowing: an exchange may send any number.
     pub fn next_open(self, open: u64) -> u64 {
         match self {
-            Self::Fixed { ms, .. } => open + ms,
-            Self::Week { .. } => open + 7 * DAY,
+            Self::Fixed { ms, .. } => open.saturating_add(ms),
+            Self::Week { .. } => open.saturating_add(7 * DAY),
             Self::Month { offset_ms } => {
-                let (year, month, _) = civil_from_days(((open + offset_ms) / DAY) as i64);
+                let (year, month, _) =
+                    civil_from_days((open.saturating_add(offset_ms) / DAY) as i64);
                 let (year, month) = if month == 12 {
                     (year + 1, 1)
                 } else {
                     (year, month + 1)
                 };
-                (days_from_civil(year, month, 1) as u64 * DAY).saturating_sub(offset_ms)
+                month_start(year, month).saturating_sub(offset_ms)
             }
         }
     }
@@ -120,6 +124,13 @@ impl Granularity {
             Self::Month { .. } => 30 * 24 * 60,
         }
     }
+}
+
+/// Unix ms of the first day of `month` in `year` (saturating).
+fn month_start(year: i64, month: u32) -> u64 {
+    u64::try_from(days_from_civil(year, month, 1))
+        .unwrap_or(0)
+        .saturating_mul(DAY)
 }
 
 /// Days since 1970-01-01 to (year, month, day); Howard Hinnant's civil calendar algorithm.

@@ -28,7 +28,7 @@ use thiserror::Error;
 
 use super::supertrend::{self, SuperTrendParams, SuperTrendPullback};
 use super::{Strategy, KINDS};
-use crate::config::{describe_toml_error, SymbolSelection};
+use crate::config::{describe_toml_error, one_line, SymbolSelection};
 use crate::granularity::{Granularity, Market};
 use crate::models::Symbol;
 
@@ -40,7 +40,7 @@ pub enum StrategyError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{}", .0.join("\n"))]
+    #[error("{}", .0.iter().map(|p| one_line(p)).collect::<Vec<_>>().join("\n"))]
     Invalid(Vec<String>),
 }
 

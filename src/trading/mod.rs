@@ -352,7 +352,7 @@ impl Engine {
         let period = closed_at
             .saturating_sub(intent.candle_open_time)
             .max(60_000);
-        if closed_at + period < self.wall.now_ms() {
+        if closed_at.saturating_add(period) < self.wall.now_ms() {
             // A signal from the history fetched at start: it warms the strategy up, but its
             // moment has passed, so it is not traded.
             tracing::debug!(target: TRADING_LOG, event = %"warmup_signal", instance = %name, symbol = %intent.symbol, target = %intent.target, candle = intent.candle_open_time, "signal on history; not traded");
@@ -546,7 +546,7 @@ fn close_time(candle: &Candle, instances: &[Instance]) -> u64 {
     instances
         .iter()
         .find(|i| i.spec.timeframe == candle.timeframe)
-        .map_or(candle.open_time + 60_000, |i| {
+        .map_or(candle.open_time.saturating_add(60_000), |i| {
             i.granularity.next_open(candle.open_time)
         })
 }

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs every fuzz target for SECS seconds (default 60), seeded with the shared fixtures and
+# the repository's configs. Needs: cargo install cargo-fuzz; a nightly toolchain.
+set -euo pipefail
+cd "$(dirname "$0")"
+secs="${1:-60}"
+mkdir -p corpus/replies corpus/config corpus/strategy_file
+cp ../../shared/bitget-fixtures/recorded/*.json ../../shared/bitget-fixtures/doc-examples/*.json corpus/replies/
+cp ../config/*.toml ../tests/configs/bad/*.toml corpus/config/
+cp ../strategies/*.toml corpus/strategy_file/
+for target in replies config strategy_file; do
+    cargo +nightly fuzz run "$target" "corpus/$target" -- -max_total_time="$secs" -rss_limit_mb=4096
+done
