@@ -61,6 +61,8 @@ discovery_cache = "{work / 'cache.json'}"
 [logging]
 dir = "{work / 'logs'}"
 usage_interval_secs = 10
+[trading]
+enabled = false
 """)
     return cfg
 

@@ -95,6 +95,9 @@ pub struct PollStats {
     pub symbols_per_iteration: Arc<AtomicUsize>,
 }
 
+/// Symbol errors in a row after which a symbol that was served before is parked.
+const PARK_AFTER_STRIKES: u32 = 3;
+
 /// One (symbol, timeframe) the poller keeps fresh.
 #[derive(Debug)]
 struct Stream {
@@ -103,6 +106,8 @@ struct Stream {
     last_closed: Option<u64>,
     busy: bool,
     parked_until: Option<Instant>,
+    /// Symbol errors in a row on a symbol that has been served before.
+    strikes: u32,
     /// Open time of the candle a closed-mode round waits for, and attempts so far.
     awaiting: Option<(u64, u32)>,
 }
@@ -115,6 +120,7 @@ impl Stream {
             last_closed: None,
             busy: false,
             parked_until: None,
+            strikes: 0,
             awaiting: None,
         }
     }
@@ -511,6 +517,7 @@ impl LoopState {
                 self.streams[stream].busy = false;
                 match result {
                     Ok(stamped) => {
+                        self.streams[stream].strikes = 0;
                         self.p.stats.candle_replies.fetch_add(1, Ordering::Relaxed);
                         self.learn_offset(stamped.server_time);
                         self.deliver(stream, stamped.data).await;
@@ -627,6 +634,16 @@ impl LoopState {
                 if let Some(i) = stream {
                     let retry = self.p.config.bad_symbol_retry;
                     let s = &mut self.streams[i];
+                    s.strikes += 1;
+                    // "Does not exist" is more often a glitch than a delisting: the symbol
+                    // is tried again on the next pass and parked only after repeated
+                    // errors. Removed or offline is definitive at once.
+                    let definitive = matches!(error.code(), Some("40309" | "41113"))
+                        || s.strikes >= PARK_AFTER_STRIKES;
+                    if !definitive {
+                        tracing::warn!(symbol = %symbol, class = ?error.class(), code = %error.code().unwrap_or("-"), strikes = s.strikes, "bitget refused symbol {symbol}; trying again on the next pass, parking after {PARK_AFTER_STRIKES} in a row");
+                        return Ok(());
+                    }
                     let first = s.parked_until.is_none();
                     s.parked_until = Some(Instant::now() + retry);
                     s.awaiting = None;

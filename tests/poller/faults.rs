@@ -88,3 +88,34 @@ async fn a_removed_symbol_is_parked_reported_once_and_not_retried_every_iteratio
     let closed = closed_by_symbol(&run.events);
     assert_eq!(closed.keys().collect::<Vec<_>>(), ["BTCUSDT", "ETHUSDT"]);
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_occasional_unknown_symbol_error_is_retried_not_parked() {
+    let sim = simulator(SimConfig {
+        symbols: 5,
+        faults: FaultConfig {
+            symbol: 0.05,
+            seed: 3,
+            ..FaultConfig::default()
+        },
+        ..SimConfig::default()
+    })
+    .await;
+    let cfg = config(
+        &sim.base_url(),
+        "symbols = [\"BTCUSDT\", \"ETHUSDT\"]\ntickers_interval_secs = 0",
+        "",
+    );
+    let run = run_for(&cfg, Duration::from_secs(4)).await;
+    let stats = sim.stop().await;
+    let errors = stats.faults.get("symbol").copied().unwrap_or(0);
+    assert!(errors >= 1, "40034 was injected: {stats:?}");
+    assert_eq!(run.summary.parked, 0, "{}", run.log);
+    let retried = run
+        .log
+        .lines()
+        .filter(|l| l.contains("trying again on the next pass") && l.contains("code=40034"))
+        .count();
+    assert_eq!(retried as u64, errors, "{}", run.log);
+    assert_eq!(closed_by_symbol(&run.events).len(), 2);
+}
