@@ -265,6 +265,28 @@ impl Client {
         self.call(&request, symbol, RetryPolicy::Backoff).await
     }
 
+    /// GETs `path?query` once: a failure is returned at once, for a caller that will ask
+    /// again anyway (the live poller's next pass) and must not hold a task while waiting.
+    /// A rate limit still pauses the whole category in the limiter.
+    ///
+    /// # Errors
+    /// The attempt's failure, or shutdown.
+    pub async fn get_once(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+        symbol: Option<&str>,
+    ) -> Result<Reply, CallError> {
+        let request = Request::get(path, query, false);
+        self.call(&request, symbol, RetryPolicy::ClockSkewOnly)
+            .await
+    }
+
+    /// The backoff policy retries follow.
+    pub fn backoff(&self) -> Backoff {
+        self.backoff
+    }
+
     async fn call(
         &self,
         request: &Request<'_>,

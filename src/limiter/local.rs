@@ -23,6 +23,10 @@ use super::{
 };
 use crate::retry::Backoff;
 
+/// A reply arriving this long after its request carries a remaining count for a window
+/// that has since moved on: following it would mistake the server's old count for a limit.
+const STALE_REPLY_US: u64 = SERVER_WINDOW_US / 4;
+
 /// Waits shorter than this are scheduling noise, not waiting for the budget.
 const WAIT_NOISE: Duration = Duration::from_millis(1);
 
@@ -223,7 +227,7 @@ impl RateLimiter for LocalLimiter {
         match feedback {
             Feedback::Accepted {
                 remaining: Some(remaining),
-            } => {
+            } if now.saturating_sub(permit.admitted_at_us) < STALE_REPLY_US => {
                 state.categories[i].record_success(permit.admitted_at_us);
                 // The header counts the endpoint's own budget: an endpoint with its own
                 // window follows it there, not in the category.
@@ -267,7 +271,9 @@ impl RateLimiter for LocalLimiter {
                     strike,
                 })
             }
-            Feedback::Accepted { remaining: None } => {
+            // No count, or one from a reply so slow that the window it describes has moved
+            // on (and our own requests of that window have been forgotten).
+            Feedback::Accepted { .. } => {
                 state.categories[i].record_success(permit.admitted_at_us);
                 None
             }
@@ -489,5 +495,30 @@ mod tests {
             .map(|(p, a)| a - p)
             .collect();
         assert_eq!(interleaved, vec![102_000; 6]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_replys_remaining_count_is_not_taken_for_a_limit() {
+        let limiter = LocalLimiter::new(&limits(20), Backoff::default());
+        let mut permits = Vec::new();
+        for _ in 0..19 {
+            permits.push(limiter.acquire(Category::Market.into()).await);
+        }
+        // The 19th request's reply comes 2 s later, saying 1 request was left in its window;
+        // meanwhile another request went out and the old ones left our log.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let later = limiter.acquire(Category::Market.into()).await;
+        let change = limiter.feedback(&permits[18], Feedback::Accepted { remaining: Some(1) });
+        assert_eq!(change, None);
+        assert_eq!(limiter.counters(Category::Market).effective_limit, 20);
+        // A prompt reply is followed: 1 of ours in the window plus 4 left.
+        let change = limiter.feedback(&later, Feedback::Accepted { remaining: Some(4) });
+        assert_eq!(
+            change,
+            Some(Adjustment::EffectiveLimit {
+                category: Category::Market,
+                limit: 5
+            })
+        );
     }
 }

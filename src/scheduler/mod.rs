@@ -108,6 +108,9 @@ struct Stream {
     parked_until: Option<Instant>,
     /// Symbol errors in a row on a symbol that has been served before.
     strikes: u32,
+    /// Live mode: transient failures in a row, and when the symbol may be asked again.
+    failures: u32,
+    retry_at: Option<Instant>,
     /// Open time of the candle a closed-mode round waits for, and attempts so far.
     awaiting: Option<(u64, u32)>,
 }
@@ -121,6 +124,8 @@ impl Stream {
             busy: false,
             parked_until: None,
             strikes: 0,
+            failures: 0,
+            retry_at: None,
             awaiting: None,
         }
     }
@@ -424,6 +429,9 @@ impl LoopState {
                 }
                 continue;
             }
+            if stream.retry_at.is_some_and(|at| at > now) {
+                continue;
+            }
             if let Some(until) = stream.parked_until {
                 if until > now {
                     continue;
@@ -517,7 +525,9 @@ impl LoopState {
                 self.streams[stream].busy = false;
                 match result {
                     Ok(stamped) => {
-                        self.streams[stream].strikes = 0;
+                        let s = &mut self.streams[stream];
+                        s.strikes = 0;
+                        s.failures = 0;
                         self.p.stats.candle_replies.fetch_add(1, Ordering::Relaxed);
                         self.learn_offset(stamped.server_time);
                         self.deliver(stream, stamped.data).await;
@@ -656,7 +666,19 @@ impl LoopState {
                 }
             }
             class => {
-                tracing::warn!(symbol = %symbol, class = ?class, "giving up on this fetch for now: {error}");
+                let mut retry_in_ms = 0;
+                if let (Some(i), Mode::Live, false) =
+                    (stream, self.p.config.mode, class == ErrorClass::RateLimited)
+                {
+                    // Backoff per symbol, without holding a task: the others keep going.
+                    let backoff = self.p.client.backoff();
+                    let s = &mut self.streams[i];
+                    s.failures += 1;
+                    let delay = backoff.delay(s.failures - 1, 0.5).unwrap_or(backoff.cap);
+                    s.retry_at = Some(Instant::now() + delay);
+                    retry_in_ms = delay.as_millis() as u64;
+                }
+                tracing::warn!(symbol = %symbol, class = ?class, retry_in_ms, "fetch failed: {error}");
             }
         }
         Ok(())
@@ -856,8 +878,9 @@ async fn fetch_candles(
     if market == Market::Futures {
         query.push(("productType", "USDT-FUTURES"));
     }
+    // One attempt: the stream's own backoff, not a sleeping task, spaces the next one.
     let reply = client
-        .get(candles_path(market), &query, Some(symbol.as_str()))
+        .get_once(candles_path(market), &query, Some(symbol.as_str()))
         .await
         .map_err(FetchError::Call)?;
     parse::candles(&reply.body, symbol, timeframe, granularity).map_err(|e| {
