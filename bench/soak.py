@@ -62,9 +62,11 @@ def main():
         while proc.poll() is None:
             time.sleep(5)
             try:
-                samples.append((time.time() - started, rss_mb(proc.pid)))
+                mb = rss_mb(proc.pid)
             except FileNotFoundError:
                 break
+            if mb > 0:  # 0 once the process is exiting
+                samples.append((time.time() - started, mb))
         stdout, stderr = proc.communicate()
         stats = stop_sim(sim, stats_path)
         rows = read_log(log)
@@ -106,6 +108,7 @@ def main():
         "rss_mb_after_1_min": after_first_minute,
         "rss_mb_at_end": at_end,
         "rss_growth": None if not after_first_minute else round(at_end / after_first_minute - 1, 3),
+        "rss_mb_max": max((mb for _, mb in samples), default=None),
         "failures_injected": sum(failures.values()),
         "failure_lines_with_class": logged,
         "failure_lines_with_class_and_symbol": logged_with_symbol,
