@@ -739,21 +739,16 @@ fn plain_words(message: &str) -> String {
         }
         return format!("{field} is missing; it is required");
     }
-    message
-        .replace(
-            "expected u32",
-            "expected a whole number without quotes, 0 or more",
-        )
-        .replace(
-            "expected u64",
-            "expected a whole number without quotes, 0 or more",
-        )
-        .replace(
-            "expected usize",
-            "expected a whole number without quotes, 0 or more",
-        )
+    let mut message = message
         .replace("expected f64", "expected a number without quotes")
-        .replace("expected a boolean", "expected true or false")
+        .replace("expected a boolean", "expected true or false");
+    for integer in ["u32", "u64", "usize"] {
+        message = message.replace(
+            &format!("expected {integer}"),
+            "expected a whole number without quotes, 0 or more",
+        );
+    }
+    message
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use thiserror::Error;
 
 use crate::client::{CallError, Client};
 use crate::granularity::Market;
-use crate::models::Symbol;
+use crate::models::{Instrument, Symbol};
 use crate::parse::{self, ParseError};
 
 /// The instruments endpoint and query for `market`.
@@ -56,6 +56,19 @@ fn market_name(market: Market) -> &'static str {
     }
 }
 
+/// Every instrument Bitget lists for `market` (one request, through the limiter).
+///
+/// # Errors
+/// The request failed or the reply is unreadable.
+pub async fn instruments(
+    client: &Client,
+    market: Market,
+) -> Result<Vec<Instrument>, DiscoveryError> {
+    let (path, query) = instruments_request(market);
+    let reply = client.get(path, query, None).await?;
+    Ok(parse::instruments(&reply.body)?.data)
+}
+
 /// Reads the cache if it is fresh and for this exchange and market.
 pub fn read_cache(
     path: &Path,
@@ -97,11 +110,8 @@ pub async fn fetch(
     cache: &Path,
     now_ms: u64,
 ) -> Result<Vec<Symbol>, DiscoveryError> {
-    let (path, query) = instruments_request(market);
-    let reply = client.get(path, query, None).await?;
-    let parsed = parse::instruments(&reply.body)?;
-    let symbols: Vec<Symbol> = parsed
-        .data
+    let symbols: Vec<Symbol> = instruments(client, market)
+        .await?
         .into_iter()
         .filter(|i| i.is_live() && i.quote == "USDT")
         .map(|i| i.symbol)

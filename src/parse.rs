@@ -476,6 +476,35 @@ pub fn server_time(body: &[u8]) -> Result<u64, ParseError> {
     data.server_time.millis("serverTime")
 }
 
+/// Runs every reply parser, and the error classifier, on `body`, discarding the results.
+/// The one list that the fuzz target and the property tests both exercise, so a parser
+/// added here is fuzzed at once.
+#[doc(hidden)]
+pub fn run_every_parser(body: &[u8]) {
+    let symbol = Symbol::from_exchange("BTCUSDT");
+    for tf in ["1m", "1M", "1Wutc", "3D"] {
+        if let Some(g) = Granularity::parse(crate::granularity::Market::Futures, tf) {
+            let _ = candles(body, &symbol, tf, g);
+        }
+    }
+    let _ = tickers(body);
+    let _ = instruments(body);
+    let _ = server_time(body);
+    let _ = balances(body);
+    let _ = positions(body);
+    let _ = order_ack(body);
+    let _ = order_detail(body);
+    for status in [200, 400, 429, 503] {
+        let _ = crate::error::Classifier::default().check(
+            "/e",
+            Some("BTCUSDT"),
+            status,
+            Some("1"),
+            body,
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

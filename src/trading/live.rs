@@ -104,18 +104,14 @@ pub async fn place_order(
             .await
         {
             Ok(reply) => {
-                return Ok(match parse::order_ack(&reply.body) {
-                    Ok(ack) => match lookup(client, order).await {
-                        Lookup::Found(detail) => OrderOutcome::Placed(detail),
-                        _ => OrderOutcome::Acknowledged(ack),
-                    },
-                    // Accepted (code 00000) but unreadable: it exists; learn it by clientOid.
-                    Err(_) => match lookup(client, order).await {
-                        Lookup::Found(detail) => OrderOutcome::Placed(detail),
-                        _ => OrderOutcome::Unknown {
-                            message: "accepted with an unreadable reply, and the lookup failed"
-                                .into(),
-                        },
+                // Accepted: read its fill by clientOid. An unreadable acknowledgement
+                // (code 00000 all the same) still means the order exists.
+                let ack = parse::order_ack(&reply.body).ok();
+                return Ok(match (lookup(client, order).await, ack) {
+                    (Lookup::Found(detail), _) => OrderOutcome::Placed(detail),
+                    (_, Some(ack)) => OrderOutcome::Acknowledged(ack),
+                    (_, None) => OrderOutcome::Unknown {
+                        message: "accepted with an unreadable reply, and the lookup failed".into(),
                     },
                 });
             }

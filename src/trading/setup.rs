@@ -11,7 +11,7 @@ use crate::client::{CallError, Client};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::credential::{CredentialError, Credentials, Signer};
-use crate::discovery::instruments_request;
+use crate::discovery;
 use crate::granularity::Market;
 use crate::models::Instrument;
 use crate::parse;
@@ -56,29 +56,26 @@ pub enum Venue {
 /// # Errors
 /// The folder cannot be read or a file has problems.
 pub fn load_strategies(config: &Config) -> Result<Vec<StrategySpec>, StrategyError> {
-    load_dir(
-        &config.trading.strategies_dir,
-        Polled {
-            market: config.poll.market,
-            timeframes: &config.poll.timeframes,
-            symbols: &config.poll.symbols,
-        },
-    )
+    load_dir(&config.trading.strategies_dir, polled(config))
+}
+
+/// What strategy files must agree with in `config`.
+fn polled(config: &Config) -> Polled<'_> {
+    Polled {
+        market: config.poll.market,
+        timeframes: &config.poll.timeframes,
+        symbols: &config.poll.symbols,
+    }
 }
 
 /// The instance in `strategies/supertrend_pullback.toml` as built, for `demo` outside the
 /// repository.
 pub fn builtin_strategies(config: &Config) -> Vec<StrategySpec> {
     let text = include_str!("../../strategies/supertrend_pullback.toml");
-    let polled = Polled {
-        market: config.poll.market,
-        timeframes: &config.poll.timeframes,
-        symbols: &config.poll.symbols,
-    };
     crate::strategy::spec::parse(
         text,
         std::path::Path::new("(built-in supertrend_pullback.toml)"),
-        polled,
+        polled(config),
     )
     .ok()
     .flatten()
@@ -142,18 +139,10 @@ pub async fn prepare(
 
 /// Contract sizes (volume place, minimum size); empty, with a warning, when unavailable.
 async fn instruments(client: &Client, market: Market) -> Vec<Instrument> {
-    let (path, query) = instruments_request(market);
-    match client.get(path, query, None).await {
-        Ok(reply) => match parse::instruments(&reply.body) {
-            Ok(list) => list.data,
-            Err(e) => {
-                tracing::warn!("unreadable contract list ({e}); sizing orders to 4 decimals");
-                Vec::new()
-            }
-        },
-        Err(e) => {
-            tracing::warn!("cannot read contract sizes ({e}); sizing orders to 4 decimals");
+    discovery::instruments(client, market)
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!("{e}; sizing orders to 4 decimals");
             Vec::new()
-        }
-    }
+        })
 }
