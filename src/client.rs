@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::credential::Signer;
 use crate::error::{BitgetError, Classifier, ErrorClass};
 use crate::limiter::{route_of, Adjustment, Feedback, Permit, RateLimiter, Route};
+use crate::metrics::RequestLatency;
 use crate::retry::Backoff;
 use crate::telemetry::{RecentRateLimits, RATE_LOG};
 
@@ -138,6 +139,7 @@ pub struct Client {
     recent: Arc<RecentRateLimits>,
     stop: CancellationToken,
     signer: Option<Arc<Signer>>,
+    latency: Arc<RequestLatency>,
 }
 
 impl Client {
@@ -168,7 +170,13 @@ impl Client {
             recent,
             stop,
             signer: None,
+            latency: Arc::default(),
         })
+    }
+
+    /// Request latency per category, shared by every clone of this client.
+    pub fn latency(&self) -> Arc<RequestLatency> {
+        Arc::clone(&self.latency)
     }
 
     /// The same client, signing private requests with `signer`.
@@ -353,7 +361,9 @@ impl Client {
             () = self.stop.cancelled() => return Err(CallError::ShuttingDown),
             permit = self.limiter.acquire(route) => permit,
         };
+        let sent = tokio::time::Instant::now();
         let outcome = self.send(request, symbol).await;
+        self.latency.observe(route.category, sent.elapsed());
         self.report(&permit, request.path, symbol, &outcome);
         Ok(outcome.map(|(body, _)| body))
     }

@@ -17,7 +17,8 @@ use crate::client::{BuildError, Client};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::limiter::{Category, CategoryCounters, LocalLimiter, RateLimiter};
-use crate::scheduler::{resolve_symbols, MarketEvent, PollError, Poller};
+use crate::metrics::MetricsSources;
+use crate::scheduler::{resolve_symbols, MarketEvent, PollError, PollStats, Poller};
 use crate::telemetry::{is_reported, report_usage, RecentRateLimits, UsageLine};
 
 /// Why a session ended in failure.
@@ -119,6 +120,8 @@ pub struct Wiring {
     pub limiter: Arc<LocalLimiter>,
     pub recent: Arc<RecentRateLimits>,
     pub client: Client,
+    /// The poller's counters, tier and candle ages, for usage lines and metrics.
+    pub stats: Arc<PollStats>,
 }
 
 impl Wiring {
@@ -135,7 +138,18 @@ impl Wiring {
             limiter,
             recent,
             client,
+            stats: Arc::default(),
         })
+    }
+
+    /// What the metrics endpoint reads at each scrape.
+    pub fn metrics_sources(&self, wall: Arc<dyn Clock>) -> MetricsSources {
+        MetricsSources {
+            limiter: self.limiter.clone(),
+            latency: self.client.latency(),
+            stats: Arc::clone(&self.stats),
+            wall,
+        }
     }
 }
 
@@ -186,6 +200,7 @@ pub async fn poll_session(
         wall,
         Arc::clone(&recent),
         events,
+        Arc::clone(&wiring.stats),
         stop.clone(),
     );
     let stats = poller.stats();
@@ -193,7 +208,7 @@ pub async fn poll_session(
     let reporter = tokio::spawn(report_usage(
         Arc::clone(&limiter_dyn),
         Arc::clone(&recent),
-        Arc::clone(&stats.symbols_per_iteration),
+        Arc::clone(&stats),
         config.usage_interval,
         config.ascii_status,
         reporter_stop.clone(),
@@ -219,6 +234,7 @@ pub async fn poll_session(
                 elapsed,
                 recent.count(*category),
                 stats.symbols_per_iteration.load(Ordering::Relaxed),
+                stats.tier(),
             )
             .emit_summary(config.ascii_status);
         }

@@ -17,9 +17,9 @@ use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
 use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
@@ -29,6 +29,8 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
 
 use crate::limiter::{Category, CategoryCounters, RateLimiter};
+use crate::scheduler::tiers::Tier;
+use crate::scheduler::PollStats;
 
 /// Target of every rate-limit event; the rate log keeps exactly these.
 pub const RATE_LOG: &str = "bitget_rate";
@@ -118,6 +120,10 @@ pub struct UsageLine {
     pub wait_total: Duration,
     pub rate_limited_60s: usize,
     pub symbols_per_iteration: usize,
+    /// The interval the figures cover.
+    pub interval: Duration,
+    /// The adaptive tier at the end of the interval.
+    pub tier: Tier,
 }
 
 impl UsageLine {
@@ -129,6 +135,7 @@ impl UsageLine {
         elapsed: Duration,
         rate_limited_60s: usize,
         symbols_per_iteration: usize,
+        tier: Tier,
     ) -> Self {
         let requests = after.admitted - before.admitted;
         let secs = elapsed.as_secs_f64().max(1e-9);
@@ -148,6 +155,8 @@ impl UsageLine {
             wait_total: after.wait_total.saturating_sub(before.wait_total),
             rate_limited_60s,
             symbols_per_iteration,
+            interval: elapsed,
+            tier,
         }
     }
 
@@ -175,16 +184,45 @@ impl UsageLine {
             wait_ms = self.wait_total.as_millis() as u64,
             rate_limited_60s = self.rate_limited_60s,
             symbols_per_iteration = self.symbols_per_iteration,
+            tier = %self.tier,
+            interval_ms = self.interval.as_millis() as u64,
             "rate usage"
         );
     }
 }
 
-/// Emits a usage line per active category every `interval` until `stop`.
+/// At most this many stale streams are named in a summary line; the count is always exact.
+const STALE_NAMED: usize = 10;
+
+/// Emits the interval's staleness summary: how many streams are stale, the oldest first.
+pub fn emit_stale_summary(stats: &PollStats) {
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let stale = stats.freshness.stale(now_ms);
+    let mut named: Vec<String> = stale
+        .iter()
+        .take(STALE_NAMED)
+        .map(|a| format!("{}:{}", a.symbol, a.timeframe))
+        .collect();
+    if stale.len() > STALE_NAMED {
+        named.push(format!("+{} more", stale.len() - STALE_NAMED));
+    }
+    let oldest_s = stale.first().map_or(0, |a| a.age_ms / 1000);
+    let streams = stats.freshness.watched();
+    if stale.is_empty() {
+        tracing::info!(target: RATE_LOG, event = "stale_summary", stale = 0, streams, "no stale symbols");
+    } else {
+        tracing::warn!(target: RATE_LOG, event = "stale_summary", stale = stale.len(), streams, oldest_s, symbols = %named.join(","), "stale symbols");
+    }
+}
+
+/// Emits a usage line per active category, and a staleness summary, every `interval` until
+/// `stop`.
 pub async fn report_usage(
     limiter: Arc<dyn RateLimiter>,
     recent: Arc<RecentRateLimits>,
-    symbols_per_iteration: Arc<AtomicUsize>,
+    stats: Arc<PollStats>,
     interval: Duration,
     ascii: bool,
     stop: tokio_util::sync::CancellationToken,
@@ -207,12 +245,14 @@ pub async fn report_usage(
                     &after,
                     now.duration_since(last),
                     recent.count(category),
-                    symbols_per_iteration.load(Ordering::Relaxed),
+                    stats.symbols_per_iteration.load(Ordering::Relaxed),
+                    stats.tier(),
                 )
                 .emit(ascii);
             }
             before[i] = after;
         }
+        emit_stale_summary(&stats);
         last = now;
     }
 }
@@ -405,12 +445,15 @@ mod tests {
             Duration::from_secs(10),
             3,
             2,
+            Tier::Slow,
         );
         assert_eq!(line.requests, 196);
         assert!((line.per_second - 19.6).abs() < 1e-9);
         assert!((line.used_pct - 98.0).abs() < 1e-9);
         assert_eq!(line.waited, 190);
         assert_eq!(line.wait_total, Duration::from_secs(4));
+        assert_eq!(line.interval, Duration::from_secs(10));
+        assert_eq!(line.tier, Tier::Slow);
     }
 
     #[test]

@@ -19,6 +19,7 @@ macro_rules! outln {
 }
 
 mod poll;
+mod usage;
 
 use crate::credential::Credentials;
 use crate::sim::faults::FaultConfig;
@@ -46,6 +47,29 @@ enum Command {
     CheckConfig(CheckConfigArgs),
     /// Serve a local Bitget REST v2 simulator (rate limits, errors, signing, faults).
     Sim(Box<SimArgs>),
+    /// Report rate-budget use from the rate log (mean and p95 req/s, % of limit, 429s,
+    /// waits, time per adaptive tier, stale symbols); --plot draws it.
+    Usage(UsageArgs),
+}
+
+#[derive(Debug, Args)]
+struct UsageArgs {
+    /// Rate log files or log directories; default: bitget_rate_limits.log and its rotated
+    /// copies in logs/ (or in the --config file's [logging] dir).
+    files: Vec<PathBuf>,
+    /// Only lines after this time: 2026-11-22T18:00:00Z, "2026-11-22 18:00" (UTC), or a
+    /// duration ago such as 30m, 2h, 1d.
+    #[arg(long)]
+    since: Option<String>,
+    /// Only lines up to this time, in the same forms as --since.
+    #[arg(long)]
+    until: Option<String>,
+    /// Also draw the usage over time into this .svg or .png file.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// Take the log directory from this config's [logging] dir.
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -63,6 +87,9 @@ struct RunArgs {
     /// BITGET_API_PASSPHRASE. Without it, strategies trade on paper.
     #[arg(long)]
     live: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9184.
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<SocketAddr>,
 }
 
 #[derive(Debug, Args)]
@@ -79,6 +106,9 @@ struct DemoArgs {
     /// Send real signed orders to the simulator (with its demo key) instead of paper trading.
     #[arg(long)]
     live: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9184.
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<SocketAddr>,
 }
 
 #[derive(Debug, Args)]
@@ -275,6 +305,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => runtime.block_on(poll::run(args)),
         Command::Demo(args) => runtime.block_on(poll::demo(args)),
         Command::CheckConfig(args) => poll::check_config(&args.file),
+        Command::Usage(args) => usage::usage(&args),
         Command::Sim(args) => {
             init_console_logging();
             runtime.block_on(serve(*args))

@@ -1,5 +1,6 @@
 //! `run`, `demo` and `check-config`: config in, poller session out, exit code.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use super::{render_sim_summary, wait_for_stop, DemoArgs, RunArgs};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigError, SymbolSelection};
 use crate::credential::Credentials;
+use crate::metrics::MetricsServer;
 use crate::runner::{poll_session, Wiring};
 use crate::scheduler::MarketEvent;
 use crate::sim::{SimConfig, Simulator, DEMO_API_KEY, DEMO_API_PASSPHRASE, DEMO_API_SECRET};
@@ -110,7 +112,7 @@ pub(super) async fn run(args: RunArgs) -> ExitCode {
         Ok(specs) => specs,
         Err(code) => return code,
     };
-    poll(config, args.duration, venue, specs).await
+    poll(config, args.duration, venue, specs, args.metrics_addr).await
 }
 
 /// The strategy instances to run; `demo` falls back to the built-in one outside the
@@ -195,7 +197,7 @@ pub(super) async fn demo(args: DemoArgs) -> ExitCode {
             return code;
         }
     };
-    let code = poll(config, args.duration, venue, specs).await;
+    let code = poll(config, args.duration, venue, specs, args.metrics_addr).await;
     let stats = sim.stop().await;
     outln!("{}", render_sim_summary(&stats));
     code
@@ -207,7 +209,19 @@ async fn poll(
     duration: Option<Duration>,
     venue: Venue,
     specs: Vec<StrategySpec>,
+    metrics_addr: Option<SocketAddr>,
 ) -> ExitCode {
+    // Bound before anything starts, so a taken port is a usage error, not a half-started run.
+    let metrics = match metrics_addr {
+        Some(addr) => match MetricsServer::bind(addr).await {
+            Ok(server) => Some(server),
+            Err(error) => {
+                eprintln!("error: {error}");
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
     let guards = match init_logging(&config.logging) {
         Ok(guards) => guards,
         Err(error) => {
@@ -215,7 +229,7 @@ async fn poll(
             return ExitCode::from(2);
         }
     };
-    let code = session(&config, duration, venue, specs).await;
+    let code = session(&config, duration, venue, specs, metrics).await;
     drop(guards);
     code
 }
@@ -225,6 +239,7 @@ async fn session(
     duration: Option<Duration>,
     venue: Venue,
     specs: Vec<StrategySpec>,
+    metrics: Option<MetricsServer>,
 ) -> ExitCode {
     let stop = CancellationToken::new();
     let wall: Arc<dyn Clock> = Arc::new(SystemClock::new());
@@ -235,6 +250,7 @@ async fn session(
             return ExitCode::from(1);
         }
     };
+
     let signals = tokio::spawn({
         let stop = stop.clone();
         async move {
@@ -289,8 +305,22 @@ async fn session(
             None
         })
     };
+    // Stopped after the session, so the last scrape sees the final counters.
+    let metrics_stop = CancellationToken::new();
+    let metrics = metrics.map(|server| {
+        if let Some(addr) = server.local_addr() {
+            tracing::info!(%addr, "prometheus metrics at http://{addr}/metrics");
+            outln!("metrics: http://{addr}/metrics");
+        }
+        let sources = wiring.metrics_sources(Arc::clone(&wall));
+        tokio::spawn(server.serve(sources, metrics_stop.clone()))
+    });
     let result = poll_session(config, &wiring, wall, events, stop.clone()).await;
     stop.cancel();
+    metrics_stop.cancel();
+    if let Some(task) = metrics {
+        let _ = task.await;
+    }
     signals.abort();
     let _ = signals.await;
     let trading = consumer.await.ok().flatten();

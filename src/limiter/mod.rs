@@ -49,6 +49,11 @@ impl Category {
         self as usize
     }
 
+    /// The category named `name` (as [`Category::name`] writes it).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.name() == name)
+    }
+
     /// Rank when categories compete for the overall per-IP budget, 0 first: a pending order
     /// must never wait behind a market-data backlog, and a balance read that an order
     /// decision depends on comes before more candles.

@@ -18,10 +18,11 @@
 //! unused rather than data lost. Forming candles and ticker snapshots are superseded by the
 //! next ones anyway, so when the channel is full they are dropped and counted instead.
 
+pub mod freshness;
 pub mod tiers;
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,7 +41,8 @@ use crate::granularity::{Granularity, Market};
 use crate::models::{Candle, Stamped, Symbol, Ticker};
 use crate::parse::{self, ParseError};
 use crate::telemetry::{RecentRateLimits, RATE_LOG};
-use tiers::{Pace, Tiers};
+use freshness::Freshness;
+use tiers::{Pace, Tier, Tiers};
 
 /// Bitget returns at most this many candle rows per request.
 const MAX_ROWS: u32 = 1000;
@@ -48,6 +50,8 @@ const MAX_ROWS: u32 = 1000;
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How often parked symbols and timers are looked at when nothing else happens.
 const HOUSEKEEPING: Duration = Duration::from_millis(250);
+/// How often streams are checked for staleness.
+const FRESHNESS_CHECK: Duration = Duration::from_secs(1);
 /// A closed-mode symbol whose candle the server has not closed yet is asked again at most
 /// this many times per close.
 const MAX_CLOSE_RETRIES: u32 = 20;
@@ -92,7 +96,23 @@ pub struct PollStats {
     pub close_rounds: AtomicU64,
     pub last_close_latency_ms: AtomicU64,
     /// Current symbols per iteration, shown in the usage lines.
-    pub symbols_per_iteration: Arc<AtomicUsize>,
+    pub symbols_per_iteration: AtomicUsize,
+    /// Current adaptive tier, as its index in [`Tier::ALL`].
+    tier: AtomicU8,
+    /// Age of every stream's newest closed candle.
+    pub freshness: Freshness,
+}
+
+impl PollStats {
+    /// The adaptive tier in force.
+    pub fn tier(&self) -> Tier {
+        Tier::ALL[usize::from(self.tier.load(Ordering::Relaxed)).min(Tier::ALL.len() - 1)]
+    }
+
+    fn set_tier(&self, tier: Tier) {
+        let index = Tier::ALL.iter().position(|t| *t == tier).unwrap_or(0);
+        self.tier.store(index as u8, Ordering::Relaxed);
+    }
 }
 
 /// Symbol errors in a row after which a symbol that was served before is parked.
@@ -173,6 +193,7 @@ impl Poller {
         wall: Arc<dyn Clock>,
         recent: Arc<RecentRateLimits>,
         events: mpsc::Sender<MarketEvent>,
+        stats: Arc<PollStats>,
         stop: CancellationToken,
     ) -> Self {
         Self {
@@ -181,7 +202,7 @@ impl Poller {
             wall,
             recent,
             events,
-            stats: Arc::new(PollStats::default()),
+            stats,
             stop,
         }
     }
@@ -245,6 +266,7 @@ struct LoopState {
     tickers_due: Option<Instant>,
     tickers_busy: bool,
     discovery_due: Option<Instant>,
+    freshness_due: Instant,
 }
 
 impl LoopState {
@@ -259,6 +281,13 @@ impl LoopState {
         let discovery_due = matches!(p.config.symbols, crate::config::SymbolSelection::All)
             .then(|| now + p.config.discovery_refresh);
         let tickers_due = p.config.tickers_interval.map(|_| now);
+        let now_ms = p.wall.now_ms();
+        for stream in &streams {
+            let (name, granularity) = &p.config.timeframes[stream.timeframe];
+            p.stats
+                .freshness
+                .watch(stream.symbol.clone(), name, *granularity, now_ms);
+        }
         Self {
             queue: (0..streams.len()).collect(),
             streams,
@@ -274,6 +303,7 @@ impl LoopState {
             tickers_due,
             tickers_busy: false,
             discovery_due,
+            freshness_due: now + FRESHNESS_CHECK,
             p,
         }
     }
@@ -284,6 +314,7 @@ impl LoopState {
 
     fn learn_offset(&mut self, server_time: u64) {
         self.offset_ms = server_time as i64 - self.p.wall.now_ms() as i64;
+        self.p.stats.freshness.set_offset(self.offset_ms);
     }
 
     async fn run(&mut self) -> Result<(), PollError> {
@@ -301,6 +332,7 @@ impl LoopState {
                 self.tickers_due.filter(|_| !self.tickers_busy),
                 close_at,
                 self.discovery_due,
+                Some(self.freshness_due),
             ]
             .into_iter()
             .flatten()
@@ -345,6 +377,36 @@ impl LoopState {
         if self.p.config.mode == Mode::Live && self.queue.is_empty() {
             self.refill_live_queue();
         }
+        if self.freshness_due <= now {
+            self.freshness_due = now + FRESHNESS_CHECK;
+            self.check_freshness();
+        }
+    }
+
+    /// Warns once when a stream turns stale, and says when it recovers.
+    fn check_freshness(&self) {
+        let changes = self.p.stats.freshness.check(self.p.wall.now_ms());
+        for age in changes.newly_stale {
+            let index = self.streams.iter().position(|s| {
+                s.symbol == age.symbol && self.p.config.timeframes[s.timeframe].0 == age.timeframe
+            });
+            let why = index.map_or("", |i| {
+                let s = &self.streams[i];
+                if s.parked_until.is_some() {
+                    "parked after bitget refused it"
+                } else if s.retry_at.is_some() {
+                    "backing off after failed fetches"
+                } else if self.tiers.current() != Tier::Normal {
+                    "the adaptive tier is slowing polling down"
+                } else {
+                    "not fetched in time"
+                }
+            });
+            tracing::warn!(target: RATE_LOG, event = "stale", symbol = %age.symbol, timeframe = %age.timeframe, age_s = age.age_ms / 1000, limit_s = age.limit_ms / 1000, has_candle = age.has_candle, reason = why, "stale candles: {} {} has had no new closed candle for {} s (over twice its timeframe)", age.symbol, age.timeframe, age.age_ms / 1000);
+        }
+        for age in changes.fresh_again {
+            tracing::info!(target: RATE_LOG, event = "fresh", symbol = %age.symbol, timeframe = %age.timeframe, age_s = age.age_ms / 1000, "candles fresh again");
+        }
     }
 
     fn update_tier(&mut self) {
@@ -354,6 +416,7 @@ impl LoopState {
             self.batch_left = 0;
             self.iteration_open = false;
             self.resume_at = None;
+            self.p.stats.set_tier(to);
         }
         let per_iteration = match self.tiers.pace() {
             Pace::Pipeline => self.streams.len(),
@@ -561,6 +624,7 @@ impl LoopState {
                 }
                 first_new.get_or_insert(open);
                 self.streams[index].last_closed = Some(open);
+                self.p.stats.freshness.closed(index, open);
                 self.send_closed(candle).await;
             } else {
                 forming = Some(candle);
@@ -797,9 +861,13 @@ impl LoopState {
             .cloned()
             .collect();
         for symbol in &new {
-            for timeframe in 0..self.p.config.timeframes.len() {
+            for (timeframe, (name, granularity)) in self.p.config.timeframes.iter().enumerate() {
                 self.streams.push(Stream::new(symbol.clone(), timeframe));
                 self.queue.push_back(self.streams.len() - 1);
+                self.p
+                    .stats
+                    .freshness
+                    .watch(symbol.clone(), name, *granularity, now_ms);
             }
         }
         let added = new.len();
@@ -807,9 +875,10 @@ impl LoopState {
         let listed: HashSet<&Symbol> = symbols.iter().collect();
         let far = Instant::now() + self.p.config.discovery_refresh;
         let mut removed = 0;
-        for stream in &mut self.streams {
+        for (index, stream) in self.streams.iter_mut().enumerate() {
             if !listed.contains(&stream.symbol) && stream.parked_until.is_none() {
                 stream.parked_until = Some(far);
+                self.p.stats.freshness.retire(index);
                 removed += 1;
             }
         }

@@ -18,13 +18,26 @@ pub enum Tier {
     Crawl,
 }
 
-impl fmt::Display for Tier {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Tier {
+    pub const ALL: [Tier; 3] = [Self::Normal, Self::Slow, Self::Crawl];
+
+    pub fn name(self) -> &'static str {
+        match self {
             Self::Normal => "normal",
             Self::Slow => "slow",
             Self::Crawl => "crawl",
-        })
+        }
+    }
+
+    /// The tier named `name` (as [`Tier::name`] writes it).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.name() == name)
+    }
+}
+
+impl fmt::Display for Tier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -64,6 +77,10 @@ impl Tiers {
         };
         let previous = std::mem::replace(&mut self.current, next);
         (previous != next).then_some((previous, next))
+    }
+
+    pub fn current(&self) -> Tier {
+        self.current
     }
 
     pub fn pace(&self) -> Pace {

@@ -1,0 +1,56 @@
+//! `usage`: the rate-usage report and chart from the rate log.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use super::UsageArgs;
+use crate::config::Config;
+use crate::usage::plot::{plot, PlotError};
+use crate::usage::{log_files, parse_time, RateLog, Report, UsageError, Window};
+
+pub(super) fn usage(args: &UsageArgs) -> ExitCode {
+    match report(args) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn report(args: &UsageArgs) -> Result<ExitCode, String> {
+    let now = SystemTime::now();
+    let since = args
+        .since
+        .as_deref()
+        .map(|t| parse_time(t, now).map_err(|e| format!("--since {e}")))
+        .transpose()?;
+    let until = args
+        .until
+        .as_deref()
+        .map(|t| parse_time(t, now).map_err(|e| format!("--until {e}")))
+        .transpose()?;
+    let window = Window::new(since, until).map_err(|e| e.to_string())?;
+    let default_dir = match &args.config {
+        Some(path) => Config::load(path).map_err(|e| e.to_string())?.logging.dir,
+        None => PathBuf::from("logs"),
+    };
+    let files = log_files(&args.files, &default_dir).map_err(|e| e.to_string())?;
+    let log = RateLog::read(&files, window).map_err(|e: UsageError| e.to_string())?;
+    outln!("{}", Report::new(&log).render());
+    let Some(path) = &args.plot else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    match plot(&log, path) {
+        Ok(()) => {
+            outln!("chart written to {}", path.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error @ PlotError::Format(_)) => Err(error.to_string()),
+        Err(error) => {
+            eprintln!("error: {error}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}

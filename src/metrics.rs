@@ -1,0 +1,278 @@
+//! `--metrics-addr`: the poller's state as a Prometheus scrape endpoint.
+//!
+//! Usage lines say what happened per interval; a dashboard wants the same figures as series
+//! it can graph and alert on (a 429 rate above zero, a symbol whose candles stopped). The
+//! counters are not kept twice: at every scrape a [`Collector`] reads the limiter's counters,
+//! the poller's tier and symbols per iteration, and the freshness table, so the endpoint can
+//! never disagree with the usage lines. Only request latency is recorded here, by the client,
+//! in one histogram per category.
+//!
+//! The format is OpenMetrics text (what `prometheus-client` writes, and what Prometheus asks
+//! for first); every name starts with `bitget_poller_`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Registry, Unit};
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::limiter::{Category, RateLimiter};
+use crate::scheduler::tiers::Tier;
+use crate::scheduler::PollStats;
+
+/// Content type of the OpenMetrics text format.
+pub const CONTENT_TYPE_OPENMETRICS: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Time from sending a request to having its whole reply, per category (limiter waits are
+/// not included: those are `wait_seconds`).
+#[derive(Debug)]
+pub struct RequestLatency {
+    histograms: [Histogram; 4],
+}
+
+impl Default for RequestLatency {
+    fn default() -> Self {
+        // 1 ms (loopback) to about 16 s (past the request timeout).
+        Self {
+            histograms: std::array::from_fn(|_| {
+                Histogram::new(exponential_buckets(0.001, 2.0, 15))
+            }),
+        }
+    }
+}
+
+impl RequestLatency {
+    pub fn observe(&self, category: Category, elapsed: Duration) {
+        self.histograms[category.index()].observe(elapsed.as_secs_f64());
+    }
+}
+
+/// What the endpoint reads at every scrape.
+#[derive(Debug, Clone)]
+pub struct MetricsSources {
+    pub limiter: Arc<dyn RateLimiter>,
+    pub latency: Arc<RequestLatency>,
+    pub stats: Arc<PollStats>,
+    pub wall: Arc<dyn Clock>,
+}
+
+type Encoded = Result<(), std::fmt::Error>;
+
+fn per_category<M: EncodeMetric>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    metric: impl Fn(Category) -> M,
+) -> Encoded {
+    let Some(first) = Category::ALL.first() else {
+        return Ok(());
+    };
+    let mut family = encoder.encode_descriptor(name, help, unit, metric(*first).metric_type())?;
+    for category in Category::ALL {
+        let labels = [("category", category.name())];
+        metric(category).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for MetricsSources {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Encoded {
+        let counters = Category::ALL.map(|c| self.limiter.counters(c));
+        let k = |c: Category| counters[c.index()];
+        per_category(
+            &mut encoder,
+            "requests",
+            "Requests admitted by the rate limiter.",
+            None,
+            |c| ConstCounter::new(k(c).admitted),
+        )?;
+        per_category(
+            &mut encoder,
+            "waits",
+            "Admitted requests that had to wait for budget.",
+            None,
+            |c| ConstCounter::new(k(c).waited),
+        )?;
+        per_category(
+            &mut encoder,
+            "wait",
+            "Time requests waited for budget.",
+            Some(&Unit::Seconds),
+            |c| ConstCounter::new(k(c).wait_total.as_secs_f64()),
+        )?;
+        per_category(
+            &mut encoder,
+            "rate_limited",
+            "Replies that were rate-limit rejections (HTTP 429 or a rate-limit code).",
+            None,
+            |c| ConstCounter::new(k(c).rate_limited),
+        )?;
+        per_category(
+            &mut encoder,
+            "tokens_available",
+            "Admissions available right now without waiting.",
+            None,
+            |c| ConstGauge::new(i64::from(k(c).available)),
+        )?;
+        per_category(
+            &mut encoder,
+            "limit_per_second",
+            "Configured requests per second.",
+            None,
+            |c| ConstGauge::new(i64::from(k(c).limit)),
+        )?;
+        per_category(
+            &mut encoder,
+            "effective_limit_per_second",
+            "Requests per second in force after following the server's remaining budget.",
+            None,
+            |c| ConstGauge::new(i64::from(k(c).effective_limit)),
+        )?;
+        {
+            let mut family = encoder.encode_descriptor(
+                "request_duration",
+                "Time from sending a request to its whole reply.",
+                Some(&Unit::Seconds),
+                MetricType::Histogram,
+            )?;
+            for category in Category::ALL {
+                let labels = [("category", category.name())];
+                self.latency.histograms[category.index()].encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let symbols = self
+            .stats
+            .symbols_per_iteration
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let gauge = ConstGauge::new(symbols as i64);
+        gauge.encode(encoder.encode_descriptor(
+            "symbols_per_iteration",
+            "Symbols fetched per iteration (all streams in the normal tier).",
+            None,
+            gauge.metric_type(),
+        )?)?;
+        {
+            let tier = self.stats.tier();
+            let mut family = encoder.encode_descriptor(
+                "tier",
+                "The adaptive tier: 1 for the one in force.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for t in Tier::ALL {
+                let labels = [("tier", t.name())];
+                ConstGauge::new(i64::from(t == tier)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let ages = self.stats.freshness.ages(self.wall.now_ms());
+        let stale = ages.iter().filter(|a| a.is_stale()).count();
+        let gauge = ConstGauge::new(stale as i64);
+        gauge.encode(encoder.encode_descriptor(
+            "stale_streams",
+            "Streams whose newest closed candle is older than twice their timeframe.",
+            None,
+            gauge.metric_type(),
+        )?)?;
+        let mut family = encoder.encode_descriptor(
+            "candle_age",
+            "Time since the newest closed candle of a symbol and timeframe closed (since polling began, before the first).",
+            Some(&Unit::Seconds),
+            MetricType::Gauge,
+        )?;
+        for age in &ages {
+            let labels = [
+                ("symbol", age.symbol.as_str()),
+                ("timeframe", age.timeframe.as_str()),
+            ];
+            ConstGauge::new(age.age_ms as f64 / 1000.0).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// The whole scrape body for `sources`.
+///
+/// # Errors
+/// Never in practice: writing to a `String` does not fail.
+pub fn render(sources: &MetricsSources) -> Result<String, std::fmt::Error> {
+    let mut registry = Registry::with_prefix("bitget_poller");
+    registry.register_collector(Box::new(sources.clone()));
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &registry)?;
+    Ok(out)
+}
+
+/// Why the endpoint could not start.
+#[derive(Debug, Error)]
+#[error("cannot listen on {addr} for --metrics-addr: {source}; pick a free port, e.g. --metrics-addr 127.0.0.1:9185")]
+pub struct MetricsError {
+    pub addr: SocketAddr,
+    pub source: std::io::Error,
+}
+
+/// A bound endpoint; [`MetricsServer::serve`] answers scrapes until `stop`.
+#[derive(Debug)]
+pub struct MetricsServer {
+    listener: TcpListener,
+}
+
+impl MetricsServer {
+    /// Binds `addr` now, so a taken port is reported before polling starts.
+    ///
+    /// # Errors
+    /// The address cannot be bound.
+    pub async fn bind(addr: SocketAddr) -> Result<Self, MetricsError> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| MetricsError { addr, source })?;
+        Ok(Self { listener })
+    }
+
+    /// The bound address (the real port when asked for port 0).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.local_addr().ok()
+    }
+
+    /// Serves `GET /metrics` until `stop`.
+    pub async fn serve(self, sources: MetricsSources, stop: CancellationToken) {
+        let scrape = move || {
+            let sources = sources.clone();
+            async move {
+                match render(&sources) {
+                    Ok(body) => ([(CONTENT_TYPE, CONTENT_TYPE_OPENMETRICS)], body).into_response(),
+                    Err(_) => (
+                        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                        "metrics could not be encoded\n",
+                    )
+                        .into_response(),
+                }
+            }
+        };
+        let router = Router::new().route("/metrics", get(scrape)).route(
+            "/",
+            get(|| async { "bitget-poller: metrics at /metrics\n" }),
+        );
+        if let Err(error) = axum::serve(self.listener, router)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+        {
+            tracing::error!("metrics endpoint stopped: {error}");
+        }
+    }
+}

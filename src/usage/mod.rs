@@ -1,0 +1,744 @@
+//! `bitget-poller usage`: the rate log read back into a report and a chart.
+//!
+//! Operators decide from this whether they can add symbols or must cut them, so every figure
+//! comes from the log's own usage lines (one per category per interval, written by
+//! [`crate::telemetry`]) and rate-limit events, never from estimates:
+//! - mean req/s is requests over the time the intervals cover, so a short final interval
+//!   weighs what it lasted;
+//! - p95 req/s is the nearest-rank 95th percentile of the per-interval rates;
+//! - % of limit is requests over the budget those intervals offered (limit × duration);
+//! - 429s are the `event=rate_limited` lines, waits the usage lines' `waited` and `wait_ms`;
+//! - time in each adaptive tier is the covered time of the busiest category's intervals,
+//!   by the tier each line names.
+//!
+//! Rotated files are read with the live one, oldest first. A line that cannot be read is
+//! counted and the first few are shown with file and line number; it never stops the report.
+
+pub mod logline;
+pub mod plot;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use thiserror::Error;
+
+use crate::limiter::Category;
+use crate::scheduler::tiers::Tier;
+use crate::telemetry::RATE_FILE;
+
+/// How many unreadable lines the report quotes.
+const QUOTED_UNREADABLE: usize = 5;
+
+/// Why a report could not be made at all.
+#[derive(Debug, Error)]
+pub enum UsageError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("no rate log at {0}; run `bitget-poller run` or `demo` first, or name the log files")]
+    NoLog(PathBuf),
+    #[error("--since {since} is after --until {until}; swap them")]
+    EmptyWindow { since: String, until: String },
+}
+
+/// One usage line: a category's figures over one interval.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Interval {
+    /// When the interval ended.
+    pub end: SystemTime,
+    pub category: Category,
+    pub requests: u64,
+    pub duration: Duration,
+    pub limit: u32,
+    pub waited: u64,
+    pub wait: Duration,
+    pub tier: Option<Tier>,
+}
+
+impl Interval {
+    pub fn per_second(&self) -> f64 {
+        self.requests as f64 / self.duration.as_secs_f64().max(1e-9)
+    }
+
+    pub fn start(&self) -> SystemTime {
+        self.end.checked_sub(self.duration).unwrap_or(self.end)
+    }
+}
+
+/// One staleness summary line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StaleSummary {
+    pub time: SystemTime,
+    pub stale: usize,
+    pub streams: usize,
+    /// `SYMBOL:timeframe` of the stale streams named in the line.
+    pub named: Vec<String>,
+}
+
+/// A line the report could not use, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreadable {
+    pub file: PathBuf,
+    pub line: u64,
+    pub reason: String,
+}
+
+/// Everything the rate log says, in time order, within the requested window.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct RateLog {
+    pub files: Vec<PathBuf>,
+    /// Non-empty lines read (in the window or not).
+    pub lines: u64,
+    pub intervals: Vec<Interval>,
+    /// Rate-limit rejections: when, and which category.
+    pub rate_limited: Vec<(SystemTime, Category)>,
+    /// Adaptive tier changes: when, and the new tier.
+    pub tier_changes: Vec<(SystemTime, Tier)>,
+    pub limit_follows: Vec<(SystemTime, Category)>,
+    pub stale_summaries: Vec<StaleSummary>,
+    /// Stale-stream warnings: when, and `SYMBOL timeframe`.
+    pub stale_warnings: Vec<(SystemTime, String)>,
+    /// Session summaries seen (one per finished run).
+    pub sessions: u64,
+    pub unreadable_count: u64,
+    /// The first few unreadable lines.
+    pub unreadable: Vec<Unreadable>,
+}
+
+/// Which part of the log to read: `since < time <= until`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Window {
+    pub since: Option<SystemTime>,
+    pub until: Option<SystemTime>,
+}
+
+impl Window {
+    /// # Errors
+    /// `since` is not before `until`.
+    pub fn new(since: Option<SystemTime>, until: Option<SystemTime>) -> Result<Self, UsageError> {
+        if let (Some(s), Some(u)) = (since, until) {
+            if s >= u {
+                return Err(UsageError::EmptyWindow {
+                    since: humantime::format_rfc3339_seconds(s).to_string(),
+                    until: humantime::format_rfc3339_seconds(u).to_string(),
+                });
+            }
+        }
+        Ok(Self { since, until })
+    }
+
+    fn contains(&self, time: SystemTime) -> bool {
+        self.since.is_none_or(|s| time > s) && self.until.is_none_or(|u| time <= u)
+    }
+}
+
+/// The files to read for `inputs`: each directory becomes its rate log and rotated copies;
+/// no inputs means `default_dir`'s. Rotated copies come first, oldest (highest number)
+/// first.
+///
+/// # Errors
+/// No input names an existing file, or the default log does not exist.
+pub fn log_files(inputs: &[PathBuf], default_dir: &Path) -> Result<Vec<PathBuf>, UsageError> {
+    if inputs.is_empty() {
+        let files = rotated_set(default_dir);
+        if files.is_empty() {
+            return Err(UsageError::NoLog(default_dir.join(RATE_FILE)));
+        }
+        return Ok(files);
+    }
+    let mut files = Vec::new();
+    for input in inputs {
+        if input.is_dir() {
+            let set = rotated_set(input);
+            if set.is_empty() {
+                return Err(UsageError::NoLog(input.join(RATE_FILE)));
+            }
+            files.extend(set);
+        } else {
+            files.push(input.clone());
+        }
+    }
+    Ok(files)
+}
+
+/// `dir`'s rate log and its numbered copies that exist, oldest first.
+fn rotated_set(dir: &Path) -> Vec<PathBuf> {
+    let live = dir.join(RATE_FILE);
+    let mut numbered: Vec<(u32, PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().into_string().ok()?;
+            let n = name
+                .strip_prefix(RATE_FILE)?
+                .strip_prefix('.')?
+                .parse()
+                .ok()?;
+            Some((n, entry.path()))
+        })
+        .collect();
+    numbered.sort_by_key(|n| std::cmp::Reverse(n.0));
+    let mut files: Vec<PathBuf> = numbered.into_iter().map(|(_, p)| p).collect();
+    if live.is_file() {
+        files.push(live);
+    }
+    files
+}
+
+impl RateLog {
+    /// Reads `files` in order, keeping what falls in `window`.
+    ///
+    /// # Errors
+    /// A file cannot be opened or read. Unreadable lines are not errors.
+    pub fn read(files: &[PathBuf], window: Window) -> Result<Self, UsageError> {
+        let mut log = Self {
+            files: files.to_vec(),
+            ..Self::default()
+        };
+        for path in files {
+            let read_error = |source| UsageError::Read {
+                path: path.clone(),
+                source,
+            };
+            let file = File::open(path).map_err(read_error)?;
+            let mut reader = BufReader::new(file);
+            let mut bytes = Vec::new();
+            let mut number = 0;
+            loop {
+                bytes.clear();
+                if reader.read_until(b'\n', &mut bytes).map_err(read_error)? == 0 {
+                    break;
+                }
+                number += 1;
+                match std::str::from_utf8(&bytes) {
+                    Ok(text) => log.add_line(path, number, text, window),
+                    Err(_) => log.unreadable(path, number, "not UTF-8 text".to_owned()),
+                }
+            }
+        }
+        log.sort();
+        Ok(log)
+    }
+
+    /// Builds a log from text, as if read from a file called `name`.
+    pub fn from_text(name: &str, text: &str, window: Window) -> Self {
+        let path = PathBuf::from(name);
+        let mut log = Self {
+            files: vec![path.clone()],
+            ..Self::default()
+        };
+        for (i, line) in text.lines().enumerate() {
+            log.add_line(&path, i as u64 + 1, line, window);
+        }
+        log.sort();
+        log
+    }
+
+    fn sort(&mut self) {
+        // Stable: lines with the same time keep their file order.
+        self.intervals.sort_by_key(|i| i.end);
+        self.rate_limited.sort_by_key(|r| r.0);
+        self.tier_changes.sort_by_key(|r| r.0);
+        self.limit_follows.sort_by_key(|r| r.0);
+        self.stale_summaries.sort_by_key(|r| r.time);
+        self.stale_warnings.sort_by_key(|r| r.0);
+    }
+
+    fn unreadable(&mut self, file: &Path, line: u64, reason: String) {
+        self.unreadable_count += 1;
+        if self.unreadable.len() < QUOTED_UNREADABLE {
+            self.unreadable.push(Unreadable {
+                file: file.to_owned(),
+                line,
+                reason,
+            });
+        }
+    }
+
+    fn add_line(&mut self, file: &Path, number: u64, text: &str, window: Window) {
+        if text.trim().is_empty() {
+            return;
+        }
+        self.lines += 1;
+        let line = match logline::parse(text) {
+            Ok(line) => line,
+            Err(reason) => return self.unreadable(file, number, reason),
+        };
+        if !window.contains(line.time) {
+            return;
+        }
+        if let Err(reason) = self.add_event(&line) {
+            self.unreadable(file, number, reason);
+        }
+    }
+
+    fn add_event(&mut self, line: &logline::LogLine) -> Result<(), String> {
+        let time = line.time;
+        match line.field("event") {
+            Some("usage") => {
+                let interval = usage_interval(line)?;
+                self.intervals.push(interval);
+            }
+            Some("session") => self.sessions += 1,
+            Some("rate_limited") => self.rate_limited.push((time, category(line)?)),
+            Some("limit_follow") => self.limit_follows.push((time, category(line)?)),
+            Some("tier_change") => {
+                let to = field(line, "to")?;
+                let tier = Tier::from_name(to).ok_or_else(|| format!("unknown tier '{to}'"))?;
+                self.tier_changes.push((time, tier));
+            }
+            Some("stale_summary") => {
+                let named = line
+                    .field("symbols")
+                    .map(|s| {
+                        s.split(',')
+                            .filter(|n| !n.is_empty() && !n.starts_with('+'))
+                            .map(str::to_owned)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                self.stale_summaries.push(StaleSummary {
+                    time,
+                    stale: number(line, "stale")?,
+                    streams: number(line, "streams")?,
+                    named,
+                });
+            }
+            Some("stale") => {
+                let name = format!("{} {}", field(line, "symbol")?, field(line, "timeframe")?);
+                self.stale_warnings.push((time, name));
+            }
+            // Other rate events (backoff, fresh) and other targets' lines carry no figures.
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+fn field<'a>(line: &'a logline::LogLine, key: &str) -> Result<&'a str, String> {
+    line.field(key)
+        .ok_or_else(|| format!("{} line without {key}", line.field("event").unwrap_or("?")))
+}
+
+fn number<T: std::str::FromStr>(line: &logline::LogLine, key: &str) -> Result<T, String> {
+    let text = field(line, key)?;
+    text.parse()
+        .map_err(|_| format!("{key}='{text}' is not a number"))
+}
+
+fn category(line: &logline::LogLine) -> Result<Category, String> {
+    let name = field(line, "category")?;
+    Category::from_name(name).ok_or_else(|| format!("unknown category '{name}'"))
+}
+
+fn usage_interval(line: &logline::LogLine) -> Result<Interval, String> {
+    let requests: u64 = number(line, "requests")?;
+    let duration = match line.field("interval_ms") {
+        Some(_) => Duration::from_millis(number(line, "interval_ms")?),
+        // Lines written before interval_ms existed: the rate gives the duration back.
+        None => {
+            let rate: f64 = number(line, "req_per_s")?;
+            if requests == 0 || rate <= 0.0 {
+                return Err("usage line without interval_ms and no requests to time".into());
+            }
+            Duration::from_secs_f64(requests as f64 / rate)
+        }
+    };
+    if duration.is_zero() {
+        return Err("usage line with interval_ms=0".into());
+    }
+    let tier = match line.field("tier") {
+        Some(name) => Some(Tier::from_name(name).ok_or_else(|| format!("unknown tier '{name}'"))?),
+        None => None,
+    };
+    Ok(Interval {
+        end: line.time,
+        category: category(line)?,
+        requests,
+        duration,
+        limit: number(line, "limit")?,
+        waited: number(line, "waited")?,
+        wait: Duration::from_millis(number(line, "wait_ms")?),
+        tier,
+    })
+}
+
+/// One category's figures over the report's window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CategoryUsage {
+    pub category: Category,
+    pub intervals: usize,
+    pub covered: Duration,
+    pub requests: u64,
+    pub mean_per_s: f64,
+    pub p95_per_s: f64,
+    pub max_per_s: f64,
+    /// Requests as a percentage of the budget the intervals offered.
+    pub used_pct: f64,
+    /// The limit of the newest interval.
+    pub limit: u32,
+    pub rate_limited: usize,
+    pub waited: u64,
+    pub wait: Duration,
+    pub limit_follows: usize,
+}
+
+/// The report `usage` prints.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    pub files: usize,
+    pub lines: u64,
+    pub first: Option<SystemTime>,
+    pub last: Option<SystemTime>,
+    pub sessions: u64,
+    pub categories: Vec<CategoryUsage>,
+    /// Covered time per tier, in [`Tier::ALL`] order, plus time in intervals naming none.
+    pub tiers: Vec<(Tier, Duration)>,
+    pub untiered: Duration,
+    pub tier_changes: usize,
+    pub stale_intervals: usize,
+    pub summaries: usize,
+    pub most_stale_at_once: usize,
+    /// Streams named stale, with how many summaries named them, most first.
+    pub stale_streams: Vec<(String, usize)>,
+    pub stale_warnings: usize,
+    pub unreadable_count: u64,
+    pub unreadable: Vec<Unreadable>,
+}
+
+/// Nearest-rank percentile `p` (0–100] of `values`; 0 for none.
+pub fn percentile(values: &[f64], p: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+impl Report {
+    pub fn new(log: &RateLog) -> Self {
+        let mut categories = Vec::new();
+        for category in Category::ALL {
+            let intervals: Vec<&Interval> = log
+                .intervals
+                .iter()
+                .filter(|i| i.category == category)
+                .collect();
+            let rate_limited = log.rate_limited.iter().filter(|r| r.1 == category).count();
+            if intervals.is_empty() && rate_limited == 0 {
+                continue;
+            }
+            let covered: Duration = intervals.iter().map(|i| i.duration).sum();
+            let requests: u64 = intervals.iter().map(|i| i.requests).sum();
+            let budget: f64 = intervals
+                .iter()
+                .map(|i| f64::from(i.limit) * i.duration.as_secs_f64())
+                .sum();
+            let rates: Vec<f64> = intervals.iter().map(|i| i.per_second()).collect();
+            categories.push(CategoryUsage {
+                category,
+                intervals: intervals.len(),
+                covered,
+                requests,
+                mean_per_s: if covered.is_zero() {
+                    0.0
+                } else {
+                    requests as f64 / covered.as_secs_f64()
+                },
+                p95_per_s: percentile(&rates, 95.0),
+                max_per_s: rates.iter().copied().fold(0.0, f64::max),
+                used_pct: if budget > 0.0 {
+                    100.0 * requests as f64 / budget
+                } else {
+                    0.0
+                },
+                limit: intervals.last().map_or(0, |i| i.limit),
+                rate_limited,
+                waited: intervals.iter().map(|i| i.waited).sum(),
+                wait: intervals.iter().map(|i| i.wait).sum(),
+                limit_follows: log.limit_follows.iter().filter(|r| r.1 == category).count(),
+            });
+        }
+        // The tier is global; every category's line names it, so count one category's time:
+        // the one with the most intervals (market, when the poller runs).
+        let busiest = categories
+            .iter()
+            .max_by_key(|c| c.intervals)
+            .map(|c| c.category);
+        let mut tiers: Vec<(Tier, Duration)> = Tier::ALL.map(|t| (t, Duration::ZERO)).to_vec();
+        let mut untiered = Duration::ZERO;
+        for interval in log.intervals.iter().filter(|i| Some(i.category) == busiest) {
+            match interval.tier {
+                Some(tier) => {
+                    if let Some(slot) = tiers.iter_mut().find(|(t, _)| *t == tier) {
+                        slot.1 += interval.duration;
+                    }
+                }
+                None => untiered += interval.duration,
+            }
+        }
+        let mut named: BTreeMap<&str, usize> = BTreeMap::new();
+        for summary in &log.stale_summaries {
+            for name in &summary.named {
+                *named.entry(name).or_default() += 1;
+            }
+        }
+        let mut stale_streams: Vec<(String, usize)> =
+            named.into_iter().map(|(n, c)| (n.to_owned(), c)).collect();
+        stale_streams.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let times = log
+            .intervals
+            .iter()
+            .map(Interval::start)
+            .chain(log.rate_limited.iter().map(|r| r.0))
+            .chain(log.intervals.iter().map(|i| i.end));
+        Self {
+            files: log.files.len(),
+            lines: log.lines,
+            first: times.clone().min(),
+            last: times.max(),
+            sessions: log.sessions,
+            categories,
+            tiers,
+            untiered,
+            tier_changes: log.tier_changes.len(),
+            stale_intervals: log.stale_summaries.iter().filter(|s| s.stale > 0).count(),
+            summaries: log.stale_summaries.len(),
+            most_stale_at_once: log
+                .stale_summaries
+                .iter()
+                .map(|s| s.stale)
+                .max()
+                .unwrap_or(0),
+            stale_streams,
+            stale_warnings: log.stale_warnings.len(),
+            unreadable_count: log.unreadable_count,
+            unreadable: log.unreadable.clone(),
+        }
+    }
+
+    /// The text `usage` prints.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let span = match (self.first, self.last) {
+            (Some(first), Some(last)) => format!(
+                "{} to {} ({})",
+                humantime::format_rfc3339_seconds(first),
+                humantime::format_rfc3339_seconds(last),
+                short_duration(last.duration_since(first).unwrap_or_default())
+            ),
+            _ => "no usage lines in the window".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "rate log: {} file{}, {} lines, {span}, {} finished session{}",
+            self.files,
+            plural(self.files),
+            self.lines,
+            self.sessions,
+            plural(self.sessions as usize)
+        );
+        let _ = writeln!(
+            out,
+            "{:<9} {:>9} {:>10} {:>9} {:>9} {:>9} {:>6} {:>10} {:>6} {:>9} {:>10}",
+            "category",
+            "covered",
+            "requests",
+            "mean/s",
+            "p95/s",
+            "max/s",
+            "limit",
+            "% of limit",
+            "429s",
+            "waited",
+            "wait s"
+        );
+        for c in &self.categories {
+            let _ = writeln!(
+                out,
+                "{:<9} {:>9} {:>10} {:>9.2} {:>9.2} {:>9.2} {:>4}/s {:>9.1}% {:>6} {:>9} {:>10.1}",
+                c.category.name(),
+                short_duration(c.covered),
+                c.requests,
+                c.mean_per_s,
+                c.p95_per_s,
+                c.max_per_s,
+                c.limit,
+                c.used_pct,
+                c.rate_limited,
+                c.waited,
+                c.wait.as_secs_f64()
+            );
+        }
+        let total: Duration = self.tiers.iter().map(|t| t.1).sum::<Duration>() + self.untiered;
+        let mut tiers: Vec<String> = self
+            .tiers
+            .iter()
+            .map(|(tier, time)| {
+                format!(
+                    "{tier} {} ({:.1}%)",
+                    short_duration(*time),
+                    pct(*time, total)
+                )
+            })
+            .collect();
+        if !self.untiered.is_zero() {
+            tiers.push(format!(
+                "not recorded {} ({:.1}%)",
+                short_duration(self.untiered),
+                pct(self.untiered, total)
+            ));
+        }
+        let _ = writeln!(
+            out,
+            "tiers: {}; {} tier change{}",
+            tiers.join(", "),
+            self.tier_changes,
+            plural(self.tier_changes)
+        );
+        let _ = write!(
+            out,
+            "stale symbols: {} of {} intervals had some, at most {} at once, {} warning{}",
+            self.stale_intervals,
+            self.summaries,
+            self.most_stale_at_once,
+            self.stale_warnings,
+            plural(self.stale_warnings)
+        );
+        if !self.stale_streams.is_empty() {
+            let named: Vec<String> = self
+                .stale_streams
+                .iter()
+                .take(5)
+                .map(|(name, n)| format!("{name} ×{n}"))
+                .collect();
+            let _ = write!(out, "; most often: {}", named.join(", "));
+        }
+        let _ = writeln!(out);
+        let _ = write!(out, "unreadable lines: {}", self.unreadable_count);
+        for u in &self.unreadable {
+            let _ = write!(out, "\n  {}:{}: {}", u.file.display(), u.line, u.reason);
+        }
+        if self.unreadable_count > self.unreadable.len() as u64 {
+            let _ = write!(
+                out,
+                "\n  … and {} more",
+                self.unreadable_count - self.unreadable.len() as u64
+            );
+        }
+        out
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+fn pct(part: Duration, total: Duration) -> f64 {
+    if total.is_zero() {
+        0.0
+    } else {
+        100.0 * part.as_secs_f64() / total.as_secs_f64()
+    }
+}
+
+/// `1h 02m 05s`, `3m 20s`, `42s`.
+pub fn short_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match (s / 3600, s / 60 % 60, s % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, s) => format!("{m}m {s:02}s"),
+        (h, m, s) => format!("{h}h {m:02}m {s:02}s"),
+    }
+}
+
+/// A `--since`/`--until` value: an RFC 3339 time (`2026-11-22T18:00:00Z`, or with a space and
+/// no zone, read as UTC) or a duration before `now` (`90s`, `30m`, `2h`, `1d`).
+///
+/// # Errors
+/// Neither form, with an example of each.
+pub fn parse_time(text: &str, now: SystemTime) -> Result<SystemTime, String> {
+    let text = text.trim();
+    if let Ok(time) = humantime::parse_rfc3339_weak(text) {
+        return Ok(time);
+    }
+    if let Ok(ago) = humantime::parse_duration(text) {
+        return now
+            .checked_sub(ago)
+            .ok_or_else(|| format!("'{text}' ago is before 1970"));
+    }
+    Err(format!(
+        "'{text}' is neither a time like 2026-11-22T18:00:00Z nor a duration ago like 30m or 2h"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::UNIX_EPOCH;
+
+    #[test]
+    fn percentile_is_nearest_rank() {
+        let values: Vec<f64> = (1..=20).map(f64::from).collect();
+        assert_eq!(percentile(&values, 95.0), 19.0);
+        assert_eq!(percentile(&values, 100.0), 20.0);
+        assert_eq!(percentile(&[7.0], 95.0), 7.0);
+        assert_eq!(percentile(&[], 95.0), 0.0);
+        assert_eq!(percentile(&[3.0, 1.0, 2.0], 50.0), 2.0);
+    }
+
+    #[test]
+    fn times_are_absolute_or_ago() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_795_372_462);
+        assert_eq!(
+            parse_time("2026-11-22T18:34:22Z", now).unwrap(),
+            UNIX_EPOCH + Duration::from_secs(1_795_372_462)
+        );
+        assert_eq!(
+            parse_time("2026-11-22 18:34:22", now).unwrap(),
+            UNIX_EPOCH + Duration::from_secs(1_795_372_462)
+        );
+        assert_eq!(
+            parse_time("30m", now).unwrap(),
+            now - Duration::from_secs(1800)
+        );
+        assert_eq!(
+            parse_time("1d", now).unwrap(),
+            now - Duration::from_secs(86_400)
+        );
+        let error = parse_time("yesterday", now).unwrap_err();
+        assert!(
+            error.contains("'yesterday'") && error.contains("30m"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn an_old_usage_line_without_interval_ms_is_timed_by_its_rate() {
+        let log = RateLog::from_text(
+            "old.log",
+            r#"2026-11-22T18:34:22.744114Z  INFO rate usage event="usage" category=market requests=195 req_per_s=19.50 limit=20 used_pct=97.5 status="🔴" waited=195 wait_ms=78497 rate_limited_60s=0 symbols_per_iteration=200"#,
+            Window::default(),
+        );
+        assert_eq!(log.unreadable_count, 0, "{:?}", log.unreadable);
+        assert_eq!(log.intervals[0].duration, Duration::from_secs(10));
+        assert_eq!(log.intervals[0].tier, None);
+    }
+
+    #[test]
+    fn short_durations_read_naturally() {
+        assert_eq!(short_duration(Duration::from_secs(42)), "42s");
+        assert_eq!(short_duration(Duration::from_secs(200)), "3m 20s");
+        assert_eq!(short_duration(Duration::from_secs(3725)), "1h 02m 05s");
+    }
+}

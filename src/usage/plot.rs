@@ -1,0 +1,288 @@
+//! The `usage --plot` chart: per category, req/s against its limit over time, 429s marked,
+//! degraded adaptive tiers shaded.
+//!
+//! Drawn with plotters into SVG or PNG by the file's extension. Text uses DejaVu Sans built
+//! into the binary (the `dejavu` crate), so the chart looks the same on a server without
+//! fonts, on Windows and in CI; plotters' system-font loader would need fontconfig.
+
+use std::path::Path;
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime};
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use thiserror::Error;
+
+use super::{Interval, RateLog, Report};
+use crate::limiter::Category;
+use crate::scheduler::tiers::Tier;
+
+const FONT: &str = "sans-serif";
+const WIDTH: u32 = 1200;
+const PANEL_HEIGHT: u32 = 320;
+
+/// Why no chart was written.
+#[derive(Debug, Error)]
+pub enum PlotError {
+    #[error("--plot {0}: the file name must end in .svg or .png")]
+    Format(String),
+    #[error("nothing to plot: the log has no usage lines in the chosen window")]
+    Empty,
+    #[error("cannot draw {path}: {detail}")]
+    Draw { path: String, detail: String },
+}
+
+/// Draws `log` into `path` (`.svg` or `.png`).
+///
+/// # Errors
+/// An unknown extension, no usage lines, or the file cannot be written.
+pub fn plot(log: &RateLog, path: &Path) -> Result<(), PlotError> {
+    let name = path.display().to_string();
+    let extension = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    if !matches!(extension.as_deref(), Some("svg" | "png")) {
+        return Err(PlotError::Format(name));
+    }
+    let report = Report::new(log);
+    let categories: Vec<Category> = report.categories.iter().map(|c| c.category).collect();
+    if log.intervals.is_empty() || categories.is_empty() {
+        return Err(PlotError::Empty);
+    }
+    register_font();
+    let size = (WIDTH, PANEL_HEIGHT * categories.len() as u32 + 40);
+    let draw_error = |detail: String| PlotError::Draw {
+        path: name.clone(),
+        detail,
+    };
+    if extension.as_deref() == Some("svg") {
+        let root = SVGBackend::new(path, size).into_drawing_area();
+        draw(&root, log, &report, &categories).map_err(draw_error)?;
+        root.present().map_err(|e| draw_error(e.to_string()))
+    } else {
+        let root = BitMapBackend::new(path, size).into_drawing_area();
+        draw(&root, log, &report, &categories).map_err(draw_error)?;
+        root.present().map_err(|e| draw_error(e.to_string()))
+    }
+}
+
+fn register_font() {
+    static REGISTERED: OnceLock<()> = OnceLock::new();
+    REGISTERED.get_or_init(|| {
+        // DejaVu Sans is a valid font; if it ever failed to load, text would be missing,
+        // not the chart.
+        let _ = plotters::style::register_font(FONT, FontStyle::Normal, dejavu::sans::regular());
+    });
+}
+
+/// Seconds from `origin` to `time`, as the chart's x coordinate.
+fn x_of(origin: SystemTime, time: SystemTime) -> f64 {
+    match time.duration_since(origin) {
+        Ok(d) => d.as_secs_f64(),
+        Err(e) => -e.duration().as_secs_f64(),
+    }
+}
+
+/// Wall-clock label (UTC) for chart coordinate `x`.
+fn label_of(origin: SystemTime, x: f64, with_date: bool) -> String {
+    let time = origin + Duration::from_secs_f64(x.max(0.0));
+    let text = humantime::format_rfc3339_seconds(time).to_string();
+    // 2026-11-22T18:34:22Z
+    if with_date {
+        format!("{} {}", &text[5..10], &text[11..19])
+    } else {
+        text[11..19].to_owned()
+    }
+}
+
+/// Runs of intervals with no gap longer than their own duration between them, so a stopped
+/// poller shows as a break rather than a slope.
+fn runs(intervals: &[&Interval]) -> Vec<Vec<(SystemTime, SystemTime, f64, u32)>> {
+    let mut runs: Vec<Vec<(SystemTime, SystemTime, f64, u32)>> = Vec::new();
+    let mut last_end: Option<SystemTime> = None;
+    for interval in intervals {
+        let start = interval.start();
+        let joined = last_end.is_some_and(|end| {
+            start
+                .duration_since(end)
+                .map_or(true, |gap| gap <= interval.duration)
+        });
+        if !joined {
+            runs.push(Vec::new());
+        }
+        if let Some(run) = runs.last_mut() {
+            run.push((start, interval.end, interval.per_second(), interval.limit));
+        }
+        last_end = Some(interval.end);
+    }
+    runs
+}
+
+type DrawResult = Result<(), String>;
+
+fn draw<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    log: &RateLog,
+    report: &Report,
+    categories: &[Category],
+) -> DrawResult {
+    let text = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    root.fill(&WHITE).map_err(text)?;
+    let (Some(first), Some(last)) = (report.first, report.last) else {
+        return Ok(());
+    };
+    let span = x_of(first, last).max(1.0);
+    let with_date = span > 86_400.0;
+    let title = format!(
+        "bitget-poller rate usage, {} to {} UTC",
+        humantime::format_rfc3339_seconds(first),
+        humantime::format_rfc3339_seconds(last)
+    );
+    let body = root.titled(&title, (FONT, 22).into_font()).map_err(text)?;
+    let panels = body.split_evenly((categories.len(), 1));
+    // Tier shading comes from the busiest category's lines, as in the report.
+    let busiest = report
+        .categories
+        .iter()
+        .max_by_key(|c| c.intervals)
+        .map(|c| c.category);
+    let tier_spans: Vec<(f64, f64, Tier)> = log
+        .intervals
+        .iter()
+        .filter(|i| Some(i.category) == busiest)
+        .filter_map(|i| match i.tier {
+            Some(tier @ (Tier::Slow | Tier::Crawl)) => {
+                Some((x_of(first, i.start()), x_of(first, i.end), tier))
+            }
+            _ => None,
+        })
+        .collect();
+    for (panel, category) in panels.iter().zip(categories) {
+        let usage = report
+            .categories
+            .iter()
+            .find(|c| c.category == *category)
+            .ok_or("category vanished")?;
+        let intervals: Vec<&Interval> = log
+            .intervals
+            .iter()
+            .filter(|i| i.category == *category)
+            .collect();
+        let peak = intervals
+            .iter()
+            .map(|i| i.per_second().max(f64::from(i.limit)))
+            .fold(1.0, f64::max);
+        let top = peak * 1.2;
+        let caption = format!(
+            "{}: mean {:.2}/s, p95 {:.2}/s, {:.1}% of {}/s, {} × 429, {} waited",
+            category.name(),
+            usage.mean_per_s,
+            usage.p95_per_s,
+            usage.used_pct,
+            usage.limit,
+            usage.rate_limited,
+            usage.waited
+        );
+        let mut chart = ChartBuilder::on(panel)
+            .caption(caption, (FONT, 16).into_font())
+            .margin(8)
+            .x_label_area_size(30)
+            .y_label_area_size(50)
+            .build_cartesian_2d(0.0..span, 0.0..top)
+            .map_err(text)?;
+        let x_label = |x: &f64| label_of(first, *x, with_date);
+        chart
+            .configure_mesh()
+            .x_labels(8)
+            .y_labels(6)
+            .x_label_formatter(&x_label)
+            .y_desc("req/s")
+            .label_style((FONT, 12).into_font())
+            .axis_desc_style((FONT, 13).into_font())
+            .light_line_style(RGBColor(235, 235, 235))
+            .draw()
+            .map_err(text)?;
+        for (tier, color) in [
+            (Tier::Slow, RGBColor(255, 170, 0)),
+            (Tier::Crawl, RGBColor(220, 30, 30)),
+        ] {
+            let spans: Vec<_> = tier_spans.iter().filter(|s| s.2 == tier).collect();
+            if spans.is_empty() {
+                continue;
+            }
+            chart
+                .draw_series(spans.iter().map(|(a, b, _)| {
+                    Rectangle::new([(*a, 0.0), (*b, top)], color.mix(0.18).filled())
+                }))
+                .map_err(text)?
+                .label(format!("{tier} tier"))
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 16, y + 5)], color.mix(0.3).filled())
+                });
+        }
+        let runs = runs(&intervals);
+        let step = |pick: fn(&(SystemTime, SystemTime, f64, u32)) -> f64| {
+            runs.iter()
+                .map(|run| {
+                    run.iter()
+                        .flat_map(|p| [(x_of(first, p.0), pick(p)), (x_of(first, p.1), pick(p))])
+                        .collect::<Vec<_>>()
+                })
+                .collect::<Vec<_>>()
+        };
+        let limit_color = RGBColor(90, 90, 90);
+        for (i, points) in step(|p| f64::from(p.3)).into_iter().enumerate() {
+            let series = chart
+                .draw_series(DashedLineSeries::new(
+                    points,
+                    6,
+                    4,
+                    limit_color.stroke_width(2),
+                ))
+                .map_err(text)?;
+            if i == 0 {
+                series.label("limit").legend(move |(x, y)| {
+                    PathElement::new([(x, y), (x + 16, y)], limit_color.stroke_width(2))
+                });
+            }
+        }
+        let rate_color = RGBColor(31, 119, 180);
+        for (i, points) in step(|p| p.2).into_iter().enumerate() {
+            let series = chart
+                .draw_series(LineSeries::new(points, rate_color.stroke_width(2)))
+                .map_err(text)?;
+            if i == 0 {
+                series.label("req/s").legend(move |(x, y)| {
+                    PathElement::new([(x, y), (x + 16, y)], rate_color.stroke_width(2))
+                });
+            }
+        }
+        let rejections: Vec<f64> = log
+            .rate_limited
+            .iter()
+            .filter(|r| r.1 == *category)
+            .map(|r| x_of(first, r.0))
+            .collect();
+        if !rejections.is_empty() {
+            chart
+                .draw_series(
+                    rejections
+                        .iter()
+                        .map(|x| Cross::new((*x, top * 0.93), 5, RED.stroke_width(2))),
+                )
+                .map_err(text)?
+                .label("429")
+                .legend(|(x, y)| Cross::new((x + 8, y), 5, RED.stroke_width(2)));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.3))
+            .label_font((FONT, 12).into_font())
+            .draw()
+            .map_err(text)?;
+    }
+    Ok(())
+}
