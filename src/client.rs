@@ -338,7 +338,7 @@ impl Client {
             if error.class() == ErrorClass::RateLimited {
                 // The limiter already holds the whole category for `delay`; the retry
                 // simply queues behind that pause.
-                tracing::info!(target: RATE_LOG, event = "backoff", category = %category, endpoint = path, symbol = symbol.unwrap_or("-"), retry, "retrying once the category pause ends");
+                tracing::info!(target: RATE_LOG, event = %"backoff", category = %category, endpoint = %path, symbol = %symbol.unwrap_or("-"), retry, "retrying once the category pause ends");
                 continue;
             }
             tracing::warn!(endpoint = path, symbol = symbol.unwrap_or("-"), class = ?error.class(), retry, delay_ms = delay.as_millis() as u64, "{error}");
@@ -457,17 +457,17 @@ impl Client {
         let symbol = symbol.unwrap_or("-");
         match self.limiter.feedback(permit, feedback) {
             Some(Adjustment::EffectiveLimit { category, limit }) => {
-                tracing::info!(target: RATE_LOG, event = "limit_follow", category = %category, effective_limit = limit, "following the server's remaining budget");
+                tracing::info!(target: RATE_LOG, event = %"limit_follow", category = %category, effective_limit = limit, "following the server's remaining budget");
             }
             Some(Adjustment::Paused {
                 category,
                 pause,
                 strike,
             }) => {
-                tracing::warn!(target: RATE_LOG, event = "rate_limited", category = %category, endpoint = path, symbol, pause_ms = pause.as_millis() as u64, strike, recent_429 = self.recent.count(category), "rate limited; pausing the whole category");
+                tracing::warn!(target: RATE_LOG, event = %"rate_limited", category = %category, endpoint = %path, symbol = %symbol, pause_ms = pause.as_millis() as u64, strike, recent_429 = self.recent.count(category), "rate limited; pausing the whole category");
             }
             Some(Adjustment::InFlightRejection { category }) => {
-                tracing::warn!(target: RATE_LOG, event = "rate_limited", category = %category, endpoint = path, symbol, in_flight = true, recent_429 = self.recent.count(category), "rate limited (already in flight when the category paused)");
+                tracing::warn!(target: RATE_LOG, event = %"rate_limited", category = %category, endpoint = %path, symbol = %symbol, in_flight = true, recent_429 = self.recent.count(category), "rate limited (already in flight when the category paused)");
             }
             None => {}
         }

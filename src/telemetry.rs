@@ -211,9 +211,9 @@ pub fn emit_stale_summary(stats: &PollStats) {
     let oldest_s = stale.first().map_or(0, |a| a.age_ms / 1000);
     let streams = stats.freshness.watched();
     if stale.is_empty() {
-        tracing::info!(target: RATE_LOG, event = "stale_summary", stale = 0, streams, "no stale symbols");
+        tracing::info!(target: RATE_LOG, event = %"stale_summary", stale = 0, streams, "no stale symbols");
     } else {
-        tracing::warn!(target: RATE_LOG, event = "stale_summary", stale = stale.len(), streams, oldest_s, symbols = %named.join(","), "stale symbols");
+        tracing::warn!(target: RATE_LOG, event = %"stale_summary", stale = stale.len(), streams, oldest_s, symbols = %named.join(","), "stale symbols");
     }
 }
 

@@ -355,7 +355,7 @@ async fn session(
     };
     match trading {
         Some(Ok(summary)) => {
-            tracing::info!(target: crate::trading::TRADING_LOG, event = "summary", "{}", summary.render().replace('\n', ";"));
+            tracing::info!(target: crate::trading::TRADING_LOG, event = %"summary", "{}", summary.render().replace('\n', ";"));
             outln!("{}", summary.render());
         }
         Some(Err(error)) => {

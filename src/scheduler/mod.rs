@@ -402,17 +402,17 @@ impl LoopState {
                     "not fetched in time"
                 }
             });
-            tracing::warn!(target: RATE_LOG, event = "stale", symbol = %age.symbol, timeframe = %age.timeframe, age_s = age.age_ms / 1000, limit_s = age.limit_ms / 1000, has_candle = age.has_candle, reason = why, "stale candles: {} {} has had no new closed candle for {} s (over twice its timeframe)", age.symbol, age.timeframe, age.age_ms / 1000);
+            tracing::warn!(target: RATE_LOG, event = %"stale", symbol = %age.symbol, timeframe = %age.timeframe, age_s = age.age_ms / 1000, limit_s = age.limit_ms / 1000, has_candle = age.has_candle, reason = why, "stale candles: {} {} has had no new closed candle for {} s (over twice its timeframe)", age.symbol, age.timeframe, age.age_ms / 1000);
         }
         for age in changes.fresh_again {
-            tracing::info!(target: RATE_LOG, event = "fresh", symbol = %age.symbol, timeframe = %age.timeframe, age_s = age.age_ms / 1000, "candles fresh again");
+            tracing::info!(target: RATE_LOG, event = %"fresh", symbol = %age.symbol, timeframe = %age.timeframe, age_s = age.age_ms / 1000, "candles fresh again");
         }
     }
 
     fn update_tier(&mut self) {
         let errors = self.p.recent.total();
         if let Some((from, to)) = self.tiers.update(errors) {
-            tracing::warn!(target: RATE_LOG, event = "tier_change", from = %from, to = %to, rate_limited_60s = errors, "adaptive tier changed");
+            tracing::warn!(target: RATE_LOG, event = %"tier_change", from = %from, to = %to, rate_limited_60s = errors, "adaptive tier changed");
             self.batch_left = 0;
             self.iteration_open = false;
             self.resume_at = None;

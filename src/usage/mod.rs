@@ -97,7 +97,8 @@ pub struct RateLog {
     pub rate_limited: Vec<(SystemTime, Category)>,
     /// Adaptive tier changes: when, and the new tier.
     pub tier_changes: Vec<(SystemTime, Tier)>,
-    pub limit_follows: Vec<(SystemTime, Category)>,
+    /// The server's remaining budget followed: when, which category, the limit in force.
+    pub limit_follows: Vec<(SystemTime, Category, u32)>,
     pub stale_summaries: Vec<StaleSummary>,
     /// Stale-stream warnings: when, and `SYMBOL timeframe`.
     pub stale_warnings: Vec<(SystemTime, String)>,
@@ -216,7 +217,10 @@ impl RateLog {
                 number += 1;
                 match std::str::from_utf8(&bytes) {
                     Ok(text) => log.add_line(path, number, text, window),
-                    Err(_) => log.unreadable(path, number, "not UTF-8 text".to_owned()),
+                    Err(_) => {
+                        log.lines += 1;
+                        log.unreadable(path, number, "not UTF-8 text".to_owned());
+                    }
                 }
             }
         }
@@ -285,7 +289,10 @@ impl RateLog {
             }
             Some("session") => self.sessions += 1,
             Some("rate_limited") => self.rate_limited.push((time, category(line)?)),
-            Some("limit_follow") => self.limit_follows.push((time, category(line)?)),
+            Some("limit_follow") => {
+                let limit = number(line, "effective_limit")?;
+                self.limit_follows.push((time, category(line)?, limit));
+            }
             Some("tier_change") => {
                 let to = field(line, "to")?;
                 let tier = Tier::from_name(to).ok_or_else(|| format!("unknown tier '{to}'"))?;

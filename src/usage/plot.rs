@@ -119,6 +119,30 @@ fn runs(intervals: &[&Interval]) -> Vec<Vec<(SystemTime, SystemTime, f64, u32)>>
     runs
 }
 
+/// The limit in force over each run: the configured one from the run's start, then each
+/// value the server's remaining budget set, as a step line.
+fn effective_steps(
+    runs: &[Vec<(SystemTime, SystemTime, f64, u32)>],
+    origin: SystemTime,
+    follows: &[(f64, f64)],
+) -> Vec<Vec<(f64, f64)>> {
+    runs.iter()
+        .filter_map(|run| {
+            let (first, last) = (run.first()?, run.last()?);
+            let (start, end) = (x_of(origin, first.0), x_of(origin, last.1));
+            let mut level = f64::from(first.3);
+            let mut points = vec![(start, level)];
+            for (x, limit) in follows.iter().filter(|(x, _)| *x >= start && *x <= end) {
+                points.push((*x, level));
+                points.push((*x, *limit));
+                level = *limit;
+            }
+            points.push((end, level));
+            Some(points)
+        })
+        .collect()
+}
+
 type DrawResult = Result<(), String>;
 
 fn draw<DB: DrawingBackend>(
@@ -200,7 +224,8 @@ fn draw<DB: DrawingBackend>(
             .y_desc("req/s")
             .label_style((FONT, 12).into_font())
             .axis_desc_style((FONT, 13).into_font())
-            .light_line_style(RGBColor(235, 235, 235))
+            .max_light_lines(2)
+            .light_line_style(RGBColor(240, 240, 240))
             .draw()
             .map_err(text)?;
         for (tier, color) in [
@@ -231,6 +256,28 @@ fn draw<DB: DrawingBackend>(
                 })
                 .collect::<Vec<_>>()
         };
+        let follows: Vec<(f64, f64)> = log
+            .limit_follows
+            .iter()
+            .filter(|f| f.1 == *category)
+            .map(|f| (x_of(first, f.0), f64::from(f.2)))
+            .collect();
+        if !follows.is_empty() {
+            let follow_color = RGBColor(230, 120, 0);
+            for (i, points) in effective_steps(&runs, first, &follows)
+                .into_iter()
+                .enumerate()
+            {
+                let series = chart
+                    .draw_series(LineSeries::new(points, follow_color.stroke_width(2)))
+                    .map_err(text)?;
+                if i == 0 {
+                    series.label("limit followed").legend(move |(x, y)| {
+                        PathElement::new([(x, y), (x + 16, y)], follow_color.stroke_width(2))
+                    });
+                }
+            }
+        }
         let limit_color = RGBColor(90, 90, 90);
         for (i, points) in step(|p| f64::from(p.3)).into_iter().enumerate() {
             let series = chart

@@ -12,3 +12,4 @@ mod fixtures;
 mod helpers;
 mod limits;
 mod modes;
+mod telemetry;
