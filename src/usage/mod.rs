@@ -8,8 +8,8 @@
 //! - p95 req/s is the nearest-rank 95th percentile of the per-interval rates;
 //! - % of limit is requests over the budget those intervals offered (limit × duration);
 //! - 429s are the `event=rate_limited` lines, waits the usage lines' `waited` and `wait_ms`;
-//! - time in each adaptive tier is the covered time of the busiest category's intervals,
-//!   by the tier each line names.
+//! - time in each adaptive tier is the time the busiest category's intervals cover, split
+//!   exactly at the `tier_change` events (see [`tier_spans`]).
 //!
 //! Rotated files are read with the live one, oldest first. A line that cannot be read is
 //! counted and the first few are shown with file and line number; it never stops the report.
@@ -95,8 +95,8 @@ pub struct RateLog {
     pub intervals: Vec<Interval>,
     /// Rate-limit rejections: when, and which category.
     pub rate_limited: Vec<(SystemTime, Category)>,
-    /// Adaptive tier changes: when, and the new tier.
-    pub tier_changes: Vec<(SystemTime, Tier)>,
+    /// Adaptive tier changes: when, from which tier, to which.
+    pub tier_changes: Vec<(SystemTime, Tier, Tier)>,
     /// The server's remaining budget followed: when, which category, the limit in force.
     pub limit_follows: Vec<(SystemTime, Category, u32)>,
     pub stale_summaries: Vec<StaleSummary>,
@@ -294,9 +294,11 @@ impl RateLog {
                 self.limit_follows.push((time, category(line)?, limit));
             }
             Some("tier_change") => {
-                let to = field(line, "to")?;
-                let tier = Tier::from_name(to).ok_or_else(|| format!("unknown tier '{to}'"))?;
-                self.tier_changes.push((time, tier));
+                let tier = |key| {
+                    let name = field(line, key)?;
+                    Tier::from_name(name).ok_or_else(|| format!("unknown tier '{name}'"))
+                };
+                self.tier_changes.push((time, tier("from")?, tier("to")?));
             }
             Some("stale_summary") => {
                 let named = line
@@ -372,6 +374,92 @@ fn usage_interval(line: &logline::LogLine) -> Result<Interval, String> {
         wait: Duration::from_millis(number(line, "wait_ms")?),
         tier,
     })
+}
+
+/// Runs of intervals with no gap longer than their own duration between them: a stopped
+/// poller is a break between runs, not a slope.
+pub fn runs<'a>(intervals: &[&'a Interval]) -> Vec<Vec<&'a Interval>> {
+    let mut runs: Vec<Vec<&Interval>> = Vec::new();
+    let mut last_end: Option<SystemTime> = None;
+    for interval in intervals {
+        let joined = last_end.is_some_and(|end| {
+            interval
+                .start()
+                .duration_since(end)
+                .map_or(true, |gap| gap <= interval.duration)
+        });
+        if !joined {
+            runs.push(Vec::new());
+        }
+        if let Some(run) = runs.last_mut() {
+            run.push(interval);
+        }
+        last_end = Some(interval.end);
+    }
+    runs
+}
+
+/// A stretch of time in one adaptive tier (`None`: the log does not say which).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TierSpan {
+    pub start: SystemTime,
+    pub end: SystemTime,
+    pub tier: Option<Tier>,
+}
+
+/// The category with the most intervals: the tier is global, and this one's lines say when
+/// the poller ran.
+pub fn busiest(log: &RateLog) -> Option<Category> {
+    Category::ALL
+        .into_iter()
+        .map(|c| (c, log.intervals.iter().filter(|i| i.category == c).count()))
+        .filter(|(_, n)| *n > 0)
+        .max_by_key(|(c, n)| (*n, std::cmp::Reverse(c.index())))
+        .map(|(c, _)| c)
+}
+
+/// When the poller was in which tier: over each run of the busiest category's intervals,
+/// split exactly at the `tier_change` events inside it. A run starts in the tier its first
+/// change left, or else the one its first line names.
+pub fn tier_spans(log: &RateLog) -> Vec<TierSpan> {
+    let Some(category) = busiest(log) else {
+        return Vec::new();
+    };
+    let intervals: Vec<&Interval> = log
+        .intervals
+        .iter()
+        .filter(|i| i.category == category)
+        .collect();
+    let mut spans = Vec::new();
+    for run in runs(&intervals) {
+        let (Some(first), Some(last)) = (run.first(), run.last()) else {
+            continue;
+        };
+        let (start, end) = (first.start(), last.end);
+        let changes: Vec<_> = log
+            .tier_changes
+            .iter()
+            .filter(|c| c.0 > start && c.0 <= end)
+            .collect();
+        let mut tier = changes.first().map_or(first.tier, |c| Some(c.1));
+        let mut cursor = start;
+        for (time, _, to) in changes {
+            spans.push(TierSpan {
+                start: cursor,
+                end: *time,
+                tier,
+            });
+            cursor = *time;
+            tier = Some(*to);
+        }
+        spans.push(TierSpan {
+            start: cursor,
+            end,
+            tier,
+        });
+    }
+    spans.retain(|s| s.end > s.start);
+    spans
 }
 
 /// One category's figures over the report's window.
@@ -472,22 +560,17 @@ impl Report {
                 limit_follows: log.limit_follows.iter().filter(|r| r.1 == category).count(),
             });
         }
-        // The tier is global; every category's line names it, so count one category's time:
-        // the one with the most intervals (market, when the poller runs).
-        let busiest = categories
-            .iter()
-            .max_by_key(|c| c.intervals)
-            .map(|c| c.category);
         let mut tiers: Vec<(Tier, Duration)> = Tier::ALL.map(|t| (t, Duration::ZERO)).to_vec();
         let mut untiered = Duration::ZERO;
-        for interval in log.intervals.iter().filter(|i| Some(i.category) == busiest) {
-            match interval.tier {
+        for span in tier_spans(log) {
+            let length = span.end.duration_since(span.start).unwrap_or_default();
+            match span.tier {
                 Some(tier) => {
                     if let Some(slot) = tiers.iter_mut().find(|(t, _)| *t == tier) {
-                        slot.1 += interval.duration;
+                        slot.1 += length;
                     }
                 }
-                None => untiered += interval.duration,
+                None => untiered += length,
             }
         }
         let mut named: BTreeMap<&str, usize> = BTreeMap::new();
@@ -659,9 +742,9 @@ fn pct(part: Duration, total: Duration) -> f64 {
     }
 }
 
-/// `1h 02m 05s`, `3m 20s`, `42s`.
+/// `1h 02m 05s`, `3m 20s`, `42s`, to the nearest second.
 pub fn short_duration(d: Duration) -> String {
-    let s = d.as_secs();
+    let s = d.as_secs_f64().round() as u64;
     match (s / 3600, s / 60 % 60, s % 60) {
         (0, 0, s) => format!("{s}s"),
         (0, m, s) => format!("{m}m {s:02}s"),
@@ -740,6 +823,50 @@ mod tests {
         assert_eq!(log.unreadable_count, 0, "{:?}", log.unreadable);
         assert_eq!(log.intervals[0].duration, Duration::from_secs(10));
         assert_eq!(log.intervals[0].tier, None);
+    }
+
+    #[test]
+    fn tier_spans_split_at_changes_break_at_gaps_and_admit_what_the_log_does_not_say() {
+        let usage = |end: &str, tier: &str| {
+            format!("2026-11-22T10:{end}Z  INFO rate usage event=usage category=market requests=10 limit=20 waited=0 wait_ms=0 interval_ms=10000{tier}")
+        };
+        let text = [
+            usage("00:10", " tier=normal"),
+            "2026-11-22T10:00:15Z  WARN adaptive tier changed event=tier_change from=normal to=slow".to_owned(),
+            usage("00:20", " tier=slow"),
+            // Five minutes later, a line without a tier field and no change around it.
+            usage("05:00", ""),
+        ]
+        .join("\n");
+        let log = RateLog::from_text("t.log", &text, Window::default());
+        let at = |s: u64| UNIX_EPOCH + Duration::from_secs(1_795_341_600 + s);
+        assert_eq!(
+            tier_spans(&log),
+            [
+                TierSpan {
+                    start: at(0),
+                    end: at(15),
+                    tier: Some(Tier::Normal)
+                },
+                TierSpan {
+                    start: at(15),
+                    end: at(20),
+                    tier: Some(Tier::Slow)
+                },
+                TierSpan {
+                    start: at(290),
+                    end: at(300),
+                    tier: None
+                },
+            ]
+        );
+        let report = Report::new(&log);
+        assert_eq!(report.untiered, Duration::from_secs(10));
+        assert!(
+            report.render().contains("not recorded 10s (33.3%)"),
+            "{}",
+            report.render()
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use thiserror::Error;
 
-use super::{Interval, RateLog, Report};
+use super::{runs, tier_spans, Interval, RateLog, Report};
 use crate::limiter::Category;
 use crate::scheduler::tiers::Tier;
 
@@ -96,41 +96,18 @@ fn label_of(origin: SystemTime, x: f64, with_date: bool) -> String {
     }
 }
 
-/// Runs of intervals with no gap longer than their own duration between them, so a stopped
-/// poller shows as a break rather than a slope.
-fn runs(intervals: &[&Interval]) -> Vec<Vec<(SystemTime, SystemTime, f64, u32)>> {
-    let mut runs: Vec<Vec<(SystemTime, SystemTime, f64, u32)>> = Vec::new();
-    let mut last_end: Option<SystemTime> = None;
-    for interval in intervals {
-        let start = interval.start();
-        let joined = last_end.is_some_and(|end| {
-            start
-                .duration_since(end)
-                .map_or(true, |gap| gap <= interval.duration)
-        });
-        if !joined {
-            runs.push(Vec::new());
-        }
-        if let Some(run) = runs.last_mut() {
-            run.push((start, interval.end, interval.per_second(), interval.limit));
-        }
-        last_end = Some(interval.end);
-    }
-    runs
-}
-
 /// The limit in force over each run: the configured one from the run's start, then each
 /// value the server's remaining budget set, as a step line.
 fn effective_steps(
-    runs: &[Vec<(SystemTime, SystemTime, f64, u32)>],
+    runs: &[Vec<&Interval>],
     origin: SystemTime,
     follows: &[(f64, f64)],
 ) -> Vec<Vec<(f64, f64)>> {
     runs.iter()
         .filter_map(|run| {
             let (first, last) = (run.first()?, run.last()?);
-            let (start, end) = (x_of(origin, first.0), x_of(origin, last.1));
-            let mut level = f64::from(first.3);
+            let (start, end) = (x_of(origin, first.start()), x_of(origin, last.end));
+            let mut level = f64::from(first.limit);
             let mut points = vec![(start, level)];
             for (x, limit) in follows.iter().filter(|(x, _)| *x >= start && *x <= end) {
                 points.push((*x, level));
@@ -165,19 +142,11 @@ fn draw<DB: DrawingBackend>(
     );
     let body = root.titled(&title, (FONT, 22).into_font()).map_err(text)?;
     let panels = body.split_evenly((categories.len(), 1));
-    // Tier shading comes from the busiest category's lines, as in the report.
-    let busiest = report
-        .categories
-        .iter()
-        .max_by_key(|c| c.intervals)
-        .map(|c| c.category);
-    let tier_spans: Vec<(f64, f64, Tier)> = log
-        .intervals
-        .iter()
-        .filter(|i| Some(i.category) == busiest)
-        .filter_map(|i| match i.tier {
+    let tier_spans: Vec<(f64, f64, Tier)> = tier_spans(log)
+        .into_iter()
+        .filter_map(|span| match span.tier {
             Some(tier @ (Tier::Slow | Tier::Crawl)) => {
-                Some((x_of(first, i.start()), x_of(first, i.end), tier))
+                Some((x_of(first, span.start), x_of(first, span.end), tier))
             }
             _ => None,
         })
@@ -247,11 +216,16 @@ fn draw<DB: DrawingBackend>(
                 });
         }
         let runs = runs(&intervals);
-        let step = |pick: fn(&(SystemTime, SystemTime, f64, u32)) -> f64| {
+        let step = |pick: fn(&Interval) -> f64| {
             runs.iter()
                 .map(|run| {
                     run.iter()
-                        .flat_map(|p| [(x_of(first, p.0), pick(p)), (x_of(first, p.1), pick(p))])
+                        .flat_map(|i| {
+                            [
+                                (x_of(first, i.start()), pick(i)),
+                                (x_of(first, i.end), pick(i)),
+                            ]
+                        })
                         .collect::<Vec<_>>()
                 })
                 .collect::<Vec<_>>()
@@ -279,7 +253,7 @@ fn draw<DB: DrawingBackend>(
             }
         }
         let limit_color = RGBColor(90, 90, 90);
-        for (i, points) in step(|p| f64::from(p.3)).into_iter().enumerate() {
+        for (i, points) in step(|i| f64::from(i.limit)).into_iter().enumerate() {
             let series = chart
                 .draw_series(DashedLineSeries::new(
                     points,
@@ -295,7 +269,7 @@ fn draw<DB: DrawingBackend>(
             }
         }
         let rate_color = RGBColor(31, 119, 180);
-        for (i, points) in step(|p| p.2).into_iter().enumerate() {
+        for (i, points) in step(Interval::per_second).into_iter().enumerate() {
             let series = chart
                 .draw_series(LineSeries::new(points, rate_color.stroke_width(2)))
                 .map_err(text)?;

@@ -10,8 +10,9 @@
 //!   190 + 198 + 100 + 10 + 50 + 99 = 647 waited, 5 + 6 + 3 + 0.5 + 1 + 2 = 17.5 s of waiting;
 //! - account: 20 + 35 = 55 requests in 20 s: mean 2.75/s, p95 3.5/s, 55 / 200 = 27.5 %, one
 //!   in-flight 429, 5 waited for 0.8 s;
-//! - tiers, from the market lines: normal 10 + 10 + 5 = 25 s, slow 10 + 10 = 20 s, crawl 10 s;
-//!   4 tier changes;
+//! - tiers: the market run lasts from 10:00:00.0001 to 10:00:55.0001 and the tier changes at
+//!   :24 (normal → slow), :31.2 (→ crawl), :39 (→ slow) and :49 (→ normal), so normal
+//!   23.9999 + 6.0001 = 30 s, slow 7.2 + 10 = 17.2 s, crawl 7.8 s; 4 tier changes;
 //! - staleness: 6 summaries, 3 with stale streams, at most 2 at once; XRPUSDT named 3 times,
 //!   DOGEUSDT once; 2 stale warnings;
 //! - 34 lines, 33 of them non-empty; unreadable: bad UTF-8, a line with no timestamp,
@@ -110,9 +111,9 @@ fn the_report_on_the_sample_log_matches_the_hand_worked_figures() {
     assert_eq!(
         report.tiers,
         [
-            (Tier::Normal, Duration::from_secs(25)),
-            (Tier::Slow, Duration::from_secs(20)),
-            (Tier::Crawl, Duration::from_secs(10)),
+            (Tier::Normal, Duration::from_secs(30)),
+            (Tier::Slow, Duration::from_millis(17_200)),
+            (Tier::Crawl, Duration::from_millis(7_800)),
         ]
     );
     assert_eq!(report.untiered, Duration::ZERO);
@@ -156,7 +157,7 @@ fn the_report_on_the_sample_log_matches_the_hand_worked_figures() {
     );
     assert!(
         text.contains(
-            "tiers: normal 25s (45.5%), slow 20s (36.4%), crawl 10s (18.2%); 4 tier changes"
+            "tiers: normal 30s (54.5%), slow 17s (31.3%), crawl 8s (14.2%); 4 tier changes"
         ),
         "{text}"
     );
@@ -180,9 +181,10 @@ fn a_time_window_keeps_only_the_intervals_that_end_inside_it() {
     assert_eq!(
         report.tiers,
         [
-            (Tier::Normal, Duration::ZERO),
-            (Tier::Slow, Duration::from_secs(10)),
-            (Tier::Crawl, Duration::from_secs(10)),
+            // 10:00:30.0001 to 10:00:50.0001, starting in the tier the :31.2 change left.
+            (Tier::Normal, Duration::from_micros(1_000_100)),
+            (Tier::Slow, Duration::from_micros(11_199_900)),
+            (Tier::Crawl, Duration::from_millis(7_800)),
         ]
     );
     assert!(Window::new(Some(at(50)), Some(at(30))).is_err());
