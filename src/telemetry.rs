@@ -191,6 +191,9 @@ impl UsageLine {
     }
 }
 
+/// A final partial interval shorter than this gets no usage line.
+const MIN_FINAL_INTERVAL: Duration = Duration::from_millis(500);
+
 /// At most this many stale streams are named in a summary line; the count is always exact.
 const STALE_NAMED: usize = 10;
 
@@ -231,11 +234,16 @@ pub async fn report_usage(
     let mut last = Instant::now();
     let mut ticker = tokio::time::interval_at(last + interval, interval);
     loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            _ = ticker.tick() => {}
-        }
+        let stopping = tokio::select! {
+            () = stop.cancelled() => true,
+            _ = ticker.tick() => false,
+        };
         let now = Instant::now();
+        // The last, partial interval too, so the usage lines cover the whole run; unless it
+        // is too short for its rate to mean anything.
+        if stopping && now.duration_since(last) < MIN_FINAL_INTERVAL {
+            return;
+        }
         for (i, category) in Category::ALL.into_iter().enumerate() {
             let after = limiter.counters(category);
             if is_reported(category, &after) {
@@ -253,6 +261,9 @@ pub async fn report_usage(
             before[i] = after;
         }
         emit_stale_summary(&stats);
+        if stopping {
+            return;
+        }
         last = now;
     }
 }

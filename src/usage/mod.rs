@@ -102,8 +102,8 @@ pub struct RateLog {
     pub stale_summaries: Vec<StaleSummary>,
     /// Stale-stream warnings: when, and `SYMBOL timeframe`.
     pub stale_warnings: Vec<(SystemTime, String)>,
-    /// Session summaries seen (one per finished run).
-    pub sessions: u64,
+    /// Session summary lines per category (each finished run writes one per category used).
+    pub session_lines: [u64; 4],
     pub unreadable_count: u64,
     /// The first few unreadable lines.
     pub unreadable: Vec<Unreadable>,
@@ -287,7 +287,7 @@ impl RateLog {
                 let interval = usage_interval(line)?;
                 self.intervals.push(interval);
             }
-            Some("session") => self.sessions += 1,
+            Some("session") => self.session_lines[category(line)?.index()] += 1,
             Some("rate_limited") => self.rate_limited.push((time, category(line)?)),
             Some("limit_follow") => {
                 let limit = number(line, "effective_limit")?;
@@ -593,7 +593,8 @@ impl Report {
             lines: log.lines,
             first: times.clone().min(),
             last: times.max(),
-            sessions: log.sessions,
+            // Every run writes a session line for market at least; count one category's.
+            sessions: log.session_lines.iter().copied().max().unwrap_or(0),
             categories,
             tiers,
             untiered,

@@ -230,10 +230,16 @@ fn draw<DB: DrawingBackend>(
                 })
                 .collect::<Vec<_>>()
         };
+        let inside = |time: SystemTime| {
+            runs.iter().any(|run| {
+                run.first().is_some_and(|i| i.start() <= time)
+                    && run.last().is_some_and(|i| time <= i.end)
+            })
+        };
         let follows: Vec<(f64, f64)> = log
             .limit_follows
             .iter()
-            .filter(|f| f.1 == *category)
+            .filter(|f| f.1 == *category && inside(f.0))
             .map(|f| (x_of(first, f.0), f64::from(f.2)))
             .collect();
         if !follows.is_empty() {
