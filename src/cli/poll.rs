@@ -112,7 +112,11 @@ pub(super) async fn run(args: RunArgs) -> ExitCode {
         Ok(specs) => specs,
         Err(code) => return code,
     };
-    poll(config, args.duration, venue, specs, args.metrics_addr).await
+    let metrics = match bind_metrics(args.metrics_addr).await {
+        Ok(metrics) => metrics,
+        Err(code) => return code,
+    };
+    poll(config, args.duration, venue, specs, metrics).await
 }
 
 /// The strategy instances to run; `demo` falls back to the built-in one outside the
@@ -154,6 +158,10 @@ pub(super) async fn demo(args: DemoArgs) -> ExitCode {
     let mut config = match Config::parse(&text, &source) {
         Ok(config) => config,
         Err(error) => return config_failed(&error),
+    };
+    let metrics = match bind_metrics(args.metrics_addr).await {
+        Ok(metrics) => metrics,
+        Err(code) => return code,
     };
     let sim_config = SimConfig {
         symbols: args.symbols,
@@ -197,10 +205,22 @@ pub(super) async fn demo(args: DemoArgs) -> ExitCode {
             return code;
         }
     };
-    let code = poll(config, args.duration, venue, specs, args.metrics_addr).await;
+    let code = poll(config, args.duration, venue, specs, metrics).await;
     let stats = sim.stop().await;
     outln!("{}", render_sim_summary(&stats));
     code
+}
+
+/// Binds `--metrics-addr` before anything else starts, so a taken port is a usage error
+/// (exit 2), not a half-started run.
+async fn bind_metrics(addr: Option<SocketAddr>) -> Result<Option<MetricsServer>, ExitCode> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    MetricsServer::bind(addr).await.map(Some).map_err(|error| {
+        eprintln!("error: {error}");
+        ExitCode::from(2)
+    })
 }
 
 /// Runs one session with file logging, signals, strategies and orders; prints the summaries.
@@ -209,19 +229,8 @@ async fn poll(
     duration: Option<Duration>,
     venue: Venue,
     specs: Vec<StrategySpec>,
-    metrics_addr: Option<SocketAddr>,
+    metrics: Option<MetricsServer>,
 ) -> ExitCode {
-    // Bound before anything starts, so a taken port is a usage error, not a half-started run.
-    let metrics = match metrics_addr {
-        Some(addr) => match MetricsServer::bind(addr).await {
-            Ok(server) => Some(server),
-            Err(error) => {
-                eprintln!("error: {error}");
-                return ExitCode::from(2);
-            }
-        },
-        None => None,
-    };
     let guards = match init_logging(&config.logging) {
         Ok(guards) => guards,
         Err(error) => {

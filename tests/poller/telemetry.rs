@@ -489,3 +489,57 @@ async fn a_symbol_without_fresh_candles_is_warned_about_and_summarised() {
     assert!(summary.contains("symbols=XRPUSDT:1m"), "{summary}");
     assert!(!summary.contains("BTCUSDT"), "{summary}");
 }
+
+#[test]
+fn the_committed_sample_chart_log_reads_cleanly_and_matches_the_readme() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/sample");
+    let files = log_files(&[dir], &PathBuf::from("unused")).unwrap();
+    let report = Report::new(&RateLog::read(&files, Window::default()).unwrap());
+    assert_eq!(report.unreadable_count, 0, "{:?}", report.unreadable);
+    let market = &report.categories[0];
+    assert_eq!((market.requests, market.rate_limited), (2370, 1));
+    assert_eq!(report.tier_changes, 2);
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    for line in report.render().lines().take(5) {
+        assert!(readme.contains(line), "README is missing: {line}");
+    }
+}
+
+#[test]
+fn usage_names_a_missing_file_and_a_taken_metrics_port_is_refused_before_starting() {
+    let output = binary()
+        .args(["usage", "no/such/bitget_rate_limits.log"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cannot read no/such/bitget_rate_limits.log"),
+        "{stderr}"
+    );
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = temp_dir("metrics-taken");
+    let output = binary()
+        .args(["demo", "--duration", "30", "--metrics-addr", &addr])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr} for --metrics-addr")),
+        "{stderr}"
+    );
+    assert!(
+        !dir.join("logs").exists(),
+        "nothing started, not even the log files"
+    );
+    assert!(
+        output.stdout.is_empty(),
+        "not even the simulator: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+}
