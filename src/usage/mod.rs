@@ -22,7 +22,7 @@ use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use thiserror::Error;
 
@@ -63,8 +63,12 @@ impl Interval {
         self.requests as f64 / self.duration.as_secs_f64().max(1e-9)
     }
 
+    /// When the interval began; never before 1970, whatever the line claims.
     pub fn start(&self) -> SystemTime {
-        self.end.checked_sub(self.duration).unwrap_or(self.end)
+        self.end
+            .checked_sub(self.duration)
+            .filter(|t| *t >= UNIX_EPOCH)
+            .unwrap_or(UNIX_EPOCH)
     }
 }
 
@@ -123,8 +127,8 @@ impl Window {
         if let (Some(s), Some(u)) = (since, until) {
             if s >= u {
                 return Err(UsageError::EmptyWindow {
-                    since: humantime::format_rfc3339_seconds(s).to_string(),
-                    until: humantime::format_rfc3339_seconds(u).to_string(),
+                    since: rfc3339(s),
+                    until: rfc3339(u),
                 });
             }
         }
@@ -351,10 +355,11 @@ fn usage_interval(line: &logline::LogLine) -> Result<Interval, String> {
         // Lines written before interval_ms existed: the rate gives the duration back.
         None => {
             let rate: f64 = number(line, "req_per_s")?;
-            if requests == 0 || rate <= 0.0 {
+            if requests == 0 || rate.is_nan() || rate <= 0.0 {
                 return Err("usage line without interval_ms and no requests to time".into());
             }
-            Duration::from_secs_f64(requests as f64 / rate)
+            Duration::try_from_secs_f64(requests as f64 / rate)
+                .map_err(|_| format!("req_per_s={rate} gives no usable interval"))?
         }
     };
     if duration.is_zero() {
@@ -529,8 +534,11 @@ impl Report {
             if intervals.is_empty() && rate_limited == 0 {
                 continue;
             }
-            let covered: Duration = intervals.iter().map(|i| i.duration).sum();
-            let requests: u64 = intervals.iter().map(|i| i.requests).sum();
+            // Saturating: a hand-edited line may hold any number, and must not panic.
+            let covered = saturating_sum(intervals.iter().map(|i| i.duration));
+            let requests = intervals
+                .iter()
+                .fold(0u64, |sum, i| sum.saturating_add(i.requests));
             let budget: f64 = intervals
                 .iter()
                 .map(|i| f64::from(i.limit) * i.duration.as_secs_f64())
@@ -555,8 +563,10 @@ impl Report {
                 },
                 limit: intervals.last().map_or(0, |i| i.limit),
                 rate_limited,
-                waited: intervals.iter().map(|i| i.waited).sum(),
-                wait: intervals.iter().map(|i| i.wait).sum(),
+                waited: intervals
+                    .iter()
+                    .fold(0u64, |sum, i| sum.saturating_add(i.waited)),
+                wait: saturating_sum(intervals.iter().map(|i| i.wait)),
                 limit_follows: log.limit_follows.iter().filter(|r| r.1 == category).count(),
             });
         }
@@ -567,10 +577,10 @@ impl Report {
             match span.tier {
                 Some(tier) => {
                     if let Some(slot) = tiers.iter_mut().find(|(t, _)| *t == tier) {
-                        slot.1 += length;
+                        slot.1 = slot.1.saturating_add(length);
                     }
                 }
-                None => untiered += length,
+                None => untiered = untiered.saturating_add(length),
             }
         }
         let mut named: BTreeMap<&str, usize> = BTreeMap::new();
@@ -620,8 +630,8 @@ impl Report {
         let span = match (self.first, self.last) {
             (Some(first), Some(last)) => format!(
                 "{} to {} ({})",
-                humantime::format_rfc3339_seconds(first),
-                humantime::format_rfc3339_seconds(last),
+                rfc3339(first),
+                rfc3339(last),
                 short_duration(last.duration_since(first).unwrap_or_default())
             ),
             _ => "no usage lines in the window".to_owned(),
@@ -667,7 +677,7 @@ impl Report {
                 c.wait.as_secs_f64()
             );
         }
-        let total: Duration = self.tiers.iter().map(|t| t.1).sum::<Duration>() + self.untiered;
+        let total = saturating_sum(self.tiers.iter().map(|t| t.1).chain([self.untiered]));
         let mut tiers: Vec<String> = self
             .tiers
             .iter()
@@ -727,6 +737,19 @@ impl Report {
     }
 }
 
+/// `2026-11-22T18:34:22Z`. humantime panics on times before 1970, which a hand-edited line
+/// (an interval longer than the time since 1970) can produce; those read "before 1970".
+pub fn rfc3339(time: SystemTime) -> String {
+    if time < UNIX_EPOCH {
+        return "before 1970".to_owned();
+    }
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
+fn saturating_sum(durations: impl Iterator<Item = Duration>) -> Duration {
+    durations.fold(Duration::ZERO, Duration::saturating_add)
+}
+
 fn plural(n: usize) -> &'static str {
     if n == 1 {
         ""
@@ -753,19 +776,27 @@ pub fn short_duration(d: Duration) -> String {
     }
 }
 
-/// A `--since`/`--until` value: an RFC 3339 time (`2026-11-22T18:00:00Z`, or with a space and
-/// no zone, read as UTC) or a duration before `now` (`90s`, `30m`, `2h`, `1d`).
+/// A `--since`/`--until` value: an RFC 3339 time (`2026-11-22T18:00:00Z`; with a space, no
+/// zone, no seconds or only a date, read as UTC) or a duration before `now` (`90s`, `30m`,
+/// `2h`, `1d`).
 ///
 /// # Errors
 /// Neither form, with an example of each.
 pub fn parse_time(text: &str, now: SystemTime) -> Result<SystemTime, String> {
     let text = text.trim();
-    if let Ok(time) = humantime::parse_rfc3339_weak(text) {
+    // Complete the short forms operators type: a date, or a time without seconds.
+    let completed = match text.len() {
+        10 => format!("{text}T00:00:00Z"),
+        16 => format!("{text}:00"),
+        _ => text.to_owned(),
+    };
+    if let Ok(time) = humantime::parse_rfc3339_weak(&completed) {
         return Ok(time);
     }
     if let Ok(ago) = humantime::parse_duration(text) {
         return now
             .checked_sub(ago)
+            .filter(|t| *t >= UNIX_EPOCH)
             .ok_or_else(|| format!("'{text}' ago is before 1970"));
     }
     Err(format!(
@@ -798,6 +829,12 @@ mod tests {
         assert_eq!(
             parse_time("2026-11-22 18:34:22", now).unwrap(),
             UNIX_EPOCH + Duration::from_secs(1_795_372_462)
+        );
+        let ten = UNIX_EPOCH + Duration::from_secs(1_795_341_600);
+        assert_eq!(parse_time("2026-11-22 10:00", now).unwrap(), ten);
+        assert_eq!(
+            parse_time("2026-11-22", now).unwrap(),
+            ten - Duration::from_secs(36_000)
         );
         assert_eq!(
             parse_time("30m", now).unwrap(),

@@ -86,8 +86,14 @@ fn x_of(origin: SystemTime, time: SystemTime) -> f64 {
 
 /// Wall-clock label (UTC) for chart coordinate `x`.
 fn label_of(origin: SystemTime, x: f64, with_date: bool) -> String {
-    let time = origin + Duration::from_secs_f64(x.max(0.0));
-    let text = humantime::format_rfc3339_seconds(time).to_string();
+    let time = Duration::try_from_secs_f64(x.max(0.0))
+        .ok()
+        .and_then(|d| origin.checked_add(d))
+        .unwrap_or(origin);
+    let text = super::rfc3339(time);
+    if text.len() < 20 {
+        return text;
+    }
     // 2026-11-22T18:34:22Z
     if with_date {
         format!("{} {}", &text[5..10], &text[11..19])
@@ -137,8 +143,8 @@ fn draw<DB: DrawingBackend>(
     let with_date = span > 86_400.0;
     let title = format!(
         "bitget-poller rate usage, {} to {} UTC",
-        humantime::format_rfc3339_seconds(first),
-        humantime::format_rfc3339_seconds(last)
+        super::rfc3339(first),
+        super::rfc3339(last)
     );
     let body = root.titled(&title, (FONT, 22).into_font()).map_err(text)?;
     let panels = body.split_evenly((categories.len(), 1));

@@ -1,5 +1,5 @@
-//! Property tests: every reply parser and the config loaders take any input without
-//! panicking, and what they accept reads back exactly. The same entry points are the
+//! Property tests: every reply parser, the config loaders and the rate-log reader take any
+//! input without panicking, and what they accept reads back exactly. The same entry points are the
 //! cargo-fuzz targets in `fuzz/`, which explore far more inputs outside CI.
 
 use std::path::Path;
@@ -9,6 +9,7 @@ use bitget_poller::granularity::{Granularity, Market};
 use bitget_poller::models::Symbol;
 use bitget_poller::parse;
 use bitget_poller::strategy::spec::{self, Polled};
+use bitget_poller::usage::{plot, RateLog, Report, Window};
 use proptest::prelude::*;
 use rust_decimal::Decimal;
 
@@ -148,4 +149,77 @@ fn a_value_with_a_line_break_is_still_reported_on_one_line() {
         error.starts_with("fuzz.toml: poll.symbols: symbol 'BTC\\nUSDT'"),
         "{error}"
     );
+}
+
+/// Rate-log lines with every field drawn from real names, garbage and extreme numbers.
+fn rate_log_line() -> impl Strategy<Value = String> {
+    let number = prop_oneof![
+        any::<u64>().prop_map(|n| n.to_string()),
+        (0u64..100_000).prop_map(|n| n.to_string()),
+        Just("0".to_owned()),
+        Just("NaN".to_owned()),
+        Just("-1".to_owned()),
+        Just("1e308".to_owned()),
+        Just("inf".to_owned()),
+        "[0-9.]{1,6}",
+    ];
+    let name = prop_oneof![
+        Just("market"),
+        Just("account"),
+        Just("trade"),
+        Just("bogus"),
+        Just("normal"),
+        Just("slow"),
+        Just("crawl"),
+    ];
+    let event = prop_oneof![
+        Just("usage"),
+        Just("session"),
+        Just("rate_limited"),
+        Just("limit_follow"),
+        Just("tier_change"),
+        Just("stale_summary"),
+        Just("stale"),
+        Just("other"),
+    ];
+    (
+        0u64..=86_400,
+        event,
+        name.clone(),
+        name,
+        proptest::collection::vec(number, 8),
+    )
+        .prop_map(|(secs, event, a, b, n)| {
+            let time = humantime::format_rfc3339_micros(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_795_300_000 + secs),
+            );
+            format!(
+                "{time}  INFO m event={event} category={a} requests={} req_per_s={} limit={} waited={} wait_ms={} tier={b} interval_ms={} from={a} to={b} effective_limit={} stale={} streams={} symbols=\"X:1m,+2 more\" symbol=X timeframe=1m",
+                n[0], n[1], n[2], n[3], n[4], n[5], n[6], n[7], n[0]
+            )
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn the_usage_reader_never_panics_on_any_text(text in "\\PC{0,200}(\n\\PC{0,200}){0,3}") {
+        let log = RateLog::from_text("any.log", &text, Window::default());
+        let _ = Report::new(&log).render();
+    }
+
+    #[test]
+    fn usage_reports_and_charts_take_any_numbers(lines in proptest::collection::vec(rate_log_line(), 1..10)) {
+        let log = RateLog::from_text("gen.log", &lines.join("\n"), Window::default());
+        let report = Report::new(&log);
+        let text = report.render();
+        prop_assert!(text.contains("unreadable lines: "));
+        let path = std::env::temp_dir().join(format!("bgp-prop-{}.svg", std::process::id()));
+        match plot::plot(&log, &path) {
+            Ok(()) => prop_assert!(std::fs::metadata(&path).map(|m| m.len() > 0).unwrap_or(false)),
+            Err(plot::PlotError::Empty) => prop_assert!(log.intervals.is_empty()),
+            Err(e) => prop_assert!(false, "{}", e),
+        }
+    }
 }
