@@ -4,10 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 secs="${1:-60}"
-mkdir -p corpus/replies corpus/config corpus/strategy_file
+mkdir -p corpus/replies corpus/config corpus/strategy_file corpus/rate_log
 cp ../../shared/bitget-fixtures/recorded/*.json ../../shared/bitget-fixtures/doc-examples/*.json corpus/replies/
 cp ../config/*.toml ../tests/configs/bad/*.toml corpus/config/
 cp ../strategies/*.toml corpus/strategy_file/
-for target in replies config strategy_file; do
+for log in ../tests/data/usage/bitget_rate_limits.log* ../docs/sample/*.log; do
+    cp "$log" "corpus/rate_log/$(echo "${log#../}" | tr / _)"
+done
+for target in replies config strategy_file rate_log; do
     cargo +nightly fuzz run "$target" "corpus/$target" -- -max_total_time="$secs" -rss_limit_mb=4096
 done

@@ -197,7 +197,7 @@ pub async fn poll_session(
     let poller = Poller::new(
         client,
         config.poll.clone(),
-        wall,
+        Arc::clone(&wall),
         Arc::clone(&recent),
         events,
         Arc::clone(&wiring.stats),
@@ -209,6 +209,7 @@ pub async fn poll_session(
         Arc::clone(&limiter_dyn),
         Arc::clone(&recent),
         Arc::clone(&stats),
+        Arc::clone(&wall),
         config.usage_interval,
         config.ascii_status,
         reporter_stop.clone(),

@@ -19,7 +19,7 @@ use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::time::Instant;
 use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
@@ -28,6 +28,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
 
+use crate::clock::Clock;
 use crate::limiter::{Category, CategoryCounters, RateLimiter};
 use crate::scheduler::tiers::Tier;
 use crate::scheduler::PollStats;
@@ -198,11 +199,8 @@ const MIN_FINAL_INTERVAL: Duration = Duration::from_millis(500);
 const STALE_NAMED: usize = 10;
 
 /// Emits the interval's staleness summary: how many streams are stale, the oldest first.
-pub fn emit_stale_summary(stats: &PollStats) {
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    let stale = stats.freshness.stale(now_ms);
+pub fn emit_stale_summary(stats: &PollStats, wall: &dyn Clock) {
+    let stale = stats.freshness.stale(wall.now_ms());
     let mut named: Vec<String> = stale
         .iter()
         .take(STALE_NAMED)
@@ -226,6 +224,7 @@ pub async fn report_usage(
     limiter: Arc<dyn RateLimiter>,
     recent: Arc<RecentRateLimits>,
     stats: Arc<PollStats>,
+    wall: Arc<dyn Clock>,
     interval: Duration,
     ascii: bool,
     stop: tokio_util::sync::CancellationToken,
@@ -260,7 +259,7 @@ pub async fn report_usage(
             }
             before[i] = after;
         }
-        emit_stale_summary(&stats);
+        emit_stale_summary(&stats, wall.as_ref());
         if stopping {
             return;
         }

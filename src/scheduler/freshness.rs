@@ -21,6 +21,8 @@ use crate::models::Symbol;
 /// One stream's age at a moment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamAge {
+    /// The stream's index, which is the poller's.
+    pub index: usize,
     pub symbol: Symbol,
     pub timeframe: String,
     /// Milliseconds since its newest closed candle closed (or since it was first watched).
@@ -135,8 +137,9 @@ impl Freshness {
         state
             .entries
             .iter()
-            .filter(|e| !e.retired)
-            .map(|e| age_of(e, now))
+            .enumerate()
+            .filter(|(_, e)| !e.retired)
+            .map(|(i, e)| age_of(i, e, now))
             .collect()
     }
 
@@ -145,8 +148,11 @@ impl Freshness {
         let mut state = self.lock();
         let now = server_ms(now_ms, state.offset_ms);
         let mut changes = Changes::default();
-        for entry in state.entries.iter_mut().filter(|e| !e.retired) {
-            let age = age_of(entry, now);
+        for (index, entry) in state.entries.iter_mut().enumerate() {
+            if entry.retired {
+                continue;
+            }
+            let age = age_of(index, entry, now);
             let stale = age.is_stale();
             if stale != entry.stale {
                 entry.stale = stale;
@@ -167,8 +173,9 @@ impl Freshness {
         let mut stale: Vec<StreamAge> = state
             .entries
             .iter()
-            .filter(|e| e.stale && !e.retired)
-            .map(|e| age_of(e, now))
+            .enumerate()
+            .filter(|(_, e)| e.stale && !e.retired)
+            .map(|(i, e)| age_of(i, e, now))
             .collect();
         stale.sort_by_key(|a| std::cmp::Reverse(a.age_ms));
         stale
@@ -184,8 +191,9 @@ fn server_ms(now_ms: u64, offset_ms: i64) -> u64 {
     now_ms.saturating_add_signed(offset_ms)
 }
 
-fn age_of(entry: &Entry, now: u64) -> StreamAge {
+fn age_of(index: usize, entry: &Entry, now: u64) -> StreamAge {
     StreamAge {
+        index,
         symbol: entry.symbol.clone(),
         timeframe: entry.timeframe.clone(),
         age_ms: now.saturating_sub(entry.last_close_ms.unwrap_or(entry.watched_since_ms)),

@@ -387,14 +387,11 @@ impl LoopState {
     fn check_freshness(&self) {
         let changes = self.p.stats.freshness.check(self.p.wall.now_ms());
         for age in changes.newly_stale {
-            let index = self.streams.iter().position(|s| {
-                s.symbol == age.symbol && self.p.config.timeframes[s.timeframe].0 == age.timeframe
-            });
-            let why = index.map_or("", |i| {
-                let s = &self.streams[i];
+            let now = Instant::now();
+            let why = self.streams.get(age.index).map_or("", |s| {
                 if s.parked_until.is_some() {
                     "parked after bitget refused it"
-                } else if s.retry_at.is_some() {
+                } else if s.retry_at.is_some_and(|t| t > now) {
                     "backing off after failed fetches"
                 } else if self.tiers.current() != Tier::Normal {
                     "the adaptive tier is slowing polling down"

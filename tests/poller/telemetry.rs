@@ -485,7 +485,10 @@ async fn a_symbol_without_fresh_candles_is_warned_about_and_summarised() {
         .rev()
         .find(|l| l.contains("event=stale_summary"))
         .expect("a summary every usage interval");
-    assert!(summary.contains("stale=1 streams=2"), "{summary}");
+    assert!(
+        summary.contains("stale=1 streams=2 oldest_s=180 "),
+        "measured on the poller's clock: {summary}"
+    );
     assert!(summary.contains("symbols=XRPUSDT:1m"), "{summary}");
     assert!(!summary.contains("BTCUSDT"), "{summary}");
 }
