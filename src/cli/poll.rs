@@ -185,6 +185,7 @@ pub(super) async fn demo(args: DemoArgs) -> ExitCode {
         source.display()
     );
     outln!("      rate lines: tail -F logs/bitget_rate_limits.log   (Ctrl-C to stop)");
+    outln!("      afterwards: bitget-poller usage --plot usage.svg   (where the budget went)");
     let venue = if args.live {
         outln!(
             "      --live: real signed orders to the simulator with its demo key {DEMO_API_KEY}"
