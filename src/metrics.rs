@@ -91,6 +91,11 @@ fn per_category<M: EncodeMetric>(
     Ok(())
 }
 
+fn gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: i64) -> Encoded {
+    let gauge = ConstGauge::new(value);
+    gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)
+}
+
 impl Collector for MetricsSources {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Encoded {
         let counters = Category::ALL.map(|c| self.limiter.counters(c));
@@ -160,13 +165,12 @@ impl Collector for MetricsSources {
             .stats
             .symbols_per_iteration
             .load(std::sync::atomic::Ordering::Relaxed);
-        let gauge = ConstGauge::new(symbols as i64);
-        gauge.encode(encoder.encode_descriptor(
+        gauge(
+            &mut encoder,
             "symbols_per_iteration",
             "Symbols fetched per iteration (all streams in the normal tier).",
-            None,
-            gauge.metric_type(),
-        )?)?;
+            symbols as i64,
+        )?;
         {
             let tier = self.stats.tier();
             let mut family = encoder.encode_descriptor(
@@ -182,13 +186,12 @@ impl Collector for MetricsSources {
         }
         let ages = self.stats.freshness.ages(self.wall.now_ms());
         let stale = ages.iter().filter(|a| a.is_stale()).count();
-        let gauge = ConstGauge::new(stale as i64);
-        gauge.encode(encoder.encode_descriptor(
+        gauge(
+            &mut encoder,
             "stale_streams",
             "Streams whose newest closed candle is older than twice their timeframe.",
-            None,
-            gauge.metric_type(),
-        )?)?;
+            stale as i64,
+        )?;
         let mut family = encoder.encode_descriptor(
             "candle_age",
             "Time since the newest closed candle of a symbol and timeframe closed (since polling began, before the first).",

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use thiserror::Error;
@@ -127,6 +128,33 @@ fn effective_steps(
 }
 
 type DrawResult = Result<(), String>;
+
+type Chart<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// Draws one step line per run, labelled once in the legend.
+fn draw_steps<DB: DrawingBackend>(
+    chart: &mut Chart<'_, DB>,
+    runs: Vec<Vec<(f64, f64)>>,
+    color: RGBColor,
+    dashed: bool,
+    label: &str,
+) -> DrawResult {
+    let style = color.stroke_width(2);
+    for (i, points) in runs.into_iter().enumerate() {
+        let series = if dashed {
+            chart.draw_series(DashedLineSeries::new(points, 6, 4, style))
+        } else {
+            chart.draw_series(LineSeries::new(points, style))
+        }
+        .map_err(|e| e.to_string())?;
+        if i == 0 {
+            series
+                .label(label)
+                .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], style));
+        }
+    }
+    Ok(())
+}
 
 fn draw<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
@@ -249,48 +277,19 @@ fn draw<DB: DrawingBackend>(
             .map(|f| (x_of(first, f.0), f64::from(f.2)))
             .collect();
         if !follows.is_empty() {
-            let follow_color = RGBColor(230, 120, 0);
-            for (i, points) in effective_steps(&runs, first, &follows)
-                .into_iter()
-                .enumerate()
-            {
-                let series = chart
-                    .draw_series(LineSeries::new(points, follow_color.stroke_width(2)))
-                    .map_err(text)?;
-                if i == 0 {
-                    series.label("limit followed").legend(move |(x, y)| {
-                        PathElement::new([(x, y), (x + 16, y)], follow_color.stroke_width(2))
-                    });
-                }
-            }
+            let steps = effective_steps(&runs, first, &follows);
+            draw_steps(
+                &mut chart,
+                steps,
+                RGBColor(230, 120, 0),
+                false,
+                "limit followed",
+            )?;
         }
-        let limit_color = RGBColor(90, 90, 90);
-        for (i, points) in step(|i| f64::from(i.limit)).into_iter().enumerate() {
-            let series = chart
-                .draw_series(DashedLineSeries::new(
-                    points,
-                    6,
-                    4,
-                    limit_color.stroke_width(2),
-                ))
-                .map_err(text)?;
-            if i == 0 {
-                series.label("limit").legend(move |(x, y)| {
-                    PathElement::new([(x, y), (x + 16, y)], limit_color.stroke_width(2))
-                });
-            }
-        }
-        let rate_color = RGBColor(31, 119, 180);
-        for (i, points) in step(Interval::per_second).into_iter().enumerate() {
-            let series = chart
-                .draw_series(LineSeries::new(points, rate_color.stroke_width(2)))
-                .map_err(text)?;
-            if i == 0 {
-                series.label("req/s").legend(move |(x, y)| {
-                    PathElement::new([(x, y), (x + 16, y)], rate_color.stroke_width(2))
-                });
-            }
-        }
+        let limits = step(|i| f64::from(i.limit));
+        draw_steps(&mut chart, limits, RGBColor(90, 90, 90), true, "limit")?;
+        let rates = step(Interval::per_second);
+        draw_steps(&mut chart, rates, RGBColor(31, 119, 180), false, "req/s")?;
         let rejections: Vec<f64> = log
             .rate_limited
             .iter()

@@ -6,18 +6,7 @@ use std::time::Duration;
 
 use bitget_poller::sim::SimConfig;
 
-use crate::helpers::simulator;
-
-fn binary() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_bitget-poller"))
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use crate::helpers::{binary, simulator, temp_dir};
 
 fn write_config(dir: &Path) -> PathBuf {
     let path = dir.join("poll.toml");

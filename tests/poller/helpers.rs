@@ -111,3 +111,16 @@ impl Write for LogCapture {
         Ok(())
     }
 }
+
+/// The `bitget-poller` binary this test run built.
+pub fn binary() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_bitget-poller"))
+}
+
+/// An empty directory of this test's own under cargo's test scratch space.
+pub fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

@@ -19,7 +19,6 @@
 //!   `requests=abc`, and a line cut inside a quoted value.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -34,7 +33,7 @@ use bitget_poller::usage::{log_files, RateLog, Report, Window};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{config, run_with_clock, simulator};
+use crate::helpers::{binary, config, run_with_clock, simulator, temp_dir};
 
 fn sample_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/usage")
@@ -188,17 +187,6 @@ fn a_time_window_keeps_only_the_intervals_that_end_inside_it() {
         ]
     );
     assert!(Window::new(Some(at(50)), Some(at(30))).is_err());
-}
-
-fn binary() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_bitget-poller"))
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 #[test]
