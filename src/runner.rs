@@ -46,6 +46,8 @@ pub struct RunSummary {
     pub parked: u64,
     pub close_rounds: u64,
     pub last_close_latency_ms: u64,
+    /// Streams whose newest closed candle was over twice their timeframe old at the end.
+    pub stale_at_exit: usize,
 }
 
 impl RunSummary {
@@ -93,7 +95,7 @@ impl RunSummary {
             ));
         }
         out.push_str(&format!(
-            "  closed candles delivered {}, candle replies {}, tickers snapshots {} (dropped {}), forming dropped {}, consumer wait {} ms, failed fetches {}, parked symbols {}",
+            "  closed candles delivered {}, candle replies {}, tickers snapshots {} (dropped {}), forming dropped {}, consumer wait {} ms, failed fetches {}, parked symbols {}, stale streams {}",
             self.closed_delivered,
             self.candle_replies,
             self.tickers_delivered,
@@ -101,7 +103,8 @@ impl RunSummary {
             self.forming_dropped,
             self.consumer_wait_ms,
             self.failures,
-            self.parked
+            self.parked,
+            self.stale_at_exit
         ));
         if self.close_rounds > 0 {
             out.push_str(&format!(
@@ -255,5 +258,6 @@ pub async fn poll_session(
         parked: stats.parked.load(Ordering::Relaxed),
         close_rounds: stats.close_rounds.load(Ordering::Relaxed),
         last_close_latency_ms: stats.last_close_latency_ms.load(Ordering::Relaxed),
+        stale_at_exit: stats.freshness.stale(wall.now_ms()).len(),
     })
 }

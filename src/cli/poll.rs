@@ -218,6 +218,9 @@ async fn bind_metrics(addr: Option<SocketAddr>) -> Result<Option<MetricsServer>,
     let Some(addr) = addr else {
         return Ok(None);
     };
+    if !addr.ip().is_loopback() {
+        eprintln!("warning: --metrics-addr {addr} is reachable from other hosts; the metrics name every polled symbol and the request rates");
+    }
     MetricsServer::bind(addr).await.map(Some).map_err(|error| {
         eprintln!("error: {error}");
         ExitCode::from(2)

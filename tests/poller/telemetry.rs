@@ -467,6 +467,8 @@ async fn a_symbol_without_fresh_candles_is_warned_about_and_summarised() {
         warning.contains("stale candles: XRPUSDT 1m has had no new closed candle for 180 s"),
         "{warning}"
     );
+    assert_eq!(run.summary.stale_at_exit, 1);
+    assert!(run.summary.render().ends_with("stale streams 1"));
     let summary = run
         .log
         .lines()
