@@ -70,6 +70,9 @@ struct UsageArgs {
     /// Take the log directory from this config's [logging] dir.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Print the report as JSON (times in RFC 3339, durations in seconds) instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]

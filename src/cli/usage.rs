@@ -38,13 +38,23 @@ fn report(args: &UsageArgs) -> Result<ExitCode, String> {
     };
     let files = log_files(&args.files, &default_dir).map_err(|e| e.to_string())?;
     let log = RateLog::read(&files, window).map_err(|e: UsageError| e.to_string())?;
-    outln!("{}", Report::new(&log).render());
+    let report = Report::new(&log);
+    if args.json {
+        outln!("{:#}", report.to_json());
+    } else {
+        outln!("{}", report.render());
+    }
     let Some(path) = &args.plot else {
         return Ok(ExitCode::SUCCESS);
     };
     match plot(&log, path) {
         Ok(()) => {
-            outln!("chart written to {}", path.display());
+            // Standard output stays pure JSON with --json.
+            if args.json {
+                eprintln!("chart written to {}", path.display());
+            } else {
+                outln!("chart written to {}", path.display());
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(error @ PlotError::Format(_)) => Err(error.to_string()),

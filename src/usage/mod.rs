@@ -624,6 +624,55 @@ impl Report {
         }
     }
 
+    /// The same figures as JSON, for scripts: times in RFC 3339, durations in seconds.
+    pub fn to_json(&self) -> serde_json::Value {
+        let time = |t: Option<SystemTime>| t.map(rfc3339);
+        serde_json::json!({
+            "files": self.files,
+            "lines": self.lines,
+            "from": time(self.first),
+            "to": time(self.last),
+            "sessions": self.sessions,
+            "categories": self.categories.iter().map(|c| serde_json::json!({
+                "category": c.category.name(),
+                "intervals": c.intervals,
+                "covered_s": c.covered.as_secs_f64(),
+                "requests": c.requests,
+                "mean_per_s": c.mean_per_s,
+                "p95_per_s": c.p95_per_s,
+                "max_per_s": c.max_per_s,
+                "limit": c.limit,
+                "used_pct": c.used_pct,
+                "rate_limited": c.rate_limited,
+                "waited": c.waited,
+                "wait_s": c.wait.as_secs_f64(),
+                "limit_follows": c.limit_follows,
+            })).collect::<Vec<_>>(),
+            "tiers_s": self.tiers.iter().map(|(t, d)| (t.name().to_owned(), d.as_secs_f64().into()))
+                .chain([("not_recorded".to_owned(), self.untiered.as_secs_f64().into())])
+                .collect::<serde_json::Map<String, serde_json::Value>>(),
+            "tier_changes": self.tier_changes,
+            "stale": {
+                "summaries": self.summaries,
+                "intervals_with_stale": self.stale_intervals,
+                "most_at_once": self.most_stale_at_once,
+                "warnings": self.stale_warnings,
+                "streams": self.stale_streams.iter().map(|(name, n)| serde_json::json!({
+                    "stream": name,
+                    "intervals": n,
+                })).collect::<Vec<_>>(),
+            },
+            "unreadable": {
+                "count": self.unreadable_count,
+                "first": self.unreadable.iter().map(|u| serde_json::json!({
+                    "file": u.file.display().to_string(),
+                    "line": u.line,
+                    "reason": u.reason,
+                })).collect::<Vec<_>>(),
+            },
+        })
+    }
+
     /// The text `usage` prints.
     pub fn render(&self) -> String {
         let mut out = String::new();

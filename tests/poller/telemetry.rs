@@ -536,3 +536,34 @@ fn usage_names_a_missing_file_and_a_taken_metrics_port_is_refused_before_startin
         String::from_utf8_lossy(&output.stdout)
     );
 }
+
+#[test]
+fn usage_json_carries_the_same_figures_and_keeps_stdout_pure() {
+    let dir = temp_dir("usage-json");
+    let chart = dir.join("usage.svg");
+    let output = binary()
+        .arg("usage")
+        .arg(sample_dir())
+        .args(["--json", "--plot"])
+        .arg(&chart)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("stdout is JSON");
+    let market = &json["categories"][0];
+    assert_eq!(market["category"], "market");
+    assert_eq!(market["requests"], 783);
+    assert_eq!(market["covered_s"], 55.0);
+    assert_eq!(market["p95_per_s"], 19.8);
+    assert_eq!(market["rate_limited"], 3);
+    assert_eq!(market["wait_s"], 17.5);
+    assert_eq!(json["categories"][1]["used_pct"], 27.5);
+    assert_eq!(json["tiers_s"]["slow"], 17.2);
+    assert_eq!(json["tier_changes"], 4);
+    assert_eq!(json["stale"]["streams"][0]["stream"], "XRPUSDT:1m");
+    assert_eq!(json["unreadable"]["count"], 4);
+    assert_eq!(json["unreadable"]["first"][2]["line"], 4);
+    assert_eq!(json["from"], "2026-11-22T10:00:00Z");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("chart written to"));
+    assert!(std::fs::metadata(&chart).unwrap().len() > 10_000);
+}
