@@ -5,6 +5,7 @@
 //! operator fixes the file in one pass. Secrets never live here: the exchange credentials
 //! come from the environment.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -281,6 +282,7 @@ struct RawLogging {
     ascii_status: bool,
     max_file_mb: u64,
     keep_files: usize,
+    metrics_addr: String,
 }
 
 impl Default for RawLogging {
@@ -292,6 +294,7 @@ impl Default for RawLogging {
             ascii_status: false,
             max_file_mb: 50,
             keep_files: 5,
+            metrics_addr: String::new(),
         }
     }
 }
@@ -354,6 +357,8 @@ pub struct Config {
     pub logging: LogConfig,
     pub usage_interval: Duration,
     pub ascii_status: bool,
+    /// Where to serve Prometheus metrics (`--metrics-addr` overrides it); none when empty.
+    pub metrics_addr: Option<SocketAddr>,
     pub trading: TradingConfig,
 }
 
@@ -594,6 +599,18 @@ impl Config {
         );
         c.range("logging.max_file_mb", g.max_file_mb, 0, 100_000);
         c.range("logging.keep_files", g.keep_files, 0, 100);
+        let metrics_addr = match g.metrics_addr.trim() {
+            "" => None,
+            text => match text.parse::<SocketAddr>() {
+                Ok(addr) => Some(addr),
+                Err(_) => {
+                    c.problems.push(format!(
+                        "logging.metrics_addr = \"{text}\" is not an address; write ip:port such as \"127.0.0.1:9184\", or \"\" for none"
+                    ));
+                    None
+                }
+            },
+        };
 
         let tr = &raw.trading;
         let mut decimal = |key: &str, text: &str, min: Decimal, max: Decimal| {
@@ -685,6 +702,7 @@ impl Config {
             },
             usage_interval,
             ascii_status: g.ascii_status,
+            metrics_addr,
             trading: TradingConfig {
                 enabled: raw.trading.enabled,
                 strategies_dir: raw.trading.strategies_dir,
@@ -777,6 +795,15 @@ mod tests {
         assert_eq!(c.poll.timeframes[0].0, "1m");
         assert_eq!(c.poll.tiers, TierConfig::default());
         assert_eq!(c.usage_interval, Duration::from_secs(10));
+        assert_eq!(c.metrics_addr, None);
+        let with_metrics = parse(&format!(
+            "{MINIMAL}[logging]\nmetrics_addr = \"127.0.0.1:9184\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            with_metrics.metrics_addr,
+            Some(SocketAddr::from(([127, 0, 0, 1], 9184)))
+        );
     }
 
     #[test]

@@ -90,7 +90,8 @@ struct RunArgs {
     /// BITGET_API_PASSPHRASE. Without it, strategies trade on paper.
     #[arg(long)]
     live: bool,
-    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9184.
+    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9184 (overrides
+    /// [logging] metrics_addr).
     #[arg(long, value_name = "ADDR")]
     metrics_addr: Option<SocketAddr>,
 }
@@ -109,7 +110,8 @@ struct DemoArgs {
     /// Send real signed orders to the simulator (with its demo key) instead of paper trading.
     #[arg(long)]
     live: bool,
-    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9184.
+    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9184 (overrides
+    /// [logging] metrics_addr).
     #[arg(long, value_name = "ADDR")]
     metrics_addr: Option<SocketAddr>,
 }

@@ -112,7 +112,7 @@ pub(super) async fn run(args: RunArgs) -> ExitCode {
         Ok(specs) => specs,
         Err(code) => return code,
     };
-    let metrics = match bind_metrics(args.metrics_addr).await {
+    let metrics = match bind_metrics(args.metrics_addr.or(config.metrics_addr)).await {
         Ok(metrics) => metrics,
         Err(code) => return code,
     };
@@ -159,7 +159,7 @@ pub(super) async fn demo(args: DemoArgs) -> ExitCode {
         Ok(config) => config,
         Err(error) => return config_failed(&error),
     };
-    let metrics = match bind_metrics(args.metrics_addr).await {
+    let metrics = match bind_metrics(args.metrics_addr.or(config.metrics_addr)).await {
         Ok(metrics) => metrics,
         Err(code) => return code,
     };

@@ -59,6 +59,11 @@ const CASES: &[(&str, &str, &str)] = &[
         "expected one of `symbols`",
     ),
     (
+        "bad_metrics_addr",
+        "logging.metrics_addr",
+        "write ip:port such as \"127.0.0.1:9184\"",
+    ),
+    (
         "unknown_log_level",
         "logging.level",
         "allowed error, warn, info, debug, trace, off",
