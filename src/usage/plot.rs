@@ -21,6 +21,8 @@ use crate::scheduler::tiers::Tier;
 const FONT: &str = "sans-serif";
 const WIDTH: u32 = 1200;
 const PANEL_HEIGHT: u32 = 320;
+/// At most about this many steps across the chart: two pixels each.
+const BUCKETS: f64 = 560.0;
 
 /// Why no chart was written.
 #[derive(Debug, Error)]
@@ -101,6 +103,101 @@ fn label_of(origin: SystemTime, x: f64, with_date: bool) -> String {
     } else {
         text[11..19].to_owned()
     }
+}
+
+/// Merges consecutive intervals of each run into buckets at least `width` long, so a week of
+/// 10 s lines draws as a line rather than a solid block. A bucket's rate is its requests over
+/// its time (the mean, not a mean of rates), and its limit the highest in it.
+fn downsample(runs: &[Vec<&Interval>], width: Duration) -> Vec<Vec<Interval>> {
+    runs.iter()
+        .map(|run| {
+            let mut buckets: Vec<Interval> = Vec::new();
+            let mut open: Option<Interval> = None;
+            for interval in run {
+                let bucket = match open.take() {
+                    None => (*interval).clone(),
+                    Some(mut bucket) => {
+                        bucket.requests = bucket.requests.saturating_add(interval.requests);
+                        // The bucket spans from its first start to this end, gaps included.
+                        let start = bucket.start().min(interval.start());
+                        bucket.end = interval.end;
+                        bucket.duration = bucket.end.duration_since(start).unwrap_or_default();
+                        bucket.limit = bucket.limit.max(interval.limit);
+                        bucket
+                    }
+                };
+                if bucket.duration >= width {
+                    buckets.push(bucket);
+                } else {
+                    open = Some(bucket);
+                }
+            }
+            buckets.extend(open);
+            buckets
+        })
+        .collect()
+}
+
+/// Shading for the degraded tiers: each span as it is when they are few, or else, so a week
+/// of short slow spells does not paint the chart solid, per `width`-wide cell with a strength
+/// that follows the share of the cell's time spent in the tier.
+fn shade(spans: &[(f64, f64, Tier)], width: f64) -> Vec<(f64, f64, Tier, f64)> {
+    const EXACT: f64 = 0.18;
+    if spans.len() as f64 <= BUCKETS / 4.0 || width <= 0.0 {
+        return spans.iter().map(|&(a, b, t)| (a, b, t, EXACT)).collect();
+    }
+    let cells = (BUCKETS as usize) + 1;
+    let mut share = vec![[0.0f64; 2]; cells];
+    for &(a, b, tier) in spans {
+        let slot = usize::from(tier == Tier::Crawl);
+        let first = ((a / width) as usize).min(cells - 1);
+        let last = ((b / width) as usize).min(cells - 1);
+        for (cell, shares) in share.iter_mut().enumerate().take(last + 1).skip(first) {
+            let (lo, hi) = (cell as f64 * width, (cell + 1) as f64 * width);
+            shares[slot] += (b.min(hi) - a.max(lo)).max(0.0) / width;
+        }
+    }
+    let mut out = Vec::new();
+    for (cell, shares) in share.iter().enumerate() {
+        for (slot, tier) in [Tier::Slow, Tier::Crawl].into_iter().enumerate() {
+            if shares[slot] > 0.0 {
+                let (lo, hi) = (cell as f64 * width, (cell + 1) as f64 * width);
+                out.push((lo, hi, tier, 0.05 + 0.3 * shares[slot].min(1.0)));
+            }
+        }
+    }
+    out
+}
+
+/// The lowest limit in force during each bucket, for charts too long to show every change.
+fn effective_per_bucket(
+    runs: &[Vec<&Interval>],
+    origin: SystemTime,
+    follows: &[(f64, f64)],
+) -> Vec<Vec<(f64, f64)>> {
+    runs.iter()
+        .filter_map(|run| {
+            let first = run.first()?;
+            // Each run starts at the configured limit: changes before it do not carry over.
+            let start = x_of(origin, first.start());
+            let mut next = follows.partition_point(|f| f.0 < start);
+            let mut level = f64::from(first.limit);
+            let mut points = Vec::new();
+            for bucket in run {
+                let end = x_of(origin, bucket.end);
+                let mut low = level;
+                while let Some(&(x, limit)) = follows.get(next).filter(|f| f.0 <= end) {
+                    debug_assert!(x <= end);
+                    level = limit;
+                    low = low.min(level);
+                    next += 1;
+                }
+                points.push((x_of(origin, bucket.start()), low));
+                points.push((end, low));
+            }
+            Some(points)
+        })
+        .collect()
 }
 
 /// The limit in force over each run: the configured one from the run's start, then each
@@ -185,6 +282,7 @@ fn draw<DB: DrawingBackend>(
             _ => None,
         })
         .collect();
+    let shades = shade(&tier_spans, span / BUCKETS);
     for (panel, category) in panels.iter().zip(categories) {
         let usage = report
             .categories
@@ -196,13 +294,26 @@ fn draw<DB: DrawingBackend>(
             .iter()
             .filter(|i| i.category == *category)
             .collect();
-        let peak = intervals
+        let bucket = Duration::from_secs_f64(span / BUCKETS);
+        let merged = downsample(&runs(&intervals), bucket);
+        let runs: Vec<Vec<&Interval>> = merged.iter().map(|run| run.iter().collect()).collect();
+        let peak = runs
             .iter()
+            .flatten()
             .map(|i| i.per_second().max(f64::from(i.limit)))
             .fold(1.0, f64::max);
         let top = peak * 1.2;
+        let downsampled = merged.iter().flatten().count() < intervals.len();
+        let averaged = if downsampled {
+            format!(
+                ", req/s averaged over {} buckets",
+                super::short_duration(bucket)
+            )
+        } else {
+            String::new()
+        };
         let caption = format!(
-            "{}: mean {:.2}/s, p95 {:.2}/s, {:.1}% of {}/s, {} × 429, {} waited",
+            "{}: mean {:.2}/s, p95 {:.2}/s, {:.1}% of {}/s, {} × 429, {} waited{averaged}",
             category.name(),
             usage.mean_per_s,
             usage.p95_per_s,
@@ -235,13 +346,13 @@ fn draw<DB: DrawingBackend>(
             (Tier::Slow, RGBColor(255, 170, 0)),
             (Tier::Crawl, RGBColor(220, 30, 30)),
         ] {
-            let spans: Vec<_> = tier_spans.iter().filter(|s| s.2 == tier).collect();
+            let spans: Vec<_> = shades.iter().filter(|s| s.2 == tier).collect();
             if spans.is_empty() {
                 continue;
             }
             chart
-                .draw_series(spans.iter().map(|(a, b, _)| {
-                    Rectangle::new([(*a, 0.0), (*b, top)], color.mix(0.18).filled())
+                .draw_series(spans.iter().map(|(a, b, _, alpha)| {
+                    Rectangle::new([(*a, 0.0), (*b, top)], color.mix(*alpha).filled())
                 }))
                 .map_err(text)?
                 .label(format!("{tier} tier"))
@@ -249,7 +360,6 @@ fn draw<DB: DrawingBackend>(
                     Rectangle::new([(x, y - 5), (x + 16, y + 5)], color.mix(0.3).filled())
                 });
         }
-        let runs = runs(&intervals);
         let step = |pick: fn(&Interval) -> f64| {
             runs.iter()
                 .map(|run| {
@@ -277,7 +387,11 @@ fn draw<DB: DrawingBackend>(
             .map(|f| (x_of(first, f.0), f64::from(f.2)))
             .collect();
         if !follows.is_empty() {
-            let steps = effective_steps(&runs, first, &follows);
+            let steps = if downsampled {
+                effective_per_bucket(&runs, first, &follows)
+            } else {
+                effective_steps(&runs, first, &follows)
+            };
             draw_steps(
                 &mut chart,
                 steps,
@@ -317,4 +431,72 @@ fn draw<DB: DrawingBackend>(
             .map_err(text)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::UNIX_EPOCH;
+
+    fn interval(end_s: u64, requests: u64, limit: u32) -> Interval {
+        Interval {
+            end: UNIX_EPOCH + Duration::from_secs(1_795_341_600 + end_s),
+            category: Category::Market,
+            requests,
+            duration: Duration::from_secs(10),
+            limit,
+            waited: 0,
+            wait: Duration::ZERO,
+            tier: Some(Tier::Normal),
+        }
+    }
+
+    #[test]
+    fn long_logs_are_merged_into_buckets_within_runs_at_their_mean_rate() {
+        let lines: Vec<Interval> = [10, 20, 30, 40, 50, 60, 500, 510]
+            .iter()
+            .zip([100, 200, 300, 100, 100, 100, 50, 50])
+            .map(|(&end, req)| interval(end, req, if end == 20 { 15 } else { 20 }))
+            .collect();
+        let refs: Vec<&Interval> = lines.iter().collect();
+        let merged = downsample(&runs(&refs), Duration::from_secs(25));
+        // Two runs (the gap before 490 s breaks them); 30 s buckets in the first.
+        let shape: Vec<Vec<(u64, f64, u32)>> = merged
+            .iter()
+            .map(|run| {
+                run.iter()
+                    .map(|b| (b.duration.as_secs(), b.per_second(), b.limit))
+                    .collect()
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            [vec![(30, 20.0, 20), (30, 10.0, 20)], vec![(20, 5.0, 20)]]
+        );
+        let runs: Vec<Vec<&Interval>> = merged.iter().map(|r| r.iter().collect()).collect();
+        let origin = UNIX_EPOCH + Duration::from_secs(1_795_341_600);
+        // The followed limit fell to 4 at 35 s and rose back at 38 s: the second bucket shows 4.
+        let follows = [(35.0, 4.0), (38.0, 20.0)];
+        let steps = effective_per_bucket(&runs, origin, &follows);
+        assert_eq!(
+            steps[0],
+            [(0.0, 20.0), (30.0, 20.0), (30.0, 4.0), (60.0, 4.0)]
+        );
+        assert_eq!(steps[1], [(490.0, 20.0), (510.0, 20.0)]);
+    }
+
+    #[test]
+    fn many_short_tier_spells_are_shaded_by_their_share_of_each_cell() {
+        let few = [(10.0, 20.0, Tier::Slow)];
+        assert_eq!(shade(&few, 1.0), [(10.0, 20.0, Tier::Slow, 0.18)]);
+        // 200 one-second slow spells, one every 10 s; cells 10 s wide: a 10 % share each.
+        let many: Vec<_> = (0..200)
+            .map(|i| (f64::from(i) * 10.0, f64::from(i) * 10.0 + 1.0, Tier::Slow))
+            .collect();
+        let shaded = shade(&many, 10.0);
+        assert_eq!(shaded.len(), 200);
+        assert!(shaded
+            .iter()
+            .all(|s| s.2 == Tier::Slow && (s.3 - (0.05 + 0.3 * 0.1)).abs() < 1e-9));
+    }
 }
