@@ -161,6 +161,26 @@ impl Collector for MetricsSources {
                 self.latency.histograms[category.index()].encode(family.encode_family(&labels)?)?;
             }
         }
+        for (name, help, value) in [
+            (
+                "closed_candles",
+                "Closed candles delivered to strategies.",
+                &self.stats.closed_delivered,
+            ),
+            (
+                "fetch_failures",
+                "Poller fetches that failed (each is logged with its symbol and class).",
+                &self.stats.failures,
+            ),
+        ] {
+            let counter = ConstCounter::new(value.load(std::sync::atomic::Ordering::Relaxed));
+            counter.encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
+        }
         let symbols = self
             .stats
             .symbols_per_iteration

@@ -395,6 +395,12 @@ async fn the_metrics_endpoint_counters_move_as_requests_are_made() {
         sample_value(&polling, "bitget_poller_stale_streams"),
         Some(0.0)
     );
+    let closed = sample_value(&polling, "bitget_poller_closed_candles_total").unwrap();
+    assert!(closed >= 2.0, "both symbols delivered history: {closed}");
+    assert_eq!(
+        sample_value(&polling, "bitget_poller_fetch_failures_total"),
+        Some(0.0)
+    );
     for symbol in ["BTCUSDT", "ETHUSDT"] {
         let age = sample_value(
             &polling,
