@@ -169,11 +169,14 @@ fn shade(spans: &[(f64, f64, Tier)], width: f64) -> Vec<(f64, f64, Tier, f64)> {
     out
 }
 
-/// The lowest limit in force during each bucket, for charts too long to show every change.
-fn effective_per_bucket(
+/// The limit in force over each run, as a step line: the configured one from the run's
+/// start, then each value the server's remaining budget set. `bucketed` charts, too long to
+/// show every change, get the lowest limit in force during each bucket instead.
+fn effective_limits(
     runs: &[Vec<&Interval>],
     origin: SystemTime,
     follows: &[(f64, f64)],
+    bucketed: bool,
 ) -> Vec<Vec<(f64, f64)>> {
     runs.iter()
         .filter_map(|run| {
@@ -182,43 +185,29 @@ fn effective_per_bucket(
             let start = x_of(origin, first.start());
             let mut next = follows.partition_point(|f| f.0 < start);
             let mut level = f64::from(first.limit);
-            let mut points = Vec::new();
+            let mut points = if bucketed {
+                Vec::new()
+            } else {
+                vec![(start, level)]
+            };
             for bucket in run {
                 let end = x_of(origin, bucket.end);
                 let mut low = level;
                 while let Some(&(x, limit)) = follows.get(next).filter(|f| f.0 <= end) {
-                    debug_assert!(x <= end);
+                    if !bucketed {
+                        points.extend([(x, level), (x, limit)]);
+                    }
                     level = limit;
-                    low = low.min(level);
+                    low = low.min(limit);
                     next += 1;
                 }
-                points.push((x_of(origin, bucket.start()), low));
-                points.push((end, low));
+                if bucketed {
+                    points.extend([(x_of(origin, bucket.start()), low), (end, low)]);
+                }
             }
-            Some(points)
-        })
-        .collect()
-}
-
-/// The limit in force over each run: the configured one from the run's start, then each
-/// value the server's remaining budget set, as a step line.
-fn effective_steps(
-    runs: &[Vec<&Interval>],
-    origin: SystemTime,
-    follows: &[(f64, f64)],
-) -> Vec<Vec<(f64, f64)>> {
-    runs.iter()
-        .filter_map(|run| {
-            let (first, last) = (run.first()?, run.last()?);
-            let (start, end) = (x_of(origin, first.start()), x_of(origin, last.end));
-            let mut level = f64::from(first.limit);
-            let mut points = vec![(start, level)];
-            for (x, limit) in follows.iter().filter(|(x, _)| *x >= start && *x <= end) {
-                points.push((*x, level));
-                points.push((*x, *limit));
-                level = *limit;
+            if !bucketed {
+                points.push((x_of(origin, run.last()?.end), level));
             }
-            points.push((end, level));
             Some(points)
         })
         .collect()
@@ -387,11 +376,7 @@ fn draw<DB: DrawingBackend>(
             .map(|f| (x_of(first, f.0), f64::from(f.2)))
             .collect();
         if !follows.is_empty() {
-            let steps = if downsampled {
-                effective_per_bucket(&runs, first, &follows)
-            } else {
-                effective_steps(&runs, first, &follows)
-            };
+            let steps = effective_limits(&runs, first, &follows, downsampled);
             draw_steps(
                 &mut chart,
                 steps,
@@ -459,7 +444,7 @@ mod tests {
             .map(|(&end, req)| interval(end, req, if end == 20 { 15 } else { 20 }))
             .collect();
         let refs: Vec<&Interval> = lines.iter().collect();
-        let merged = downsample(&runs(&refs), Duration::from_secs(25));
+        let merged = downsample(&super::runs(&refs), Duration::from_secs(25));
         // Two runs (the gap before 490 s breaks them); 30 s buckets in the first.
         let shape: Vec<Vec<(u64, f64, u32)>> = merged
             .iter()
@@ -477,12 +462,26 @@ mod tests {
         let origin = UNIX_EPOCH + Duration::from_secs(1_795_341_600);
         // The followed limit fell to 4 at 35 s and rose back at 38 s: the second bucket shows 4.
         let follows = [(35.0, 4.0), (38.0, 20.0)];
-        let steps = effective_per_bucket(&runs, origin, &follows);
+        let steps = effective_limits(&runs, origin, &follows, true);
         assert_eq!(
             steps[0],
             [(0.0, 20.0), (30.0, 20.0), (30.0, 4.0), (60.0, 4.0)]
         );
         assert_eq!(steps[1], [(490.0, 20.0), (510.0, 20.0)]);
+        // Unbucketed, every change is a step of its own, at its own time.
+        let original = super::runs(&refs);
+        let exact = effective_limits(&original, origin, &follows, false);
+        assert_eq!(
+            exact[0],
+            [
+                (0.0, 20.0),
+                (35.0, 20.0),
+                (35.0, 4.0),
+                (38.0, 4.0),
+                (38.0, 20.0),
+                (60.0, 20.0)
+            ]
+        );
     }
 
     #[test]
