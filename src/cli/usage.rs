@@ -47,7 +47,7 @@ fn report(args: &UsageArgs) -> Result<ExitCode, String> {
     let Some(path) = &args.plot else {
         return Ok(ExitCode::SUCCESS);
     };
-    match plot(&log, path) {
+    match plot(&log, &report, path) {
         Ok(()) => {
             // Standard output stays pure JSON with --json.
             if args.json {

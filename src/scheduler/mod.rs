@@ -621,11 +621,14 @@ impl LoopState {
                 }
                 first_new.get_or_insert(open);
                 self.streams[index].last_closed = Some(open);
-                self.p.stats.freshness.closed(index, open);
                 self.send_closed(candle).await;
             } else {
                 forming = Some(candle);
             }
+        }
+        if let (Some(_), Some(newest)) = (first_new, self.streams[index].last_closed) {
+            // Once per reply, not per candle: only the newest close sets the age.
+            self.p.stats.freshness.closed(index, newest);
         }
         if let (Some(last), Some(first)) = (last_before, first_new) {
             let g = self.p.config.timeframes[self.streams[index].timeframe].1;

@@ -35,11 +35,11 @@ pub enum PlotError {
     Draw { path: String, detail: String },
 }
 
-/// Draws `log` into `path` (`.svg` or `.png`).
+/// Draws `log`, whose figures are `report`, into `path` (`.svg` or `.png`).
 ///
 /// # Errors
 /// An unknown extension, no usage lines, or the file cannot be written.
-pub fn plot(log: &RateLog, path: &Path) -> Result<(), PlotError> {
+pub fn plot(log: &RateLog, report: &Report, path: &Path) -> Result<(), PlotError> {
     let name = path.display().to_string();
     let extension = path
         .extension()
@@ -48,7 +48,6 @@ pub fn plot(log: &RateLog, path: &Path) -> Result<(), PlotError> {
     if !matches!(extension.as_deref(), Some("svg" | "png")) {
         return Err(PlotError::Format(name));
     }
-    let report = Report::new(log);
     let categories: Vec<Category> = report.categories.iter().map(|c| c.category).collect();
     if log.intervals.is_empty() || categories.is_empty() {
         return Err(PlotError::Empty);
@@ -61,11 +60,11 @@ pub fn plot(log: &RateLog, path: &Path) -> Result<(), PlotError> {
     };
     if extension.as_deref() == Some("svg") {
         let root = SVGBackend::new(path, size).into_drawing_area();
-        draw(&root, log, &report, &categories).map_err(draw_error)?;
+        draw(&root, log, report, &categories).map_err(draw_error)?;
         root.present().map_err(|e| draw_error(e.to_string()))
     } else {
         let root = BitMapBackend::new(path, size).into_drawing_area();
-        draw(&root, log, &report, &categories).map_err(draw_error)?;
+        draw(&root, log, report, &categories).map_err(draw_error)?;
         root.present().map_err(|e| draw_error(e.to_string()))
     }
 }

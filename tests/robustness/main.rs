@@ -216,7 +216,7 @@ proptest! {
         let text = report.render();
         prop_assert!(text.contains("unreadable lines: "));
         let path = std::env::temp_dir().join(format!("bgp-prop-{}.svg", std::process::id()));
-        match plot::plot(&log, &path) {
+        match plot::plot(&log, &report, &path) {
             Ok(()) => prop_assert!(std::fs::metadata(&path).map(|m| m.len() > 0).unwrap_or(false)),
             Err(plot::PlotError::Empty) => prop_assert!(log.intervals.is_empty()),
             Err(e) => prop_assert!(false, "{}", e),
