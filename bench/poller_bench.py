@@ -67,10 +67,15 @@ enabled = false
     return cfg
 
 
+def poller_command(cfg, port, seconds):
+    """The `bitget-poller run` command line against the simulator on `port`."""
+    return [str(BIN), "run", "--config", str(cfg), "--base-url", f"http://127.0.0.1:{port}",
+            "--duration", str(seconds)]
+
+
 def run_poller(cfg, port, seconds):
     proc = subprocess.Popen(
-        [str(BIN), "run", "--config", str(cfg), "--base-url", f"http://127.0.0.1:{port}",
-         "--duration", str(seconds)],
+        poller_command(cfg, port, seconds),
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         env={**os.environ, "RUST_LOG": "warn"})
     started = time.time()

@@ -25,7 +25,7 @@ import os
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from poller_bench import BIN, CANDLES, ROOT, read_log, start_sim, stop_sim, write_config  # noqa: E402
+from poller_bench import CANDLES, ROOT, poller_command, read_log, start_sim, stop_sim, write_config  # noqa: E402
 
 STUCK_LIMIT_S = 2 * 60 + 30
 
@@ -53,8 +53,7 @@ def main():
         sim, port, log, stats_path, _ = start_sim(args.symbols, faults, work)
         cfg = write_config(work, "live", seconds)
         proc = subprocess.Popen(
-            [str(BIN), "run", "--config", str(cfg), "--base-url", f"http://127.0.0.1:{port}",
-             "--duration", str(seconds)],
+            poller_command(cfg, port, seconds),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             env={**os.environ, "RUST_LOG": "error"})
         started = time.time()
