@@ -115,6 +115,14 @@ fn query_string(query: &[(&str, &str)]) -> String {
     serializer.finish()
 }
 
+/// One attempt's reply as the limiter needs it: the verdict, the remaining count and the
+/// server's `requestTime`.
+struct Sent {
+    result: Result<Bytes, BitgetError>,
+    remaining: Option<u32>,
+    server_ms: Option<u64>,
+}
+
 /// A checked success reply.
 #[derive(Debug, Clone)]
 pub struct Reply {
@@ -365,14 +373,25 @@ impl Client {
         let outcome = self.send(request, symbol).await;
         self.latency.observe(route.category, sent.elapsed());
         self.report(&permit, request.path, symbol, &outcome);
-        Ok(outcome.map(|(body, _)| body))
+        Ok(outcome.result)
     }
 
-    async fn send(
+    async fn send(&self, request: &Request<'_>, symbol: Option<&str>) -> Sent {
+        match self.send_inner(request, symbol).await {
+            Ok(sent) => sent,
+            Err(error) => Sent {
+                result: Err(error),
+                remaining: None,
+                server_ms: None,
+            },
+        }
+    }
+
+    async fn send_inner(
         &self,
         request: &Request<'_>,
         symbol: Option<&str>,
-    ) -> Result<(Bytes, Option<u32>), BitgetError> {
+    ) -> Result<Sent, BitgetError> {
         let path = request.path;
         let mut url = format!("{}{}", self.base_url, path);
         if !request.query.is_empty() {
@@ -429,30 +448,32 @@ impl Client {
             .bytes()
             .await
             .map_err(|e| transport_error(path, &e))?;
-        self.classifier
-            .check(path, symbol, status, retry_after.as_deref(), &body)?;
-        Ok((body, remaining))
+        let (server_ms, verdict) =
+            self.classifier
+                .check_timed(path, symbol, status, retry_after.as_deref(), &body);
+        Ok(Sent {
+            result: verdict.map(|()| body),
+            remaining,
+            server_ms,
+        })
     }
 
-    fn report(
-        &self,
-        permit: &Permit,
-        path: &str,
-        symbol: Option<&str>,
-        outcome: &Result<(Bytes, Option<u32>), BitgetError>,
-    ) {
-        let feedback = match outcome {
-            Ok((_, remaining)) => Feedback::Accepted {
-                remaining: *remaining,
+    fn report(&self, permit: &Permit, path: &str, symbol: Option<&str>, outcome: &Sent) {
+        let server_time_ms = outcome.server_ms;
+        let feedback = match &outcome.result {
+            Ok(_) => Feedback::Accepted {
+                remaining: outcome.remaining,
+                server_time_ms,
             },
             Err(error) if error.class() == ErrorClass::RateLimited => {
                 self.recent.record(permit.category);
                 Feedback::RateLimited {
                     retry_after: error.retry_after(),
                     jitter: rand::thread_rng().gen::<f64>(),
+                    server_time_ms,
                 }
             }
-            Err(_) => Feedback::Other,
+            Err(_) => Feedback::Other { server_time_ms },
         };
         let symbol = symbol.unwrap_or("-");
         match self.limiter.feedback(permit, feedback) {

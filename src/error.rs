@@ -207,6 +207,26 @@ struct Envelope<'a> {
     code: Option<std::borrow::Cow<'a, str>>,
     #[serde(borrow)]
     msg: Option<std::borrow::Cow<'a, str>>,
+    /// Server time in ms: a number in the docs, a string in some recordings.
+    #[serde(rename = "requestTime", default)]
+    request_time: Option<RequestTime<'a>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RequestTime<'a> {
+    Number(u64),
+    #[serde(borrow)]
+    Text(std::borrow::Cow<'a, str>),
+}
+
+impl RequestTime<'_> {
+    fn millis(&self) -> Option<u64> {
+        match self {
+            Self::Number(ms) => Some(*ms),
+            Self::Text(text) => text.trim().parse().ok(),
+        }
+    }
 }
 
 /// Sorts HTTP replies into success or a [`BitgetError`], with a configurable rate-limit set.
@@ -240,9 +260,40 @@ impl Classifier {
         retry_after: Option<&str>,
         body: &[u8],
     ) -> Result<(), BitgetError> {
+        self.check_timed(endpoint, symbol, status, retry_after, body)
+            .1
+    }
+
+    /// [`Self::check`], also returning the reply's `requestTime` (server ms) when it has
+    /// one, from the same single parse of the envelope.
+    pub fn check_timed(
+        &self,
+        endpoint: &str,
+        symbol: Option<&str>,
+        status: u16,
+        retry_after: Option<&str>,
+        body: &[u8],
+    ) -> (Option<u64>, Result<(), BitgetError>) {
+        let envelope = serde_json::from_slice::<Envelope<'_>>(body).ok();
+        let server_ms = envelope
+            .as_ref()
+            .and_then(|e| e.request_time.as_ref())
+            .and_then(RequestTime::millis);
+        let verdict = self.judge(endpoint, symbol, status, retry_after, body, envelope);
+        (server_ms, verdict)
+    }
+
+    fn judge(
+        &self,
+        endpoint: &str,
+        symbol: Option<&str>,
+        status: u16,
+        retry_after: Option<&str>,
+        body: &[u8],
+        envelope: Option<Envelope<'_>>,
+    ) -> Result<(), BitgetError> {
         let endpoint = endpoint.to_owned();
         let retry_after = retry_after.and_then(parse_retry_after);
-        let envelope = serde_json::from_slice::<Envelope<'_>>(body).ok();
         let code = envelope.as_ref().and_then(|e| e.code.as_deref());
         let msg = envelope
             .as_ref()

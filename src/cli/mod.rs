@@ -24,6 +24,7 @@ mod usage;
 use crate::credential::Credentials;
 use crate::sim::faults::FaultConfig;
 use crate::sim::limits::LimitConfig;
+use crate::sim::network::NetworkConfig;
 use crate::sim::record::StatsSnapshot;
 use crate::sim::{
     SimConfig, SimError, Simulator, DEMO_API_KEY, DEMO_API_PASSPHRASE, DEMO_API_SECRET,
@@ -190,6 +191,23 @@ struct SimArgs {
     /// Seed of the fault generator.
     #[arg(long, default_value_t = 1)]
     fault_seed: u64,
+    /// Delay each request's arrival by a uniform draw in [0, MS] milliseconds before the
+    /// server meters and stamps it, as a real network path does.
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    jitter_ms: u64,
+    /// Per mille of requests whose arrival delay is drawn from [0, 10 × --jitter-ms]: a heavy tail.
+    #[arg(long, default_value_t = 0, value_name = "PERMILLE", value_parser = clap::value_parser!(u32).range(0..=1000))]
+    jitter_tail_permille: u32,
+    /// Server pauses of MS (or MIN-MAX) milliseconds; requests arriving meanwhile are all
+    /// metered at the pause's end. Needs --stall-every.
+    #[arg(long, value_name = "MS", value_parser = parse_stall)]
+    stall_ms: Option<(u64, u64)>,
+    /// Seconds between the starts of two server pauses.
+    #[arg(long, value_name = "SECS")]
+    stall_every: Option<f64>,
+    /// Seed of the arrival delays and pause lengths.
+    #[arg(long, default_value_t = 1)]
+    network_seed: u64,
     /// Execute the first N orders but reset the connection before replying.
     #[arg(long, default_value_t = 0)]
     lose_order_replies: u32,
@@ -209,6 +227,10 @@ struct SimArgs {
     /// Stop after this many seconds (default: run until Ctrl-C or SIGTERM).
     #[arg(long)]
     duration: Option<u64>,
+}
+
+fn parse_stall(text: &str) -> Result<(u64, u64), String> {
+    NetworkConfig::parse_stall(text).map_err(|e| e.to_string())
 }
 
 fn parse_override(text: &str) -> Result<(usize, u32), String> {
@@ -270,6 +292,16 @@ impl SimArgs {
                 seed: self.fault_seed,
                 lost_order_replies: self.lose_order_replies,
                 rate_limited_orders: self.rate_limit_orders,
+            },
+            network: NetworkConfig {
+                jitter_ms: self.jitter_ms,
+                tail_permille: self.jitter_tail_permille,
+                stall_ms: self.stall_ms.unwrap_or((0, 0)),
+                stall_every_ms: self
+                    .stall_every
+                    .filter(|s| s.is_finite() && *s > 0.0)
+                    .map_or(0, |s| (s * 1_000.0).round() as u64),
+                seed: self.network_seed,
             },
             keys,
             request_log: self.request_log,

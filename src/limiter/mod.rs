@@ -1,15 +1,28 @@
 //! Client-side rate limiting: which budget each endpoint spends, and a limiter that never
-//! lets a sliding one-second window exceed it.
+//! lets a sliding one-second window *on the server's clock* exceed it.
 //!
 //! Written by hand rather than with `governor`: governor's GCRA is a token bucket, whose
 //! burst plus refill admits more than the limit in some one-second windows unless the burst
-//! is 1, it cannot take two buckets (category and overall) all-or-nothing, and it has no
-//! way to pause a category on a 429 or to follow the server's `x-mbx-used-remain-limit`.
-//! [`window`] is the exact core; [`local`] is the in-process async limiter on top of it.
+//! is 1, it cannot take two buckets (category and overall) all-or-nothing, it cannot pause a
+//! category on a 429 or follow the server's `x-mbx-used-remain-limit`, and it counts on our
+//! send times while Bitget counts arrivals on its own clock.
+//! - [`offset`]: bounds on the clock offset to the server, from send, receive and
+//!   `requestTime`;
+//! - [`window`]: the exact core, sliding windows in the server's frame;
+//! - [`share`]: the share of a budget left to us beside other clients;
+//! - [`budgets`]: all budgets of a client and what replies do to them, pure;
+//! - [`local`]: the in-process async limiter on top;
+//! - [`model`]: a discrete-event model of clients, network and a Bitget-like meter, for
+//!   tests and the sharing curve.
+//!
 //! Callers see only the [`RateLimiter`] trait, so a limiter shared by several processes on
 //! one IP (Redis, say) can replace [`local::LocalLimiter`] without touching them.
 
+pub mod budgets;
 pub mod local;
+pub mod model;
+pub mod offset;
+pub mod share;
 pub mod window;
 
 use std::fmt;
@@ -154,7 +167,8 @@ pub struct Limits {
     pub per_second: [u32; 4],
     /// Bitget's per-IP cap over a minute, shared by all categories.
     pub overall_per_minute: u32,
-    /// Fraction of each window kept free for jitter between our clock and the server's.
+    /// Extra fraction of each window kept free, on top of the margin the limiter measures
+    /// (the clock-offset bounds); 0 by default.
     pub safety_margin: f64,
 }
 
@@ -163,7 +177,7 @@ impl Default for Limits {
         Self {
             per_second: [20, 10, 10, 10],
             overall_per_minute: 6000,
-            safety_margin: 0.02,
+            safety_margin: 0.0,
         }
     }
 }
@@ -177,6 +191,8 @@ impl Limits {
 /// Proof of admission: hand it back with the outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Permit {
+    /// Unique per limiter, ascending in admission order.
+    pub id: u64,
     pub category: Category,
     pub endpoint: u16,
     /// When it was admitted, in the limiter's own time base.
@@ -185,19 +201,37 @@ pub struct Permit {
     pub waited: Duration,
 }
 
-/// What the server said about an admitted request.
+/// What the server said about an admitted request. `server_time_ms` is the reply's
+/// `requestTime`, when it had one: it places the request on the server's clock.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Feedback {
     /// Accepted; `remaining` is `x-mbx-used-remain-limit` when the server sent it.
-    Accepted { remaining: Option<u32> },
-    /// Rejected for rate: the limiter pauses the whole category for the backoff delay (or
-    /// the server's `Retry-After`). `jitter` is a uniform draw in [0, 1).
+    Accepted {
+        remaining: Option<u32>,
+        server_time_ms: Option<u64>,
+    },
+    /// Rejected for rate: the limiter holds the whole category until the server's window has
+    /// room (or the server's `Retry-After`). `jitter` is a uniform draw in [0, 1) for the
+    /// backoff of repeated rejections.
     RateLimited {
         retry_after: Option<Duration>,
         jitter: f64,
+        server_time_ms: Option<u64>,
     },
-    /// Any other outcome; the server counted the request (or we cannot know).
-    Other,
+    /// Any other outcome, or no reply at all; the server counted the request (or we cannot
+    /// know).
+    Other { server_time_ms: Option<u64> },
+}
+
+impl Feedback {
+    /// The reply's `requestTime`, if any.
+    pub fn server_time_ms(&self) -> Option<u64> {
+        match *self {
+            Self::Accepted { server_time_ms, .. }
+            | Self::RateLimited { server_time_ms, .. }
+            | Self::Other { server_time_ms } => server_time_ms,
+        }
+    }
 }
 
 /// What feedback changed, for the rate log.
@@ -232,6 +266,13 @@ pub struct CategoryCounters {
     pub effective_limit: u32,
     /// Admissions available right now.
     pub available: u32,
+    /// Requests per window other clients took, in thousandths, on the last step.
+    pub foreign_milli: u32,
+    /// The limit the server enforces as far as its remaining counts show.
+    pub server_limit: u32,
+    /// The margin in force: the width of the clock-offset bounds plus the stamp's
+    /// resolution, in µs; `None` before the first reply.
+    pub clock_margin_us: Option<u64>,
 }
 
 /// A boxed future, so the trait stays object-safe for `Arc<dyn RateLimiter>`.

@@ -24,6 +24,7 @@ pub mod faults;
 pub mod handlers;
 pub mod limits;
 pub mod market;
+pub mod network;
 pub mod params;
 pub mod record;
 pub mod server;
@@ -45,6 +46,7 @@ use account::Accounts;
 use faults::{FaultConfig, FaultInjector};
 use limits::{LimitConfig, Limiter};
 use market::Universe;
+use network::{Network, NetworkConfig, NetworkConfigError};
 use record::{Recorder, StatsSnapshot};
 
 /// The key every simulator accepts unless told otherwise; safe to publish, it guards nothing.
@@ -69,6 +71,8 @@ pub struct SimConfig {
     /// Body code of rate-limit replies (Bitget: `429`); another code exercises client mapping.
     pub rate_limit_code: String,
     pub faults: FaultConfig,
+    /// Arrival delays and server pauses between clients and the simulator.
+    pub network: NetworkConfig,
     /// Keys accepted on signed endpoints.
     pub keys: Vec<Credentials>,
     /// Where to write the JSON-lines request log, if anywhere.
@@ -87,6 +91,7 @@ impl Default for SimConfig {
             rate_limit_status: 429,
             rate_limit_code: "429".to_owned(),
             faults: FaultConfig::default(),
+            network: NetworkConfig::default(),
             keys: vec![Credentials::new(
                 DEMO_API_KEY,
                 DEMO_API_SECRET,
@@ -121,6 +126,8 @@ pub enum SimError {
         "fault probability {name} must be between 0 and 1 and all together at most 1, got {value}"
     )]
     FaultProbability { name: &'static str, value: f64 },
+    #[error(transparent)]
+    Network(#[from] NetworkConfigError),
 }
 
 /// Shared state of one simulator run.
@@ -130,6 +137,7 @@ pub struct SimState {
     pub universe: Universe,
     pub limiter: Limiter,
     pub faults: FaultInjector,
+    pub network: Network,
     pub recorder: Recorder,
     pub accounts: Accounts,
     pub keys: Vec<Credentials>,
@@ -189,6 +197,7 @@ impl SimState {
                 value: total,
             });
         }
+        config.network.validate()?;
         let now = clock.now_ms();
         let recorder = Recorder::new(now, config.request_log.as_deref()).map_err(|source| {
             SimError::RequestLog {
@@ -200,6 +209,7 @@ impl SimState {
             universe: Universe::new(config.symbols, config.seed, &config.removed_symbols),
             limiter: Limiter::new(config.limits, now),
             faults: FaultInjector::new(config.faults),
+            network: Network::new(config.network, now),
             recorder,
             accounts: Accounts::new(config.starting_usdt),
             keys: config.keys,

@@ -157,7 +157,7 @@ async fn bitget(
     Extension(conn): Extension<Connection>,
     request: Request,
 ) -> Response {
-    let now = sim.clock.now_ms();
+    let now = arrive(&sim).await;
     let (parts, body) = request.into_parts();
     let path = parts.uri.path().to_owned();
     let query = parts.uri.query().unwrap_or("").to_owned();
@@ -309,6 +309,26 @@ async fn bitget(
     }
     let response = json_response(StatusCode::OK, body, Some(admitted.remaining));
     record.finish(response, "00000", outcome, fault)
+}
+
+/// Waits out the request's trip to the server and any server pause it runs into, and
+/// returns the server time it is metered and stamped at.
+async fn arrive(sim: &SimState) -> u64 {
+    if sim.network.is_ideal() {
+        return sim.clock.now_ms();
+    }
+    let delay = sim.network.arrival_delay();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let now = sim.clock.now_ms();
+    match sim.network.stall_end(now) {
+        Some(end) => {
+            tokio::time::sleep(Duration::from_millis(end - now)).await;
+            sim.clock.now_ms().max(end)
+        }
+        None => now,
+    }
 }
 
 /// The public reply's `data`, from the per-second cache when the same query was answered
