@@ -149,6 +149,43 @@ impl Collector for MetricsSources {
             None,
             |c| ConstGauge::new(i64::from(k(c).effective_limit)),
         )?;
+        per_category(
+            &mut encoder,
+            "foreign_share",
+            "Share of the budget other clients on the same IP or account took, as the server's remaining counts show (0 to 1).",
+            None,
+            |c| ConstGauge::new(k(c).foreign_pct() / 100.0),
+        )?;
+        per_category(
+            &mut encoder,
+            "server_limit_per_second",
+            "The limit the server enforces, as far as its remaining counts show.",
+            None,
+            |c| ConstGauge::new(i64::from(k(c).server_limit)),
+        )?;
+        // The clock is one for all categories: any category's counters carry it.
+        let market = k(Category::Market);
+        if let Some(margin) = market.clock_margin_us {
+            let gauge = ConstGauge::new(margin as f64 / 1e6);
+            gauge.encode(encoder.encode_descriptor(
+                "clock_margin",
+                "The margin the limiter keeps: the width of the bounds on Bitget's clock offset plus its stamp's resolution.",
+                Some(&Unit::Seconds),
+                gauge.metric_type(),
+            )?)?;
+        }
+        if let Some((lower, upper)) = market.clock_offset_us {
+            let mut family = encoder.encode_descriptor(
+                "clock_offset",
+                "Bounds on Bitget's clock minus this machine's wall clock.",
+                Some(&Unit::Seconds),
+                MetricType::Gauge,
+            )?;
+            for (bound, value) in [("lower", lower), ("upper", upper)] {
+                ConstGauge::new(value as f64 / 1e6)
+                    .encode(family.encode_family(&[("bound", bound)])?)?;
+            }
+        }
         {
             let mut family = encoder.encode_descriptor(
                 "request_duration",

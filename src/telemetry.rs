@@ -125,6 +125,15 @@ pub struct UsageLine {
     pub interval: Duration,
     /// The adaptive tier at the end of the interval.
     pub tier: Tier,
+    /// The limit in force at the end of the interval: lower than `limit` while the server
+    /// allows less or other clients take part of the budget.
+    pub effective_limit: u32,
+    /// Other clients' share of the budget at the end of the interval, in percent.
+    pub foreign_pct: f64,
+    /// The margin in force (clock-offset width plus the stamp's resolution), in ms.
+    pub margin_ms: Option<f64>,
+    /// Bounds on Bitget's clock minus ours, in ms.
+    pub offset_ms: Option<(f64, f64)>,
 }
 
 impl UsageLine {
@@ -158,6 +167,12 @@ impl UsageLine {
             symbols_per_iteration,
             interval: elapsed,
             tier,
+            effective_limit: after.effective_limit,
+            foreign_pct: after.foreign_pct(),
+            margin_ms: after.clock_margin_us.map(|us| us as f64 / 1_000.0),
+            offset_ms: after
+                .clock_offset_us
+                .map(|(lo, hi)| (lo as f64 / 1_000.0, hi as f64 / 1_000.0)),
         }
     }
 
@@ -187,8 +202,36 @@ impl UsageLine {
             symbols_per_iteration = self.symbols_per_iteration,
             tier = %self.tier,
             interval_ms = self.interval.as_millis() as u64,
+            effective_limit = self.effective_limit,
+            foreign_pct = %format_args!("{:.1}", self.foreign_pct),
+            margin_ms = %OptMs(self.margin_ms),
+            offset_ms = %OptRange(self.offset_ms),
             "rate usage"
         );
+    }
+}
+
+/// A millisecond figure with one decimal, or `-` when unknown.
+struct OptMs(Option<f64>);
+
+impl std::fmt::Display for OptMs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(ms) => write!(f, "{ms:.1}"),
+            None => f.write_str("-"),
+        }
+    }
+}
+
+/// A millisecond range `lo..hi`, signed, or `-` when unknown.
+struct OptRange(Option<(f64, f64)>);
+
+impl std::fmt::Display for OptRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some((lo, hi)) => write!(f, "{lo:+.1}..{hi:+.1}"),
+            None => f.write_str("-"),
+        }
     }
 }
 

@@ -115,6 +115,10 @@ struct DemoArgs {
     /// [logging] metrics_addr).
     #[arg(long, value_name = "ADDR")]
     metrics_addr: Option<SocketAddr>,
+    /// Give the simulator a real network: each request arrives up to MS milliseconds late
+    /// (uniform), as on an ordinary internet path.
+    #[arg(long, default_value_t = 0, value_name = "MS", value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    jitter_ms: u64,
 }
 
 #[derive(Debug, Args)]

@@ -165,6 +165,10 @@ pub(super) async fn demo(args: DemoArgs) -> ExitCode {
     };
     let sim_config = SimConfig {
         symbols: args.symbols,
+        network: crate::sim::network::NetworkConfig {
+            jitter_ms: args.jitter_ms,
+            ..Default::default()
+        },
         ..SimConfig::default()
     };
     let sim = match Simulator::start(sim_config, ([127, 0, 0, 1], 0).into()).await {
@@ -179,9 +183,14 @@ pub(super) async fn demo(args: DemoArgs) -> ExitCode {
     };
     config.client.base_url = sim.base_url();
     outln!(
-        "demo: Bitget simulator with {} contracts on {} (strict 20/s windows), polled with {}",
+        "demo: Bitget simulator with {} contracts on {} (strict 20/s windows{}), polled with {}",
         args.symbols,
         sim.base_url(),
+        if args.jitter_ms > 0 {
+            format!(", requests arrive 0-{} ms late", args.jitter_ms)
+        } else {
+            String::new()
+        },
         source.display()
     );
     outln!("      rate lines: tail -F logs/bitget_rate_limits.log   (Ctrl-C to stop)");

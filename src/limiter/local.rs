@@ -28,6 +28,8 @@ use crate::retry::Backoff;
 #[derive(Debug)]
 pub struct LocalLimiter {
     origin: Instant,
+    /// Wall-clock time at `origin`, in Unix µs, to report the server's offset from it.
+    origin_wall_us: i64,
     state: Mutex<Budgets>,
     gates: [tokio::sync::Mutex<()>; 4],
     /// Woken whenever a category stops waiting for the overall budget, or a reply arrives.
@@ -69,8 +71,12 @@ impl LocalLimiter {
     /// A limiter enforcing `limits`, starting with full budgets; a repeated rate-limit
     /// rejection pauses its category for `backoff`'s delay.
     pub fn new(limits: &Limits, backoff: Backoff) -> Self {
+        let origin_wall_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as i64);
         Self {
             origin: Instant::now(),
+            origin_wall_us,
             state: Mutex::new(Budgets::new(limits, backoff)),
             gates: Default::default(),
             changed: Notify::new(),
@@ -153,7 +159,16 @@ impl RateLimiter for LocalLimiter {
 
     fn counters(&self, category: Category) -> CategoryCounters {
         let now = self.now_us();
-        self.state().counters(category, now)
+        let state = &mut self.state();
+        let offset = state.offset();
+        let clock_offset_us = offset
+            .lower(now)
+            .zip(offset.upper(now))
+            .map(|(lo, hi)| (lo - self.origin_wall_us, hi - self.origin_wall_us));
+        CategoryCounters {
+            clock_offset_us,
+            ..state.counters(category, now)
+        }
     }
 }
 

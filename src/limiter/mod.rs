@@ -273,6 +273,20 @@ pub struct CategoryCounters {
     /// The margin in force: the width of the clock-offset bounds plus the stamp's
     /// resolution, in µs; `None` before the first reply.
     pub clock_margin_us: Option<u64>,
+    /// Bounds on Bitget's clock minus this machine's wall clock, in µs (lower, upper);
+    /// `None` before the first reply.
+    pub clock_offset_us: Option<(i64, i64)>,
+}
+
+impl CategoryCounters {
+    /// Other clients' share of the budget, in percent of the configured limit.
+    pub fn foreign_pct(&self) -> f64 {
+        if self.limit == 0 {
+            0.0
+        } else {
+            f64::from(self.foreign_milli) / 10.0 / f64::from(self.limit)
+        }
+    }
 }
 
 /// A boxed future, so the trait stays object-safe for `Arc<dyn RateLimiter>`.

@@ -56,6 +56,11 @@ pub struct Interval {
     pub waited: u64,
     pub wait: Duration,
     pub tier: Option<Tier>,
+    /// The server-side view, in lines that carry it: other clients' share of the budget
+    /// (percent), the margin in force (ms) and the clock-offset bounds (ms).
+    pub foreign_pct: Option<f64>,
+    pub margin_ms: Option<f64>,
+    pub offset_ms: Option<(f64, f64)>,
 }
 
 impl Interval {
@@ -378,7 +383,34 @@ fn usage_interval(line: &logline::LogLine) -> Result<Interval, String> {
         waited: number(line, "waited")?,
         wait: Duration::from_millis(number(line, "wait_ms")?),
         tier,
+        foreign_pct: optional_number(line, "foreign_pct")?,
+        margin_ms: optional_number(line, "margin_ms")?,
+        offset_ms: match line.field("offset_ms") {
+            None | Some("-") => None,
+            Some(text) => {
+                Some(parse_range(text).ok_or_else(|| {
+                    format!("offset_ms='{text}' is not a range such as -1.5..+2.0")
+                })?)
+            }
+        },
     })
+}
+
+/// A field lines written before it existed lack, and `-` means unknown; finite if present.
+fn optional_number(line: &logline::LogLine, key: &str) -> Result<Option<f64>, String> {
+    match line.field(key) {
+        None | Some("-") => Ok(None),
+        Some(text) => match text.parse::<f64>() {
+            Ok(value) if value.is_finite() => Ok(Some(value)),
+            _ => Err(format!("{key}='{text}' is not a number")),
+        },
+    }
+}
+
+fn parse_range(text: &str) -> Option<(f64, f64)> {
+    let (lo, hi) = text.split_once("..")?;
+    let (lo, hi) = (lo.parse::<f64>().ok()?, hi.parse::<f64>().ok()?);
+    (lo.is_finite() && hi.is_finite() && lo <= hi).then_some((lo, hi))
 }
 
 /// Runs of intervals with no gap longer than their own duration between them: a stopped
@@ -485,6 +517,12 @@ pub struct CategoryUsage {
     pub waited: u64,
     pub wait: Duration,
     pub limit_follows: usize,
+    /// Other clients' share of the budget, time-weighted over the intervals that say.
+    pub foreign_pct: Option<f64>,
+    /// The margin in force: median and largest over the intervals that say, in ms.
+    pub margin_ms: Option<(f64, f64)>,
+    /// The newest clock-offset bounds, in ms.
+    pub offset_ms: Option<(f64, f64)>,
 }
 
 /// The report `usage` prints.
@@ -508,6 +546,12 @@ pub struct Report {
     pub stale_warnings: usize,
     pub unreadable_count: u64,
     pub unreadable: Vec<Unreadable>,
+}
+
+/// The mean of `(value, weight)` pairs; `None` for none or no weight.
+fn weighted_mean(values: impl Iterator<Item = (f64, f64)>) -> Option<f64> {
+    let (sum, weight) = values.fold((0.0, 0.0), |(s, w), (v, x)| (s + v * x, w + x));
+    (weight > 0.0).then(|| sum / weight)
 }
 
 /// Nearest-rank percentile `p` (0–100] of `values`; 0 for none.
@@ -568,6 +612,21 @@ impl Report {
                     .fold(0u64, |sum, i| sum.saturating_add(i.waited)),
                 wait: saturating_sum(intervals.iter().map(|i| i.wait)),
                 limit_follows: log.limit_follows.iter().filter(|r| r.1 == category).count(),
+                foreign_pct: weighted_mean(
+                    intervals
+                        .iter()
+                        .filter_map(|i| Some((i.foreign_pct?, i.duration.as_secs_f64()))),
+                ),
+                margin_ms: {
+                    let margins: Vec<f64> = intervals.iter().filter_map(|i| i.margin_ms).collect();
+                    (!margins.is_empty()).then(|| {
+                        (
+                            percentile(&margins, 50.0),
+                            margins.iter().copied().fold(0.0, f64::max),
+                        )
+                    })
+                },
+                offset_ms: intervals.iter().rev().find_map(|i| i.offset_ms),
             });
         }
         let mut tiers: Vec<(Tier, Duration)> = Tier::ALL.map(|t| (t, Duration::ZERO)).to_vec();
@@ -647,6 +706,10 @@ impl Report {
                 "waited": c.waited,
                 "wait_s": c.wait.as_secs_f64(),
                 "limit_follows": c.limit_follows,
+                "foreign_pct": c.foreign_pct,
+                "margin_ms_median": c.margin_ms.map(|m| m.0),
+                "margin_ms_max": c.margin_ms.map(|m| m.1),
+                "offset_ms": c.offset_ms.map(|(lo, hi)| serde_json::json!({"lower": lo, "upper": hi})),
             })).collect::<Vec<_>>(),
             "tiers_s": self.tiers.iter().map(|(t, d)| (t.name().to_owned(), d.as_secs_f64().into()))
                 .chain([("not_recorded".to_owned(), self.untiered.as_secs_f64().into())])
@@ -725,6 +788,23 @@ impl Report {
                 c.waited,
                 c.wait.as_secs_f64()
             );
+        }
+        for c in &self.categories {
+            let Some(foreign) = c.foreign_pct else {
+                continue;
+            };
+            let _ = write!(
+                out,
+                "server view, {}: other clients took {foreign:.1}% of the budget",
+                c.category.name()
+            );
+            if let Some((median, max)) = c.margin_ms {
+                let _ = write!(out, "; margin {median:.1} ms (median), {max:.1} ms at most");
+            }
+            if let Some((lo, hi)) = c.offset_ms {
+                let _ = write!(out, "; bitget's clock {lo:+.1}..{hi:+.1} ms from ours");
+            }
+            let _ = writeln!(out);
         }
         let total = saturating_sum(self.tiers.iter().map(|t| t.1).chain([self.untiered]));
         let mut tiers: Vec<String> = self
@@ -953,6 +1033,49 @@ mod tests {
             report.render().contains("not recorded 10s (33.3%)"),
             "{}",
             report.render()
+        );
+    }
+
+    #[test]
+    fn the_server_view_is_averaged_over_time_and_reported() {
+        let usage = |end: &str, interval_ms: u64, foreign: &str, margin: &str, offset: &str| {
+            format!("2026-11-22T10:{end}Z  INFO rate usage event=usage category=market requests=100 limit=20 waited=0 wait_ms=0 interval_ms={interval_ms} effective_limit=10 foreign_pct={foreign} margin_ms={margin} offset_ms={offset}")
+        };
+        let text = [
+            // Before the first reply nothing is known.
+            usage("00:10", 10_000, "0.0", "-", "-"),
+            usage("00:40", 30_000, "40.0", "3.0", "-1.5..+1.5"),
+            usage("00:50", 10_000, "20.0", "1.0", "-0.5..+0.5"),
+            // A line from before these fields existed still counts for the rest.
+            "2026-11-22T10:01:00Z  INFO rate usage event=usage category=market requests=100 limit=20 waited=0 wait_ms=0 interval_ms=10000".to_owned(),
+        ]
+        .join("\n");
+        let log = RateLog::from_text("v.log", &text, Window::default());
+        assert_eq!(log.unreadable_count, 0, "{:?}", log.unreadable);
+        let report = Report::new(&log);
+        let market = &report.categories[0];
+        // (0 × 10 + 40 × 30 + 20 × 10) / 50 s.
+        assert_eq!(market.foreign_pct, Some(28.0));
+        assert_eq!(market.margin_ms, Some((1.0, 3.0)));
+        assert_eq!(market.offset_ms, Some((-0.5, 0.5)));
+        let text = report.render();
+        assert!(
+            text.contains("server view, market: other clients took 28.0% of the budget; margin 1.0 ms (median), 3.0 ms at most; bitget's clock -0.5..+0.5 ms from ours"),
+            "{text}"
+        );
+        let json = report.to_json();
+        assert_eq!(json["categories"][0]["foreign_pct"], 28.0);
+        assert_eq!(json["categories"][0]["margin_ms_max"], 3.0);
+        let bad = RateLog::from_text(
+            "b.log",
+            &usage("00:10", 10_000, "0.0", "1", "2..1"),
+            Window::default(),
+        );
+        assert_eq!(bad.unreadable_count, 1);
+        assert!(
+            bad.unreadable[0].reason.contains("offset_ms='2..1'"),
+            "{:?}",
+            bad.unreadable
         );
     }
 

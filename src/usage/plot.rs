@@ -432,6 +432,9 @@ mod tests {
             waited: 0,
             wait: Duration::ZERO,
             tier: Some(Tier::Normal),
+            foreign_pct: None,
+            margin_ms: None,
+            offset_ms: None,
         }
     }
 

@@ -2,6 +2,7 @@ use std::time::Duration;
 
 use bitget_poller::limiter::Category;
 use bitget_poller::sim::limits::LimitConfig;
+use bitget_poller::sim::network::NetworkConfig;
 use bitget_poller::sim::SimConfig;
 
 use crate::helpers::{closed_by_symbol, config, run_for, simulator};
@@ -91,4 +92,53 @@ async fn a_30001_rate_limit_code_is_handled_like_429() {
     let market = run.summary.counters(Category::Market);
     assert_eq!(market.rate_limited, stats.total.rate_limited);
     assert_eq!(market.effective_limit, 4);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn arrival_jitter_and_server_pauses_draw_no_429_and_the_server_view_is_logged() {
+    // Requests arrive 0–30 ms late and the server pauses 100–150 ms every 1.5 s: counted on
+    // our send times, this drew 429s (request k and k − 20 land in one server second).
+    let sim = simulator(SimConfig {
+        symbols: 40,
+        network: NetworkConfig {
+            jitter_ms: 30,
+            stall_ms: (100, 150),
+            stall_every_ms: 1_500,
+            seed: 9,
+            ..NetworkConfig::default()
+        },
+        ..SimConfig::default()
+    })
+    .await;
+    let cfg = config(
+        &sim.base_url(),
+        "symbols = \"all\"\ntickers_interval_secs = 0\ndiscovery_cache = \"target/test-cache/jitter.json\"",
+        "",
+    );
+    let run = run_for(&cfg, Duration::from_secs(5)).await;
+    let stats = sim.stop().await;
+    assert_eq!(stats.total.rate_limited, 0, "{stats:?}");
+    assert_eq!(stats.endpoints[CANDLES].max_accepted_in_1s, 20);
+    let market = run.summary.counters(Category::Market);
+    assert_eq!(market.rate_limited, 0);
+    // The offset to the simulator's clock (the same machine) is bounded around zero, and
+    // the margin is about a round trip with its jitter, not a fixed 2 %.
+    let (lower, upper) = market.clock_offset_us.expect("replies bounded the offset");
+    assert!(lower <= 2_000 && upper >= -2_000, "{lower}..{upper}");
+    let margin = market.clock_margin_us.expect("a margin in force");
+    assert!(margin < 30_000, "margin {margin} µs");
+    assert_eq!(market.foreign_milli, 0, "alone on the ip");
+    let usage = run
+        .log
+        .lines()
+        .find(|l| l.contains("event=usage") && l.contains("category=market"))
+        .expect("a market usage line");
+    for field in [
+        "foreign_pct=0.0",
+        "margin_ms=",
+        "offset_ms=",
+        "effective_limit=20",
+    ] {
+        assert!(usage.contains(field), "{field} missing in {usage}");
+    }
 }
