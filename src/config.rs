@@ -548,7 +548,7 @@ impl Config {
         c.range("limits.overall_per_min", l.overall_per_min, 1, 100_000);
         if !(0.0..0.5).contains(&l.safety_margin) {
             c.problems.push(format!(
-                "limits.safety_margin = {} is out of range; allowed 0 to 0.5 (0.02 keeps 2 % spare)",
+                "limits.safety_margin = {} is out of range; allowed 0 to 0.5 (0.02 keeps 2 % spare on top of the measured margin)",
                 l.safety_margin
             ));
         }

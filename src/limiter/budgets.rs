@@ -184,10 +184,10 @@ impl Budgets {
                 };
                 // The first rejection is a window question: hold until every request of
                 // ours the server may still count has left its window, which is then sure
-                // to have room whatever its limit became. Alone, the next request is a
-                // single probe whose remaining count tells the new limit. A rejection right
-                // after that is not a window question (a penalty, a hidden client): back
-                // off as well.
+                // to have room whatever its limit became. The next request is a single
+                // probe whose remaining count tells what the server allows now. A
+                // rejection right after that is not a window question (a penalty, a hidden
+                // client): back off as well.
                 let mut until = log.drained_at().max(now);
                 if strike > 0 {
                     let retry = strike.min(backoff.max_retries.saturating_sub(1));

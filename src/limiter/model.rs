@@ -546,29 +546,3 @@ mod tests {
         }
     }
 }
-#[cfg(test)]
-mod debug {
-    use super::*;
-    #[test]
-    #[ignore]
-    fn print_two() {
-        let scenario = Scenario {
-            starts_us: vec![0, 5 * S],
-            offsets_us: vec![3_000_000, -250_000],
-            jitter_down_us: 5_000,
-            ..Scenario::alone(20, 125, 30, 5)
-        };
-        let o = scenario.run();
-        for s in 0..125 {
-            println!(
-                "{s:3} a={:3} b={:3} la={:3} lb={:3} ra={} rb={}",
-                o.clients[0].accepted_per_second[s],
-                o.clients[1].accepted_per_second[s],
-                o.clients[0].limit_per_second[s],
-                o.clients[1].limit_per_second[s],
-                o.clients[0].rejected_per_second[s],
-                o.clients[1].rejected_per_second[s]
-            );
-        }
-    }
-}

@@ -12,14 +12,18 @@
 //!   the limit (at least one request), so two clients that both grow into the same free slots
 //!   meet in the headroom instead of in a 429. A client holding more than half of what is
 //!   shareable gives back [`YIELD`] of its excess each step, so a newcomer that found the
-//!   budget taken gets a fair half within about ten steps instead of starving.
-//! - **Cuts are immediate, growth is gradual**: a reading showing less free than our share
-//!   cuts it at once; growth moves [`GROW_GAIN`] of the way to the target once per
-//!   [`STEP_US`], about the time a change takes to show in the other clients' windows.
-//! - **The server's limit is learned**: it is the most the readings ever showed us, capped at
-//!   the configured limit. A 429 while alone means the server lowered its limit (Bitget does
-//!   under load): the next reading of a request sent after the 429 was known sets it anew.
-//!   A 429 while sharing means the split overshot: the share is cut by [`CUT_ON_REJECTION`].
+//!   budget taken gets a fair half within about ten steps instead of starving; it goes on
+//!   yielding only while the others take what it gives back, so beside a light client that
+//!   wants less than half, the slots it leaves are used.
+//! - **Cuts are immediate, growth is gradual**: a reading showing less left for us than our
+//!   share cuts it to what is left at once; growth moves [`GROW_GAIN`] of the way towards
+//!   what is free minus the headroom once per [`STEP_US`], about the time a change takes to
+//!   show in the other clients' windows. A share that fits what is left but not the headroom
+//!   is kept, not cut: so when the server lowers its limit (Bitget does under load), which
+//!   looks exactly like another client taking the difference, the new limit is used in full.
+//! - **A 429** while alone changes nothing here (the limiter holds the window until it
+//!   drained, and the next reading cuts the share to what the server allows); while sharing
+//!   it means the split overshot, and the share is cut by [`CUT_ON_REJECTION`].
 //!
 //! Measured alternatives, in the prototype and on this model: admitting while the
 //! server shows room (169 × 429 in 55 s), additive steps (one client left with 6 %),
@@ -39,6 +43,9 @@ pub const HEADROOM: f64 = 0.1;
 pub const GROW_GAIN: f64 = 0.8;
 /// Fraction of its excess over a fair half that a heavy client gives back per step.
 pub const YIELD: f64 = 0.5;
+/// How much more the others must take after a yield (requests per window) for it to count
+/// as claimed.
+pub const YIELD_CLAIMED: f64 = 0.3;
 /// Factor applied to the share on a 429 while sharing.
 pub const CUT_ON_REJECTION: f64 = 0.8;
 
@@ -46,11 +53,10 @@ pub const CUT_ON_REJECTION: f64 = 0.8;
 #[derive(Debug, Clone, PartialEq)]
 pub struct ShareController {
     configured: f64,
-    server_limit: f64,
     share: f64,
     foreign: f64,
-    /// Waiting for a reading after a 429 while alone, to learn the server's new limit.
-    relearn: bool,
+    /// What others took when we last yielded.
+    yield_reference: Option<f64>,
     step_started_us: Option<u64>,
     sum_foreign: f64,
     sum_ours: f64,
@@ -63,10 +69,9 @@ impl ShareController {
         let limit = f64::from(limit.max(1));
         Self {
             configured: limit,
-            server_limit: limit,
             share: limit,
             foreign: 0.0,
-            relearn: false,
+            yield_reference: None,
             step_started_us: None,
             sum_foreign: 0.0,
             sum_ours: 0.0,
@@ -74,63 +79,35 @@ impl ShareController {
         }
     }
 
-    /// Requests per window we may hold: while relearning, one probe.
+    /// Requests per window we may hold.
     pub fn limit(&self) -> u32 {
-        if self.relearn {
-            1
-        } else {
-            // Pacing holds the mean to the fractional share; the window may hold the next
-            // whole request.
-            ((self.share - 1e-9).ceil() as u32).clamp(1, self.server_limit as u32)
-        }
+        // Pacing holds the mean to the fractional share; the window may hold the next whole
+        // request.
+        ((self.share - 1e-9).ceil() as u32).clamp(1, self.configured as u32)
     }
 
-    /// Our share as a rate per window, for pacing (not rounded down).
+    /// Our share as a rate per window, for pacing (not rounded).
     pub fn rate(&self) -> f64 {
-        if self.relearn {
-            1.0
-        } else {
-            self.share.max(1.0)
-        }
+        self.share.max(1.0)
     }
 
-    /// Requests per window others took, on average over the last step.
+    /// Requests per window others took (or the server withheld), on average over the last
+    /// step.
     pub fn foreign(&self) -> f64 {
         self.foreign
     }
 
-    /// The limit the server enforces, as far as the readings show.
+    /// What the server leaves us per window, as of the last step.
     pub fn server_limit(&self) -> u32 {
-        self.server_limit as u32
-    }
-
-    /// Whether we are waiting to learn the server's limit after a 429.
-    pub fn relearning(&self) -> bool {
-        self.relearn
+        (self.configured - self.foreign).round().max(1.0) as u32
     }
 
     /// One reading at `now_us`: the server leaves us `available` requests in its window, of
-    /// which `ours` are already ours. `fresh` says the request was sent after the last 429
-    /// was known, so its reading describes the server's limit since then. Returns true when
-    /// [`Self::limit`] changed.
-    pub fn observe(&mut self, now_us: u64, available: u32, ours: u32, fresh: bool) -> bool {
+    /// which `ours` are already ours. Returns true when [`Self::limit`] changed.
+    pub fn observe(&mut self, now_us: u64, available: u32, ours: u32) -> bool {
         let before = self.limit();
         let available = f64::from(available).min(self.configured);
-        if self.relearn {
-            if !fresh {
-                return false;
-            }
-            self.relearn = false;
-            self.server_limit = available.max(1.0);
-            self.share = self.server_limit;
-            self.foreign = 0.0;
-            self.restart_step(now_us);
-            return self.limit() != before;
-        }
-        if available > self.server_limit {
-            self.server_limit = available;
-        }
-        self.sum_foreign += (self.server_limit - available).max(0.0);
+        self.sum_foreign += self.configured - available;
         self.sum_ours += f64::from(ours);
         self.readings += 1;
         // Never plan on more than the server shows is left for us.
@@ -155,47 +132,45 @@ impl ShareController {
         let ours = self.sum_ours / n;
         self.foreign = foreign;
         self.restart_step(now_us);
-        if foreign >= ALONE_BELOW && self.server_limit < self.configured {
-            // Others are here: a limit relearned from a 429 may have been one of them
-            // arriving, not the server lowering its limit. Beside others the documented
-            // limit is the safe reading: it can only overstate what they take.
-            self.server_limit = self.configured;
-            self.sum_foreign = 0.0;
+        let limit = self.configured;
+        let free = limit - foreign;
+        if foreign < ALONE_BELOW {
+            // Alone: what the server shows free is ours at once.
+            self.share = free.max(1.0);
+            return;
         }
-        let limit = self.server_limit;
-        let target = if foreign < ALONE_BELOW {
-            limit
-        } else {
-            let headroom = (limit * HEADROOM).max(1.0);
-            let free = limit - foreign - headroom;
-            let fair = (limit - headroom) / 2.0;
-            if ours > fair {
-                free.min(ours - YIELD * (ours - fair))
-            } else {
-                free
-            }
-        };
-        // Alone, what the server shows free is ours at once; beside others, growth is
-        // gradual so two clients do not take the same free slots together.
-        let gain = if target > self.share && foreign >= ALONE_BELOW {
-            GROW_GAIN
-        } else {
-            1.0
-        };
-        self.share = (self.share + gain * (target - self.share)).clamp(1.0, limit.max(1.0));
+        let headroom = (limit * HEADROOM).max(1.0);
+        let fair = (limit - headroom) / 2.0;
+        let cap = free - headroom;
+        // Yield only while the others take what we give back (a client that wants more),
+        // or when they grew on their own since our last yield; a light client that leaves
+        // our yield unclaimed gets no more of it, and the slots come back to us.
+        let hungry = self
+            .yield_reference
+            .is_none_or(|before| foreign > before + YIELD_CLAIMED);
+        if ours > fair && hungry {
+            self.share = self.share.min(ours - YIELD * (ours - fair));
+            self.yield_reference = Some(foreign);
+            return;
+        }
+        if ours <= fair {
+            self.yield_reference = None;
+        }
+        if cap > self.share {
+            self.share += GROW_GAIN * (cap - self.share);
+        }
+        self.share = self.share.clamp(1.0, limit);
     }
 
-    /// The server refused a request for rate at `now_us`. Returns true when the share was cut
-    /// (sharing), false when the server's limit is to be relearned (alone).
+    /// The server refused a request for rate at `now_us`. Returns true when the share was
+    /// cut (sharing); alone, the readings after the hold tell what the server allows.
     pub fn rejected(&mut self, now_us: u64) -> bool {
-        self.restart_step(now_us);
         if self.foreign < ALONE_BELOW {
-            self.relearn = true;
-            false
-        } else {
-            self.share = (self.share * CUT_ON_REJECTION).max(1.0);
-            true
+            return false;
         }
+        self.restart_step(now_us);
+        self.share = (self.share * CUT_ON_REJECTION).max(1.0);
+        true
     }
 }
 
@@ -209,7 +184,7 @@ mod tests {
     fn alone_the_share_is_the_whole_limit() {
         let mut c = ShareController::new(20);
         for i in 0..30 {
-            c.observe(i * S / 10, 20, 19, true);
+            c.observe(i * S / 10, 20, 19);
         }
         assert_eq!(c.limit(), 20);
         assert!(c.foreign() < ALONE_BELOW);
@@ -219,18 +194,18 @@ mod tests {
     fn foreign_usage_shrinks_the_share_at_once_and_it_grows_back_as_it_frees() {
         let mut c = ShareController::new(20);
         // Another client takes 12 of the window: 8 are left for us.
-        assert!(c.observe(0, 8, 8, true));
+        assert!(c.observe(0, 8, 8));
         assert_eq!(c.limit(), 8);
         for i in 1..=30 {
-            c.observe(i * S / 5, 8, 8, true);
+            c.observe(i * S / 5, 8, 8);
         }
-        // Sharing: 20 − 12 − 2 of headroom.
+        // A share that fits what is left is kept (it might be the server's own limit).
         assert!((c.foreign() - 12.0).abs() < 1e-9);
-        assert_eq!(c.limit(), 6);
-        // The other client stops: the free slots come back over a few steps.
+        assert_eq!(c.limit(), 8);
+        // The other client stops: the free slots come back.
         let mut limits = Vec::new();
-        for i in 31..=60 {
-            c.observe(i * S / 5, 20, 6, true);
+        for i in 31..=45 {
+            c.observe(i * S / 5, 20, 8);
             limits.push(c.limit());
         }
         assert_eq!(*limits.last().unwrap(), 20, "{limits:?}");
@@ -238,33 +213,39 @@ mod tests {
     }
 
     #[test]
-    fn a_rejection_while_alone_relearns_the_server_limit_from_a_fresh_reading() {
+    fn beside_a_client_that_leaves_room_the_share_grows_only_to_the_headroom() {
         let mut c = ShareController::new(20);
-        c.observe(0, 20, 19, true);
-        assert!(!c.rejected(S));
-        assert!(c.relearning());
-        assert_eq!(c.limit(), 1);
-        // A reply to a request that left before the 429 was known says nothing new.
-        assert!(!c.observe(S + 10, 19, 19, false));
-        assert!(c.relearning());
-        // The probe: 1 of ours, 4 remain.
-        assert!(c.observe(2 * S, 5, 1, true));
-        assert_eq!((c.limit(), c.server_limit()), (5, 5));
-        // The server raises its limit again: followed within a step.
-        c.observe(5 * S, 20, 5, true);
-        c.observe(6 * S + 1, 20, 5, true);
-        assert_eq!(c.limit(), 20);
+        c.observe(0, 3, 3);
+        // The other client holds 7: 13 are free, 11 after the headroom.
+        let mut limits = Vec::new();
+        for i in 1..=40 {
+            let ours = c.limit().min(13);
+            c.observe(i * S / 4, 13, ours);
+            limits.push(c.limit());
+        }
+        assert_eq!(*limits.last().unwrap(), 11, "{limits:?}");
     }
 
     #[test]
-    fn a_rejection_while_sharing_cuts_the_share() {
+    fn a_heavy_client_yields_towards_a_fair_half() {
         let mut c = ShareController::new(20);
+        // We hold 16 and another client 3: we give back half of our excess over 9 a step.
+        c.observe(0, 17, 16);
+        c.observe(S, 17, 16);
+        assert!((c.rate() - 12.5).abs() < 1e-9, "{}", c.rate());
+    }
+
+    #[test]
+    fn a_rejection_cuts_the_share_only_while_sharing() {
+        let mut c = ShareController::new(20);
+        c.observe(0, 20, 19);
+        assert!(!c.rejected(S / 2));
+        assert_eq!(c.limit(), 20);
         for i in 0..=10 {
-            c.observe(i * S / 2, 10, 9, true);
+            c.observe(S + i * S / 2, 10, 9);
         }
         let before = c.rate();
-        assert!(c.rejected(6 * S));
+        assert!(c.rejected(7 * S));
         assert!((c.rate() - before * CUT_ON_REJECTION).abs() < 1e-9);
-        assert!(!c.relearning());
     }
 }

@@ -84,6 +84,9 @@ pub struct WindowLog {
     /// requests sent before it were already in flight and belong to the same event.
     strikes: u32,
     strike_at: Option<u64>,
+    /// After a rejection, one request at a time until one sent since is accepted: its
+    /// remaining count tells what the server allows now.
+    probing: bool,
     share: ShareController,
 }
 
@@ -100,6 +103,7 @@ impl WindowLog {
             paused_until: 0,
             strikes: 0,
             strike_at: None,
+            probing: false,
             share: ShareController::new(limit),
         }
     }
@@ -107,7 +111,11 @@ impl WindowLog {
     /// The limit in force now: lower than configured while the server allows less, or while
     /// other clients spend part of the budget.
     pub fn effective_limit(&self) -> u32 {
-        self.share.limit()
+        if self.probing {
+            1
+        } else {
+            self.share.limit()
+        }
     }
 
     /// The share controller, for its view of other clients.
@@ -255,6 +263,7 @@ impl WindowLog {
         }
         self.strike_at = Some(now);
         self.strikes += 1;
+        self.probing = true;
         self.share.rejected(now);
         Some(self.strikes - 1)
     }
@@ -267,6 +276,7 @@ impl WindowLog {
         };
         if self.strike_at.is_none_or(|at| sent >= at) {
             self.strikes = 0;
+            self.probing = false;
         }
     }
 
@@ -307,12 +317,10 @@ impl WindowLog {
                 Fate::Answered { .. } => false,
             })
             .count() as u32;
-        let fresh = self.strike_at.is_none_or(|known| entry.sent >= known);
         let before = self.share.limit();
-        self.share
-            .observe(now, ours.saturating_add(remain), ours, fresh);
+        self.share.observe(now, ours.saturating_add(remain), ours);
         let after = self.share.limit();
-        (after != before && !self.share.relearning()).then_some(after)
+        (after != before).then_some(after)
     }
 }
 
