@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -234,11 +235,29 @@ SCENARIOS = {
 }
 
 
+def median_of(runs):
+    """One result per key: the median of numeric figures (with every run's value listed),
+    the first run's value otherwise."""
+    if len(runs) == 1:
+        return runs[0]
+    out = {}
+    for key, first in runs[0].items():
+        values = [r.get(key) for r in runs]
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            out[key] = statistics.median(values)
+            out[key + "_runs"] = values
+        else:
+            out[key] = first
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=40)
     parser.add_argument("--only", choices=list(SCENARIOS), action="append")
     parser.add_argument("--ccxt", help="a python with ccxt installed, for the ccxt scenarios")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="runs per scenario; numeric figures are reported as their median")
     args = parser.parse_args()
     if not BIN.exists():
         sys.exit(f"{BIN} is missing; run cargo build --release first")
@@ -247,10 +266,13 @@ def main():
     for name, fn in SCENARIOS.items():
         if args.only and name not in args.only:
             continue
-        with tempfile.TemporaryDirectory() as tmp:
-            print(f"running {name} ...", flush=True)
-            results[name] = fn(args, Path(tmp))
-            print(json.dumps(results[name], indent=2), flush=True)
+        runs = []
+        for i in range(max(1, args.repeat)):
+            with tempfile.TemporaryDirectory() as tmp:
+                print(f"running {name} ({i + 1} of {args.repeat}) ...", flush=True)
+                runs.append(fn(args, Path(tmp)))
+                print(json.dumps(runs[-1], indent=2), flush=True)
+        results[name] = median_of(runs)
         out_path.write_text(json.dumps(results, indent=2) + "\n")
 
 

@@ -465,18 +465,22 @@ impl Client {
                 remaining: outcome.remaining,
                 server_time_ms,
             },
-            Err(error) if error.class() == ErrorClass::RateLimited => {
-                self.recent.record(permit.category);
-                Feedback::RateLimited {
-                    retry_after: error.retry_after(),
-                    jitter: rand::thread_rng().gen::<f64>(),
-                    server_time_ms,
-                }
-            }
+            Err(error) if error.class() == ErrorClass::RateLimited => Feedback::RateLimited {
+                retry_after: error.retry_after(),
+                jitter: rand::thread_rng().gen::<f64>(),
+                server_time_ms,
+            },
             Err(_) => Feedback::Other { server_time_ms },
         };
         let symbol = symbol.unwrap_or("-");
-        match self.limiter.feedback(permit, feedback) {
+        let adjustment = self.limiter.feedback(permit, feedback);
+        // The adaptive tiers slow our own pace down; a rejection in a window that others
+        // filled without any request of ours is not cured by that, and is not counted.
+        let crowded = matches!(adjustment, Some(Adjustment::Paused { crowded: true, .. }));
+        if matches!(feedback, Feedback::RateLimited { .. }) && !crowded {
+            self.recent.record(permit.category);
+        }
+        match adjustment {
             Some(Adjustment::EffectiveLimit { category, limit }) => {
                 tracing::info!(target: RATE_LOG, event = %"limit_follow", category = %category, effective_limit = limit, "following the server's remaining budget");
             }
@@ -484,8 +488,9 @@ impl Client {
                 category,
                 pause,
                 strike,
+                crowded,
             }) => {
-                tracing::warn!(target: RATE_LOG, event = %"rate_limited", category = %category, endpoint = %path, symbol = %symbol, pause_ms = pause.as_millis() as u64, strike, recent_429 = self.recent.count(category), "rate limited; pausing the whole category");
+                tracing::warn!(target: RATE_LOG, event = %"rate_limited", category = %category, endpoint = %path, symbol = %symbol, pause_ms = pause.as_millis() as u64, strike, crowded, recent_429 = self.recent.count(category), "rate limited; pausing the whole category");
             }
             Some(Adjustment::InFlightRejection { category }) => {
                 tracing::warn!(target: RATE_LOG, event = %"rate_limited", category = %category, endpoint = %path, symbol = %symbol, in_flight = true, recent_429 = self.recent.count(category), "rate limited (already in flight when the category paused)");

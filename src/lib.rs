@@ -8,6 +8,8 @@
 //!   simulator).
 //! - [`error`]: the self-classifying Bitget error and its code tables (for the poller).
 //! - [`retry`]: the backoff schedule (for the poller).
+//! - [`limiter`]: admission in the server's frame (clock-offset bounds from `requestTime`,
+//!   windows of arrivals, the share beside other clients), pure, under an async shell.
 //! - [`sim`]: the local Bitget REST v2 simulator (`bitget-poller sim`).
 //! - [`cli`]: the command line; `main.rs` only calls [`cli::main`].
 

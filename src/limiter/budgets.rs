@@ -15,6 +15,12 @@ use super::{
 };
 use crate::retry::Backoff;
 
+/// Rejections in a row held only until the window drained, before the backoff adds to it.
+pub const PROBES_BEFORE_BACKOFF: u32 = 6;
+
+/// The random part of the hold after a rejection, in µs.
+const PROBE_PHASE_US: u64 = 250_000;
+
 /// Waits shorter than this are scheduling noise, not waiting for the budget.
 const WAIT_NOISE: Duration = Duration::from_millis(1);
 
@@ -177,20 +183,30 @@ impl Budgets {
                 self.counters[i].rate_limited += 1;
                 let backoff = self.backoff;
                 let log = &mut self.categories[i];
+                // This request itself is answered and still counted; anything else is ours.
+                let crowded = log.in_window(now) <= 1;
                 let Some(strike) = log.record_rejection(permit.id, now) else {
                     return Some(Adjustment::InFlightRejection {
                         category: permit.category,
                     });
                 };
-                // The first rejection is a window question: hold until every request of
-                // ours the server may still count has left its window, which is then sure
-                // to have room whatever its limit became. The next request is a single
-                // probe whose remaining count tells what the server allows now. A
-                // rejection right after that is not a window question (a penalty, a hidden
-                // client): back off as well.
-                let mut until = log.drained_at().max(now);
-                if strike > 0 {
-                    let retry = strike.min(backoff.max_retries.saturating_sub(1));
+                // A rejection is a window question: hold until every request of ours the
+                // server may still count has left its window, which is then sure to have
+                // room for us alone whatever its limit became. The next request is a single
+                // probe whose remaining count tells what the server allows now.
+                // Plus a random part of a quarter second: a window that others fill has its
+                // free moments at the same phase every second, and probes a second apart
+                // would keep missing them.
+                let phase = (jitter.clamp(0.0, 1.0) * PROBE_PHASE_US as f64) as u64;
+                let mut until = log.drained_at().max(now) + phase;
+                if strike >= PROBES_BEFORE_BACKOFF {
+                    // A newcomer beside a client that fills every window gets in only
+                    // through the gaps arrival jitter leaves (a third of the time at 30 ms),
+                    // and the other client cannot see its rejected probes: so the first few
+                    // probes come a drained window (a second) apart; after them it is not a
+                    // window question any more (a penalty, say) and the backoff grows.
+                    let retry =
+                        (strike - PROBES_BEFORE_BACKOFF).min(backoff.max_retries.saturating_sub(1));
                     let delay = backoff.delay(retry, jitter).unwrap_or(backoff.cap);
                     until = until.max(now + delay.as_micros() as u64);
                 }
@@ -203,6 +219,7 @@ impl Budgets {
                     category: permit.category,
                     pause: Duration::from_micros(until - now),
                     strike,
+                    crowded,
                 })
             }
             Feedback::Accepted { .. } => {

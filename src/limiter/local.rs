@@ -259,19 +259,21 @@ mod tests {
                 server_time_ms: None,
             },
         );
-        // Counted by now at the latest, so the server's window has room a second later.
+        // Counted by now at the latest, so the server's window has room a second later;
+        // plus a random phase (a quarter second × the 0.5 drawn).
         assert_eq!(
             paused,
             Some(Adjustment::Paused {
                 category: Category::Market,
-                pause: Duration::from_millis(1000),
-                strike: 0
+                pause: Duration::from_millis(1125),
+                strike: 0,
+                crowded: true
             })
         );
         let account = limiter.acquire(Category::Account.into()).await;
         assert_eq!(account.admitted_at_us, permit.admitted_at_us);
         let next = limiter.acquire(Category::Market.into()).await;
-        assert_eq!(next.admitted_at_us - permit.admitted_at_us, 1_000_000);
+        assert_eq!(next.admitted_at_us - permit.admitted_at_us, 1_125_000);
         assert_eq!(limiter.counters(Category::Market).rate_limited, 1);
     }
 

@@ -244,6 +244,9 @@ pub enum Adjustment {
         category: Category,
         pause: Duration,
         strike: u32,
+        /// No other request of ours could be in the server's window: others filled it, and
+        /// slowing our own pace down cannot help (the adaptive tiers do not count it).
+        crowded: bool,
     },
     /// A rejection of a request that was already in flight when the category paused.
     InFlightRejection { category: Category },

@@ -359,7 +359,7 @@ impl<'a> Run<'a> {
             bump(&mut outcome.rejected_per_second, second);
             Feedback::RateLimited {
                 retry_after: None,
-                jitter: 0.5,
+                jitter: self.rng.gen(),
                 server_time_ms: Some(now_ms),
             }
         };
@@ -481,6 +481,26 @@ mod tests {
         for client in 0..2 {
             let share = outcome.client_utilization(client, from, to);
             assert!(share >= 0.35, "client {client}: {share}");
+        }
+    }
+
+    #[test]
+    fn a_newcomer_beside_a_saturating_client_gets_its_half_whatever_its_timing() {
+        // The first client fills every window alone; the second can only get in through the
+        // gaps that arrival jitter leaves. Eight timings and seeds.
+        for run in 0..8u64 {
+            let scenario = Scenario {
+                starts_us: vec![0, 5 * S + run * 137_000],
+                offsets_us: vec![0, 40_000 * run as i64],
+                jitter_down_us: 3_000,
+                ..Scenario::alone(20, 80, 30, 100 + run)
+            };
+            let outcome = scenario.run();
+            let (from, to) = (16, 80);
+            let shares = [0, 1].map(|c| outcome.client_utilization(c, from, to));
+            assert!(shares.iter().all(|&s| s >= 0.35), "run {run}: {shares:?}");
+            assert!(outcome.utilization(from, to) >= 0.85, "run {run}");
+            assert!(outcome.rejected_between(from, to) <= 2, "run {run}");
         }
     }
 

@@ -46,6 +46,8 @@ pub const YIELD: f64 = 0.5;
 /// How much more the others must take after a yield (requests per window) for it to count
 /// as claimed.
 pub const YIELD_CLAIMED: f64 = 0.3;
+/// Steps over which a yield is judged claimed or not.
+pub const YIELD_JUDGED_STEPS: u32 = 3;
 /// Factor applied to the share on a 429 while sharing.
 pub const CUT_ON_REJECTION: f64 = 0.8;
 
@@ -55,8 +57,8 @@ pub struct ShareController {
     configured: f64,
     share: f64,
     foreign: f64,
-    /// What others took when we last yielded.
-    yield_reference: Option<f64>,
+    /// What others took when we last yielded, and steps since.
+    yield_reference: Option<(f64, u32)>,
     step_started_us: Option<u64>,
     sum_foreign: f64,
     sum_ours: f64,
@@ -145,21 +147,36 @@ impl ShareController {
         // Yield only while the others take what we give back (a client that wants more),
         // or when they grew on their own since our last yield; a light client that leaves
         // our yield unclaimed gets no more of it, and the slots come back to us.
-        let hungry = self
-            .yield_reference
-            .is_none_or(|before| foreign > before + YIELD_CLAIMED);
-        if ours > fair && hungry {
-            self.share = self.share.min(ours - YIELD * (ours - fair));
-            self.yield_reference = Some(foreign);
-            return;
-        }
-        if ours <= fair {
+        // A yield shows in the others' readings only after their next step and a window,
+        // so it is judged over [`YIELD_JUDGED_STEPS`] steps, holding the share meanwhile.
+        if ours > fair {
+            match self.yield_reference {
+                Some((before, _)) if foreign > before + YIELD_CLAIMED => {
+                    self.yield_now(ours, fair, foreign);
+                    return;
+                }
+                Some((before, age)) if age + 1 < YIELD_JUDGED_STEPS => {
+                    self.yield_reference = Some((before, age + 1));
+                    return;
+                }
+                Some(_) => {}
+                None => {
+                    self.yield_now(ours, fair, foreign);
+                    return;
+                }
+            }
+        } else {
             self.yield_reference = None;
         }
         if cap > self.share {
             self.share += GROW_GAIN * (cap - self.share);
         }
         self.share = self.share.clamp(1.0, limit);
+    }
+
+    fn yield_now(&mut self, ours: f64, fair: f64, foreign: f64) {
+        self.share = self.share.min(ours - YIELD * (ours - fair));
+        self.yield_reference = Some((foreign, 0));
     }
 
     /// The server refused a request for rate at `now_us`. Returns true when the share was
