@@ -218,6 +218,8 @@ enum RequestTime<'a> {
     Number(u64),
     #[serde(borrow)]
     Text(std::borrow::Cow<'a, str>),
+    /// Anything else (a float, null, an object): no time, and the envelope still reads.
+    Other(serde::de::IgnoredAny),
 }
 
 impl RequestTime<'_> {
@@ -225,6 +227,7 @@ impl RequestTime<'_> {
         match self {
             Self::Number(ms) => Some(*ms),
             Self::Text(text) => text.trim().parse().ok(),
+            Self::Other(_) => None,
         }
     }
 }
@@ -417,6 +420,27 @@ mod tests {
         assert_eq!(class(400, "40020"), ErrorClass::Rejected);
         assert_eq!(class(500, "40020"), ErrorClass::Transient);
         assert!(c.check("/e", None, 200, None, &envelope("00000")).is_ok());
+    }
+
+    #[test]
+    fn the_server_time_is_read_from_the_same_parse_as_a_number_or_a_string() {
+        let c = Classifier::default();
+        let ok = br#"{"code":"00000","msg":"success","requestTime":1695794095685,"data":[]}"#;
+        let (time, verdict) = c.check_timed("/x", None, 200, None, ok);
+        assert_eq!((time, verdict), (Some(1_695_794_095_685), Ok(())));
+        let limited = br#"{"code":"429","msg":"Too Many Requests","requestTime":"1748721720474","data":null}"#;
+        let (time, verdict) = c.check_timed("/x", None, 429, None, limited);
+        assert_eq!(time, Some(1_748_721_720_474));
+        assert_eq!(verdict.unwrap_err().class(), ErrorClass::RateLimited);
+        // No envelope, or a stamp that is not a number: no time, the verdict unchanged.
+        assert_eq!(c.check_timed("/x", None, 502, None, b"<html>").0, None);
+        for junk in [
+            br#"{"code":"00000","requestTime":"soon","data":[]}"#.as_slice(),
+            br#"{"code":"00000","requestTime":-1.5,"data":[]}"#,
+            br#"{"code":"00000","requestTime":{"a":1},"data":[]}"#,
+        ] {
+            assert_eq!(c.check_timed("/x", None, 200, None, junk), (None, Ok(())));
+        }
     }
 
     #[test]
