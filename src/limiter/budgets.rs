@@ -51,9 +51,9 @@ impl Budgets {
         let second = (SERVER_WINDOW_US as f64 * stretch).round() as u64;
         let minute = (60.0 * SERVER_WINDOW_US as f64 * stretch).round() as u64;
         let categories = Category::ALL.map(|c| WindowLog::new(limits.per_second(c), second, true));
+        // The effective limit and the server view are read from the logs in `counters`.
         let counters = Category::ALL.map(|c| CategoryCounters {
             limit: limits.per_second(c),
-            effective_limit: limits.per_second(c),
             ..CategoryCounters::default()
         });
         let endpoints = (0..ENDPOINT_CATEGORIES.len())
@@ -169,7 +169,6 @@ impl Budgets {
                     return None;
                 }
                 let changed = self.categories[i].observe_remaining(permit.id, remaining, now)?;
-                self.counters[i].effective_limit = changed;
                 Some(Adjustment::EffectiveLimit {
                     category: permit.category,
                     limit: changed,
@@ -214,7 +213,6 @@ impl Budgets {
                     until = until.max(now + server.min(backoff.cap).as_micros() as u64);
                 }
                 log.pause_until(until);
-                self.counters[i].effective_limit = log.effective_limit();
                 Some(Adjustment::Paused {
                     category: permit.category,
                     pause: Duration::from_micros(until - now),
@@ -266,10 +264,5 @@ impl Budgets {
     /// The bounds on the clock offset to the server, for tests and reports.
     pub fn offset(&self) -> &OffsetBounds {
         &self.offset
-    }
-
-    /// Requests of `category` that may be in the server's window at `now`.
-    pub fn in_window(&mut self, category: Category, now: u64) -> u32 {
-        self.categories[category.index()].in_window(now)
     }
 }

@@ -161,8 +161,7 @@ impl WindowLog {
 
     /// Admissions still available at `now`.
     pub fn available(&mut self, now: u64) -> u32 {
-        self.expire(now);
-        (self.effective_limit() as usize).saturating_sub(self.present(now)) as u32
+        self.effective_limit().saturating_sub(self.in_window(now))
     }
 
     /// Requests of ours that may be in the server's window at `now`: in flight, or answered
@@ -317,10 +316,9 @@ impl WindowLog {
                 Fate::Answered { .. } => false,
             })
             .count() as u32;
-        let before = self.share.limit();
-        self.share.observe(now, ours.saturating_add(remain), ours);
-        let after = self.share.limit();
-        (after != before).then_some(after)
+        self.share
+            .observe(now, ours.saturating_add(remain), ours)
+            .then(|| self.share.limit())
     }
 }
 
