@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Runs every fuzz target for SECS seconds (default 60), seeded with the shared fixtures and
+# Runs every fuzz target for SECS seconds (default 60), seeded with the repository's Bitget fixtures and
 # the repository's configs. Needs: cargo install cargo-fuzz; a nightly toolchain.
 set -euo pipefail
 cd "$(dirname "$0")"
 secs="${1:-60}"
 mkdir -p corpus/replies corpus/config corpus/strategy_file corpus/rate_log
-cp ../../shared/bitget-fixtures/recorded/*.json ../../shared/bitget-fixtures/doc-examples/*.json corpus/replies/
+cp ../tests/fixtures/bitget/recorded/*.json ../tests/fixtures/bitget/doc-examples/*.json corpus/replies/
 cp ../config/*.toml ../tests/configs/bad/*.toml corpus/config/
 cp ../strategies/*.toml corpus/strategy_file/
 for log in ../tests/data/usage/bitget_rate_limits.log* ../docs/sample/*.log; do

@@ -2,7 +2,7 @@
 //!
 //! Every message is Bitget's own text from its REST error-code list (with `{0}` filled in), so
 //! clients that match on `msg` (ccxt does) behave as they would against the real exchange. A
-//! test checks each code and template against the published list in the shared fixtures.
+//! test checks each code and template against the published list in tests/fixtures/bitget.
 
 use axum::http::StatusCode;
 

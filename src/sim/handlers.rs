@@ -1,6 +1,6 @@
 //! Public market-data replies: the `data` part of each endpoint's envelope, as JSON text.
 //!
-//! Shapes follow the recorded Bitget responses in the shared fixtures: every number is a
+//! Shapes follow the recorded Bitget responses in tests/fixtures/bitget: every number is a
 //! string, tickers come as arrays, futures candle rows have 7 fields and spot rows 8.
 
 use std::fmt::Write as _;

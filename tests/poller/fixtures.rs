@@ -7,7 +7,7 @@ use rust_decimal::Decimal;
 
 fn fixture(rel: &str) -> Vec<u8> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/bitget-fixtures")
+        .join("tests/fixtures/bitget")
         .join(rel);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }

@@ -13,9 +13,9 @@ use serde_json::Value;
 /// 2025-06-15T12:00:00.250Z: mid-second, so "same second" tests have room on both sides.
 pub const T0: u64 = 1_750_000_000_250;
 
-/// The shared fixtures folder beside the project.
+/// Bitget replies and documentation examples, copied into the repository.
 pub fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/bitget-fixtures")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bitget")
 }
 
 /// Reads a fixture as JSON.

@@ -10,7 +10,7 @@ use serde_json::Value;
 fn the_signer_reproduces_every_test_vector() {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/bitget-fixtures/reference/signing_test_vectors.computed.json"
+        "/tests/fixtures/bitget/reference/signing_test_vectors.computed.json"
     );
     let file: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let c = &file["credentials"];
