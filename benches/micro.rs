@@ -10,12 +10,13 @@
 
 use std::time::Duration;
 
-use bitget_poller::granularity::{Granularity, Market};
+use bitget_poller::bitget::endpoints::{route_of, MIX_CANDLES};
+use bitget_poller::bitget::parse;
+use bitget_poller::core::market::Symbol;
+use bitget_poller::core::timeframe::{Granularity, Market};
+use bitget_poller::limiter::backoff::Backoff;
 use bitget_poller::limiter::budgets::Budgets;
-use bitget_poller::limiter::{route_of, Feedback, Limits};
-use bitget_poller::models::Symbol;
-use bitget_poller::parse;
-use bitget_poller::retry::Backoff;
+use bitget_poller::limiter::{Feedback, Limits};
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 fn candle_reply(rows: usize) -> String {
@@ -64,12 +65,12 @@ fn limiter(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     group.bench_function("admit_and_answer_at_20_per_s", |b| {
         let mut budgets = Budgets::new(&Limits::default(), Backoff::default());
-        let route = route_of("/api/v2/mix/market/candles");
+        let route = route_of(MIX_CANDLES.path);
         let mut now = 0u64;
         b.iter(|| {
             now = budgets
                 .own_ready_at(route, now)
-                .max(budgets.overall_ready_at(now));
+                .max(budgets.overall_ready_at(route, now));
             let permit = budgets.admit(route, now, Duration::ZERO);
             let answered = now + 15_000;
             black_box(budgets.feedback(

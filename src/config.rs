@@ -17,12 +17,17 @@ use serde::Deserialize;
 use thiserror::Error;
 use tracing_subscriber::filter::LevelFilter;
 
-use crate::client::{ClientConfig, BITGET_BASE_URL};
-use crate::error::default_rate_limit_codes;
-use crate::granularity::{Granularity, Market};
+use crate::bitget::error::default_rate_limit_codes;
+use crate::bitget::http::{ClientConfig, BITGET_BASE_URL, DEFAULT_MAX_BODY};
+use crate::core::market::Symbol;
+pub use crate::core::market::SymbolSelection;
+use crate::core::text::{describe_toml_error, one_line};
+use crate::core::timeframe::{Granularity, Market};
+use crate::limiter::backoff::Backoff;
 use crate::limiter::Limits;
-use crate::models::Symbol;
-use crate::retry::Backoff;
+pub use crate::scheduler::config::{Mode, PollConfig};
+pub use crate::scheduler::tiers::TierConfig;
+use crate::store::StoreConfig;
 use crate::telemetry::LogConfig;
 use crate::trading::TradingConfig;
 
@@ -41,25 +46,6 @@ pub enum ConfigError {
         path: PathBuf,
         problems: Vec<String>,
     },
-}
-
-/// How candles are polled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// Keep every symbol's forming candle as fresh as the budget allows, round-robin.
-    Live,
-    /// Fetch every symbol once right after each candle close.
-    Closed,
-}
-
-/// Which symbols to poll.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SymbolSelection {
-    /// Every USDT-M contract Bitget lists as trading normally.
-    All,
-    /// These, normalised.
-    List(Vec<Symbol>),
 }
 
 /// `symbols = "all"` or `symbols = ["BTCUSDT", "ETH/USDT:USDT"]`, as written.
@@ -105,6 +91,25 @@ struct RawConfig {
     logging: RawLogging,
     #[serde(default)]
     trading: RawTrading,
+    #[serde(default)]
+    store: RawStore,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawStore {
+    journal_capacity: usize,
+    candles_per_series: usize,
+}
+
+impl Default for RawStore {
+    fn default() -> Self {
+        let d = StoreConfig::default();
+        Self {
+            journal_capacity: d.journal_capacity,
+            candles_per_series: d.candles_per_series,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -141,6 +146,7 @@ struct RawExchange {
     connect_timeout_secs: f64,
     pool_max_idle: usize,
     rate_limit_codes: Vec<String>,
+    max_body_mb: usize,
 }
 
 impl Default for RawExchange {
@@ -152,6 +158,7 @@ impl Default for RawExchange {
             connect_timeout_secs: 5.0,
             pool_max_idle: 32,
             rate_limit_codes: default_rate_limit_codes(),
+            max_body_mb: DEFAULT_MAX_BODY >> 20,
         }
     }
 }
@@ -170,8 +177,8 @@ struct RawPoll {
     tickers_interval_secs: f64,
     #[serde(default = "default_concurrency")]
     concurrency: usize,
-    #[serde(default = "default_channel_capacity")]
-    channel_capacity: usize,
+    /// No longer used: consumers read from the store. Accepted so older files load.
+    channel_capacity: Option<usize>,
     #[serde(default = "default_discovery_refresh")]
     discovery_refresh_secs: u64,
     #[serde(default = "default_discovery_cache")]
@@ -192,9 +199,6 @@ fn default_tickers_interval() -> f64 {
 }
 fn default_concurrency() -> usize {
     8
-}
-fn default_channel_capacity() -> usize {
-    4096
 }
 fn default_discovery_refresh() -> u64 {
     6 * 3600
@@ -299,55 +303,6 @@ impl Default for RawLogging {
     }
 }
 
-/// The adaptive tiers: rate-limit errors in the last minute choose how many symbols an
-/// iteration fetches and how long it pauses.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TierConfig {
-    /// More errors than this: the slow tier.
-    pub slow_above: usize,
-    pub slow_symbols: usize,
-    pub slow_pause: Duration,
-    /// More errors than this: the crawl tier.
-    pub crawl_above: usize,
-    pub crawl_symbols: usize,
-    pub crawl_pause: Duration,
-}
-
-impl Default for TierConfig {
-    /// The operators' values: more than 5 errors → 2 symbols and 0.5 s; more than 10 → 1
-    /// symbol and 1 s.
-    fn default() -> Self {
-        Self {
-            slow_above: 5,
-            slow_symbols: 2,
-            slow_pause: Duration::from_millis(500),
-            crawl_above: 10,
-            crawl_symbols: 1,
-            crawl_pause: Duration::from_secs(1),
-        }
-    }
-}
-
-/// What and how to poll.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PollConfig {
-    pub market: Market,
-    pub symbols: SymbolSelection,
-    /// Bitget spellings and their parsed periods.
-    pub timeframes: Vec<(String, Granularity)>,
-    pub mode: Mode,
-    pub initial_candles: u32,
-    /// `None`: tickers are not polled.
-    pub tickers_interval: Option<Duration>,
-    /// Requests in flight at once in the normal tier.
-    pub concurrency: usize,
-    pub channel_capacity: usize,
-    pub discovery_refresh: Duration,
-    pub discovery_cache: PathBuf,
-    pub bad_symbol_retry: Duration,
-    pub tiers: TierConfig,
-}
-
 /// A complete, checked configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -360,6 +315,10 @@ pub struct Config {
     /// Where to serve Prometheus metrics (`--metrics-addr` overrides it); none when empty.
     pub metrics_addr: Option<SocketAddr>,
     pub trading: TradingConfig,
+    pub store: StoreConfig,
+    /// Things worth telling the operator that are not problems (keys that no longer
+    /// apply); `check-config` prints them and a run logs them.
+    pub notes: Vec<String>,
 }
 
 /// Collects every problem rather than stopping at the first.
@@ -453,6 +412,7 @@ impl Config {
             1,
             1024,
         );
+        c.range("exchange.max_body_mb", raw.exchange.max_body_mb, 1, 1024);
         for code in &raw.exchange.rate_limit_codes {
             if code.is_empty() || !code.chars().all(|ch| ch.is_ascii_digit()) {
                 c.problems.push(format!(
@@ -525,11 +485,21 @@ impl Config {
             ))
         };
         c.range("poll.concurrency", raw.poll.concurrency, 1, 256);
+        let mut notes = Vec::new();
+        if raw.poll.channel_capacity.is_some() {
+            notes.push("poll.channel_capacity no longer applies and is ignored: consumers read from the candle store, and [store] journal_capacity bounds how far one may fall behind".to_owned());
+        }
         c.range(
-            "poll.channel_capacity",
-            raw.poll.channel_capacity,
+            "store.journal_capacity",
+            raw.store.journal_capacity,
+            1024,
+            16_777_216,
+        );
+        c.range(
+            "store.candles_per_series",
+            raw.store.candles_per_series,
             1,
-            1_000_000,
+            100_000,
         );
         c.range(
             "poll.discovery_refresh_secs",
@@ -667,6 +637,7 @@ impl Config {
                     cap,
                 },
                 rate_limit_codes: raw.exchange.rate_limit_codes,
+                max_body_bytes: raw.exchange.max_body_mb << 20,
             },
             limits: Limits {
                 per_second,
@@ -681,7 +652,6 @@ impl Config {
                 initial_candles: raw.poll.initial_candles,
                 tickers_interval,
                 concurrency: raw.poll.concurrency,
-                channel_capacity: raw.poll.channel_capacity,
                 discovery_refresh: Duration::from_secs(raw.poll.discovery_refresh_secs),
                 discovery_cache: raw.poll.discovery_cache,
                 bad_symbol_retry: Duration::from_secs(r.bad_symbol_retry_secs),
@@ -711,62 +681,13 @@ impl Config {
                 balances_every,
                 positions_every,
             },
+            store: StoreConfig {
+                journal_capacity: raw.store.journal_capacity,
+                candles_per_series: raw.store.candles_per_series,
+            },
+            notes,
         })
     }
-}
-
-/// One line: where, which key, what is wrong.
-pub(crate) fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
-    let message = plain_words(&error.message().replace('\n', "; "));
-    let Some(span) = error.span() else {
-        return message;
-    };
-    let before = &text[..span.start.min(text.len())];
-    let line_no = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    let line = text[line_start..].lines().next().unwrap_or("");
-    let table = before
-        .lines()
-        .rev()
-        .map(str::trim)
-        .find(|l| l.starts_with('[') && l.ends_with(']'))
-        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_owned());
-    let key = line
-        .split_once('=')
-        .map(|(k, _)| k.trim().trim_matches('"').to_owned())
-        .filter(|k| !k.is_empty() && !k.starts_with('['));
-    match (table, key) {
-        (Some(t), Some(k)) => format!("line {line_no}: {t}.{k}: {message}"),
-        (None, Some(k)) => format!("line {line_no}: {k}: {message}"),
-        _ => format!("line {line_no}: {message}"),
-    }
-}
-
-/// A problem as one line: a value quoted back to the operator may hold line breaks.
-pub(crate) fn one_line(problem: &str) -> String {
-    problem.replace('\r', "\\r").replace('\n', "\\n")
-}
-
-/// serde's messages name Rust types; an operator wants the kind of value to write.
-fn plain_words(message: &str) -> String {
-    if let Some(rest) = message.strip_prefix("missing field `") {
-        let field = rest.trim_end_matches('`');
-        if field == "poll" {
-            return "the [poll] table is missing; add it with symbols = [\"BTCUSDT\"] (or \"all\")"
-                .into();
-        }
-        return format!("{field} is missing; it is required");
-    }
-    let mut message = message
-        .replace("expected f64", "expected a number without quotes")
-        .replace("expected a boolean", "expected true or false");
-    for integer in ["u32", "u64", "usize"] {
-        message = message.replace(
-            &format!("expected {integer}"),
-            "expected a whole number without quotes, 0 or more",
-        );
-    }
-    message
 }
 
 #[cfg(test)]

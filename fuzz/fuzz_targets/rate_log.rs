@@ -1,7 +1,7 @@
 //! The `usage` reader and report on arbitrary rate-log text.
 #![no_main]
 
-use bitget_poller::usage::{RateLog, Report, Window};
+use bitget_poller::telemetry::usage::{RateLog, Report, Window};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -4,5 +4,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|body: &[u8]| {
-    bitget_poller::parse::run_every_parser(body);
+    bitget_poller::bitget::parse::run_every_parser(body);
 });

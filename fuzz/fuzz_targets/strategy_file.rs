@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use bitget_poller::config::SymbolSelection;
-use bitget_poller::granularity::{Granularity, Market};
+use bitget_poller::core::timeframe::{Granularity, Market};
 use bitget_poller::strategy::spec::{parse, Polled};
 use libfuzzer_sys::fuzz_target;
 

@@ -21,7 +21,7 @@ macro_rules! outln {
 mod poll;
 mod usage;
 
-use crate::credential::Credentials;
+use crate::bitget::credential::Credentials;
 use crate::sim::faults::FaultConfig;
 use crate::sim::limits::LimitConfig;
 use crate::sim::network::NetworkConfig;

@@ -6,21 +6,19 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{render_sim_summary, wait_for_stop, DemoArgs, RunArgs};
-use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, ConfigError, SymbolSelection};
-use crate::credential::Credentials;
-use crate::metrics::MetricsServer;
-use crate::runner::{poll_session, Wiring};
-use crate::scheduler::MarketEvent;
+use crate::app::{self, Report, RunOptions};
+use crate::bitget::credential::Credentials;
+use crate::config::{Config, ConfigError};
+use crate::core::clock::SystemClock;
+use crate::core::market::SymbolSelection;
 use crate::sim::{SimConfig, Simulator, DEMO_API_KEY, DEMO_API_PASSPHRASE, DEMO_API_SECRET};
 use crate::strategy::StrategySpec;
 use crate::telemetry::init_logging;
-use crate::trading::live::poll_account;
-use crate::trading::setup::{builtin_strategies, load_strategies, prepare, Venue};
+use crate::telemetry::metrics::MetricsServer;
+use crate::trading::setup::{builtin_strategies, load_strategies, Venue};
 
 /// `config/demo.toml` as built, for when `demo` runs outside the repository.
 const EMBEDDED_DEMO_CONFIG: &str = include_str!("../../config/demo.toml");
@@ -37,7 +35,7 @@ pub(super) fn check_config(path: &Path) -> ExitCode {
     match Config::load(path) {
         Ok(config) => {
             let strategies = if config.trading.enabled {
-                match load_strategies(&config) {
+                match load_strategies(&config.trading, &config.poll) {
                     Ok(specs) => format!(
                         ", {} strategies from {}",
                         specs.len(),
@@ -71,6 +69,9 @@ pub(super) fn check_config(path: &Path) -> ExitCode {
                 config.limits.per_second[0],
                 config.client.base_url
             );
+            for note in &config.notes {
+                outln!("note: {note}");
+            }
             ExitCode::SUCCESS
         }
         Err(error) => config_failed(&error),
@@ -126,9 +127,9 @@ fn strategies(config: &Config, demo: bool) -> Result<Vec<StrategySpec>, ExitCode
         return Ok(Vec::new());
     }
     if demo && !config.trading.strategies_dir.is_dir() {
-        return Ok(builtin_strategies(config));
+        return Ok(builtin_strategies(&config.poll));
     }
-    load_strategies(config).map_err(|error| {
+    load_strategies(&config.trading, &config.poll).map_err(|error| {
         for line in error.to_string().lines() {
             eprintln!("error: {line}");
         }
@@ -236,7 +237,7 @@ async fn bind_metrics(addr: Option<SocketAddr>) -> Result<Option<MetricsServer>,
     })
 }
 
-/// Runs one session with file logging, signals, strategies and orders; prints the summaries.
+/// Runs the app with file logging and signals; prints the summaries.
 async fn poll(
     config: Config,
     duration: Option<Duration>,
@@ -251,106 +252,54 @@ async fn poll(
             return ExitCode::from(2);
         }
     };
-    let code = session(&config, duration, venue, specs, metrics).await;
-    drop(guards);
-    code
-}
-
-async fn session(
-    config: &Config,
-    duration: Option<Duration>,
-    venue: Venue,
-    specs: Vec<StrategySpec>,
-    metrics: Option<MetricsServer>,
-) -> ExitCode {
-    let stop = CancellationToken::new();
-    let wall: Arc<dyn Clock> = Arc::new(SystemClock::new());
-    let wiring = match Wiring::new(config, stop.clone()) {
-        Ok(wiring) => wiring,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return ExitCode::from(1);
-        }
-    };
-
+    for note in &config.notes {
+        tracing::warn!("{note}");
+    }
+    if let Some(addr) = metrics.as_ref().and_then(MetricsServer::local_addr) {
+        outln!("metrics: http://{addr}/metrics");
+    }
+    let shutdown = CancellationToken::new();
     let signals = tokio::spawn({
-        let stop = stop.clone();
+        let shutdown = shutdown.clone();
         async move {
             let reason = wait_for_stop(duration).await;
             tracing::info!(
                 reason,
                 "stopping: no new requests, finishing in-flight ones"
             );
-            stop.cancel();
+            shutdown.cancel();
         }
     });
-    let (events, receiver) = mpsc::channel(config.poll.channel_capacity);
-    let mut account = None;
-    let consumer = if config.trading.enabled {
-        let (engine, signed) =
-            match prepare(config, specs, &wiring.client, venue, Arc::clone(&wall)).await {
-                Ok(prepared) => prepared,
-                Err(error) => {
-                    for line in error.to_string().lines() {
-                        tracing::error!("{line}");
-                        eprintln!("error: {line}");
-                    }
-                    signals.abort();
-                    return ExitCode::from(error.exit_code());
-                }
-            };
-        if let Some(signed) = signed {
-            let stop = stop.clone();
-            let (balances, positions) = (
-                config.trading.balances_every,
-                config.trading.positions_every,
-            );
-            account = Some(tokio::spawn(async move {
-                let result = poll_account(signed, balances, positions, stop.clone()).await;
-                if result.is_err() {
-                    stop.cancel();
-                }
-                result
-            }));
-        }
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let result = engine.run(receiver).await;
-            if result.is_err() {
-                stop.cancel();
-            }
-            Some(result)
-        })
-    } else {
-        tokio::spawn(async move {
-            log_events(receiver).await;
-            None
-        })
+    let options = RunOptions {
+        venue,
+        specs,
+        metrics,
+        wall: Arc::new(SystemClock::new()),
     };
-    // Stopped after the session, so the last scrape sees the final counters.
-    let metrics_stop = CancellationToken::new();
-    let metrics = metrics.map(|server| {
-        if let Some(addr) = server.local_addr() {
-            tracing::info!(%addr, "prometheus metrics at http://{addr}/metrics");
-            outln!("metrics: http://{addr}/metrics");
-        }
-        let sources = wiring.metrics_sources(Arc::clone(&wall));
-        tokio::spawn(server.serve(sources, metrics_stop.clone()))
-    });
-    let result = poll_session(config, &wiring, wall, events, stop.clone()).await;
-    stop.cancel();
-    metrics_stop.cancel();
-    if let Some(task) = metrics {
-        let _ = task.await;
-    }
+    let report = app::run(&config, options, shutdown).await;
     signals.abort();
     let _ = signals.await;
-    let trading = consumer.await.ok().flatten();
-    let account = match account {
-        Some(task) => task.await.ok(),
-        None => None,
+    let code = match report {
+        Ok(report) => render_report(report),
+        Err(error) => {
+            failed(&error);
+            ExitCode::from(error.exit_code())
+        }
     };
-    let mut code = match result {
+    drop(guards);
+    code
+}
+
+fn failed(error: &dyn std::fmt::Display) {
+    for line in error.to_string().lines() {
+        tracing::error!("{line}");
+        eprintln!("error: {line}");
+    }
+}
+
+/// Prints what each part did; the exit code is 1 if any part failed.
+fn render_report(report: Report) -> ExitCode {
+    let mut code = match report.poll {
         Ok(summary) => {
             tracing::info!(
                 requests = summary
@@ -370,44 +319,21 @@ async fn session(
             ExitCode::SUCCESS
         }
         Err(error) => {
-            tracing::error!("{error}");
-            eprintln!("error: {error}");
-            ExitCode::from(1)
+            failed(&error);
+            ExitCode::from(error.exit_code())
         }
     };
-    match trading {
-        Some(Ok(summary)) => {
-            tracing::info!(target: crate::trading::TRADING_LOG, event = %"summary", "{}", summary.render().replace('\n', ";"));
-            outln!("{}", summary.render());
-        }
+    match report.trading {
+        Some(Ok(summary)) => outln!("{}", summary.render()),
         Some(Err(error)) => {
-            tracing::error!("{error}");
-            eprintln!("error: {error}");
+            failed(&error);
             code = ExitCode::from(1);
         }
         None => {}
     }
-    if let Some(Err(error)) = account {
-        tracing::error!("{error}");
-        eprintln!("error: {error}");
+    if let Some(Err(error)) = report.account {
+        failed(&error);
         code = ExitCode::from(1);
     }
     code
-}
-
-/// The stand-in consumer until strategies exist: logs what arrives.
-async fn log_events(mut receiver: mpsc::Receiver<MarketEvent>) {
-    while let Some(event) = receiver.recv().await {
-        match event {
-            MarketEvent::CandleClosed(c) => {
-                tracing::debug!(symbol = %c.symbol, timeframe = %c.timeframe, open_time = c.open_time, close = %c.close, "closed candle")
-            }
-            MarketEvent::CandleForming(c) => {
-                tracing::trace!(symbol = %c.symbol, close = %c.close, "forming candle")
-            }
-            MarketEvent::Tickers { tickers, .. } => {
-                tracing::debug!(count = tickers.len(), "tickers")
-            }
-        }
-    }
 }

@@ -6,8 +6,8 @@ use std::time::SystemTime;
 
 use super::UsageArgs;
 use crate::config::Config;
-use crate::usage::plot::{plot, PlotError};
-use crate::usage::{log_files, parse_time, RateLog, Report, UsageError, Window};
+use crate::telemetry::usage::plot::{plot, PlotError};
+use crate::telemetry::usage::{log_files, parse_time, RateLog, Report, UsageError, Window};
 
 pub(super) fn usage(args: &UsageArgs) -> ExitCode {
     match report(args) {

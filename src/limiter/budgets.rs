@@ -5,15 +5,13 @@
 //! discrete-event model in [`super::model`] drives it directly, with simulated networks
 //! and servers, so what is tested is exactly what runs.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
+use super::backoff::Backoff;
 use super::offset::{OffsetBounds, STAMP_RESOLUTION_US};
 use super::window::{WindowLog, SERVER_WINDOW_US};
-use super::{
-    endpoint_limit, Adjustment, Category, CategoryCounters, Feedback, Limits, Permit, Route,
-    ENDPOINT_CATEGORIES,
-};
-use crate::retry::Backoff;
+use super::{Adjustment, Category, CategoryCounters, Feedback, Limits, Permit, Route};
 
 /// Rejections in a row held only until the window drained, before the backoff adds to it.
 pub const PROBES_BEFORE_BACKOFF: u32 = 6;
@@ -24,21 +22,29 @@ const PROBE_PHASE_US: u64 = 250_000;
 /// Waits shorter than this are scheduling noise, not waiting for the budget.
 const WAIT_NOISE: Duration = Duration::from_millis(1);
 
-/// The budgets of one client: per category, per slow endpoint, and the overall per-IP one,
-/// with the clock-offset bounds they share.
+/// The budgets of one client: per category and per slow endpoint under each scope key, and
+/// the overall per-IP one under each egress, with the clock-offset bounds they share (one
+/// server clock, whichever address a request leaves from).
+///
+/// Windows are created on first use, so a second egress or account needs nothing but its
+/// key in the route.
 #[derive(Debug)]
 pub struct Budgets {
-    categories: [WindowLog; 4],
-    /// Per-endpoint logs for endpoints documented below their category's rate, indexed like
-    /// [`ENDPOINT_CATEGORIES`].
-    endpoints: Vec<Option<WindowLog>>,
-    overall: WindowLog,
+    /// Per category, keyed by the scope key of the requests (egress or account).
+    categories: [BTreeMap<u16, WindowLog>; 4],
+    /// Per (scope key, endpoint), for endpoints documented below their category's rate.
+    endpoints: BTreeMap<(u16, u16), WindowLog>,
+    /// Per egress.
+    overall: BTreeMap<u16, WindowLog>,
     counters: [CategoryCounters; 4],
     /// Per category: its head request has category room and waits for the overall budget.
     overall_waiting: [bool; 4],
     offset: OffsetBounds,
     next_id: u64,
     backoff: Backoff,
+    limits: Limits,
+    second_us: u64,
+    minute_us: u64,
 }
 
 impl Budgets {
@@ -48,52 +54,74 @@ impl Budgets {
         // An operator's extra margin stretches the windows; by default there is none, since
         // the margin now comes from what the offset bounds measure.
         let stretch = 1.0 + limits.safety_margin.clamp(0.0, 0.5);
-        let second = (SERVER_WINDOW_US as f64 * stretch).round() as u64;
-        let minute = (60.0 * SERVER_WINDOW_US as f64 * stretch).round() as u64;
-        let categories = Category::ALL.map(|c| WindowLog::new(limits.per_second(c), second, true));
+        let second_us = (SERVER_WINDOW_US as f64 * stretch).round() as u64;
+        let minute_us = (60.0 * SERVER_WINDOW_US as f64 * stretch).round() as u64;
         // The effective limit and the server view are read from the logs in `counters`.
         let counters = Category::ALL.map(|c| CategoryCounters {
             limit: limits.per_second(c),
             ..CategoryCounters::default()
         });
-        let endpoints = (0..ENDPOINT_CATEGORIES.len())
-            .map(|i| {
-                let (_, category) = ENDPOINT_CATEGORIES[i];
-                endpoint_limit(i as u16)
-                    .filter(|&limit| limit < limits.per_second(category))
-                    .map(|limit| WindowLog::new(limit, second, true))
-            })
-            .collect();
         Self {
-            categories,
-            endpoints,
-            overall: WindowLog::new(limits.overall_per_minute, minute, false),
+            categories: Default::default(),
+            endpoints: BTreeMap::new(),
+            overall: BTreeMap::new(),
             counters,
             overall_waiting: [false; 4],
             offset: OffsetBounds::default(),
             next_id: 0,
             backoff,
+            limits: limits.clone(),
+            second_us,
+            minute_us,
         }
     }
 
-    fn endpoint_log(&mut self, endpoint: u16) -> Option<&mut WindowLog> {
-        self.endpoints
-            .get_mut(usize::from(endpoint))
-            .and_then(Option::as_mut)
+    fn category_log(&mut self, category: Category, key: u16) -> &mut WindowLog {
+        let (limit, window) = (self.limits.per_second(category), self.second_us);
+        self.categories[category.index()]
+            .entry(key)
+            .or_insert_with(|| WindowLog::new(limit, window, true))
+    }
+
+    fn overall_log(&mut self, egress: u16) -> &mut WindowLog {
+        let (limit, window) = (self.limits.overall_per_minute, self.minute_us);
+        self.overall
+            .entry(egress)
+            .or_insert_with(|| WindowLog::new(limit, window, false))
+    }
+
+    /// The endpoint's own window, when its documented limit is below its category's.
+    fn endpoint_log(&mut self, route: Route) -> Option<&mut WindowLog> {
+        let limit = route
+            .endpoint_limit
+            .filter(|&l| l < self.limits.per_second(route.category))?;
+        let window = self.second_us;
+        Some(
+            self.endpoints
+                .entry((route.scope_key(), route.endpoint))
+                .or_insert_with(|| WindowLog::new(limit, window, true)),
+        )
+    }
+
+    /// The windows `permit` was admitted under, if they exist.
+    fn permit_endpoint_log(&mut self, permit: &Permit) -> Option<&mut WindowLog> {
+        self.endpoints.get_mut(&(permit.scope_key, permit.endpoint))
     }
 
     /// When `route`'s own budgets (category and endpoint) have room, as far as known now.
     pub fn own_ready_at(&mut self, route: Route, now: u64) -> u64 {
-        let category = self.categories[route.category.index()].ready_at(now);
-        match self.endpoint_log(route.endpoint) {
+        let category = self
+            .category_log(route.category, route.scope_key())
+            .ready_at(now);
+        match self.endpoint_log(route) {
             Some(log) => category.max(log.ready_at(now)),
             None => category,
         }
     }
 
-    /// When the overall budget has room, as far as known now.
-    pub fn overall_ready_at(&mut self, now: u64) -> u64 {
-        self.overall.ready_at(now)
+    /// When the overall budget of `route`'s egress has room, as far as known now.
+    pub fn overall_ready_at(&mut self, route: Route, now: u64) -> u64 {
+        self.overall_log(route.keys.egress).ready_at(now)
     }
 
     /// Whether a category ranked above `category` is waiting for the overall budget.
@@ -112,13 +140,15 @@ impl Budgets {
     pub fn admit(&mut self, route: Route, now: u64, waited: Duration) -> Permit {
         let id = self.next_id;
         self.next_id += 1;
-        let i = route.category.index();
-        self.categories[i].admit(now, id, route.endpoint);
-        if let Some(log) = self.endpoint_log(route.endpoint) {
+        let key = route.scope_key();
+        self.category_log(route.category, key)
+            .admit(now, id, route.endpoint);
+        if let Some(log) = self.endpoint_log(route) {
             log.admit(now, id, route.endpoint);
         }
-        self.overall.admit(now, id, route.endpoint);
-        let counters = &mut self.counters[i];
+        self.overall_log(route.keys.egress)
+            .admit(now, id, route.endpoint);
+        let counters = &mut self.counters[route.category.index()];
         counters.admitted += 1;
         if waited >= WAIT_NOISE {
             counters.waited += 1;
@@ -128,6 +158,8 @@ impl Budgets {
             id,
             category: route.category,
             endpoint: route.endpoint,
+            scope_key: key,
+            egress: route.keys.egress,
             admitted_at_us: now,
             waited,
         }
@@ -151,24 +183,29 @@ impl Budgets {
         }
         let counted_by = self.counted_by(now, server_ms);
         let i = permit.category.index();
-        self.categories[i].answered(permit.id, counted_by, server_ms);
-        if let Some(log) = self.endpoint_log(permit.endpoint) {
+        self.category_log(permit.category, permit.scope_key)
+            .answered(permit.id, counted_by, server_ms);
+        if let Some(log) = self.permit_endpoint_log(permit) {
             log.answered(permit.id, counted_by, server_ms);
         }
-        self.overall.answered(permit.id, counted_by, server_ms);
+        self.overall_log(permit.egress)
+            .answered(permit.id, counted_by, server_ms);
         match feedback {
             Feedback::Accepted {
                 remaining: Some(remaining),
                 ..
             } => {
-                self.categories[i].record_success(permit.id);
+                self.category_log(permit.category, permit.scope_key)
+                    .record_success(permit.id);
                 // The header counts the endpoint's own budget: an endpoint with its own
                 // window follows it there, not in the category.
-                if let Some(log) = self.endpoint_log(permit.endpoint) {
+                if let Some(log) = self.permit_endpoint_log(permit) {
                     log.observe_remaining(permit.id, remaining, now);
                     return None;
                 }
-                let changed = self.categories[i].observe_remaining(permit.id, remaining, now)?;
+                let changed = self
+                    .category_log(permit.category, permit.scope_key)
+                    .observe_remaining(permit.id, remaining, now)?;
                 Some(Adjustment::EffectiveLimit {
                     category: permit.category,
                     limit: changed,
@@ -181,7 +218,7 @@ impl Budgets {
             } => {
                 self.counters[i].rate_limited += 1;
                 let backoff = self.backoff;
-                let log = &mut self.categories[i];
+                let log = self.category_log(permit.category, permit.scope_key);
                 // This request itself is answered and still counted; anything else is ours.
                 let crowded = log.in_window(now) <= 1;
                 let Some(strike) = log.record_rejection(permit.id, now) else {
@@ -221,7 +258,8 @@ impl Budgets {
                 })
             }
             Feedback::Accepted { .. } => {
-                self.categories[i].record_success(permit.id);
+                self.category_log(permit.category, permit.scope_key)
+                    .record_success(permit.id);
                 None
             }
             Feedback::Other { .. } => None,
@@ -241,16 +279,19 @@ impl Budgets {
         local.min(now)
     }
 
-    /// Counters for `category` at `now`.
+    /// Counters for `category` at `now`, under its first scope key (the only one until
+    /// several egresses or accounts are configured).
     pub fn counters(&mut self, category: Category, now: u64) -> CategoryCounters {
         let i = category.index();
-        let available = self.categories[i]
-            .available(now)
-            .min(self.overall.available(now));
-        let share = self.categories[i].share();
+        let key = self.categories[i].keys().next().copied().unwrap_or(0);
+        let overall = self.overall_log(0).available(now);
+        let log = self.category_log(category, key);
+        let available = log.available(now).min(overall);
+        let effective_limit = log.effective_limit();
+        let share = log.share();
         CategoryCounters {
             available,
-            effective_limit: self.categories[i].effective_limit(),
+            effective_limit,
             foreign_milli: (share.foreign() * 1_000.0).round() as u32,
             server_limit: share.server_limit(),
             clock_margin_us: self

@@ -22,7 +22,7 @@ use super::budgets::Budgets;
 use super::{
     Acquire, Adjustment, Category, CategoryCounters, Feedback, Limits, Permit, RateLimiter, Route,
 };
-use crate::retry::Backoff;
+use crate::limiter::backoff::Backoff;
 
 /// Rate limiter for one process.
 #[derive(Debug)]
@@ -121,7 +121,7 @@ impl LocalLimiter {
                     mark.clear(&mut state);
                     Some(own)
                 } else {
-                    let overall = state.overall_ready_at(now);
+                    let overall = state.overall_ready_at(route, now);
                     if overall <= now && !state.outranked(category) {
                         mark.clear(&mut state);
                         let waited = Instant::now().duration_since(requested);
@@ -409,8 +409,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn all_position_is_held_to_five_per_second_inside_the_account_budget() {
         let limiter = LocalLimiter::new(&limits(20), Backoff::default());
-        let positions = super::super::route_of("/api/v2/mix/position/all-position");
-        let accounts = super::super::route_of("/api/v2/mix/account/accounts");
+        let positions = Route::new(Category::Account, 14, Some(5));
+        let accounts = Route::new(Category::Account, 12, Some(10));
         let mut position_times = Vec::new();
         let mut account_times = Vec::new();
         for _ in 0..6 {

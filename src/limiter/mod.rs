@@ -18,10 +18,12 @@
 //! Callers see only the [`RateLimiter`] trait, so a limiter shared by several processes on
 //! one IP (Redis, say) can replace [`local::LocalLimiter`] without touching them.
 
+pub mod backoff;
 pub mod budgets;
 pub mod local;
 pub mod model;
 pub mod offset;
+pub mod recent;
 pub mod share;
 pub mod window;
 
@@ -86,58 +88,66 @@ impl fmt::Display for Category {
     }
 }
 
-/// Which budget each endpoint spends. Limits are Bitget's documented per-endpoint figures;
-/// an endpoint documented below its category's rate is noted, because the category bucket
-/// alone would let it exceed its own limit if it were polled alone at full speed.
-pub const ENDPOINT_CATEGORIES: &[(&str, Category)] = &[
-    // Server time, used to measure clock offset: 20/s.
-    ("/api/v2/public/time", Category::Market),
-    // Futures market data, each 20/s per IP.
-    ("/api/v2/mix/market/contracts", Category::Market),
-    ("/api/v2/mix/market/tickers", Category::Market),
-    ("/api/v2/mix/market/ticker", Category::Market),
-    ("/api/v2/mix/market/candles", Category::Market),
-    ("/api/v2/mix/market/history-candles", Category::Market),
-    ("/api/v2/mix/market/merge-depth", Category::Market),
-    ("/api/v2/mix/market/current-fund-rate", Category::Market),
-    ("/api/v2/mix/market/open-interest", Category::Market),
-    // Spot market data, 20/s per IP (symbols and coins are 20/s and 3/s; read once at start).
-    ("/api/v2/spot/public/symbols", Category::Market),
-    ("/api/v2/spot/market/tickers", Category::Market),
-    ("/api/v2/spot/market/candles", Category::Market),
-    // Private reads, 10/s per UID (all-position is 5/s: see ENDPOINT_LIMITS).
-    ("/api/v2/mix/account/accounts", Category::Account),
-    ("/api/v2/mix/account/account", Category::Account),
-    ("/api/v2/mix/position/all-position", Category::Account),
-    ("/api/v2/mix/order/detail", Category::Account),
-    ("/api/v2/mix/order/orders-pending", Category::Account),
-    // Orders, 10/s per UID.
-    ("/api/v2/mix/order/place-order", Category::Trade),
-    ("/api/v2/mix/order/cancel-order", Category::Trade),
-];
-
-/// Endpoints Bitget documents below their category's rate. Each gets its own paced window
-/// on top of the category's, so polling one alone at full speed cannot exceed it.
-pub const ENDPOINT_LIMITS: &[(&str, u32)] = &[("/api/v2/mix/position/all-position", 5)];
-
-/// The documented per-second limit of the endpoint at index `endpoint` in
-/// [`ENDPOINT_CATEGORIES`], when it is below its category's.
-pub fn endpoint_limit(endpoint: u16) -> Option<u32> {
-    let (path, _) = ENDPOINT_CATEGORIES.get(usize::from(endpoint))?;
-    ENDPOINT_LIMITS
-        .iter()
-        .find(|(p, _)| p == path)
-        .map(|(_, limit)| *limit)
+/// Whose budget an endpoint spends: Bitget meters market data per IP, and account reads and
+/// orders per account (UID), whatever the IP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scope {
+    Ip,
+    Account,
 }
 
-/// Which budget a request spends, and which endpoint it is. Bitget's remaining-budget header
-/// counts one endpoint, so following it needs to know which of the category's requests
-/// were to the same endpoint.
+/// Which egress address (for IP-metered budgets) and which account (for account-metered
+/// ones) a request goes out with; an index into the caller's lists, 0 for the only one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Keys {
+    pub egress: u16,
+    pub account: u16,
+}
+
+/// Which budgets a request spends: its category's, its endpoint's when that is documented
+/// below the category's, and the overall per-IP one, each under the scope key the request
+/// goes out with. Bitget's remaining-budget header counts one endpoint, so following it
+/// needs to know which of the category's requests were to the same endpoint.
+///
+/// The venue adapter builds routes from its endpoint table; the limiter knows no paths.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Route {
     pub category: Category,
-    /// The endpoint's index in [`ENDPOINT_CATEGORIES`], or `u16::MAX` for anything else.
+    /// The endpoint's id in the caller's table, or `u16::MAX` for anything else.
     pub endpoint: u16,
+    /// The endpoint's own documented limit per second, when it has one.
+    pub endpoint_limit: Option<u32>,
+    /// Whose budget the category and endpoint windows are.
+    pub scope: Scope,
+    pub keys: Keys,
+}
+
+impl Route {
+    /// The key the category and endpoint windows are kept under: the egress for IP-metered
+    /// budgets, the account for account-metered ones.
+    pub fn scope_key(&self) -> u16 {
+        match self.scope {
+            Scope::Ip => self.keys.egress,
+            Scope::Account => self.keys.account,
+        }
+    }
+
+    /// Endpoint `endpoint` of `category`, with its own documented limit if any, in the
+    /// category's scope under the first keys.
+    pub fn new(category: Category, endpoint: u16, endpoint_limit: Option<u32>) -> Self {
+        Self {
+            endpoint,
+            endpoint_limit,
+            ..Self::from(category)
+        }
+    }
+
+    /// The same route, going out with `keys`.
+    #[must_use]
+    pub fn with_keys(mut self, keys: Keys) -> Self {
+        self.keys = keys;
+        self
+    }
 }
 
 impl From<Category> for Route {
@@ -145,19 +155,14 @@ impl From<Category> for Route {
         Self {
             category,
             endpoint: u16::MAX,
+            endpoint_limit: None,
+            scope: match category {
+                Category::Market | Category::Default => Scope::Ip,
+                Category::Account | Category::Trade => Scope::Account,
+            },
+            keys: Keys::default(),
         }
     }
-}
-
-/// The route of `path`; unknown paths spend the default budget.
-pub fn route_of(path: &str) -> Route {
-    ENDPOINT_CATEGORIES
-        .iter()
-        .position(|(p, _)| *p == path)
-        .map_or(Category::Default.into(), |i| Route {
-            category: ENDPOINT_CATEGORIES[i].1,
-            endpoint: i as u16,
-        })
 }
 
 /// Limits the limiter enforces.
@@ -195,6 +200,9 @@ pub struct Permit {
     pub id: u64,
     pub category: Category,
     pub endpoint: u16,
+    /// The scope key its category and endpoint windows were taken under, and its egress.
+    pub scope_key: u16,
+    pub egress: u16,
     /// When it was admitted, in the limiter's own time base.
     pub admitted_at_us: u64,
     /// How long the caller waited for it.

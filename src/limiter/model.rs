@@ -19,8 +19,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::budgets::Budgets;
-use super::{route_of, Category, Feedback, Limits, Permit, Route};
-use crate::retry::Backoff;
+use super::{Category, Feedback, Limits, Permit, Route};
+use crate::limiter::backoff::Backoff;
 
 const S: u64 = 1_000_000;
 
@@ -216,7 +216,7 @@ impl<'a> Run<'a> {
             .collect();
         Self {
             scenario,
-            route: route_of("/api/v2/mix/market/candles"),
+            route: Route::new(Category::Market, 4, None),
             clients,
             requests: Vec::new(),
             events: BinaryHeap::new(),
@@ -296,7 +296,7 @@ impl<'a> Run<'a> {
         let budgets = &mut self.clients[client].budgets;
         let ready = budgets
             .own_ready_at(route, now)
-            .max(budgets.overall_ready_at(now));
+            .max(budgets.overall_ready_at(route, now));
         if ready > now {
             let at = self.server(client, ready).max(at + 1);
             self.wake_at(client, at);

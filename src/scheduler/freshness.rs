@@ -15,8 +15,8 @@
 
 use std::sync::Mutex;
 
-use crate::granularity::Granularity;
-use crate::models::Symbol;
+use crate::core::market::Symbol;
+use crate::core::timeframe::Granularity;
 
 /// One stream's age at a moment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -208,7 +208,7 @@ fn age_of(index: usize, entry: &Entry, now: u64) -> StreamAge {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::granularity::Market;
+    use crate::core::timeframe::Market;
 
     const MIN: u64 = 60_000;
     const T0: u64 = 1_795_372_440_000; // a minute boundary

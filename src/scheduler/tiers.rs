@@ -8,7 +8,34 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::config::TierConfig;
+/// The adaptive tiers: rate-limit errors in the last minute choose how many symbols an
+/// iteration fetches and how long it pauses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TierConfig {
+    /// More errors than this: the slow tier.
+    pub slow_above: usize,
+    pub slow_symbols: usize,
+    pub slow_pause: Duration,
+    /// More errors than this: the crawl tier.
+    pub crawl_above: usize,
+    pub crawl_symbols: usize,
+    pub crawl_pause: Duration,
+}
+
+impl Default for TierConfig {
+    /// The operators' values: more than 5 errors → 2 symbols and 0.5 s; more than 10 → 1
+    /// symbol and 1 s.
+    fn default() -> Self {
+        Self {
+            slow_above: 5,
+            slow_symbols: 2,
+            slow_pause: Duration::from_millis(500),
+            crawl_above: 10,
+            crawl_symbols: 1,
+            crawl_pause: Duration::from_secs(1),
+        }
+    }
+}
 
 /// The current tier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

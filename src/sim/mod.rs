@@ -40,8 +40,8 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::clock::{Clock, SystemClock};
-use crate::credential::Credentials;
+use crate::bitget::credential::Credentials;
+use crate::core::clock::{Clock, SystemClock};
 use account::Accounts;
 use faults::{FaultConfig, FaultInjector};
 use limits::{LimitConfig, Limiter};

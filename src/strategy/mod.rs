@@ -12,7 +12,7 @@ use std::fmt;
 
 use rust_decimal::Decimal;
 
-use crate::models::{Candle, Symbol, Ticker};
+use crate::core::market::{Candle, Symbol, Ticker};
 
 pub use spec::{load_dir, StrategyError, StrategySpec};
 pub use supertrend::{SuperTrend, SuperTrendParams, SuperTrendPullback};

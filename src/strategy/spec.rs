@@ -28,9 +28,10 @@ use thiserror::Error;
 
 use super::supertrend::{self, SuperTrendParams, SuperTrendPullback};
 use super::{Strategy, KINDS};
-use crate::config::{describe_toml_error, one_line, SymbolSelection};
-use crate::granularity::{Granularity, Market};
-use crate::models::Symbol;
+use crate::core::market::Symbol;
+use crate::core::market::SymbolSelection;
+use crate::core::text::{describe_toml_error, one_line};
+use crate::core::timeframe::{Granularity, Market};
 
 /// Why the strategy files were refused.
 #[derive(Debug, Error)]

@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use rust_decimal::Decimal;
 
 use super::{Intent, Strategy, Target};
-use crate::models::{Candle, Symbol};
+use crate::core::market::{Candle, Symbol};
 
 /// The `kind` that selects this strategy in a strategy file.
 pub const KIND: &str = "supertrend_pullback";

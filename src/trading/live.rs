@@ -8,61 +8,18 @@
 
 use std::time::Duration;
 
-use rust_decimal::Decimal;
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::TRADING_LOG;
-use crate::client::{CallError, Client};
-use crate::error::{BitgetError, ErrorClass, DUPLICATE_CLIENT_OID_CODE, ORDER_NOT_FOUND_CODES};
-use crate::models::{OrderAck, OrderDetail, Symbol};
-use crate::parse;
-
-pub const PLACE_ORDER_PATH: &str = "/api/v2/mix/order/place-order";
-pub const ORDER_DETAIL_PATH: &str = "/api/v2/mix/order/detail";
-pub const ACCOUNTS_PATH: &str = "/api/v2/mix/account/accounts";
-pub const POSITIONS_PATH: &str = "/api/v2/mix/position/all-position";
-const PRODUCT_TYPE: &str = "USDT-FUTURES";
+use crate::bitget::client::{Client, RequestError};
+use crate::bitget::error::{
+    BitgetError, ErrorClass, DUPLICATE_CLIENT_OID_CODE, ORDER_NOT_FOUND_CODES,
+};
+use crate::bitget::http::CallError;
+pub use crate::core::market::OrderRequest;
+use crate::core::market::{OrderAck, OrderDetail};
+use crate::core::TRADING_LOG;
 /// Placements of one order at most: the first, and re-sends after "not found" lookups.
 const MAX_PLACEMENTS: u32 = 3;
-
-/// One market order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OrderRequest {
-    pub symbol: Symbol,
-    /// Signed size in the base coin: positive buys.
-    pub quantity: Decimal,
-    /// Closing only (one-way mode's `reduceOnly`).
-    pub reduce_only: bool,
-    /// Our id for it; the same on every attempt.
-    pub client_oid: String,
-}
-
-impl OrderRequest {
-    pub fn side(&self) -> &'static str {
-        if self.quantity.is_sign_negative() {
-            "sell"
-        } else {
-            "buy"
-        }
-    }
-
-    /// The exact JSON body sent (and signed).
-    pub fn body(&self) -> String {
-        json!({
-            "symbol": self.symbol.as_str(),
-            "productType": PRODUCT_TYPE,
-            "marginMode": "crossed",
-            "marginCoin": "USDT",
-            "size": self.quantity.abs().normalize().to_string(),
-            "side": self.side(),
-            "orderType": "market",
-            "reduceOnly": if self.reduce_only { "YES" } else { "NO" },
-            "clientOid": self.client_oid,
-        })
-        .to_string()
-    }
-}
 
 /// How an order ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,19 +51,15 @@ pub async fn place_order(
     client: &Client,
     order: &OrderRequest,
 ) -> Result<OrderOutcome, BitgetError> {
-    let body = order.body();
     let symbol = order.symbol.as_str();
     let mut placements = 0;
     loop {
         placements += 1;
-        let error = match client
-            .signed_post(PLACE_ORDER_PATH, body.clone(), Some(symbol))
-            .await
-        {
-            Ok(reply) => {
+        let error = match client.place_order(order).await {
+            accepted @ (Ok(_) | Err(RequestError::Malformed { .. })) => {
                 // Accepted: read its fill by clientOid. An unreadable acknowledgement
                 // (code 00000 all the same) still means the order exists.
-                let ack = parse::order_ack(&reply.body).ok();
+                let ack = accepted.ok();
                 return Ok(match (lookup(client, order).await, ack) {
                     (Lookup::Found(detail), _) => OrderOutcome::Placed(detail),
                     (_, Some(ack)) => OrderOutcome::Acknowledged(ack),
@@ -115,14 +68,14 @@ pub async fn place_order(
                     },
                 });
             }
-            Err(CallError::ShuttingDown) => return Ok(OrderOutcome::NotSent),
-            Err(CallError::NoCredentials(what)) => {
+            Err(RequestError::Call(CallError::ShuttingDown)) => return Ok(OrderOutcome::NotSent),
+            Err(RequestError::Call(CallError::NoCredentials(what))) => {
                 return Err(BitgetError::Auth {
                     code: "local".into(),
                     msg: format!("{what} needs credentials"),
                 })
             }
-            Err(CallError::Bitget(error)) => error,
+            Err(RequestError::Call(CallError::Bitget(error))) => error,
         };
         let duplicate = error.code() == Some(DUPLICATE_CLIENT_OID_CODE);
         match error.class() {
@@ -173,20 +126,9 @@ fn matches_order(detail: &OrderDetail, order: &OrderRequest) -> bool {
 }
 
 async fn lookup(client: &Client, order: &OrderRequest) -> Lookup {
-    let query = [
-        ("symbol", order.symbol.as_str()),
-        ("productType", PRODUCT_TYPE),
-        ("clientOid", order.client_oid.as_str()),
-    ];
-    match client
-        .signed_get(ORDER_DETAIL_PATH, &query, Some(order.symbol.as_str()))
-        .await
-    {
-        Ok(reply) => match parse::order_detail(&reply.body) {
-            Ok(detail) => Lookup::Found(detail),
-            Err(e) => Lookup::Failed(format!("unreadable order detail: {e}")),
-        },
-        Err(CallError::Bitget(e))
+    match client.order_detail(&order.symbol, &order.client_oid).await {
+        Ok(detail) => Lookup::Found(detail),
+        Err(RequestError::Call(CallError::Bitget(e)))
             if e.code().is_some_and(|c| ORDER_NOT_FOUND_CODES.contains(&c)) =>
         {
             Lookup::NotFound
@@ -210,64 +152,40 @@ pub async fn poll_account(
     let mut positions = tokio::time::interval(positions_every);
     balances.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     positions.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let query = [("productType", PRODUCT_TYPE)];
     loop {
-        let path = tokio::select! {
+        let balances_due = tokio::select! {
             () = stop.cancelled() => return Ok(()),
-            _ = balances.tick() => ACCOUNTS_PATH,
-            _ = positions.tick() => POSITIONS_PATH,
+            _ = balances.tick() => true,
+            _ = positions.tick() => false,
         };
-        let reply = match client.signed_get(path, &query, None).await {
-            Ok(reply) => reply,
-            Err(CallError::ShuttingDown) => return Ok(()),
-            Err(CallError::Bitget(e)) if e.class() == ErrorClass::Auth => return Err(e),
-            Err(e) => {
-                tracing::warn!(target: TRADING_LOG, event = %"account_read_failed", endpoint = path, "{e}");
-                continue;
-            }
-        };
-        if path == ACCOUNTS_PATH {
-            match parse::balances(&reply.body) {
-                Ok(b) => {
-                    for balance in b.data {
-                        tracing::info!(target: TRADING_LOG, event = %"balance", coin = %balance.margin_coin, available = %balance.available, equity = %balance.equity, unrealized_pnl = %balance.unrealized_pnl, "account balance");
-                    }
+        let read = if balances_due {
+            client.balances().await.map(|b| {
+                for balance in b {
+                    tracing::info!(target: TRADING_LOG, event = %"balance", coin = %balance.margin_coin, available = %balance.available, equity = %balance.equity, unrealized_pnl = %balance.unrealized_pnl, "account balance");
                 }
-                Err(e) => {
-                    tracing::warn!(target: TRADING_LOG, event = %"account_read_failed", endpoint = path, "unreadable reply: {e}")
-                }
-            }
+            })
         } else {
-            match parse::positions(&reply.body) {
-                Ok(p) => {
-                    tracing::info!(target: TRADING_LOG, event = %"positions", open = p.data.len(), "exchange positions");
-                    for position in p.data {
-                        tracing::info!(target: TRADING_LOG, event = %"position", symbol = %position.symbol, side = %position.side, size = %position.size, entry = %position.entry_price, unrealized_pnl = %position.unrealized_pnl, "exchange position");
-                    }
+            client.positions().await.map(|p| {
+                tracing::info!(target: TRADING_LOG, event = %"positions", open = p.len(), "exchange positions");
+                for position in p {
+                    tracing::info!(target: TRADING_LOG, event = %"position", symbol = %position.symbol, side = %position.side, size = %position.size, entry = %position.entry_price, unrealized_pnl = %position.unrealized_pnl, "exchange position");
                 }
-                Err(e) => {
-                    tracing::warn!(target: TRADING_LOG, event = %"account_read_failed", endpoint = path, "unreadable reply: {e}")
-                }
+            })
+        };
+        let what = if balances_due {
+            "balances"
+        } else {
+            "positions"
+        };
+        match read {
+            Ok(()) => {}
+            Err(RequestError::Call(CallError::ShuttingDown)) => return Ok(()),
+            Err(RequestError::Call(CallError::Bitget(e))) if e.class() == ErrorClass::Auth => {
+                return Err(e)
+            }
+            Err(e) => {
+                tracing::warn!(target: TRADING_LOG, event = %"account_read_failed", read = what, "{e}");
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_body_is_a_market_order_with_our_client_oid() {
-        let order = OrderRequest {
-            symbol: Symbol::from_exchange("BTCUSDT"),
-            quantity: "-0.0030".parse().unwrap(),
-            reduce_only: true,
-            client_oid: "bp-st-BTCUSDT-29922000".into(),
-        };
-        assert_eq!(
-            order.body(),
-            r#"{"symbol":"BTCUSDT","productType":"USDT-FUTURES","marginMode":"crossed","marginCoin":"USDT","size":"0.003","side":"sell","orderType":"market","reduceOnly":"YES","clientOid":"bp-st-BTCUSDT-29922000"}"#
-        );
     }
 }

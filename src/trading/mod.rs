@@ -18,21 +18,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rust_decimal::{Decimal, RoundingStrategy};
-use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::client::Client;
-use crate::clock::Clock;
-use crate::error::BitgetError;
-use crate::granularity::{Granularity, Market};
-use crate::models::{Candle, Instrument, Symbol};
-use crate::scheduler::MarketEvent;
+use crate::bitget::client::Client;
+use crate::bitget::error::BitgetError;
+use crate::core::clock::Clock;
+use crate::core::events::MarketEvent;
+use crate::core::market::{Candle, Instrument, Symbol};
+use crate::core::timeframe::{Granularity, Market};
+use crate::store::Subscription;
 use crate::strategy::{Intent, Strategy, StrategySpec, Target};
 use live::{place_order, OrderOutcome, OrderRequest};
 use paper::{InstanceTotals, PaperBook};
 
-/// Target of every trading event (signals, orders, fills, balances) in the unified log.
-pub const TRADING_LOG: &str = "trading";
+pub use crate::core::TRADING_LOG;
 
 /// Decimal places used for sizes when the contract's `volumePlace` is unknown.
 const DEFAULT_VOLUME_PLACE: u32 = 4;
@@ -214,10 +213,7 @@ impl Engine {
     ///
     /// # Errors
     /// Bitget refused the credentials on an order; orders already in flight are awaited.
-    pub async fn run(
-        mut self,
-        mut events: mpsc::Receiver<MarketEvent>,
-    ) -> Result<TradingSummary, BitgetError> {
+    pub async fn run(mut self, mut events: Subscription) -> Result<TradingSummary, BitgetError> {
         let mut fatal = None;
         loop {
             tokio::select! {
@@ -307,7 +303,7 @@ impl Engine {
     /// Takes over positions found on the exchange at start, so a restarted bot does not open
     /// them again: a position in a symbol exactly one instance trades becomes that
     /// instance's; others are left alone, with a warning.
-    pub fn adopt(&mut self, positions: &[crate::models::Position]) {
+    pub fn adopt(&mut self, positions: &[crate::core::market::Position]) {
         for p in positions {
             let owners: Vec<usize> = (0..self.instances.len())
                 .filter(|&i| self.instances[i].spec.symbols.matches(&p.symbol))

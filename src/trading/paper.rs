@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use rust_decimal::Decimal;
 
-use crate::models::Symbol;
+use crate::core::market::Symbol;
 
 /// One simulated fill and what it did to the position.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,16 +5,15 @@ use std::sync::Arc;
 
 use thiserror::Error;
 
-use super::live::POSITIONS_PATH;
 use super::{Engine, Execution, TradingConfig};
-use crate::client::{CallError, Client};
-use crate::clock::Clock;
-use crate::config::Config;
-use crate::credential::{CredentialError, Credentials, Signer};
-use crate::discovery;
-use crate::granularity::Market;
-use crate::models::Instrument;
-use crate::parse;
+use crate::bitget::client::{Client, RequestError};
+use crate::bitget::credential::{CredentialError, Credentials, Signer};
+use crate::bitget::discovery;
+use crate::bitget::http::CallError;
+use crate::core::clock::Clock;
+use crate::core::market::Instrument;
+use crate::core::timeframe::Market;
+use crate::scheduler::config::PollConfig;
 use crate::strategy::{load_dir, spec::Polled, StrategyError, StrategySpec};
 use crate::trading::paper::PaperBook;
 
@@ -55,27 +54,30 @@ pub enum Venue {
 ///
 /// # Errors
 /// The folder cannot be read or a file has problems.
-pub fn load_strategies(config: &Config) -> Result<Vec<StrategySpec>, StrategyError> {
-    load_dir(&config.trading.strategies_dir, polled(config))
+pub fn load_strategies(
+    trading: &TradingConfig,
+    poll: &PollConfig,
+) -> Result<Vec<StrategySpec>, StrategyError> {
+    load_dir(&trading.strategies_dir, polled(poll))
 }
 
-/// What strategy files must agree with in `config`.
-fn polled(config: &Config) -> Polled<'_> {
+/// What strategy files must agree with in the poller's configuration.
+fn polled(poll: &PollConfig) -> Polled<'_> {
     Polled {
-        market: config.poll.market,
-        timeframes: &config.poll.timeframes,
-        symbols: &config.poll.symbols,
+        market: poll.market,
+        timeframes: &poll.timeframes,
+        symbols: &poll.symbols,
     }
 }
 
 /// The instance in `strategies/supertrend_pullback.toml` as built, for `demo` outside the
 /// repository.
-pub fn builtin_strategies(config: &Config) -> Vec<StrategySpec> {
+pub fn builtin_strategies(poll: &PollConfig) -> Vec<StrategySpec> {
     let text = include_str!("../../strategies/supertrend_pullback.toml");
     crate::strategy::spec::parse(
         text,
         std::path::Path::new("(built-in supertrend_pullback.toml)"),
-        polled(config),
+        polled(poll),
     )
     .ok()
     .flatten()
@@ -83,13 +85,14 @@ pub fn builtin_strategies(config: &Config) -> Vec<StrategySpec> {
     .collect()
 }
 
-/// Builds the engine for `specs`; for live trading, with the client signed and for live trading the client signed and the
-/// clock offset measured. Returns the engine and, when live, the signed client.
+/// Builds the engine for `specs`; for live trading, with the client signed and the clock
+/// offset measured. Returns the engine and, when live, the signed client.
 ///
 /// # Errors
 /// See [`SetupError`].
 pub async fn prepare(
-    config: &Config,
+    trading: &TradingConfig,
+    poll: &PollConfig,
     specs: Vec<StrategySpec>,
     client: &Client,
     venue: Venue,
@@ -97,7 +100,7 @@ pub async fn prepare(
 ) -> Result<(Engine, Option<Client>), SetupError> {
     if specs.is_empty() {
         tracing::warn!(
-            dir = %config.trading.strategies_dir.display(),
+            dir = %trading.strategies_dir.display(),
             "no enabled strategy files; candles are polled but nothing trades"
         );
     }
@@ -105,7 +108,7 @@ pub async fn prepare(
         starting_usdt,
         fee_rate,
         ..
-    } = config.trading;
+    } = *trading;
     let mut held = Vec::new();
     let (execution, signed) = match venue {
         Venue::Paper => (
@@ -113,26 +116,23 @@ pub async fn prepare(
             None,
         ),
         Venue::Live(credentials) => {
-            if config.poll.market != Market::Futures {
+            if poll.market != Market::Futures {
                 return Err(SetupError::SpotLive);
             }
             let signer = Arc::new(Signer::new(credentials, Arc::clone(&wall)));
             let signed = client.clone().with_signer(signer);
             signed.sync_clock().await.map_err(SetupError::Clock)?;
             // Also proves the credentials before the first candle.
-            let reply = signed
-                .signed_get(POSITIONS_PATH, &[("productType", "USDT-FUTURES")], None)
-                .await
-                .map_err(SetupError::Positions)?;
-            match parse::positions(&reply.body) {
-                Ok(positions) => held = positions.data,
-                Err(e) => tracing::warn!("unreadable positions at start ({e}); none taken over"),
+            match signed.positions().await {
+                Ok(positions) => held = positions,
+                Err(RequestError::Call(e)) => return Err(SetupError::Positions(e)),
+                Err(e) => tracing::warn!("{e}; no positions taken over at start"),
             }
             (Execution::Live(signed.clone()), Some(signed))
         }
     };
-    let instruments = instruments(client, config.poll.market).await;
-    let mut engine = Engine::new(specs, config.poll.market, instruments, execution, wall);
+    let instruments = instruments(client, poll.market).await;
+    let mut engine = Engine::new(specs, poll.market, instruments, execution, wall);
     engine.adopt(&held);
     Ok((engine, signed))
 }

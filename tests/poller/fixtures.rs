@@ -1,8 +1,8 @@
 use std::path::PathBuf;
 
-use bitget_poller::granularity::{Granularity, Market};
-use bitget_poller::models::Symbol;
-use bitget_poller::parse::{self, WireInstrument};
+use bitget_poller::bitget::parse::{self, WireInstrument};
+use bitget_poller::core::market::Symbol;
+use bitget_poller::core::timeframe::{Granularity, Market};
 use rust_decimal::Decimal;
 
 fn fixture(rel: &str) -> Vec<u8> {

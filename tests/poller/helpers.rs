@@ -3,12 +3,12 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bitget_poller::clock::{Clock, SystemClock};
+use bitget_poller::app::{run_session, RunSummary};
 use bitget_poller::config::Config;
-use bitget_poller::runner::{run_session, RunSummary};
-use bitget_poller::scheduler::MarketEvent;
+use bitget_poller::core::clock::{Clock, SystemClock};
+use bitget_poller::core::events::MarketEvent;
 use bitget_poller::sim::{SimConfig, Simulator};
-use tokio::sync::mpsc;
+use bitget_poller::store::Store;
 use tokio_util::sync::CancellationToken;
 
 /// A config for `base_url` with `poll` (the body of the `[poll]` table) and extra tables.
@@ -40,7 +40,8 @@ pub async fn run_for(config: &Config, duration: Duration) -> Run {
 pub async fn run_with_clock(config: &Config, duration: Duration, wall: Arc<dyn Clock>) -> Run {
     let capture = LogCapture::default();
     let _guard = capture.install();
-    let (tx, mut rx) = mpsc::channel(config.poll.channel_capacity);
+    let store = Store::new(config.store);
+    let mut rx = store.subscribe();
     let stop = CancellationToken::new();
     let collector = tokio::spawn(async move {
         let mut events = Vec::new();
@@ -56,7 +57,7 @@ pub async fn run_with_clock(config: &Config, duration: Duration, wall: Arc<dyn C
             stop.cancel();
         })
     };
-    let summary = run_session(config, wall, tx, stop)
+    let summary = run_session(config, wall, store, stop)
         .await
         .expect("session runs");
     stopper.await.unwrap();

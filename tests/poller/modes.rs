@@ -1,12 +1,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bitget_poller::clock::{Clock, ManualClock};
-use bitget_poller::runner::run_session;
-use bitget_poller::scheduler::MarketEvent;
+use bitget_poller::app::run_session;
+use bitget_poller::core::clock::{Clock, ManualClock};
+use bitget_poller::core::events::MarketEvent;
 use bitget_poller::sim::limits::LimitConfig;
 use bitget_poller::sim::{SimConfig, Simulator};
-use tokio::sync::mpsc;
+use bitget_poller::store::{Store, StoreConfig};
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{closed_by_symbol, config, simulator, LogCapture};
@@ -41,11 +41,12 @@ async fn closed_mode_delivers_each_close_once_and_never_the_forming_candle() {
     );
     let capture = LogCapture::default();
     let _guard = capture.install();
-    let (tx, mut rx) = mpsc::channel(4096);
+    let store = Store::new(StoreConfig::default());
+    let mut rx = store.subscribe();
     let stop = CancellationToken::new();
     let session = tokio::spawn({
         let (cfg, stop, wall) = (cfg.clone(), stop.clone(), clock.clone() as Arc<dyn Clock>);
-        async move { run_session(&cfg, wall, tx, stop).await }
+        async move { run_session(&cfg, wall, store, stop).await }
     });
     let mut events = Vec::new();
     let first_window = 10 * 100; // the forming candle of each symbol is not closed
@@ -59,7 +60,7 @@ async fn closed_mode_delivers_each_close_once_and_never_the_forming_candle() {
     }
     // Nothing new until the minute closes.
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert!(rx.try_recv().is_err(), "no candle before the close");
+    assert!(rx.try_recv().is_none(), "no candle before the close");
     clock.advance_ms(20_000); // crosses the minute boundary at T0 + 19.75 s
     let boundary = T0 - T0 % 60_000 + 60_000;
     let mut round = Vec::new();
@@ -80,11 +81,11 @@ async fn closed_mode_delivers_each_close_once_and_never_the_forming_candle() {
     symbols.dedup();
     assert_eq!(symbols.len(), 10, "each symbol exactly once");
     assert!(
-        rx.try_recv().is_err(),
+        rx.try_recv().is_none(),
         "the new forming candle was not reported"
     );
     assert_eq!(summary.close_rounds, 1);
-    assert_eq!(summary.forming_dropped, 0);
+    assert_eq!(summary.superseded, 0);
     // Incremental: the round asked for 2 rows per symbol, not 100.
     let stats = sim.stop().await;
     assert_eq!(stats.endpoints["/api/v2/mix/market/candles"].requests, 20);
@@ -103,15 +104,16 @@ async fn a_slow_consumer_loses_no_closed_candle_and_forming_updates_are_dropped_
         "symbols = \"all\"\ntickers_interval_secs = 0.5\nchannel_capacity = 8\ndiscovery_cache = \"target/test-cache/slow.json\"",
         "",
     );
-    let (tx, mut rx) = mpsc::channel(cfg.poll.channel_capacity);
+    let store = Store::new(cfg.store);
+    let mut rx = store.subscribe();
     let stop = CancellationToken::new();
     let session = tokio::spawn({
         let (cfg, stop) = (cfg.clone(), stop.clone());
         async move {
             run_session(
                 &cfg,
-                Arc::new(bitget_poller::clock::SystemClock::new()),
-                tx,
+                Arc::new(bitget_poller::core::clock::SystemClock::new()),
+                store,
                 stop,
             )
             .await
@@ -147,11 +149,11 @@ async fn a_slow_consumer_loses_no_closed_candle_and_forming_updates_are_dropped_
         assert!(opens.len() >= 99);
     }
     assert!(
-        summary.forming_dropped > 0,
-        "forming updates were dropped while the consumer slept"
+        summary.superseded > 0,
+        "forming updates were superseded while the consumer slept, and counted"
     );
-    assert!(
-        summary.consumer_wait_ms > 0,
-        "closed candles waited for the consumer"
+    assert_eq!(
+        summary.closed_missed, 0,
+        "the consumer caught up from the store; the poller never waited for it"
     );
 }

@@ -22,15 +22,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bitget_poller::clock::{Clock, ManualClock};
+use bitget_poller::app::{poll_session, Wiring};
+use bitget_poller::bitget::endpoints::SERVER_TIME;
+use bitget_poller::core::clock::{Clock, ManualClock};
+use bitget_poller::core::events::MarketEvent;
 use bitget_poller::limiter::Category;
-use bitget_poller::metrics::{MetricsServer, CONTENT_TYPE_OPENMETRICS};
-use bitget_poller::runner::{poll_session, Wiring};
 use bitget_poller::scheduler::tiers::Tier;
-use bitget_poller::scheduler::MarketEvent;
 use bitget_poller::sim::{SimConfig, Simulator};
-use bitget_poller::usage::{log_files, RateLog, Report, Window};
-use tokio::sync::mpsc;
+use bitget_poller::store::{Store, StoreConfig};
+use bitget_poller::telemetry::metrics::{MetricsServer, CONTENT_TYPE_OPENMETRICS};
+use bitget_poller::telemetry::usage::{log_files, RateLog, Report, Window};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{binary, config, run_with_clock, simulator, temp_dir};
@@ -306,8 +308,10 @@ async fn the_metrics_endpoint_counters_move_as_requests_are_made() {
         "",
     );
     let stop = CancellationToken::new();
-    let wall: Arc<dyn Clock> = Arc::new(bitget_poller::clock::SystemClock::new());
-    let wiring = Wiring::new(&config, stop.clone()).unwrap();
+    let wall: Arc<dyn Clock> = Arc::new(bitget_poller::core::clock::SystemClock::new());
+    let store = Store::new(StoreConfig::default());
+    let mut rx = store.subscribe();
+    let wiring = Wiring::new(&config, Arc::clone(&store), stop.clone()).unwrap();
     let server = MetricsServer::bind("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
@@ -338,7 +342,8 @@ async fn the_metrics_endpoint_counters_move_as_requests_are_made() {
     for _ in 0..3 {
         wiring
             .client
-            .get("/api/v2/public/time", &[], None)
+            .http()
+            .get(SERVER_TIME.path, &[], None)
             .await
             .unwrap();
     }
@@ -347,15 +352,16 @@ async fn the_metrics_endpoint_counters_move_as_requests_are_made() {
     assert_eq!(sample_value(&after, timed), Some(3.0));
 
     // Poll until each symbol has delivered a closed candle, then read the ages.
-    let (tx, mut rx) = mpsc::channel(1024);
     let session = {
         let stop = stop.clone();
         let wall = Arc::clone(&wall);
         let config = config.clone();
         async move {
-            poll_session(&config, &wiring, wall, tx, stop)
+            let summary = poll_session(&config, &wiring, wall, Instant::now(), stop)
                 .await
-                .unwrap()
+                .unwrap();
+            store.close();
+            summary
         }
     };
     let watcher = async {

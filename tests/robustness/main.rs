@@ -4,12 +4,12 @@
 
 use std::path::Path;
 
+use bitget_poller::bitget::parse;
 use bitget_poller::config::{Config, SymbolSelection};
-use bitget_poller::granularity::{Granularity, Market};
-use bitget_poller::models::Symbol;
-use bitget_poller::parse;
+use bitget_poller::core::market::Symbol;
+use bitget_poller::core::timeframe::{Granularity, Market};
 use bitget_poller::strategy::spec::{self, Polled};
-use bitget_poller::usage::{plot, RateLog, Report, Window};
+use bitget_poller::telemetry::usage::{plot, RateLog, Report, Window};
 use proptest::prelude::*;
 use rust_decimal::Decimal;
 

@@ -113,7 +113,7 @@ fn every_message_is_bitgets_published_text() {
 
 #[tokio::test]
 async fn the_classifier_sorts_every_simulator_failure() {
-    use bitget_poller::error::{Classifier, ErrorClass};
+    use bitget_poller::bitget::error::{Classifier, ErrorClass};
     use bitget_poller::sim::faults::FaultConfig;
 
     let classifier = Classifier::default();

@@ -11,7 +11,7 @@ async fn with_fault(
     faults: FaultConfig,
 ) -> (
     bitget_poller::sim::Simulator,
-    bitget_poller::clock::ManualClock,
+    bitget_poller::core::clock::ManualClock,
 ) {
     start(SimConfig {
         faults,

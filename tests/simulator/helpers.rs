@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bitget_poller::clock::ManualClock;
-use bitget_poller::credential::Credentials;
+use bitget_poller::bitget::credential::Credentials;
+use bitget_poller::core::clock::ManualClock;
 use bitget_poller::sim::{SimConfig, Simulator};
 use serde_json::Value;
 

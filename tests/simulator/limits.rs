@@ -2,7 +2,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use bitget_poller::credential::Credentials;
+use bitget_poller::bitget::credential::Credentials;
 use bitget_poller::sim::limits::LimitConfig;
 use bitget_poller::sim::SimConfig;
 
@@ -13,7 +13,7 @@ async fn start_with_limits(
     limits: LimitConfig,
 ) -> (
     bitget_poller::sim::Simulator,
-    bitget_poller::clock::ManualClock,
+    bitget_poller::core::clock::ManualClock,
 ) {
     start(SimConfig {
         limits,
@@ -246,7 +246,7 @@ async fn futures_statuses(
 
 #[tokio::test]
 async fn invalid_options_are_refused_before_starting() {
-    use bitget_poller::clock::ManualClock;
+    use bitget_poller::core::clock::ManualClock;
     use bitget_poller::sim::{SimError, SimState};
     use std::sync::Arc;
     let clock = || Arc::new(ManualClock::new(T0));

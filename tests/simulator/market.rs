@@ -1,6 +1,6 @@
 //! Market data semantics: universe, candle alignment and order, the forming candle, paging.
 
-use bitget_poller::granularity::{Granularity, Market};
+use bitget_poller::core::timeframe::{Granularity, Market};
 use bitget_poller::sim::SimConfig;
 use serde_json::Value;
 

@@ -1,7 +1,7 @@
 //! Every reply's shape matches Bitget's recorded (or documented) reply for the same endpoint:
 //! the same keys, and the same JSON type for each value (strings stay strings).
 
-use bitget_poller::credential::Credentials;
+use bitget_poller::bitget::credential::Credentials;
 use bitget_poller::sim::SimConfig;
 use serde_json::Value;
 

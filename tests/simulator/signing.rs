@@ -1,6 +1,6 @@
 //! Signed requests: the published test vectors verify, and every signing mistake gets its code.
 
-use bitget_poller::credential::{self, Credentials};
+use bitget_poller::bitget::credential::{self, Credentials};
 use bitget_poller::sim::SimConfig;
 use serde_json::Value;
 

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use bitget_poller::credential::Credentials;
+use bitget_poller::bitget::credential::Credentials;
 use bitget_poller::sim::SimConfig;
 
 use crate::helpers::{simulator, temp_dir};

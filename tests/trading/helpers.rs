@@ -2,12 +2,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bitget_poller::client::{Client, ClientConfig};
-use bitget_poller::clock::{Clock, SystemClock};
-use bitget_poller::credential::{Credentials, Signer};
+use bitget_poller::bitget::client::Client;
+use bitget_poller::bitget::credential::{Credentials, Signer};
+use bitget_poller::bitget::http::ClientConfig;
+use bitget_poller::core::clock::{Clock, SystemClock};
+use bitget_poller::core::market::Symbol;
+use bitget_poller::limiter::backoff::Backoff;
 use bitget_poller::limiter::{Limits, LocalLimiter};
-use bitget_poller::models::Symbol;
-use bitget_poller::retry::Backoff;
 use bitget_poller::sim::{
     SimConfig, Simulator, DEMO_API_KEY, DEMO_API_PASSPHRASE, DEMO_API_SECRET,
 };

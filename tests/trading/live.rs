@@ -4,17 +4,17 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use bitget_poller::client::CallError;
-use bitget_poller::clock::{Clock, SystemClock};
+use bitget_poller::bitget::credential::Credentials;
+use bitget_poller::bitget::error::ErrorClass;
+use bitget_poller::bitget::http::CallError;
 use bitget_poller::config::SymbolSelection;
-use bitget_poller::credential::Credentials;
-use bitget_poller::error::ErrorClass;
-use bitget_poller::granularity::{Granularity, Market};
+use bitget_poller::core::clock::{Clock, SystemClock};
+use bitget_poller::core::timeframe::{Granularity, Market};
 use bitget_poller::sim::{SimConfig, Simulator, DEMO_API_KEY};
+use bitget_poller::store::{Store, StoreConfig};
 use bitget_poller::strategy::spec::{parse, Polled};
 use bitget_poller::strategy::{StrategySpec, Target};
 use bitget_poller::trading::{Engine, Execution, TradingSummary};
-use tokio::sync::mpsc;
 
 use crate::helpers::*;
 
@@ -52,11 +52,12 @@ async fn a_clock_45_s_off_is_resynced_and_the_request_retried_once() {
     .await;
     let client = signed_client(&sim, demo_credentials());
     let reply = client
+        .http()
         .signed_get(ACCOUNTS, &[("productType", "USDT-FUTURES")], None)
         .await
         .expect("accepted after the resync");
     assert_eq!(reply.attempts, 2);
-    let offset = client.signer().unwrap().offset_ms();
+    let offset = client.http().signer().unwrap().offset_ms();
     assert!((44_000..=46_000).contains(&offset), "offset {offset}");
     sim.stop().await;
     let requests: Vec<_> = request_log(&log)
@@ -97,6 +98,7 @@ async fn each_wrong_credential_is_named_and_not_retried() {
     for (n, (credentials, code, advice)) in cases.into_iter().enumerate() {
         let client = signed_client(&sim, credentials);
         let error = client
+            .http()
             .signed_get(ACCOUNTS, &[("productType", "USDT-FUTURES")], None)
             .await
             .unwrap_err();
@@ -154,8 +156,9 @@ async fn trade_live(
         let i = engine.instance(instance).unwrap();
         engine.submit(i, intent(symbol, *target, price));
     }
-    let (events, receiver) = mpsc::channel(8);
-    drop(events);
+    let store = Store::new(StoreConfig::default());
+    let receiver = store.subscribe();
+    store.close();
     engine.run(receiver).await.expect("no auth failure")
 }
 
@@ -282,6 +285,7 @@ async fn a_position_found_at_start_is_taken_over_not_opened_again() {
     assert_eq!(first.fills, 1);
     let client = signed_client(&sim, demo_credentials());
     let reply = client
+        .http()
         .signed_get(
             "/api/v2/mix/position/all-position",
             &[("productType", "USDT-FUTURES")],
@@ -289,7 +293,9 @@ async fn a_position_found_at_start_is_taken_over_not_opened_again() {
         )
         .await
         .unwrap();
-    let held = bitget_poller::parse::positions(&reply.body).unwrap().data;
+    let held = bitget_poller::bitget::parse::positions(&reply.body)
+        .unwrap()
+        .data;
     assert_eq!(held.len(), 1);
     // The restarted instance adopts it: the same long intent sends no order.
     let mut engine = Engine::new(
@@ -303,8 +309,9 @@ async fn a_position_found_at_start_is_taken_over_not_opened_again() {
     let i = engine.instance("st").unwrap();
     engine.submit(i, intent("BTCUSDT", Target::Long, "60000"));
     engine.submit(i, intent("BTCUSDT", Target::Flat, "60000"));
-    let (events, receiver) = mpsc::channel(8);
-    drop(events);
+    let store = Store::new(StoreConfig::default());
+    let receiver = store.subscribe();
+    store.close();
     let second = engine.run(receiver).await.unwrap();
     assert_eq!(
         (second.orders, second.fills),

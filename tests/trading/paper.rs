@@ -3,11 +3,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use bitget_poller::clock::{Clock, SystemClock};
 use bitget_poller::config::SymbolSelection;
-use bitget_poller::granularity::{Granularity, Market};
-use bitget_poller::models::{Candle, Symbol, Ticker};
-use bitget_poller::scheduler::MarketEvent;
+use bitget_poller::core::clock::{Clock, SystemClock};
+use bitget_poller::core::events::MarketEvent;
+use bitget_poller::core::market::{Candle, Symbol, Ticker};
+use bitget_poller::core::timeframe::{Granularity, Market};
 use bitget_poller::strategy::spec::{parse, Polled};
 use bitget_poller::strategy::Target;
 use bitget_poller::trading::paper::PaperBook;

@@ -3,7 +3,7 @@
 
 use std::str::FromStr;
 
-use bitget_poller::models::{Candle, Symbol};
+use bitget_poller::core::market::{Candle, Symbol};
 use bitget_poller::strategy::{Strategy, SuperTrend, SuperTrendParams, SuperTrendPullback, Target};
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;

@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use bitget_poller::clock::ManualClock;
-use bitget_poller::credential::{Credentials, Signer};
+use bitget_poller::bitget::credential::{Credentials, Signer};
+use bitget_poller::core::clock::ManualClock;
 use serde_json::Value;
 
 #[test]

@@ -1,14 +1,14 @@
 //! The poller's domain types: what strategies receive.
 //!
 //! Bitget sends every number as a JSON string; here they are already `Decimal` and integer
-//! milliseconds, converted once in [`crate::parse`]. Symbols are always Bitget's plain form
+//! milliseconds, converted once in [`crate::bitget::parse`]. Symbols are always Bitget's plain form
 //! (`BTCUSDT`), whatever spelling the operator used in the config.
 
 use std::fmt;
 
 use rust_decimal::Decimal;
 
-pub use crate::granularity::Market;
+pub use crate::core::timeframe::Market;
 
 /// A symbol in Bitget's plain form, e.g. `BTCUSDT`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -178,6 +178,37 @@ pub struct OrderDetail {
     pub fee: Decimal,
     /// `live`, `partially_filled`, `filled` or `canceled`.
     pub state: String,
+}
+
+/// Which symbols to poll.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SymbolSelection {
+    /// Every USDT-M contract Bitget lists as trading normally.
+    All,
+    /// These, normalised.
+    List(Vec<Symbol>),
+}
+
+/// One market order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderRequest {
+    pub symbol: Symbol,
+    /// Signed size in the base coin: positive buys.
+    pub quantity: Decimal,
+    /// Closing only (one-way mode's `reduceOnly`).
+    pub reduce_only: bool,
+    /// Our id for it; the same on every attempt.
+    pub client_oid: String,
+}
+
+impl OrderRequest {
+    pub fn side(&self) -> &'static str {
+        if self.quantity.is_sign_negative() {
+            "sell"
+        } else {
+            "buy"
+        }
+    }
 }
 
 /// A parsed success reply: the server's clock when it answered, and the data.

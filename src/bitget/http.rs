@@ -1,8 +1,10 @@
-//! The Bitget REST client: one pooled HTTP client, every request through the limiter, every
-//! failure classified, retries with backoff (and through the limiter again).
+//! The raw HTTP layer to Bitget: one pooled HTTP client, every request through the limiter,
+//! every failure classified, retries with backoff (and through the limiter again), and
+//! [`Http::forward`] for a request someone else built and signed.
 //!
-//! The client knows nothing about candles or schedules; it turns `(path, query)` into a
-//! checked reply body, or a [`BitgetError`] that says what to do next. It also tells the
+//! This layer knows nothing about candles or schedules; it turns `(path, query)` into a
+//! checked reply body, or a [`BitgetError`] that says what to do next. The typed methods
+//! (`candles()`, `place_order()` …) are in [`super::client`]. It also tells the
 //! limiter what the server said (remaining budget, rate-limit rejections), so one 429 pauses
 //! every request of that category, not only the one that failed.
 //!
@@ -11,30 +13,26 @@
 //! offset and retries once. Orders are never retried here: a POST whose outcome is unknown
 //! goes back to the caller, which must reconcile before sending it again.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use rand::Rng;
-use reqwest::header::{HeaderValue, CONTENT_TYPE};
-use reqwest::Method;
+use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
-use crate::credential::Signer;
-use crate::error::{BitgetError, Classifier, ErrorClass};
-use crate::limiter::{route_of, Adjustment, Feedback, Permit, RateLimiter, Route};
-use crate::metrics::RequestLatency;
-use crate::retry::Backoff;
-use crate::telemetry::{RecentRateLimits, RATE_LOG};
+use super::credential::Signer;
+use super::endpoints::{route_of, BASE_URL, REMAIN_HEADER, SERVER_TIME};
+use super::error::{BitgetError, Classifier, ErrorClass};
+use crate::core::RATE_LOG;
+use crate::limiter::backoff::Backoff;
+use crate::limiter::recent::RecentRateLimits;
+use crate::limiter::{Adjustment, Category, Feedback, Permit, RateLimiter, Route};
 
-/// Bitget's server-time endpoint, used to measure the clock offset.
-pub const TIME_PATH: &str = "/api/v2/public/time";
-/// Bitget's production REST endpoint.
-pub const BITGET_BASE_URL: &str = "https://api.bitget.com";
-/// Header in which Bitget reports what is left of an endpoint's one-second budget.
-pub const REMAIN_HEADER: &str = "x-mbx-used-remain-limit";
-
+pub use super::endpoints::BASE_URL as BITGET_BASE_URL;
+pub use reqwest::Method;
 /// How the HTTP side is set up.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClientConfig {
@@ -47,17 +45,29 @@ pub struct ClientConfig {
     pub backoff: Backoff,
     /// Body codes treated as rate limiting besides HTTP 429.
     pub rate_limit_codes: Vec<String>,
+    /// Reply bodies longer than this are refused unread (the all-contracts list, the
+    /// largest reply, is about 1 MB).
+    pub max_body_bytes: usize,
+}
+
+/// The default cap on a reply body.
+pub const DEFAULT_MAX_BODY: usize = 16 << 20;
+
+/// Told about every request's round trip, for latency metrics.
+pub trait Observer: Send + Sync + std::fmt::Debug {
+    fn request_done(&self, category: Category, elapsed: Duration);
 }
 
 impl Default for ClientConfig {
     fn default() -> Self {
         Self {
-            base_url: BITGET_BASE_URL.to_owned(),
+            base_url: BASE_URL.to_owned(),
             timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
             pool_max_idle: 32,
             backoff: Backoff::default(),
-            rate_limit_codes: crate::error::default_rate_limit_codes(),
+            rate_limit_codes: super::error::default_rate_limit_codes(),
+            max_body_bytes: DEFAULT_MAX_BODY,
         }
     }
 }
@@ -123,6 +133,37 @@ struct Sent {
     server_ms: Option<u64>,
 }
 
+/// A request as another client built it, for [`Http::forward`].
+#[derive(Debug, Clone)]
+pub struct RawRequest {
+    pub method: Method,
+    /// Starting with `/api/`.
+    pub path: String,
+    /// Without the `?`, exactly as received (the signature covers it byte for byte).
+    pub query: String,
+    /// Passed on unchanged; sensitive ones (`ACCESS-*`) are redacted in `Debug`.
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// A reply exactly as the exchange sent it.
+#[derive(Debug, Clone)]
+pub struct RawReply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl RawReply {
+    /// The endpoint's remaining requests this second, when the exchange said.
+    pub fn remaining(&self) -> Option<u32> {
+        self.headers
+            .get(REMAIN_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok())
+    }
+}
+
 /// A checked success reply.
 #[derive(Debug, Clone)]
 pub struct Reply {
@@ -136,9 +177,9 @@ pub struct Reply {
 #[error("cannot build the http client: {0}")]
 pub struct BuildError(#[from] reqwest::Error);
 
-/// A Bitget client sharing one limiter and one connection pool.
+/// The raw Bitget HTTP layer, sharing one limiter and one connection pool across clones.
 #[derive(Debug, Clone)]
-pub struct Client {
+pub struct Http {
     http: reqwest::Client,
     base_url: Arc<str>,
     limiter: Arc<dyn RateLimiter>,
@@ -147,10 +188,21 @@ pub struct Client {
     recent: Arc<RecentRateLimits>,
     stop: CancellationToken,
     signer: Option<Arc<Signer>>,
-    latency: Arc<RequestLatency>,
+    observer: Option<Arc<dyn Observer>>,
+    max_body: usize,
+    /// Whether any reply at all came back, and the last transport failure: a session that
+    /// never reached the exchange says so, with the cause.
+    contact: Arc<Contact>,
 }
 
-impl Client {
+/// What the layer knows about reaching the exchange.
+#[derive(Debug, Default)]
+struct Contact {
+    replies: std::sync::atomic::AtomicU64,
+    last_failure: std::sync::Mutex<Option<String>>,
+}
+
+impl Http {
     /// A client for `config`, limited by `limiter`; `stop` cancels waiting requests.
     ///
     /// # Errors
@@ -178,13 +230,46 @@ impl Client {
             recent,
             stop,
             signer: None,
-            latency: Arc::default(),
+            observer: None,
+            max_body: config.max_body_bytes,
+            contact: Arc::default(),
         })
     }
 
-    /// Request latency per category, shared by every clone of this client.
-    pub fn latency(&self) -> Arc<RequestLatency> {
-        Arc::clone(&self.latency)
+    /// The same layer, telling `observer` about every round trip.
+    #[must_use]
+    pub fn with_observer(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// Replies received so far (any status), by every clone.
+    pub fn replies(&self) -> u64 {
+        self.contact
+            .replies
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The most recent failure to get any reply (connection refused, DNS, TLS, timeout).
+    pub fn last_transport_failure(&self) -> Option<String> {
+        self.contact
+            .last_failure
+            .lock()
+            .ok()
+            .and_then(|f| f.clone())
+    }
+
+    /// The host requests go to, for messages.
+    pub fn host(&self) -> String {
+        reqwest::Url::parse(&self.base_url)
+            .ok()
+            .and_then(|u| {
+                u.host_str().map(|h| {
+                    u.port()
+                        .map_or_else(|| h.to_owned(), |p| format!("{h}:{p}"))
+                })
+            })
+            .unwrap_or_else(|| self.base_url.to_string())
     }
 
     /// The same client, signing private requests with `signer`.
@@ -209,14 +294,14 @@ impl Client {
     /// The time request failed, or its reply has no readable server time.
     pub async fn sync_clock(&self) -> Result<i64, CallError> {
         let Some(signer) = &self.signer else {
-            return Err(CallError::NoCredentials(TIME_PATH.to_owned()));
+            return Err(CallError::NoCredentials(SERVER_TIME.path.to_owned()));
         };
         let sent = signer.local_ms();
-        let reply = self.get(TIME_PATH, &[], None).await?;
+        let reply = self.get(SERVER_TIME.path, &[], None).await?;
         let received = signer.local_ms();
-        let server = crate::parse::server_time(&reply.body).map_err(|e| {
+        let server = crate::bitget::parse::server_time(&reply.body).map_err(|e| {
             CallError::Bitget(BitgetError::Malformed {
-                endpoint: TIME_PATH.to_owned(),
+                endpoint: SERVER_TIME.path.to_owned(),
                 detail: e.to_string(),
             })
         })?;
@@ -339,7 +424,7 @@ impl Client {
                 return Err(error.into());
             }
             let jitter = rand::thread_rng().gen::<f64>();
-            let Some(delay) = self.backoff.delay_after(&error, retry, jitter) else {
+            let Some(delay) = error.retry_delay(&self.backoff, retry, jitter) else {
                 return Err(error.into());
             };
             retry += 1;
@@ -371,7 +456,9 @@ impl Client {
         };
         let sent = tokio::time::Instant::now();
         let outcome = self.send(request, symbol).await;
-        self.latency.observe(route.category, sent.elapsed());
+        if let Some(observer) = &self.observer {
+            observer.request_done(route.category, sent.elapsed());
+        }
         self.report(&permit, request.path, symbol, &outcome);
         Ok(outcome.result)
     }
@@ -393,16 +480,9 @@ impl Client {
         symbol: Option<&str>,
     ) -> Result<Sent, BitgetError> {
         let path = request.path;
-        let mut url = format!("{}{}", self.base_url, path);
-        if !request.query.is_empty() {
-            url.push('?');
-            url.push_str(&request.query);
-        }
-        let mut builder = self.http.request(request.method.clone(), &url);
+        let mut headers = HeaderMap::new();
         if !request.body.is_empty() {
-            builder = builder
-                .header(CONTENT_TYPE, "application/json")
-                .body(request.body.clone());
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
         if let Some(signer) = self.signer.as_ref().filter(|_| request.signed) {
             let signed =
@@ -413,49 +493,168 @@ impl Client {
                     v
                 })
             };
-            let (Ok(key), Ok(sign), Ok(passphrase)) = (
+            let (Ok(key), Ok(sign), Ok(passphrase), Ok(timestamp)) = (
                 sensitive(signed.key),
                 sensitive(&signed.sign),
                 sensitive(signed.passphrase),
+                HeaderValue::from_str(&signed.timestamp),
             ) else {
                 return Err(BitgetError::Auth {
                     code: "local".to_owned(),
                     msg: "a credential contains characters an http header cannot carry".to_owned(),
                 });
             };
-            builder = builder
-                .header("ACCESS-KEY", key)
-                .header("ACCESS-SIGN", sign)
-                .header("ACCESS-TIMESTAMP", signed.timestamp)
-                .header("ACCESS-PASSPHRASE", passphrase)
-                .header("locale", "en-US");
+            headers.insert("ACCESS-KEY", key);
+            headers.insert("ACCESS-SIGN", sign);
+            headers.insert("ACCESS-TIMESTAMP", timestamp);
+            headers.insert("ACCESS-PASSPHRASE", passphrase);
+            headers.insert("locale", HeaderValue::from_static("en-US"));
         }
-        let response = builder
-            .send()
-            .await
-            .map_err(|e| transport_error(path, &e))?;
-        let status = response.status().as_u16();
-        let header = |name: &str| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        let remaining = header(REMAIN_HEADER).and_then(|v| v.trim().parse::<u32>().ok());
-        let retry_after = header("retry-after");
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| transport_error(path, &e))?;
-        let (server_ms, verdict) =
-            self.classifier
-                .check_timed(path, symbol, status, retry_after.as_deref(), &body);
+        let reply = self
+            .exchange(
+                request.method.clone(),
+                path,
+                &request.query,
+                headers,
+                request.body.clone(),
+            )
+            .await?;
+        let (server_ms, verdict) = self.classify(&reply, path, symbol);
+        let remaining = reply.remaining();
         Ok(Sent {
-            result: verdict.map(|()| body),
+            result: verdict.map(|()| reply.body),
             remaining,
             server_ms,
         })
+    }
+
+    fn classify(
+        &self,
+        reply: &RawReply,
+        path: &str,
+        symbol: Option<&str>,
+    ) -> (Option<u64>, Result<(), BitgetError>) {
+        let retry_after = reply.headers.get(RETRY_AFTER).and_then(|v| v.to_str().ok());
+        self.classifier
+            .check_timed(path, symbol, reply.status, retry_after, &reply.body)
+    }
+
+    /// One request on the wire, its body read up to the cap. Every reply, whatever its
+    /// status, proves the exchange was reached.
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        query: &str,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<RawReply, BitgetError> {
+        let mut url = format!("{}{}", self.base_url, path);
+        if !query.is_empty() {
+            url.push('?');
+            url.push_str(query);
+        }
+        let mut builder = self.http.request(method, &url).headers(headers);
+        if !body.is_empty() {
+            builder = builder.body(body);
+        }
+        let mut response = match builder.send().await {
+            Ok(response) => response,
+            Err(e) => return Err(self.transport_failed(path, &e)),
+        };
+        self.contact.replies.fetch_add(1, Ordering::Relaxed);
+        let status = response.status().as_u16();
+        let headers = std::mem::take(response.headers_mut());
+        let too_long = |bytes: u64| {
+            BitgetError::Malformed {
+            endpoint: path.to_owned(),
+            detail: format!(
+                "reply body of {bytes} bytes or more is over the {} byte cap; raise [exchange] max_body_mb if this reply is expected",
+                self.max_body
+            ),
+        }
+        };
+        if let Some(length) = response.content_length() {
+            if length > self.max_body as u64 {
+                return Err(too_long(length));
+            }
+        }
+        let mut body = Vec::new();
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    if body.len() + chunk.len() > self.max_body {
+                        return Err(too_long((body.len() + chunk.len()) as u64));
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(e) => return Err(self.transport_failed(path, &e)),
+            }
+        }
+        Ok(RawReply {
+            status,
+            headers,
+            body: Bytes::from(body),
+        })
+    }
+
+    fn transport_failed(&self, path: &str, error: &reqwest::Error) -> BitgetError {
+        let error = transport_error(path, error);
+        if let Ok(mut last) = self.contact.last_failure.lock() {
+            *last = Some(match &error {
+                BitgetError::Connection { detail, .. } => detail.clone(),
+                other => other.to_string(),
+            });
+        }
+        error
+    }
+
+    /// Sends a request someone else built (and perhaps signed) through the limiter,
+    /// unchanged: method, path, query, headers and body as given; the reply comes back as
+    /// the exchange sent it. Not retried: whether to send it again is its sender's call.
+    /// The reply still tells the limiter what the server said.
+    ///
+    /// # Errors
+    /// Shutdown began before it could be admitted, or no reply came (connection, timeout,
+    /// a body over the cap).
+    pub async fn forward(&self, request: RawRequest) -> Result<RawReply, CallError> {
+        let route = route_of(&request.path);
+        let permit = tokio::select! {
+            biased;
+            () = self.stop.cancelled() => return Err(CallError::ShuttingDown),
+            permit = self.limiter.acquire(route) => permit,
+        };
+        let started = tokio::time::Instant::now();
+        let result = self
+            .exchange(
+                request.method,
+                &request.path,
+                &request.query,
+                request.headers,
+                request.body,
+            )
+            .await;
+        if let Some(observer) = &self.observer {
+            observer.request_done(route.category, started.elapsed());
+        }
+        let sent = match &result {
+            Ok(reply) => {
+                let (server_ms, verdict) = self.classify(reply, &request.path, None);
+                Sent {
+                    result: verdict.map(|()| Bytes::new()),
+                    remaining: reply.remaining(),
+                    server_ms,
+                }
+            }
+            Err(error) => Sent {
+                result: Err(error.clone()),
+                remaining: None,
+                server_ms: None,
+            },
+        };
+        self.report(&permit, &request.path, None, &sent);
+        result.map_err(CallError::Bitget)
     }
 
     fn report(&self, permit: &Permit, path: &str, symbol: Option<&str>, outcome: &Sent) {

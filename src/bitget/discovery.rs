@@ -10,31 +10,15 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::client::{CallError, Client};
-use crate::granularity::Market;
-use crate::models::{Instrument, Symbol};
-use crate::parse::{self, ParseError};
-
-/// The instruments endpoint and query for `market`.
-pub fn instruments_request(
-    market: Market,
-) -> (&'static str, &'static [(&'static str, &'static str)]) {
-    match market {
-        Market::Futures => (
-            "/api/v2/mix/market/contracts",
-            &[("productType", "USDT-FUTURES")],
-        ),
-        Market::Spot => ("/api/v2/spot/public/symbols", &[]),
-    }
-}
+use super::client::{Client, RequestError};
+use crate::core::market::{Instrument, Symbol};
+use crate::core::timeframe::Market;
 
 /// Why discovery failed.
 #[derive(Debug, Error)]
 pub enum DiscoveryError {
     #[error("cannot list contracts: {0}")]
-    Call(#[from] CallError),
-    #[error("cannot read the contract list: {0}")]
-    Parse(#[from] ParseError),
+    Request(#[from] RequestError),
     #[error(
         "bitget lists no tradable USDT instruments; check exchange.market and exchange.base_url"
     )]
@@ -64,9 +48,7 @@ pub async fn instruments(
     client: &Client,
     market: Market,
 ) -> Result<Vec<Instrument>, DiscoveryError> {
-    let (path, query) = instruments_request(market);
-    let reply = client.get(path, query, None).await?;
-    Ok(parse::instruments(&reply.body)?.data)
+    Ok(client.instruments(market).await?)
 }
 
 /// Reads the cache if it is fresh and for this exchange and market.

@@ -21,7 +21,7 @@ use sha2::Sha256;
 use thiserror::Error;
 use zeroize::Zeroize;
 
-use crate::clock::Clock;
+use crate::core::clock::Clock;
 
 /// Environment variable holding the API key id.
 pub const API_KEY_VAR: &str = "BITGET_API_KEY";
@@ -336,7 +336,7 @@ mod tests {
 
     #[test]
     fn the_signer_stamps_with_the_measured_offset() {
-        let wall = Arc::new(crate::clock::ManualClock::new(1_700_000_000_000));
+        let wall = Arc::new(crate::core::clock::ManualClock::new(1_700_000_000_000));
         let signer = Signer::new(
             Credentials::new("bg_test_key", "test-secret-123", "test-pass"),
             wall,

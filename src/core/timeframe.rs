@@ -13,7 +13,7 @@ const UTC8: u64 = 8 * HOUR;
 const FIRST_MONDAY: u64 = 4 * DAY;
 
 /// Which product family a granularity string belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Market {
     /// `/api/v2/mix/...` spellings: `1m`, `1H`, `1D`, `1W`, `1M`, `6Hutc`...
     Futures,

@@ -29,7 +29,8 @@ use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::Clock;
+use crate::bitget::http::Observer;
+use crate::core::clock::Clock;
 use crate::limiter::{Category, RateLimiter};
 use crate::scheduler::tiers::Tier;
 use crate::scheduler::PollStats;
@@ -59,6 +60,12 @@ impl Default for RequestLatency {
 impl RequestLatency {
     pub fn observe(&self, category: Category, elapsed: Duration) {
         self.histograms[category.index()].observe(elapsed.as_secs_f64());
+    }
+}
+
+impl Observer for RequestLatency {
+    fn request_done(&self, category: Category, elapsed: Duration) {
+        self.observe(category, elapsed);
     }
 }
 

@@ -1,4 +1,4 @@
-//! Bitget's JSON, mirrored as wire structs, converted once into [`crate::models`].
+//! Bitget's JSON, mirrored as wire structs, converted once into [`crate::core::market`].
 //!
 //! Bitget sends numbers as strings, its own docs sometimes show them as numbers, and ccxt's
 //! recordings store `requestTime` as a string: every numeric field here accepts either. The
@@ -16,10 +16,10 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 use thiserror::Error;
 
-use crate::granularity::Granularity;
-use crate::models::{
+use crate::core::market::{
     Balance, Candle, Instrument, OrderAck, OrderDetail, Position, Stamped, Symbol, Ticker,
 };
+use crate::core::timeframe::Granularity;
 
 /// Why a success reply could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -483,7 +483,7 @@ pub fn server_time(body: &[u8]) -> Result<u64, ParseError> {
 pub fn run_every_parser(body: &[u8]) {
     let symbol = Symbol::from_exchange("BTCUSDT");
     for tf in ["1m", "1M", "1Wutc", "3D"] {
-        if let Some(g) = Granularity::parse(crate::granularity::Market::Futures, tf) {
+        if let Some(g) = Granularity::parse(crate::core::timeframe::Market::Futures, tf) {
             let _ = candles(body, &symbol, tf, g);
         }
     }
@@ -495,7 +495,7 @@ pub fn run_every_parser(body: &[u8]) {
     let _ = order_ack(body);
     let _ = order_detail(body);
     for status in [200, 400, 429, 503] {
-        let _ = crate::error::Classifier::default().check(
+        let _ = crate::bitget::error::Classifier::default().check(
             "/e",
             Some("BTCUSDT"),
             status,
@@ -508,7 +508,7 @@ pub fn run_every_parser(body: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::granularity::Market;
+    use crate::core::timeframe::Market;
 
     fn one_minute() -> Granularity {
         Granularity::parse(Market::Futures, "1m").unwrap()

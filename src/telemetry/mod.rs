@@ -13,12 +13,14 @@
 //! only the numbered copies (`.1` newest) are renamed. Writes go through tracing-appender's
 //! non-blocking writer, in blocking mode so no line is dropped, flushed when the guards drop.
 
-use std::collections::VecDeque;
+pub mod metrics;
+pub mod usage;
+
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -28,68 +30,18 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
 
-use crate::clock::Clock;
+use crate::core::clock::Clock;
 use crate::limiter::{Category, CategoryCounters, RateLimiter};
 use crate::scheduler::tiers::Tier;
 use crate::scheduler::PollStats;
 
-/// Target of every rate-limit event; the rate log keeps exactly these.
-pub const RATE_LOG: &str = "bitget_rate";
+pub use crate::core::RATE_LOG;
 /// File name of the unified log.
 pub const UNIFIED_FILE: &str = "trading_unified.log";
 /// File name of the rate-limit log.
 pub const RATE_FILE: &str = "bitget_rate_limits.log";
 
-/// Rate-limit rejections per category over the last minute, for tiers and usage lines.
-#[derive(Debug, Default)]
-pub struct RecentRateLimits {
-    events: Mutex<[VecDeque<Instant>; 4]>,
-}
-
-impl RecentRateLimits {
-    const HORIZON: Duration = Duration::from_secs(60);
-
-    /// Records one rejection now; returns the category's count over the last minute.
-    pub fn record(&self, category: Category) -> usize {
-        let now = Instant::now();
-        let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
-        let queue = &mut events[category.index()];
-        queue.push_back(now);
-        Self::expire(queue, now);
-        queue.len()
-    }
-
-    /// Rejections of `category` in the last minute.
-    pub fn count(&self, category: Category) -> usize {
-        let now = Instant::now();
-        let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
-        let queue = &mut events[category.index()];
-        Self::expire(queue, now);
-        queue.len()
-    }
-
-    /// Rejections of every category in the last minute.
-    pub fn total(&self) -> usize {
-        let now = Instant::now();
-        let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
-        events
-            .iter_mut()
-            .map(|queue| {
-                Self::expire(queue, now);
-                queue.len()
-            })
-            .sum()
-    }
-
-    fn expire(queue: &mut VecDeque<Instant>, now: Instant) {
-        while queue
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= Self::HORIZON)
-        {
-            queue.pop_front();
-        }
-    }
-}
+pub use crate::limiter::recent::RecentRateLimits;
 
 /// Whether a category gets usage lines: market always, the others once they were used,
 /// so categories nothing uses stay quiet rather than print zeros forever.

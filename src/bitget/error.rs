@@ -16,6 +16,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use thiserror::Error;
 
+use crate::limiter::backoff::Backoff;
+
 /// What the caller should do about a failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorClass {
@@ -388,6 +390,21 @@ fn parse_retry_after(value: &str) -> Option<Duration> {
         .map(Duration::from_secs_f64)
 }
 
+impl BitgetError {
+    /// The delay before retrying after this error under `backoff`, or `None` when it must
+    /// not be retried (or retries are used up). A server's `Retry-After` wins, capped.
+    pub fn retry_delay(&self, backoff: &Backoff, retry: u32, jitter_unit: f64) -> Option<Duration> {
+        if !self.is_retryable() {
+            return None;
+        }
+        let computed = backoff.delay(retry, jitter_unit)?;
+        Some(
+            self.retry_after()
+                .map_or(computed, |server| server.min(backoff.cap)),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -507,5 +524,32 @@ mod tests {
             msg: String::new()
         }
         .is_retryable());
+    }
+
+    const MID: f64 = 0.5; // jitter factor exactly 1.0
+
+    #[test]
+    fn retry_after_wins_but_is_capped_and_fatal_errors_are_not_retried() {
+        let b = Backoff::default();
+        let limited = |secs| BitgetError::RateLimited {
+            endpoint: "/e".into(),
+            status: 429,
+            code: "429".into(),
+            retry_after: Some(Duration::from_secs(secs)),
+        };
+        assert_eq!(
+            limited(7).retry_delay(&b, 0, MID),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(
+            limited(600).retry_delay(&b, 0, MID),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(limited(7).retry_delay(&b, 5, MID), None, "retries used up");
+        let auth = BitgetError::Auth {
+            code: "40009".into(),
+            msg: String::new(),
+        };
+        assert_eq!(auth.retry_delay(&b, 0, MID), None);
     }
 }

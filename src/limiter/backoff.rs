@@ -3,11 +3,10 @@
 //! `delay = base × 2^retry × jitter`, jitter uniform in [0.5, 1.5), capped, at most
 //! `max_retries` retries. A server-given `Retry-After` wins (still capped). The schedule is a
 //! pure function of the retry number and a jitter draw, so it is tested exactly without
-//! sleeping; the waiting itself happens in the limiter, which every retry goes through again.
+//! sleeping; the waiting itself happens in the limiter (which error is retried, and whether
+//! a server's `Retry-After` applies, is the venue adapter's call), which every retry goes through again.
 
 use std::time::Duration;
-
-use crate::error::BitgetError;
 
 /// The backoff policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,24 +43,6 @@ impl Backoff {
             exponential.min(self.cap.as_secs_f64()),
         ))
     }
-
-    /// The delay before retrying after `error`, or `None` when it must not be retried.
-    pub fn delay_after(
-        &self,
-        error: &BitgetError,
-        retry: u32,
-        jitter_unit: f64,
-    ) -> Option<Duration> {
-        if !error.is_retryable() {
-            return None;
-        }
-        let computed = self.delay(retry, jitter_unit)?;
-        Some(
-            error
-                .retry_after()
-                .map_or(computed, |server| server.min(self.cap)),
-        )
-    }
 }
 
 #[cfg(test)]
@@ -91,30 +72,5 @@ mod tests {
             ..b
         };
         assert_eq!(capped.delay(10, MID), Some(Duration::from_secs(30)));
-    }
-
-    #[test]
-    fn retry_after_wins_but_is_capped_and_fatal_errors_are_not_retried() {
-        let b = Backoff::default();
-        let limited = |secs| BitgetError::RateLimited {
-            endpoint: "/e".into(),
-            status: 429,
-            code: "429".into(),
-            retry_after: Some(Duration::from_secs(secs)),
-        };
-        assert_eq!(
-            b.delay_after(&limited(7), 0, MID),
-            Some(Duration::from_secs(7))
-        );
-        assert_eq!(
-            b.delay_after(&limited(600), 0, MID),
-            Some(Duration::from_secs(30))
-        );
-        assert_eq!(b.delay_after(&limited(7), 5, MID), None, "retries used up");
-        let auth = BitgetError::Auth {
-            code: "40009".into(),
-            msg: String::new(),
-        };
-        assert_eq!(b.delay_after(&auth, 0, MID), None);
     }
 }

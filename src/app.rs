@@ -1,0 +1,466 @@
+//! The application: every long-lived task of a run (the poller and its usage reporter, the
+//! trading engine, the account poller, the event log, the metrics endpoint) started, owned
+//! and stopped here, under one cancellation path.
+//!
+//! [`run`] is what the CLI calls after parsing and checking; tests call [`run_session`]
+//! for the poller alone. Stopping is ordered: the shutdown token stops the poller, which
+//! finishes its requests in flight; then the store is closed, so consumers read what is
+//! left and end; the metrics endpoint goes last, so its final scrape sees final counters.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::bitget::client::Client;
+use crate::bitget::error::BitgetError;
+use crate::bitget::http::BuildError;
+use crate::config::Config;
+use crate::core::clock::Clock;
+use crate::core::events::MarketEvent;
+use crate::core::TRADING_LOG;
+use crate::limiter::recent::RecentRateLimits;
+use crate::limiter::{Category, CategoryCounters, LocalLimiter, RateLimiter};
+use crate::scheduler::{resolve_symbols, PollError, PollStats, Poller};
+use crate::store::{Store, Subscription};
+use crate::strategy::StrategySpec;
+use crate::telemetry::metrics::{MetricsServer, MetricsSources, RequestLatency};
+use crate::telemetry::{is_reported, report_usage, UsageLine};
+use crate::trading::live::poll_account;
+use crate::trading::setup::{prepare, SetupError, Venue};
+use crate::trading::TradingSummary;
+
+/// Why a session ended in failure.
+#[derive(Debug, Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Client(#[from] BuildError),
+    #[error(transparent)]
+    Poll(#[from] PollError),
+    #[error(transparent)]
+    Setup(#[from] SetupError),
+    /// Not one reply came back in the whole run.
+    #[error("never reached the exchange at {host} in {:.1} s: {cause}; check [exchange] base_url (or --base-url), the network and any proxy", elapsed.as_secs_f64())]
+    Unreachable {
+        host: String,
+        cause: String,
+        elapsed: Duration,
+    },
+}
+
+impl RunError {
+    /// Exit code: 2 for what the operator must fix before starting, 1 for the rest.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Setup(e) => e.exit_code(),
+            _ => 1,
+        }
+    }
+}
+
+/// What a session did, per category and overall.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSummary {
+    pub elapsed: Duration,
+    pub categories: Vec<(Category, CategoryCounters)>,
+    pub symbols: usize,
+    pub candle_replies: u64,
+    /// New closed candles written into the store.
+    pub closed_delivered: u64,
+    pub tickers_delivered: u64,
+    /// Forming candles and ticker snapshots consumers skipped, a newer one being there.
+    pub superseded: u64,
+    /// Closed candles a consumer missed by falling more than the store's journal behind.
+    pub closed_missed: u64,
+    pub failures: u64,
+    pub parked: u64,
+    pub close_rounds: u64,
+    pub last_close_latency_ms: u64,
+    /// Streams whose newest closed candle was over twice their timeframe old at the end.
+    pub stale_at_exit: usize,
+}
+
+impl RunSummary {
+    /// The counters of `category` at the end of the session.
+    pub fn counters(&self, category: Category) -> CategoryCounters {
+        self.categories
+            .iter()
+            .find(|(c, _)| *c == category)
+            .map_or_else(CategoryCounters::default, |(_, k)| *k)
+    }
+
+    /// Admitted requests of `category` per second over the session, as a fraction of its
+    /// limit.
+    pub fn utilization(&self, category: Category) -> f64 {
+        let k = self.counters(category);
+        if k.limit == 0 {
+            return 0.0;
+        }
+        k.admitted as f64 / (f64::from(k.limit) * self.elapsed.as_secs_f64().max(1e-9))
+    }
+
+    /// The per-category table printed at exit.
+    pub fn render(&self) -> String {
+        let mut out = format!(
+            "poller summary after {:.1} s, {} symbols:\n  {:<9} {:>9} {:>6} {:>7} {:>12}\n",
+            self.elapsed.as_secs_f64(),
+            self.symbols,
+            "category",
+            "requests",
+            "429s",
+            "limit",
+            "utilization"
+        );
+        for (category, k) in &self.categories {
+            if !is_reported(*category, k) {
+                continue;
+            }
+            out.push_str(&format!(
+                "  {:<9} {:>9} {:>6} {:>5}/s {:>11.1}%\n",
+                category.name(),
+                k.admitted,
+                k.rate_limited,
+                k.limit,
+                100.0 * self.utilization(*category)
+            ));
+        }
+        out.push_str(&format!(
+            "  closed candles stored {}, candle replies {}, tickers snapshots {}, superseded updates skipped by consumers {}, closed candles consumers missed {}, failed fetches {}, parked symbols {}, stale streams {}",
+            self.closed_delivered,
+            self.candle_replies,
+            self.tickers_delivered,
+            self.superseded,
+            self.closed_missed,
+            self.failures,
+            self.parked,
+            self.stale_at_exit
+        ));
+        if self.close_rounds > 0 {
+            out.push_str(&format!(
+                "\n  closed-mode rounds {}, last delivered {} ms after its close",
+                self.close_rounds, self.last_close_latency_ms
+            ));
+        }
+        out
+    }
+}
+
+/// The shared pieces of a run: one limiter, one client and one store, so market data,
+/// account reads and orders all draw from the same budgets and every consumer reads the
+/// same data.
+#[derive(Debug)]
+pub struct Wiring {
+    pub limiter: Arc<LocalLimiter>,
+    pub recent: Arc<RecentRateLimits>,
+    pub client: Client,
+    pub latency: Arc<RequestLatency>,
+    pub store: Arc<Store>,
+    /// The poller's counters, tier and candle ages, for usage lines and metrics.
+    pub stats: Arc<PollStats>,
+}
+
+impl Wiring {
+    /// Builds the limiter and the (unsigned) client for `config`, writing into `store`.
+    ///
+    /// # Errors
+    /// The HTTP client cannot be built.
+    pub fn new(
+        config: &Config,
+        store: Arc<Store>,
+        stop: CancellationToken,
+    ) -> Result<Self, RunError> {
+        let limiter = Arc::new(LocalLimiter::new(&config.limits, config.client.backoff));
+        let limiter_dyn: Arc<dyn RateLimiter> = limiter.clone();
+        let recent = Arc::new(RecentRateLimits::default());
+        let latency = Arc::new(RequestLatency::default());
+        let client = Client::new(&config.client, limiter_dyn, Arc::clone(&recent), stop)?
+            .with_observer(latency.clone());
+        Ok(Self {
+            limiter,
+            recent,
+            client,
+            latency,
+            store,
+            stats: Arc::default(),
+        })
+    }
+
+    /// What the metrics endpoint reads at each scrape.
+    pub fn metrics_sources(&self, wall: Arc<dyn Clock>) -> MetricsSources {
+        MetricsSources {
+            limiter: self.limiter.clone(),
+            latency: Arc::clone(&self.latency),
+            stats: Arc::clone(&self.stats),
+            wall,
+        }
+    }
+}
+
+/// Runs the poller alone against `config.client.base_url` until `stop` fires, writing into
+/// `store` (closed at the end, so subscribers finish).
+///
+/// # Errors
+/// The HTTP client cannot be built, symbols cannot be discovered, Bitget refuses the
+/// credentials, or the exchange never answered.
+pub async fn run_session(
+    config: &Config,
+    wall: Arc<dyn Clock>,
+    store: Arc<Store>,
+    stop: CancellationToken,
+) -> Result<RunSummary, RunError> {
+    let started = Instant::now();
+    let wiring = Wiring::new(config, Arc::clone(&store), stop.clone())?;
+    let result = poll_session(config, &wiring, wall, started, stop).await;
+    store.close();
+    result
+}
+
+/// Polls with `wiring`'s limiter, client and store until `stop` fires; `started` is when
+/// the run began, so the summary counts the whole run.
+///
+/// # Errors
+/// Symbols cannot be discovered, Bitget refuses the credentials, or the exchange never
+/// answered.
+pub async fn poll_session(
+    config: &Config,
+    wiring: &Wiring,
+    wall: Arc<dyn Clock>,
+    started: Instant,
+    stop: CancellationToken,
+) -> Result<RunSummary, RunError> {
+    let limiter = &wiring.limiter;
+    let limiter_dyn: Arc<dyn RateLimiter> = limiter.clone();
+    let recent = Arc::clone(&wiring.recent);
+    let client = wiring.client.clone();
+    let stats = Arc::clone(&wiring.stats);
+    let reporter_stop = CancellationToken::new();
+    let reporter = tokio::spawn(report_usage(
+        Arc::clone(&limiter_dyn),
+        Arc::clone(&recent),
+        Arc::clone(&stats),
+        Arc::clone(&wall),
+        config.usage_interval,
+        config.ascii_status,
+        reporter_stop.clone(),
+    ));
+    let polled = async {
+        let symbols = resolve_symbols(&client, &config.poll, wall.as_ref()).await?;
+        let symbol_count = symbols.len();
+        tracing::info!(
+            symbols = symbol_count,
+            mode = ?config.poll.mode,
+            timeframes = ?config.poll.timeframes.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>(),
+            base_url = client.base_url(),
+            "polling started"
+        );
+        let poller = Poller::new(
+            client.clone(),
+            config.poll.clone(),
+            Arc::clone(&wall),
+            Arc::clone(&recent),
+            Arc::clone(&wiring.store),
+            Arc::clone(&stats),
+            stop.clone(),
+        );
+        poller.run(symbols).await?;
+        Ok::<_, PollError>(symbol_count)
+    }
+    .await;
+    reporter_stop.cancel();
+    let _ = reporter.await;
+    let elapsed = Instant::now().duration_since(started);
+    let categories: Vec<_> = Category::ALL
+        .into_iter()
+        .map(|c| (c, limiter.counters(c)))
+        .collect();
+    // The final partial interval, so the log's totals add up to the summary.
+    for (category, counters) in &categories {
+        if is_reported(*category, counters) {
+            UsageLine::between(
+                *category,
+                &CategoryCounters {
+                    limit: counters.limit,
+                    ..CategoryCounters::default()
+                },
+                counters,
+                elapsed,
+                recent.count(*category),
+                stats.symbols_per_iteration.load(Ordering::Relaxed),
+                stats.tier(),
+            )
+            .emit_summary(config.ascii_status);
+        }
+    }
+    let http = client.http();
+    if http.replies() == 0 {
+        return Err(RunError::Unreachable {
+            host: http.host(),
+            cause: http
+                .last_transport_failure()
+                .unwrap_or_else(|| "no request was sent".to_owned()),
+            elapsed,
+        });
+    }
+    let symbol_count = polled?;
+    let store = wiring.store.stats();
+    Ok(RunSummary {
+        elapsed,
+        categories,
+        symbols: symbol_count,
+        candle_replies: stats.candle_replies.load(Ordering::Relaxed),
+        closed_delivered: stats.closed_delivered.load(Ordering::Relaxed),
+        tickers_delivered: stats.tickers_delivered.load(Ordering::Relaxed),
+        superseded: store.superseded_skipped.load(Ordering::Relaxed),
+        closed_missed: store.closed_missed.load(Ordering::Relaxed),
+        failures: stats.failures.load(Ordering::Relaxed),
+        parked: stats.parked.load(Ordering::Relaxed),
+        close_rounds: stats.close_rounds.load(Ordering::Relaxed),
+        last_close_latency_ms: stats.last_close_latency_ms.load(Ordering::Relaxed),
+        stale_at_exit: stats.freshness.stale(wall.now_ms()).len(),
+    })
+}
+
+/// What a run needs besides its configuration; the CLI prepares these so that usage
+/// errors (a bad strategy file, a taken metrics port) stop it before anything starts.
+#[derive(Debug)]
+pub struct RunOptions {
+    pub venue: Venue,
+    pub specs: Vec<StrategySpec>,
+    pub metrics: Option<MetricsServer>,
+    pub wall: Arc<dyn Clock>,
+}
+
+/// How each part of a run ended.
+#[derive(Debug)]
+pub struct Report {
+    pub poll: Result<RunSummary, RunError>,
+    /// `None` when trading is off.
+    pub trading: Option<Result<TradingSummary, BitgetError>>,
+    /// `None` unless trading live.
+    pub account: Option<Result<(), BitgetError>>,
+}
+
+/// Runs everything `config` asks for until `shutdown` fires (or a part fails for good:
+/// refused credentials stop the whole run).
+///
+/// # Errors
+/// The HTTP client cannot be built, or trading cannot start.
+pub async fn run(
+    config: &Config,
+    options: RunOptions,
+    shutdown: CancellationToken,
+) -> Result<Report, RunError> {
+    let started = Instant::now();
+    let RunOptions {
+        venue,
+        specs,
+        metrics,
+        wall,
+    } = options;
+    let store = Store::new(config.store);
+    let wiring = Wiring::new(config, Arc::clone(&store), shutdown.clone())?;
+
+    // Consumers subscribe before the first candle is written.
+    let log_task = tokio::spawn(log_events(store.subscribe()));
+    let mut account: Option<JoinHandle<Result<(), BitgetError>>> = None;
+    let engine: Option<JoinHandle<Result<TradingSummary, BitgetError>>> = if config.trading.enabled
+    {
+        let prepared = prepare(
+            &config.trading,
+            &config.poll,
+            specs,
+            &wiring.client,
+            venue,
+            Arc::clone(&wall),
+        )
+        .await;
+        let (engine, signed) = match prepared {
+            Ok(prepared) => prepared,
+            Err(error) => {
+                store.close();
+                let _ = log_task.await;
+                return Err(error.into());
+            }
+        };
+        if let Some(signed) = signed {
+            let stop = shutdown.clone();
+            let (balances, positions) = (
+                config.trading.balances_every,
+                config.trading.positions_every,
+            );
+            account = Some(tokio::spawn(async move {
+                let result = poll_account(signed, balances, positions, stop.clone()).await;
+                if result.is_err() {
+                    stop.cancel();
+                }
+                result
+            }));
+        }
+        let subscription = store.subscribe();
+        let stop = shutdown.clone();
+        Some(tokio::spawn(async move {
+            let result = engine.run(subscription).await;
+            if result.is_err() {
+                stop.cancel();
+            }
+            result
+        }))
+    } else {
+        None
+    };
+    // Stopped after everything else, so the last scrape sees the final counters.
+    let metrics_stop = CancellationToken::new();
+    let metrics = metrics.map(|server| {
+        if let Some(addr) = server.local_addr() {
+            tracing::info!(%addr, "prometheus metrics at http://{addr}/metrics");
+        }
+        let sources = wiring.metrics_sources(Arc::clone(&wall));
+        tokio::spawn(server.serve(sources, metrics_stop.clone()))
+    });
+
+    let poll = poll_session(config, &wiring, wall, started, shutdown.clone()).await;
+    shutdown.cancel();
+    store.close();
+    let trading = match engine {
+        Some(task) => task.await.ok(),
+        None => None,
+    };
+    let account = match account {
+        Some(task) => task.await.ok(),
+        None => None,
+    };
+    let _ = log_task.await;
+    metrics_stop.cancel();
+    if let Some(task) = metrics {
+        let _ = task.await;
+    }
+    if let Some(Ok(summary)) = &trading {
+        tracing::info!(target: TRADING_LOG, event = %"summary", "{}", summary.render().replace('\n', ";"));
+    }
+    Ok(Report {
+        poll,
+        trading,
+        account,
+    })
+}
+
+/// A consumer that logs what arrives (at debug and trace level), beside any strategies.
+async fn log_events(mut subscription: Subscription) {
+    while let Some(event) = subscription.recv().await {
+        match event {
+            MarketEvent::CandleClosed(c) => {
+                tracing::debug!(symbol = %c.symbol, timeframe = %c.timeframe, open_time = c.open_time, close = %c.close, "closed candle")
+            }
+            MarketEvent::CandleForming(c) => {
+                tracing::trace!(symbol = %c.symbol, close = %c.close, "forming candle")
+            }
+            MarketEvent::Tickers { tickers, .. } => {
+                tracing::debug!(count = tickers.len(), "tickers")
+            }
+        }
+    }
+}

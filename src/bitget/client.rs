@@ -1,0 +1,271 @@
+//! The typed Bitget client: one method per question the poller and the trading engine ask
+//! (`candles()`, `tickers()`, `instruments()`, `place_order()` …), each building its query
+//! from the endpoint table and parsing the reply into core types once.
+//!
+//! It sits on [`Http`], which any caller with a request of its own (the gateway) can use
+//! directly through [`Client::http`].
+
+use std::sync::Arc;
+
+use serde_json::json;
+use thiserror::Error;
+
+use super::credential::Signer;
+use super::endpoints::{self, market_query, USDT_FUTURES};
+use tokio_util::sync::CancellationToken;
+
+use super::http::{BuildError, CallError, ClientConfig, Http, Observer};
+use super::parse::{self, ParseError, Tickers};
+use crate::core::market::{
+    Balance, Candle, Instrument, Market, OrderAck, OrderDetail, OrderRequest, Position, Stamped,
+    Symbol,
+};
+use crate::core::timeframe::Granularity;
+use crate::limiter::backoff::Backoff;
+use crate::limiter::recent::RecentRateLimits;
+use crate::limiter::RateLimiter;
+
+/// Why a typed call produced no answer.
+#[derive(Debug, Clone, Error, PartialEq)]
+pub enum RequestError {
+    #[error(transparent)]
+    Call(#[from] CallError),
+    /// The exchange answered, but not in a shape this program reads.
+    #[error("unreadable reply from {endpoint}: {source}")]
+    Malformed {
+        endpoint: &'static str,
+        source: ParseError,
+    },
+}
+
+impl RequestError {
+    fn malformed(endpoint: &'static str) -> impl FnOnce(ParseError) -> Self {
+        move |source| Self::Malformed { endpoint, source }
+    }
+}
+
+/// The typed client; cheap to clone, every clone sharing the limiter and connection pool.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: Http,
+}
+
+impl From<Http> for Client {
+    fn from(http: Http) -> Self {
+        Self { http }
+    }
+}
+
+impl Client {
+    /// A client for `config`, limited by `limiter`; `stop` cancels waiting requests.
+    ///
+    /// # Errors
+    /// The TLS backend cannot be set up.
+    pub fn new(
+        config: &ClientConfig,
+        limiter: Arc<dyn RateLimiter>,
+        recent: Arc<RecentRateLimits>,
+        stop: CancellationToken,
+    ) -> Result<Self, BuildError> {
+        Http::new(config, limiter, recent, stop).map(Self::from)
+    }
+
+    /// The same client, telling `observer` about every round trip.
+    #[must_use]
+    pub fn with_observer(self, observer: Arc<dyn Observer>) -> Self {
+        Self {
+            http: self.http.with_observer(observer),
+        }
+    }
+
+    /// The backoff policy retries follow.
+    pub fn backoff(&self) -> Backoff {
+        self.http.backoff()
+    }
+
+    /// The raw layer underneath, for requests that are not one of the typed ones.
+    pub fn http(&self) -> &Http {
+        &self.http
+    }
+
+    /// The same client, signing private requests with `signer`.
+    #[must_use]
+    pub fn with_signer(self, signer: Arc<Signer>) -> Self {
+        Self {
+            http: self.http.with_signer(signer),
+        }
+    }
+
+    pub fn base_url(&self) -> &str {
+        self.http.base_url()
+    }
+
+    /// Measures the clock offset to Bitget and signs with it from then on (milliseconds).
+    ///
+    /// # Errors
+    /// As [`Http::sync_clock`].
+    pub async fn sync_clock(&self) -> Result<i64, CallError> {
+        self.http.sync_clock().await
+    }
+
+    /// The latest `rows` candles of `symbol`, in one attempt: a failure is returned at once
+    /// for a caller that asks again anyway and must not hold a task while waiting.
+    ///
+    /// # Errors
+    /// The attempt failed, or its reply is unreadable.
+    pub async fn candles(
+        &self,
+        market: Market,
+        symbol: &Symbol,
+        timeframe: &str,
+        granularity: Granularity,
+        rows: u32,
+    ) -> Result<Stamped<Vec<Candle>>, RequestError> {
+        let endpoint = endpoints::candles(market);
+        let limit = rows.min(endpoints::MAX_CANDLE_ROWS).to_string();
+        let mut query = vec![
+            ("symbol", symbol.as_str()),
+            ("granularity", timeframe),
+            ("limit", limit.as_str()),
+        ];
+        query.extend_from_slice(market_query(market));
+        let reply = self
+            .http
+            .get_once(endpoint.path, &query, Some(symbol.as_str()))
+            .await?;
+        parse::candles(&reply.body, symbol, timeframe, granularity).map_err(|e| {
+            tracing::warn!(symbol = %symbol, endpoint = endpoint.path, class = "malformed", "{e}");
+            RequestError::malformed(endpoint.path)(e)
+        })
+    }
+
+    /// Every ticker of `market` in one request, retried with backoff.
+    ///
+    /// # Errors
+    /// Retries are used up, or the reply is unreadable.
+    pub async fn tickers(&self, market: Market) -> Result<Stamped<Tickers>, RequestError> {
+        let endpoint = endpoints::tickers(market);
+        let reply = self
+            .http
+            .get(endpoint.path, market_query(market), None)
+            .await?;
+        parse::tickers(&reply.body).map_err(RequestError::malformed(endpoint.path))
+    }
+
+    /// Every instrument Bitget lists for `market`.
+    ///
+    /// # Errors
+    /// Retries are used up, or the reply is unreadable.
+    pub async fn instruments(&self, market: Market) -> Result<Vec<Instrument>, RequestError> {
+        let endpoint = endpoints::instruments(market);
+        let reply = self
+            .http
+            .get(endpoint.path, market_query(market), None)
+            .await?;
+        Ok(parse::instruments(&reply.body)
+            .map_err(RequestError::malformed(endpoint.path))?
+            .data)
+    }
+
+    /// Places `order` (a USDT-M market order), sent at most once; see [`Http::signed_post`].
+    ///
+    /// # Errors
+    /// The attempt failed, or Bitget accepted it with an unreadable acknowledgement (the
+    /// order exists all the same).
+    pub async fn place_order(&self, order: &OrderRequest) -> Result<OrderAck, RequestError> {
+        let path = endpoints::MIX_PLACE_ORDER.path;
+        let reply = self
+            .http
+            .signed_post(path, order_body(order), Some(order.symbol.as_str()))
+            .await?;
+        parse::order_ack(&reply.body).map_err(RequestError::malformed(path))
+    }
+
+    /// The order placed with `client_oid` on `symbol`.
+    ///
+    /// # Errors
+    /// The request failed (Bitget's "not found" codes included), or the reply is unreadable.
+    pub async fn order_detail(
+        &self,
+        symbol: &Symbol,
+        client_oid: &str,
+    ) -> Result<OrderDetail, RequestError> {
+        let path = endpoints::MIX_ORDER_DETAIL.path;
+        let query = [
+            ("symbol", symbol.as_str()),
+            ("productType", USDT_FUTURES),
+            ("clientOid", client_oid),
+        ];
+        let reply = self
+            .http
+            .signed_get(path, &query, Some(symbol.as_str()))
+            .await?;
+        parse::order_detail(&reply.body).map_err(RequestError::malformed(path))
+    }
+
+    /// The USDT-M account balances.
+    ///
+    /// # Errors
+    /// The request failed, or the reply is unreadable.
+    pub async fn balances(&self) -> Result<Vec<Balance>, RequestError> {
+        let path = endpoints::MIX_ACCOUNTS.path;
+        let reply = self
+            .http
+            .signed_get(path, market_query(Market::Futures), None)
+            .await?;
+        Ok(parse::balances(&reply.body)
+            .map_err(RequestError::malformed(path))?
+            .data)
+    }
+
+    /// Every open USDT-M position.
+    ///
+    /// # Errors
+    /// The request failed, or the reply is unreadable.
+    pub async fn positions(&self) -> Result<Vec<Position>, RequestError> {
+        let path = endpoints::MIX_ALL_POSITIONS.path;
+        let reply = self
+            .http
+            .signed_get(path, market_query(Market::Futures), None)
+            .await?;
+        Ok(parse::positions(&reply.body)
+            .map_err(RequestError::malformed(path))?
+            .data)
+    }
+}
+
+/// The exact JSON body of `order` as sent (and signed): a crossed-margin USDT-M market order.
+pub fn order_body(order: &OrderRequest) -> String {
+    json!({
+        "symbol": order.symbol.as_str(),
+        "productType": USDT_FUTURES,
+        "marginMode": "crossed",
+        "marginCoin": "USDT",
+        "size": order.quantity.abs().normalize().to_string(),
+        "side": order.side(),
+        "orderType": "market",
+        "reduceOnly": if order.reduce_only { "YES" } else { "NO" },
+        "clientOid": order.client_oid,
+    })
+    .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::market::Symbol;
+
+    #[test]
+    fn the_body_is_a_market_order_with_our_client_oid() {
+        let order = OrderRequest {
+            symbol: Symbol::from_exchange("BTCUSDT"),
+            quantity: "-0.0030".parse().unwrap(),
+            reduce_only: true,
+            client_oid: "bp-st-BTCUSDT-29922000".into(),
+        };
+        assert_eq!(
+            order_body(&order),
+            r#"{"symbol":"BTCUSDT","productType":"USDT-FUTURES","marginMode":"crossed","marginCoin":"USDT","size":"0.003","side":"sell","orderType":"market","reduceOnly":"YES","clientOid":"bp-st-BTCUSDT-29922000"}"#
+        );
+    }
+}

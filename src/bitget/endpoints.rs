@@ -1,0 +1,248 @@
+//! Bitget's endpoints, in one table: path, method, which budget a request spends, whose
+//! budget it is (the IP's or the account's), Bitget's documented per-endpoint limit, and
+//! whether it is signed. The limiter, the HTTP layer, discovery, the scheduler and trading
+//! all read it; nothing else spells a Bitget path.
+//!
+//! Limits are the documented figures (`../shared/bitget-api.md`, the Bitget API pages). A
+//! path not in the table spends the default budget (10/s, IP) and is reported once, so a
+//! mistyped path cannot go unnoticed into the wrong budget.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use crate::core::market::Market;
+use crate::limiter::{Category, Keys, Route, Scope};
+
+/// The HTTP method an endpoint takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Post,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Get => "GET",
+            Self::Post => "POST",
+        }
+    }
+}
+
+/// One Bitget endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoint {
+    pub path: &'static str,
+    pub method: Method,
+    /// The budget family it draws from.
+    pub category: Category,
+    /// Metered per IP or per account (UID).
+    pub scope: Scope,
+    /// Bitget's documented requests per second for this endpoint.
+    pub limit: u32,
+    /// Needs the `ACCESS-*` signature headers.
+    pub signed: bool,
+}
+
+const fn public(path: &'static str, limit: u32) -> Endpoint {
+    Endpoint {
+        path,
+        method: Method::Get,
+        category: Category::Market,
+        scope: Scope::Ip,
+        limit,
+        signed: false,
+    }
+}
+
+const fn account(path: &'static str, limit: u32) -> Endpoint {
+    Endpoint {
+        path,
+        method: Method::Get,
+        category: Category::Account,
+        scope: Scope::Account,
+        limit,
+        signed: true,
+    }
+}
+
+const fn trade(path: &'static str, limit: u32) -> Endpoint {
+    Endpoint {
+        path,
+        method: Method::Post,
+        category: Category::Trade,
+        scope: Scope::Account,
+        limit,
+        signed: true,
+    }
+}
+
+pub const SERVER_TIME: Endpoint = public("/api/v2/public/time", 20);
+pub const MIX_CONTRACTS: Endpoint = public("/api/v2/mix/market/contracts", 20);
+pub const MIX_TICKERS: Endpoint = public("/api/v2/mix/market/tickers", 20);
+pub const MIX_TICKER: Endpoint = public("/api/v2/mix/market/ticker", 20);
+pub const MIX_CANDLES: Endpoint = public("/api/v2/mix/market/candles", 20);
+pub const MIX_HISTORY_CANDLES: Endpoint = public("/api/v2/mix/market/history-candles", 20);
+pub const MIX_MERGE_DEPTH: Endpoint = public("/api/v2/mix/market/merge-depth", 20);
+pub const MIX_CURRENT_FUND_RATE: Endpoint = public("/api/v2/mix/market/current-fund-rate", 20);
+pub const MIX_OPEN_INTEREST: Endpoint = public("/api/v2/mix/market/open-interest", 20);
+pub const SPOT_SYMBOLS: Endpoint = public("/api/v2/spot/public/symbols", 20);
+pub const SPOT_TICKERS: Endpoint = public("/api/v2/spot/market/tickers", 20);
+pub const SPOT_CANDLES: Endpoint = public("/api/v2/spot/market/candles", 20);
+pub const MIX_ACCOUNTS: Endpoint = account("/api/v2/mix/account/accounts", 10);
+pub const MIX_ACCOUNT: Endpoint = account("/api/v2/mix/account/account", 10);
+pub const MIX_ALL_POSITIONS: Endpoint = account("/api/v2/mix/position/all-position", 5);
+pub const MIX_ORDER_DETAIL: Endpoint = account("/api/v2/mix/order/detail", 10);
+pub const MIX_ORDERS_PENDING: Endpoint = account("/api/v2/mix/order/orders-pending", 10);
+pub const MIX_PLACE_ORDER: Endpoint = trade("/api/v2/mix/order/place-order", 10);
+pub const MIX_CANCEL_ORDER: Endpoint = trade("/api/v2/mix/order/cancel-order", 10);
+
+/// Every endpoint this program calls. An endpoint's index here is its id in the limiter.
+pub const ENDPOINTS: &[Endpoint] = &[
+    SERVER_TIME,
+    MIX_CONTRACTS,
+    MIX_TICKERS,
+    MIX_TICKER,
+    MIX_CANDLES,
+    MIX_HISTORY_CANDLES,
+    MIX_MERGE_DEPTH,
+    MIX_CURRENT_FUND_RATE,
+    MIX_OPEN_INTEREST,
+    SPOT_SYMBOLS,
+    SPOT_TICKERS,
+    SPOT_CANDLES,
+    MIX_ACCOUNTS,
+    MIX_ACCOUNT,
+    MIX_ALL_POSITIONS,
+    MIX_ORDER_DETAIL,
+    MIX_ORDERS_PENDING,
+    MIX_PLACE_ORDER,
+    MIX_CANCEL_ORDER,
+];
+
+/// The `productType` of USDT-margined perpetuals, the only futures this program polls.
+pub const USDT_FUTURES: &str = "USDT-FUTURES";
+
+/// The response header carrying the endpoint's remaining requests in this second.
+pub const REMAIN_HEADER: &str = "x-mbx-used-remain-limit";
+
+/// The production REST host.
+pub const BASE_URL: &str = "https://api.bitget.com";
+
+/// Bitget's most candle rows per request on the recent-candles endpoints.
+pub const MAX_CANDLE_ROWS: u32 = 1000;
+
+/// The table entry for `path`, with its index.
+pub fn lookup(path: &str) -> Option<(u16, &'static Endpoint)> {
+    ENDPOINTS
+        .iter()
+        .position(|e| e.path == path)
+        .map(|i| (i as u16, &ENDPOINTS[i]))
+}
+
+/// Paths outside the table already reported, so each is named once.
+static UNKNOWN_REPORTED: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+
+/// The limiter route of `path`: its budget, scope and documented limit. A path outside the
+/// table spends the default budget, and the first request to it is logged.
+pub fn route_of(path: &str) -> Route {
+    match lookup(path) {
+        Some((id, e)) => Route {
+            category: e.category,
+            endpoint: id,
+            scope: e.scope,
+            endpoint_limit: Some(e.limit),
+            keys: Keys::default(),
+        },
+        None => {
+            let first = UNKNOWN_REPORTED
+                .lock()
+                .map(|mut seen| {
+                    seen.get_or_insert_with(HashSet::new)
+                        .insert(path.to_owned())
+                })
+                .unwrap_or(false);
+            if first {
+                tracing::warn!(
+                    endpoint = path,
+                    "{path} is not in the endpoint table; it spends the default budget (10/s per ip)"
+                );
+            }
+            Route::from(Category::Default)
+        }
+    }
+}
+
+/// The candles endpoint of `market`.
+pub fn candles(market: Market) -> &'static Endpoint {
+    match market {
+        Market::Futures => &MIX_CANDLES,
+        Market::Spot => &SPOT_CANDLES,
+    }
+}
+
+/// The all-tickers endpoint of `market`.
+pub fn tickers(market: Market) -> &'static Endpoint {
+    match market {
+        Market::Futures => &MIX_TICKERS,
+        Market::Spot => &SPOT_TICKERS,
+    }
+}
+
+/// The instrument-list endpoint of `market`.
+pub fn instruments(market: Market) -> &'static Endpoint {
+    match market {
+        Market::Futures => &MIX_CONTRACTS,
+        Market::Spot => &SPOT_SYMBOLS,
+    }
+}
+
+/// The query every request about `market` carries (`productType` for futures).
+pub fn market_query(market: Market) -> &'static [(&'static str, &'static str)] {
+    match market {
+        Market::Futures => &[("productType", USDT_FUTURES)],
+        Market::Spot => &[],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_path_is_listed_once_with_a_budget_that_fits_its_scope() {
+        let mut seen = HashSet::new();
+        for e in ENDPOINTS {
+            assert!(seen.insert(e.path), "{} listed twice", e.path);
+            assert!(e.path.starts_with("/api/v2/"), "{}", e.path);
+            let expected = match e.category {
+                Category::Market | Category::Default => Scope::Ip,
+                Category::Account | Category::Trade => Scope::Account,
+            };
+            assert_eq!(e.scope, expected, "{}", e.path);
+            assert_eq!(e.signed, e.scope == Scope::Account, "{}", e.path);
+            assert!(e.limit > 0 && e.limit <= 20, "{}", e.path);
+        }
+    }
+
+    #[test]
+    fn routes_carry_the_table_and_unknown_paths_fall_to_the_default_budget() {
+        let r = route_of("/api/v2/mix/position/all-position");
+        assert_eq!(r.category, Category::Account);
+        assert_eq!(r.scope, Scope::Account);
+        assert_eq!(r.endpoint_limit, Some(5));
+        assert_eq!(
+            ENDPOINTS[usize::from(r.endpoint)].path,
+            MIX_ALL_POSITIONS.path
+        );
+        let candles = route_of(MIX_CANDLES.path);
+        assert_eq!(
+            (candles.category, candles.scope),
+            (Category::Market, Scope::Ip)
+        );
+        let typo = route_of("/api/v2/mix/market/candle");
+        assert_eq!(typo.category, Category::Default);
+        assert_eq!(typo.endpoint, u16::MAX);
+        assert_eq!(typo.scope, Scope::Ip);
+    }
+}

@@ -1,0 +1,574 @@
+//! The in-memory source of truth for market data: the poller writes closed and forming
+//! candles and ticker snapshots here, and every consumer (strategies, the event log, later
+//! the gateway and SQLite) reads or subscribes.
+//!
+//! Writing never waits. Each write goes into a bounded journal with a sequence number, and
+//! a [`Subscription`] is a cursor into it, so any number of consumers read at their own
+//! pace, each catching up from the journal when it falls behind. Closed candles are
+//! lossless as long as a consumer is less than the journal's capacity behind; past that the
+//! oldest entries are gone, and the consumer is told how many closed candles it missed
+//! (logged and counted: a visible loss, never a silent one, and never a stalled poller).
+//! Forming candles and ticker snapshots are superseded by newer ones: a consumer behind is
+//! handed only the latest of each and the skipped ones are counted.
+//!
+//! Besides the journal, the store keeps each series' most recent closed candles (up to
+//! `candles_per_series`, as compact rows) and its forming candle, and the latest tickers,
+//! for readers that ask instead of subscribing.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rust_decimal::Decimal;
+use tokio::sync::Notify;
+
+use crate::core::events::MarketEvent;
+use crate::core::market::{Candle, Market, Symbol, Ticker};
+
+/// The store's sizes; `config` reads them from `[store]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// Journal entries kept for subscribers that fall behind.
+    pub journal_capacity: usize,
+    /// Closed candles kept per series for readers.
+    pub candles_per_series: usize,
+}
+
+impl Default for StoreConfig {
+    /// 65 536 journal entries (about an hour of a full 20/s budget's candles), and Bitget's
+    /// own maximum of 1000 rows per series.
+    fn default() -> Self {
+        Self {
+            journal_capacity: 65_536,
+            candles_per_series: 1000,
+        }
+    }
+}
+
+/// One series: a symbol's candles of one timeframe in one market.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SeriesKey {
+    pub market: Market,
+    pub symbol: Symbol,
+    /// Bitget's granularity spelling.
+    pub timeframe: String,
+}
+
+impl SeriesKey {
+    pub fn of(market: Market, candle: &Candle) -> Self {
+        Self {
+            market,
+            symbol: candle.symbol.clone(),
+            timeframe: candle.timeframe.clone(),
+        }
+    }
+}
+
+/// A closed candle without its series, as a series holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Row {
+    open_time: u64,
+    open: Decimal,
+    high: Decimal,
+    low: Decimal,
+    close: Decimal,
+    base_volume: Decimal,
+    quote_volume: Decimal,
+}
+
+impl Row {
+    fn of(c: &Candle) -> Self {
+        Self {
+            open_time: c.open_time,
+            open: c.open,
+            high: c.high,
+            low: c.low,
+            close: c.close,
+            base_volume: c.base_volume,
+            quote_volume: c.quote_volume,
+        }
+    }
+
+    fn candle(&self, key: &SeriesKey) -> Candle {
+        Candle {
+            symbol: key.symbol.clone(),
+            timeframe: key.timeframe.clone(),
+            open_time: self.open_time,
+            open: self.open,
+            high: self.high,
+            low: self.low,
+            close: self.close,
+            base_volume: self.base_volume,
+            quote_volume: self.quote_volume,
+            closed: true,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Series {
+    closed: VecDeque<Row>,
+    forming: Option<Candle>,
+}
+
+/// The latest ticker snapshot of a market.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TickerSnapshot {
+    /// The server's `requestTime` of the reply it came from.
+    pub server_time: u64,
+    pub tickers: Arc<Vec<Ticker>>,
+}
+
+/// What superseded events are keyed by.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Latest {
+    Forming(SeriesKey),
+    Tickers(Market),
+}
+
+#[derive(Debug)]
+struct Entry {
+    seq: u64,
+    /// Closed candles journalled before this entry, so a consumer that fell off the
+    /// journal's start knows how many it missed.
+    closed_before: u64,
+    market: Market,
+    event: MarketEvent,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    series: HashMap<SeriesKey, Series>,
+    tickers: HashMap<Market, TickerSnapshot>,
+    journal: VecDeque<Entry>,
+    next_seq: u64,
+    closed_total: u64,
+    /// The newest journal entry of each superseded kind.
+    latest: HashMap<Latest, u64>,
+    closed: bool,
+}
+
+/// Totals since start, for summaries and metrics.
+#[derive(Debug, Default)]
+pub struct StoreStats {
+    pub closed_written: AtomicU64,
+    pub forming_written: AtomicU64,
+    pub tickers_written: AtomicU64,
+    /// Superseded events consumers skipped because a newer one was already there.
+    pub superseded_skipped: AtomicU64,
+    /// Closed candles consumers missed because they fell more than the journal behind.
+    pub closed_missed: AtomicU64,
+}
+
+/// The store; share it with [`Arc`].
+#[derive(Debug)]
+pub struct Store {
+    inner: Mutex<Inner>,
+    written: Notify,
+    config: StoreConfig,
+    stats: StoreStats,
+}
+
+impl Store {
+    pub fn new(config: StoreConfig) -> Arc<Self> {
+        Arc::new(Self {
+            inner: Mutex::default(),
+            written: Notify::new(),
+            config: StoreConfig {
+                journal_capacity: config.journal_capacity.max(1),
+                candles_per_series: config.candles_per_series.max(1),
+            },
+            stats: StoreStats::default(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves plain data behind, still consistent
+        // enough to read; poisoning would turn one bug into a stopped poller.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn stats(&self) -> &StoreStats {
+        &self.stats
+    }
+
+    /// Records a closed candle of `market`. Returns false, storing nothing, when the series
+    /// already holds a candle at or after its open time (a repeat).
+    pub fn write_closed(&self, market: Market, candle: Candle) -> bool {
+        let key = SeriesKey::of(market, &candle);
+        {
+            let mut inner = self.lock();
+            let series = inner.series.entry(key).or_default();
+            if series
+                .closed
+                .back()
+                .is_some_and(|last| last.open_time >= candle.open_time)
+            {
+                return false;
+            }
+            series.closed.push_back(Row::of(&candle));
+            if series.closed.len() > self.config.candles_per_series {
+                series.closed.pop_front();
+            }
+            if series
+                .forming
+                .as_ref()
+                .is_some_and(|f| f.open_time <= candle.open_time)
+            {
+                series.forming = None;
+            }
+            self.journal(&mut inner, market, MarketEvent::CandleClosed(candle), None);
+        }
+        self.stats.closed_written.fetch_add(1, Ordering::Relaxed);
+        self.written.notify_waiters();
+        true
+    }
+
+    /// Records the latest state of a forming candle of `market`.
+    pub fn write_forming(&self, market: Market, candle: Candle) {
+        let key = SeriesKey::of(market, &candle);
+        {
+            let mut inner = self.lock();
+            let series = inner.series.entry(key.clone()).or_default();
+            if series
+                .closed
+                .back()
+                .is_some_and(|last| last.open_time >= candle.open_time)
+            {
+                return;
+            }
+            series.forming = Some(candle.clone());
+            self.journal(
+                &mut inner,
+                market,
+                MarketEvent::CandleForming(candle),
+                Some(Latest::Forming(key)),
+            );
+        }
+        self.stats.forming_written.fetch_add(1, Ordering::Relaxed);
+        self.written.notify_waiters();
+    }
+
+    /// Records a ticker snapshot of `market`.
+    pub fn write_tickers(&self, market: Market, server_time: u64, tickers: Arc<Vec<Ticker>>) {
+        {
+            let mut inner = self.lock();
+            inner.tickers.insert(
+                market,
+                TickerSnapshot {
+                    server_time,
+                    tickers: Arc::clone(&tickers),
+                },
+            );
+            self.journal(
+                &mut inner,
+                market,
+                MarketEvent::Tickers {
+                    server_time,
+                    tickers,
+                },
+                Some(Latest::Tickers(market)),
+            );
+        }
+        self.stats.tickers_written.fetch_add(1, Ordering::Relaxed);
+        self.written.notify_waiters();
+    }
+
+    fn journal(
+        &self,
+        inner: &mut Inner,
+        market: Market,
+        event: MarketEvent,
+        latest: Option<Latest>,
+    ) {
+        let seq = inner.next_seq;
+        inner.next_seq += 1;
+        let closed = matches!(event, MarketEvent::CandleClosed(_));
+        inner.journal.push_back(Entry {
+            seq,
+            closed_before: inner.closed_total,
+            market,
+            event,
+        });
+        if closed {
+            inner.closed_total += 1;
+        }
+        if let Some(latest) = latest {
+            inner.latest.insert(latest, seq);
+        }
+        while inner.journal.len() > self.config.journal_capacity {
+            inner.journal.pop_front();
+        }
+    }
+
+    /// Ends every subscription once it has read what was written; later writes are kept
+    /// for readers but not journalled to subscribers any more.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.written.notify_waiters();
+    }
+
+    /// A subscription to everything written from now on.
+    pub fn subscribe(self: &Arc<Self>) -> Subscription {
+        let inner = self.lock();
+        Subscription {
+            store: Arc::clone(self),
+            cursor: inner.next_seq,
+            closed_seen: inner.closed_total,
+        }
+    }
+
+    /// The newest `limit` closed candles of `key`, oldest first.
+    pub fn closed_candles(&self, key: &SeriesKey, limit: usize) -> Vec<Candle> {
+        let inner = self.lock();
+        inner.series.get(key).map_or_else(Vec::new, |s| {
+            let skip = s.closed.len().saturating_sub(limit);
+            s.closed.iter().skip(skip).map(|r| r.candle(key)).collect()
+        })
+    }
+
+    /// The forming candle of `key`, if one is held.
+    pub fn forming(&self, key: &SeriesKey) -> Option<Candle> {
+        self.lock().series.get(key).and_then(|s| s.forming.clone())
+    }
+
+    /// The latest ticker snapshot of `market`.
+    pub fn tickers(&self, market: Market) -> Option<TickerSnapshot> {
+        self.lock().tickers.get(&market).cloned()
+    }
+
+    /// Series held.
+    pub fn series(&self) -> usize {
+        self.lock().series.len()
+    }
+}
+
+/// One consumer's cursor into the store's journal.
+#[derive(Debug)]
+pub struct Subscription {
+    store: Arc<Store>,
+    /// The next sequence number to read.
+    cursor: u64,
+    /// Closed candles read or missed so far (the journal's count at the cursor).
+    closed_seen: u64,
+}
+
+/// What [`Subscription::next_ready`] found.
+enum Next {
+    Event(MarketEvent),
+    Empty,
+    Closed,
+}
+
+impl Subscription {
+    /// The next event, in write order; closed candles are never skipped while the journal
+    /// still holds them. `None` once the store is closed and everything written was read.
+    pub async fn recv(&mut self) -> Option<MarketEvent> {
+        loop {
+            // Register for the wake-up before looking, so a write in between is not missed.
+            let store = Arc::clone(&self.store);
+            let written = store.written.notified();
+            tokio::pin!(written);
+            written.as_mut().enable();
+            match self.next_ready() {
+                Next::Event(event) => return Some(event),
+                Next::Closed => return None,
+                Next::Empty => written.await,
+            }
+        }
+    }
+
+    /// The next event if one is ready, without waiting.
+    pub fn try_recv(&mut self) -> Option<MarketEvent> {
+        match self.next_ready() {
+            Next::Event(event) => Some(event),
+            Next::Empty | Next::Closed => None,
+        }
+    }
+
+    fn next_ready(&mut self) -> Next {
+        let inner = self.store.lock();
+        let stats = &self.store.stats;
+        let Some(front) = inner.journal.front() else {
+            return if inner.closed {
+                Next::Closed
+            } else {
+                Next::Empty
+            };
+        };
+        if self.cursor < front.seq {
+            let missed = front.closed_before.saturating_sub(self.closed_seen);
+            if missed > 0 {
+                stats.closed_missed.fetch_add(missed, Ordering::Relaxed);
+                tracing::warn!(
+                    missed,
+                    journal = self.store.config.journal_capacity,
+                    "a consumer fell more than the store's journal behind and missed {missed} closed candles; raise [store] journal_capacity or speed the consumer up"
+                );
+            }
+            self.cursor = front.seq;
+            self.closed_seen = front.closed_before;
+        }
+        let start = front.seq;
+        loop {
+            let Some(entry) = usize::try_from(self.cursor - start)
+                .ok()
+                .and_then(|i| inner.journal.get(i))
+            else {
+                return if inner.closed {
+                    Next::Closed
+                } else {
+                    Next::Empty
+                };
+            };
+            self.cursor += 1;
+            let latest = match &entry.event {
+                MarketEvent::CandleClosed(_) => {
+                    self.closed_seen += 1;
+                    return Next::Event(entry.event.clone());
+                }
+                MarketEvent::CandleForming(c) => Latest::Forming(SeriesKey::of(entry.market, c)),
+                MarketEvent::Tickers { .. } => Latest::Tickers(entry.market),
+            };
+            if inner
+                .latest
+                .get(&latest)
+                .is_some_and(|&newest| newest > entry.seq)
+            {
+                stats.superseded_skipped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            return Next::Event(entry.event.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn candle(symbol: &str, open_time: u64, close: i64, closed: bool) -> Candle {
+        Candle {
+            symbol: Symbol::from_exchange(symbol),
+            timeframe: "1m".into(),
+            open_time,
+            open: Decimal::from(close),
+            high: Decimal::from(close),
+            low: Decimal::from(close),
+            close: Decimal::from(close),
+            base_volume: Decimal::ONE,
+            quote_volume: Decimal::from(close),
+            closed,
+        }
+    }
+
+    fn opens(events: &[MarketEvent]) -> Vec<(bool, u64)> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                MarketEvent::CandleClosed(c) => Some((true, c.open_time)),
+                MarketEvent::CandleForming(c) => Some((false, c.open_time)),
+                MarketEvent::Tickers { .. } => None,
+            })
+            .collect()
+    }
+
+    fn drain(sub: &mut Subscription) -> Vec<MarketEvent> {
+        std::iter::from_fn(|| sub.try_recv()).collect()
+    }
+
+    #[test]
+    fn two_consumers_each_get_every_closed_candle_and_only_the_latest_forming_one() {
+        let store = Store::new(StoreConfig::default());
+        let mut fast = store.subscribe();
+        let mut slow = store.subscribe();
+        store.write_forming(Market::Futures, candle("BTCUSDT", 0, 1, false));
+        assert_eq!(opens(&drain(&mut fast)), vec![(false, 0)]);
+        store.write_forming(Market::Futures, candle("BTCUSDT", 0, 2, false));
+        assert!(store.write_closed(Market::Futures, candle("BTCUSDT", 0, 3, true)));
+        store.write_forming(Market::Futures, candle("BTCUSDT", 60_000, 4, false));
+        store.write_forming(Market::Futures, candle("BTCUSDT", 60_000, 5, false));
+        assert!(
+            !store.write_closed(Market::Futures, candle("BTCUSDT", 0, 3, true)),
+            "a repeat"
+        );
+        // The fast one saw the first forming update; the slow one reads everything at once
+        // and gets the closed candle plus only the newest forming state.
+        assert_eq!(opens(&drain(&mut fast)), vec![(true, 0), (false, 60_000)]);
+        let slow_events = drain(&mut slow);
+        assert_eq!(opens(&slow_events), vec![(true, 0), (false, 60_000)]);
+        let MarketEvent::CandleForming(latest) = &slow_events[1] else {
+            panic!("{slow_events:?}")
+        };
+        assert_eq!(latest.close, Decimal::from(5));
+        // 2 skipped by the fast one (forming 2 and 4), 3 by the slow one (1, 2 and 4).
+        assert_eq!(store.stats().superseded_skipped.load(Ordering::Relaxed), 5);
+        assert_eq!(store.stats().closed_written.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_consumer_past_the_journal_is_told_how_many_closed_candles_it_missed() {
+        let store = Store::new(StoreConfig {
+            journal_capacity: 4,
+            candles_per_series: 3,
+        });
+        let mut sub = store.subscribe();
+        for i in 0..10 {
+            store.write_closed(Market::Spot, candle("ETHUSDT", i * 60_000, i as i64, true));
+        }
+        let got = opens(&drain(&mut sub));
+        assert_eq!(got, (6..10).map(|i| (true, i * 60_000)).collect::<Vec<_>>());
+        assert_eq!(store.stats().closed_missed.load(Ordering::Relaxed), 6);
+        let key = SeriesKey {
+            market: Market::Spot,
+            symbol: Symbol::from_exchange("ETHUSDT"),
+            timeframe: "1m".into(),
+        };
+        let held: Vec<u64> = store
+            .closed_candles(&key, 10)
+            .iter()
+            .map(|c| c.open_time)
+            .collect();
+        assert_eq!(held, vec![420_000, 480_000, 540_000]);
+        assert_eq!(store.closed_candles(&key, 1)[0].close, Decimal::from(9));
+        assert!(store.closed_candles(&key, 1)[0].closed);
+    }
+
+    #[test]
+    fn tickers_are_kept_per_market_and_superseded_for_a_consumer_behind() {
+        let store = Store::new(StoreConfig::default());
+        let mut sub = store.subscribe();
+        store.write_tickers(Market::Futures, 1, Arc::new(Vec::new()));
+        store.write_tickers(Market::Spot, 2, Arc::new(Vec::new()));
+        store.write_tickers(Market::Futures, 3, Arc::new(Vec::new()));
+        let times: Vec<u64> = drain(&mut sub)
+            .iter()
+            .filter_map(|e| match e {
+                MarketEvent::Tickers { server_time, .. } => Some(*server_time),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(times, vec![2, 3]);
+        assert_eq!(store.tickers(Market::Futures).unwrap().server_time, 3);
+        assert_eq!(store.tickers(Market::Spot).unwrap().server_time, 2);
+    }
+
+    #[tokio::test]
+    async fn recv_waits_for_a_write_and_ends_after_close_once_drained() {
+        let store = Store::new(StoreConfig::default());
+        let mut sub = store.subscribe();
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            while let Some(event) = sub.recv().await {
+                got.push(event);
+            }
+            got
+        });
+        tokio::task::yield_now().await;
+        store.write_closed(Market::Futures, candle("BTCUSDT", 0, 1, true));
+        store.write_closed(Market::Futures, candle("BTCUSDT", 60_000, 2, true));
+        store.close();
+        let got = reader.await.unwrap();
+        assert_eq!(opens(&got), vec![(true, 0), (true, 60_000)]);
+    }
+}
