@@ -52,6 +52,10 @@ pub const BAD_SYMBOL_CODES: &[&str] = &[
     "41113", // symbol offline
 ];
 
+/// Of [`BAD_SYMBOL_CODES`], those that say the symbol is gone (removed, offline) rather
+/// than unknown, which is more often a glitch than a delisting.
+pub const SYMBOL_GONE_CODES: &[&str] = &["40309", "41113"];
+
 /// Bitget codes that mean the credentials (or their permissions) are wrong.
 pub const AUTH_CODES: &[&str] = &[
     "40001", // ACCESS_KEY cannot be empty
@@ -164,6 +168,11 @@ impl BitgetError {
     }
 
     /// Bitget's body code, when the reply had one.
+    /// Whether Bitget said the symbol was removed or is offline: definitive at once.
+    pub fn symbol_gone(&self) -> bool {
+        self.code().is_some_and(|c| SYMBOL_GONE_CODES.contains(&c))
+    }
+
     pub fn code(&self) -> Option<&str> {
         match self {
             Self::RateLimited { code, .. }

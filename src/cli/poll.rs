@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{render_sim_summary, wait_for_stop, DemoArgs, RunArgs};
-use crate::app::{self, Report, RunOptions};
+use super::args::{DemoArgs, RunArgs};
+use super::sim::render_sim_summary;
+use super::stop::wait_for_stop;
+use crate::app::{self, Report, RunError, RunOptions};
 use crate::bitget::credential::Credentials;
 use crate::config::{Config, ConfigError};
 use crate::core::clock::SystemClock;
@@ -299,6 +301,11 @@ fn failed(error: &dyn std::fmt::Display) {
 
 /// Prints what each part did; the exit code is 1 if any part failed.
 fn render_report(report: Report) -> ExitCode {
+    if let Err(error @ RunError::Unreachable { .. }) = &report.poll {
+        // Nothing was fetched or traded; zeros would only hide the one line that matters.
+        failed(error);
+        return ExitCode::from(error.exit_code());
+    }
     let mut code = match report.poll {
         Ok(summary) => {
             tracing::info!(

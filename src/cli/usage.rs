@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::SystemTime;
 
-use super::UsageArgs;
+use super::args::UsageArgs;
 use crate::config::Config;
 use crate::telemetry::usage::plot::{plot, PlotError};
 use crate::telemetry::usage::{log_files, parse_time, RateLog, Report, UsageError, Window};

@@ -11,8 +11,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::config::{Mode, PollConfig};
+use super::stats::PollStats;
 use super::tiers::{Pace, Tier, Tiers};
-use super::PollStats;
 use crate::bitget::error::{BitgetError, ErrorClass};
 use crate::core::market::{Candle, Symbol, SymbolSelection};
 use crate::core::timeframe::Granularity;
@@ -28,8 +28,6 @@ const FRESHNESS_CHECK_MS: u64 = 1000;
 const MAX_CLOSE_RETRIES: u32 = 20;
 /// Symbol errors in a row after which a symbol that was served before is parked.
 const PARK_AFTER_STRIKES: u32 = 3;
-/// Bitget's codes for a symbol removed or offline: parked at once.
-const DEFINITIVE_SYMBOL_CODES: &[&str] = &["40309", "41113"];
 
 /// The time a decision is made at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -554,10 +552,7 @@ impl Core {
                 // "Does not exist" is more often a glitch than a delisting: the symbol is
                 // tried again on the next pass and parked only after repeated errors.
                 // Removed or offline is definitive at once.
-                let definitive = error
-                    .code()
-                    .is_some_and(|c| DEFINITIVE_SYMBOL_CODES.contains(&c))
-                    || s.strikes >= PARK_AFTER_STRIKES;
+                let definitive = error.symbol_gone() || s.strikes >= PARK_AFTER_STRIKES;
                 if !definitive {
                     tracing::warn!(symbol = %symbol, class = ?error.class(), code = %error.code().unwrap_or("-"), strikes = s.strikes, "bitget refused symbol {symbol}; trying again on the next pass, parking after {PARK_AFTER_STRIKES} in a row");
                     return Ok(());

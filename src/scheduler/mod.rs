@@ -22,9 +22,10 @@
 pub mod config;
 pub mod core;
 pub mod freshness;
+pub mod stats;
 pub mod tiers;
 
-use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,8 +45,7 @@ use crate::core::market::{Candle, Stamped, Symbol, SymbolSelection};
 use crate::limiter::recent::RecentRateLimits;
 use crate::store::Store;
 use config::PollConfig;
-use freshness::Freshness;
-use tiers::Tier;
+pub use stats::PollStats;
 
 /// In-flight requests get this long to finish after a stop.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -57,39 +57,6 @@ pub enum PollError {
     Discovery(#[from] discovery::DiscoveryError),
     #[error("{0}; polling stopped")]
     Fatal(BitgetError),
-}
-
-/// Counters the poller keeps beyond the limiter's, for the summary and tests.
-#[derive(Debug, Default)]
-pub struct PollStats {
-    pub candle_replies: AtomicU64,
-    /// New closed candles written into the store.
-    pub closed_delivered: AtomicU64,
-    /// Ticker snapshots written into the store.
-    pub tickers_delivered: AtomicU64,
-    pub failures: AtomicU64,
-    pub parked: AtomicU64,
-    /// Closed-mode rounds completed, and the latest round's delivery time after the close.
-    pub close_rounds: AtomicU64,
-    pub last_close_latency_ms: AtomicU64,
-    /// Current symbols per iteration, shown in the usage lines.
-    pub symbols_per_iteration: AtomicUsize,
-    /// Current adaptive tier, as its index in [`Tier::ALL`].
-    tier: AtomicU8,
-    /// Age of every stream's newest closed candle.
-    pub freshness: Freshness,
-}
-
-impl PollStats {
-    /// The adaptive tier in force.
-    pub fn tier(&self) -> Tier {
-        Tier::ALL[usize::from(self.tier.load(Ordering::Relaxed)).min(Tier::ALL.len() - 1)]
-    }
-
-    pub(crate) fn set_tier(&self, tier: Tier) {
-        let index = Tier::ALL.iter().position(|t| *t == tier).unwrap_or(0);
-        self.tier.store(index as u8, Ordering::Relaxed);
-    }
 }
 
 enum Outcome {

@@ -8,9 +8,8 @@
 //! socket in hand.
 
 use std::cell::Cell;
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{to_bytes, Body};
@@ -36,7 +35,7 @@ use super::limits::{Decision, ScopeKey};
 use super::market::second_start;
 use super::params::Params;
 use super::record::{Outcome, RequestRecord};
-use super::SimState;
+use super::state::SimState;
 
 /// The header Bitget uses to report calls left in the current second on an endpoint.
 pub const REMAIN_HEADER: &str = "x-mbx-used-remain-limit";
@@ -53,17 +52,6 @@ struct Connection {
     peer: SocketAddr,
     kill: Arc<Notify>,
 }
-
-/// Cached `data` JSON of public replies, valid for the second they were made in.
-#[derive(Debug, Default)]
-pub struct ReplyCache {
-    entries: Mutex<HashMap<CacheKey, CachedData>>,
-}
-
-/// A public reply is identified by its route and raw query string.
-type CacheKey = (Route, String);
-/// The Unix second a reply was made in, and its `data` JSON.
-type CachedData = (u64, Arc<str>);
 
 /// The axum router: admin endpoints under `/sim/`, everything else through the pipeline.
 pub fn router(state: Arc<SimState>) -> Router {

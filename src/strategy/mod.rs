@@ -14,7 +14,7 @@ use rust_decimal::Decimal;
 
 use crate::core::market::{Candle, Symbol, Ticker};
 
-pub use spec::{load_dir, StrategyError, StrategySpec};
+pub use spec::{load_dir, StrategyError, StrategySpec, KINDS};
 pub use supertrend::{SuperTrend, SuperTrendParams, SuperTrendPullback};
 
 /// The position a strategy wants in one symbol.
@@ -73,6 +73,3 @@ pub trait Strategy: Send + fmt::Debug {
         Vec::new()
     }
 }
-
-/// The strategy kinds `kind = "..."` may name.
-pub const KINDS: &[&str] = &[supertrend::KIND];

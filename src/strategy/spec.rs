@@ -27,11 +27,14 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use super::supertrend::{self, SuperTrendParams, SuperTrendPullback};
-use super::{Strategy, KINDS};
+use super::Strategy;
 use crate::core::market::Symbol;
 use crate::core::market::SymbolSelection;
 use crate::core::text::{describe_toml_error, one_line};
 use crate::core::timeframe::{Granularity, Market};
+
+/// The strategy kinds `kind = "..."` may name.
+pub const KINDS: &[&str] = &[supertrend::KIND];
 
 /// Why the strategy files were refused.
 #[derive(Debug, Error)]

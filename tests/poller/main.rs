@@ -10,6 +10,7 @@ mod binary;
 mod faults;
 mod fixtures;
 mod helpers;
+mod layers;
 mod limits;
 mod modes;
 mod telemetry;

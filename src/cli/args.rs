@@ -1,0 +1,298 @@
+//! The command line's grammar: every subcommand and flag, with its parser and checks.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::bitget::credential::Credentials;
+use crate::sim::faults::FaultConfig;
+use crate::sim::limits::LimitConfig;
+use crate::sim::network::NetworkConfig;
+use crate::sim::{SimConfig, DEMO_API_KEY, DEMO_API_PASSPHRASE, DEMO_API_SECRET};
+
+/// Rate-limit-exact Bitget market-data poller, with a built-in Bitget simulator.
+#[derive(Debug, Parser)]
+#[command(name = "bitget-poller", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub(super) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum Command {
+    /// Poll Bitget as the config says, until Ctrl-C, SIGTERM or --duration.
+    Run(RunArgs),
+    /// Start the built-in simulator on a free loopback port and poll it with config/demo.toml.
+    Demo(DemoArgs),
+    /// Check a config file and exit: 0 if it is valid, 2 with every problem listed if not.
+    CheckConfig(CheckConfigArgs),
+    /// Serve a local Bitget REST v2 simulator (rate limits, errors, signing, faults).
+    Sim(Box<SimArgs>),
+    /// Report rate-budget use from the rate log (mean and p95 req/s, % of limit, 429s,
+    /// waits, time per adaptive tier, stale symbols); --plot draws it.
+    Usage(UsageArgs),
+}
+
+#[derive(Debug, Args)]
+pub(super) struct UsageArgs {
+    /// Rate log files or log directories; default: bitget_rate_limits.log and its rotated
+    /// copies in logs/ (or in the --config file's [logging] dir).
+    pub(super) files: Vec<PathBuf>,
+    /// Only lines after this time: 2026-11-22T18:00:00Z, "2026-11-22 18:00" (UTC), or a
+    /// duration ago such as 30m, 2h, 1d.
+    #[arg(long)]
+    pub(super) since: Option<String>,
+    /// Only lines up to this time, in the same forms as --since.
+    #[arg(long)]
+    pub(super) until: Option<String>,
+    /// Also draw the usage over time into this .svg or .png file.
+    #[arg(long)]
+    pub(super) plot: Option<PathBuf>,
+    /// Take the log directory from this config's [logging] dir.
+    #[arg(long)]
+    pub(super) config: Option<PathBuf>,
+    /// Print the report as JSON (times in RFC 3339, durations in seconds) instead of text.
+    #[arg(long)]
+    pub(super) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct RunArgs {
+    /// The TOML config, e.g. config/bitget.toml.
+    #[arg(long)]
+    pub(super) config: PathBuf,
+    /// Poll this server instead of exchange.base_url (e.g. a simulator).
+    #[arg(long)]
+    pub(super) base_url: Option<String>,
+    /// Stop after this many seconds (default: run until Ctrl-C or SIGTERM).
+    #[arg(long, value_parser = parse_secs)]
+    pub(super) duration: Option<Duration>,
+    /// Place real orders, signed with BITGET_API_KEY, BITGET_API_SECRET and
+    /// BITGET_API_PASSPHRASE. Without it, strategies trade on paper.
+    #[arg(long)]
+    pub(super) live: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9184 (overrides
+    /// [logging] metrics_addr).
+    #[arg(long, value_name = "ADDR")]
+    pub(super) metrics_addr: Option<SocketAddr>,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct DemoArgs {
+    /// Stop after this many seconds (default: run until Ctrl-C).
+    #[arg(long, value_parser = parse_secs)]
+    pub(super) duration: Option<Duration>,
+    /// Number of simulated USDT-FUTURES contracts.
+    #[arg(long, default_value_t = 200)]
+    pub(super) symbols: usize,
+    /// Use this config instead of config/demo.toml.
+    #[arg(long)]
+    pub(super) config: Option<PathBuf>,
+    /// Send real signed orders to the simulator (with its demo key) instead of paper trading.
+    #[arg(long)]
+    pub(super) live: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9184 (overrides
+    /// [logging] metrics_addr).
+    #[arg(long, value_name = "ADDR")]
+    pub(super) metrics_addr: Option<SocketAddr>,
+    /// Give the simulator a real network: each request arrives up to MS milliseconds late
+    /// (uniform), as on an ordinary internet path.
+    #[arg(long, default_value_t = 0, value_name = "MS", value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    pub(super) jitter_ms: u64,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct CheckConfigArgs {
+    /// The TOML config to check.
+    pub(super) file: PathBuf,
+}
+
+fn parse_secs(text: &str) -> Result<Duration, String> {
+    match text.trim().parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs > 0.0 && secs <= 365.0 * 86_400.0 => {
+            Ok(Duration::from_secs_f64(secs))
+        }
+        _ => Err(format!(
+            "'{text}' is not a duration in seconds; give a number above 0, e.g. 60"
+        )),
+    }
+}
+
+/// Options of `bitget-poller sim`.
+#[derive(Debug, Args)]
+pub(super) struct SimArgs {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:9800")]
+    pub(super) addr: SocketAddr,
+    /// Number of USDT-FUTURES contracts: BTCUSDT, ETHUSDT, ... then generated names.
+    #[arg(long, default_value_t = 50)]
+    pub(super) symbols: usize,
+    /// Seed for prices and generated names.
+    #[arg(long, default_value_t = 1)]
+    pub(super) seed: u64,
+    /// Symbols listed as removed (answered with 40309); repeat or separate with commas.
+    #[arg(long = "removed", value_delimiter = ',')]
+    pub(super) removed: Vec<String>,
+    /// Per-endpoint limit override, e.g. mix/market/candles=50; repeatable.
+    #[arg(long = "limit", value_name = "ENDPOINT=N", value_parser = parse_override)]
+    pub(super) limits: Vec<(usize, u32)>,
+    /// Market limit over time, e.g. "20,30:5,60:20" (20/s, 5/s from 30 s, 20/s from 60 s).
+    #[arg(long, value_name = "SCHEDULE", value_parser = parse_schedule)]
+    pub(super) market_limit_schedule: Option<Schedule>,
+    /// Overall cap per IP per minute.
+    #[arg(long, default_value_t = 6_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(super) overall_per_min: u32,
+    /// Block a client IP for this long after a violation (Bitget documents 300); 0 = off.
+    #[arg(long, default_value_t = 0)]
+    pub(super) penalty_secs: u64,
+    /// HTTP status of rate-limit replies.
+    #[arg(long, default_value_t = 429)]
+    pub(super) rate_limit_status: u16,
+    /// Body code of rate-limit replies, e.g. 30001 to exercise a client's code mapping.
+    #[arg(long, default_value = "429")]
+    pub(super) rate_limit_code: String,
+    /// Probability of an HTML 502/503 page, as a CDN sends.
+    #[arg(long, default_value_t = 0.0)]
+    pub(super) fault_html: f64,
+    /// Probability of a 200 reply with the JSON cut in half.
+    #[arg(long, default_value_t = 0.0)]
+    pub(super) fault_truncated: f64,
+    /// Probability of a reply delayed by --slow-ms.
+    #[arg(long, default_value_t = 0.0)]
+    pub(super) fault_slow: f64,
+    /// Delay of slow replies, in milliseconds.
+    #[arg(long, default_value_t = 3_000)]
+    pub(super) slow_ms: u64,
+    /// Probability of a connection reset without reply.
+    #[arg(long, default_value_t = 0.0)]
+    pub(super) fault_reset: f64,
+    /// Probability that a symbol request is answered with 40034.
+    #[arg(long, default_value_t = 0.0)]
+    pub(super) fault_symbol: f64,
+    /// Probability of a retryable busy code (40015, 45001, 40725).
+    #[arg(long, default_value_t = 0.0)]
+    pub(super) fault_busy: f64,
+    /// Seed of the fault generator.
+    #[arg(long, default_value_t = 1)]
+    pub(super) fault_seed: u64,
+    /// Delay each request's arrival by a uniform draw in [0, MS] milliseconds before the
+    /// server meters and stamps it, as a real network path does.
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    pub(super) jitter_ms: u64,
+    /// Per mille of requests whose arrival delay is drawn from [0, 10 × --jitter-ms]: a heavy tail.
+    #[arg(long, default_value_t = 0, value_name = "PERMILLE", value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub(super) jitter_tail_permille: u32,
+    /// Server pauses of MS (or MIN-MAX) milliseconds; requests arriving meanwhile are all
+    /// metered at the pause's end. Needs --stall-every.
+    #[arg(long, value_name = "MS", value_parser = parse_stall)]
+    pub(super) stall_ms: Option<(u64, u64)>,
+    /// Seconds between the starts of two server pauses.
+    #[arg(long, value_name = "SECS")]
+    pub(super) stall_every: Option<f64>,
+    /// Seed of the arrival delays and pause lengths.
+    #[arg(long, default_value_t = 1)]
+    pub(super) network_seed: u64,
+    /// Execute the first N orders but reset the connection before replying.
+    #[arg(long, default_value_t = 0)]
+    pub(super) lose_order_replies: u32,
+    /// Refuse the first N orders with a rate-limit reply, without executing them.
+    #[arg(long, default_value_t = 0)]
+    pub(super) rate_limit_orders: u32,
+    /// Accepted API key as KEY:SECRET:PASSPHRASE; repeatable. Default: the demo key
+    /// bg_demo_key:bg_demo_secret:bg_demo_pass.
+    #[arg(long = "key", value_name = "KEY:SECRET:PASSPHRASE", value_parser = parse_key)]
+    pub(super) keys: Vec<Credentials>,
+    /// Write a JSON-lines log of every request to this file.
+    #[arg(long)]
+    pub(super) request_log: Option<PathBuf>,
+    /// Write the final counters as JSON to this file at shutdown.
+    #[arg(long)]
+    pub(super) stats_json: Option<PathBuf>,
+    /// Stop after this many seconds (default: run until Ctrl-C or SIGTERM).
+    #[arg(long)]
+    pub(super) duration: Option<u64>,
+}
+
+fn parse_stall(text: &str) -> Result<(u64, u64), String> {
+    NetworkConfig::parse_stall(text).map_err(|e| e.to_string())
+}
+
+fn parse_override(text: &str) -> Result<(usize, u32), String> {
+    LimitConfig::parse_override(text).map_err(|e| e.to_string())
+}
+
+/// A parsed `--market-limit-schedule`. A newtype, because clap reads `Option<Vec<T>>` as
+/// "several values of T" and would not accept one parser producing the whole list.
+#[derive(Debug, Clone)]
+pub(super) struct Schedule(Vec<crate::sim::limits::ScheduleStep>);
+
+fn parse_schedule(text: &str) -> Result<Schedule, String> {
+    LimitConfig::parse_schedule(text)
+        .map(Schedule)
+        .map_err(|e| e.to_string())
+}
+
+fn parse_key(text: &str) -> Result<Credentials, String> {
+    let mut parts = text.splitn(3, ':');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(k), Some(s), Some(p)) if !k.is_empty() && !s.is_empty() && !p.is_empty() => {
+            Ok(Credentials::new(k, s, p))
+        }
+        _ => Err("expected KEY:SECRET:PASSPHRASE, none of them empty".to_owned()),
+    }
+}
+
+impl SimArgs {
+    pub(super) fn into_config(self) -> (SimConfig, SocketAddr, Option<u64>, Option<PathBuf>) {
+        let keys = if self.keys.is_empty() {
+            vec![Credentials::new(
+                DEMO_API_KEY,
+                DEMO_API_SECRET,
+                DEMO_API_PASSPHRASE,
+            )]
+        } else {
+            self.keys
+        };
+        let config = SimConfig {
+            symbols: self.symbols,
+            seed: self.seed,
+            removed_symbols: self.removed,
+            limits: LimitConfig {
+                overrides: self.limits,
+                schedule: self.market_limit_schedule.map(|s| s.0).unwrap_or_default(),
+                overall_per_min: self.overall_per_min,
+                penalty_ms: self.penalty_secs.saturating_mul(1_000),
+            },
+            rate_limit_status: self.rate_limit_status,
+            rate_limit_code: self.rate_limit_code,
+            faults: FaultConfig {
+                html: self.fault_html,
+                truncated: self.fault_truncated,
+                slow: self.fault_slow,
+                slow_ms: self.slow_ms,
+                reset: self.fault_reset,
+                symbol: self.fault_symbol,
+                busy: self.fault_busy,
+                seed: self.fault_seed,
+                lost_order_replies: self.lose_order_replies,
+                rate_limited_orders: self.rate_limit_orders,
+            },
+            network: NetworkConfig {
+                jitter_ms: self.jitter_ms,
+                tail_permille: self.jitter_tail_permille,
+                stall_ms: self.stall_ms.unwrap_or((0, 0)),
+                stall_every_ms: self
+                    .stall_every
+                    .filter(|s| s.is_finite() && *s > 0.0)
+                    .map_or(0, |s| (s * 1_000.0).round() as u64),
+                seed: self.network_seed,
+            },
+            keys,
+            request_log: self.request_log,
+            starting_usdt: rust_decimal::Decimal::from(10_000),
+        };
+        (config, self.addr, self.duration, self.stats_json)
+    }
+}
