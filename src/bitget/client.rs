@@ -133,7 +133,7 @@ impl Client {
             .http
             .get_once(endpoint.path, &query, Some(symbol.as_str()))
             .await?;
-        parse::candles(&reply.body, symbol, timeframe, granularity).map_err(|e| {
+        parse::candles(reply.input(), symbol, timeframe, granularity).map_err(|e| {
             tracing::warn!(symbol = %symbol, endpoint = endpoint.path, class = "malformed", "{e}");
             RequestError::malformed(endpoint.path)(e)
         })
@@ -149,7 +149,7 @@ impl Client {
             .http
             .get(endpoint.path, market_query(market), None)
             .await?;
-        parse::tickers(&reply.body).map_err(RequestError::malformed(endpoint.path))
+        parse::tickers(reply.input()).map_err(RequestError::malformed(endpoint.path))
     }
 
     /// Every instrument Bitget lists for `market`.
@@ -162,7 +162,7 @@ impl Client {
             .http
             .get(endpoint.path, market_query(market), None)
             .await?;
-        Ok(parse::instruments(&reply.body)
+        Ok(parse::instruments(reply.input())
             .map_err(RequestError::malformed(endpoint.path))?
             .data)
     }
@@ -178,7 +178,7 @@ impl Client {
             .http
             .signed_post(path, order_body(order), Some(order.symbol.as_str()))
             .await?;
-        parse::order_ack(&reply.body).map_err(RequestError::malformed(path))
+        parse::order_ack(reply.input()).map_err(RequestError::malformed(path))
     }
 
     /// The order placed with `client_oid` on `symbol`.
@@ -200,7 +200,7 @@ impl Client {
             .http
             .signed_get(path, &query, Some(symbol.as_str()))
             .await?;
-        parse::order_detail(&reply.body).map_err(RequestError::malformed(path))
+        parse::order_detail(reply.input()).map_err(RequestError::malformed(path))
     }
 
     /// The USDT-M account balances.
@@ -213,7 +213,7 @@ impl Client {
             .http
             .signed_get(path, market_query(Market::Futures), None)
             .await?;
-        Ok(parse::balances(&reply.body)
+        Ok(parse::balances(reply.input())
             .map_err(RequestError::malformed(path))?
             .data)
     }
@@ -228,7 +228,7 @@ impl Client {
             .http
             .signed_get(path, market_query(Market::Futures), None)
             .await?;
-        Ok(parse::positions(&reply.body)
+        Ok(parse::positions(reply.input())
             .map_err(RequestError::malformed(path))?
             .data)
     }

@@ -211,9 +211,12 @@ pub fn auth_advice(code: &str) -> &'static str {
     }
 }
 
-/// The envelope fields needed to judge a reply; `data` is parsed later, by the caller.
+/// The envelope fields needed to judge a reply. `data` is only delimited here, not built:
+/// the typed parsers read it from where it lies, so a reply is parsed once.
 #[derive(Debug, Deserialize)]
 struct Envelope<'a> {
+    #[serde(borrow, default)]
+    data: Option<&'a serde_json::value::RawValue>,
     #[serde(borrow)]
     code: Option<std::borrow::Cow<'a, str>>,
     #[serde(borrow)]
@@ -255,6 +258,16 @@ impl Default for Classifier {
     }
 }
 
+/// What [`Classifier::judge_reply`] found in one reply.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Judged {
+    /// The reply's `requestTime`, in server ms.
+    pub server_ms: Option<u64>,
+    pub verdict: Result<(), BitgetError>,
+    /// The byte range of the envelope's `data` in the body.
+    pub data: Option<std::ops::Range<usize>>,
+}
+
 impl Classifier {
     /// A classifier treating `rate_limit_codes` (body codes) as rate limiting, besides HTTP 429.
     pub fn new(rate_limit_codes: Vec<String>) -> Self {
@@ -288,13 +301,36 @@ impl Classifier {
         retry_after: Option<&str>,
         body: &[u8],
     ) -> (Option<u64>, Result<(), BitgetError>) {
+        let judged = self.judge_reply(endpoint, symbol, status, retry_after, body);
+        (judged.server_ms, judged.verdict)
+    }
+
+    /// Judges one reply from a single parse of its envelope: the verdict, the
+    /// `requestTime`, and where in `body` its `data` lies, for the typed parser to read.
+    pub fn judge_reply(
+        &self,
+        endpoint: &str,
+        symbol: Option<&str>,
+        status: u16,
+        retry_after: Option<&str>,
+        body: &[u8],
+    ) -> Judged {
         let envelope = serde_json::from_slice::<Envelope<'_>>(body).ok();
         let server_ms = envelope
             .as_ref()
             .and_then(|e| e.request_time.as_ref())
             .and_then(RequestTime::millis);
+        let data = envelope.as_ref().and_then(|e| e.data).map(|raw| {
+            // The raw value borrows from `body`: its offset is where it starts.
+            let start = raw.get().as_ptr() as usize - body.as_ptr() as usize;
+            start..start + raw.get().len()
+        });
         let verdict = self.judge(endpoint, symbol, status, retry_after, body, envelope);
-        (server_ms, verdict)
+        Judged {
+            server_ms,
+            verdict,
+            data,
+        }
     }
 
     fn judge(
@@ -454,6 +490,9 @@ mod tests {
         let ok = br#"{"code":"00000","msg":"success","requestTime":1695794095685,"data":[]}"#;
         let (time, verdict) = c.check_timed("/x", None, 200, None, ok);
         assert_eq!((time, verdict), (Some(1_695_794_095_685), Ok(())));
+        let rows = br#"{"code":"00000","data":[["1","2"]],"msg":"success"}"#;
+        let judged = c.judge_reply("/x", None, 200, None, rows);
+        assert_eq!(&rows[judged.data.unwrap()], br#"[["1","2"]]"#);
         let limited = br#"{"code":"429","msg":"Too Many Requests","requestTime":"1748721720474","data":null}"#;
         let (time, verdict) = c.check_timed("/x", None, 429, None, limited);
         assert_eq!(time, Some(1_748_721_720_474));

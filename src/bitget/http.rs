@@ -13,6 +13,7 @@
 //! offset and retries once. Orders are never retried here: a POST whose outcome is unknown
 //! goes back to the caller, which must reconcile before sending it again.
 
+use std::ops::Range;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +26,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::credential::Signer;
 use super::endpoints::{route_of, BASE_URL, REMAIN_HEADER, SERVER_TIME};
-use super::error::{BitgetError, Classifier, ErrorClass};
+use super::error::{BitgetError, Classifier, ErrorClass, Judged};
+use super::parse::Input;
 use crate::core::RATE_LOG;
 use crate::limiter::backoff::Backoff;
 use crate::limiter::recent::RecentRateLimits;
@@ -128,7 +130,7 @@ fn query_string(query: &[(&str, &str)]) -> String {
 /// One attempt's reply as the limiter needs it: the verdict, the remaining count and the
 /// server's `requestTime`.
 struct Sent {
-    result: Result<Bytes, BitgetError>,
+    result: Result<Checked, BitgetError>,
     remaining: Option<u32>,
     server_ms: Option<u64>,
 }
@@ -170,6 +172,33 @@ pub struct Reply {
     pub body: Bytes,
     /// Attempts it took, 1 if the first succeeded.
     pub attempts: u32,
+    /// The reply's `requestTime`, and where its `data` lies in `body`, as the classifier
+    /// found them.
+    pub server_ms: Option<u64>,
+    pub data: Option<Range<usize>>,
+}
+
+impl Reply {
+    /// The reply for a parser in [`super::parse`], which then reads only its `data`.
+    pub fn input(&self) -> Input<'_> {
+        match &self.data {
+            Some(range) => self
+                .body
+                .get(range.clone())
+                .map_or(Input::whole(&self.body), |data| {
+                    Input::data(data, self.server_ms)
+                }),
+            None => Input::whole(&self.body),
+        }
+    }
+}
+
+/// A success reply's body with what the classifier found in it.
+#[derive(Debug)]
+struct Checked {
+    body: Bytes,
+    server_ms: Option<u64>,
+    data: Option<Range<usize>>,
 }
 
 /// Why the client could not be built.
@@ -299,7 +328,7 @@ impl Http {
         let sent = signer.local_ms();
         let reply = self.get(SERVER_TIME.path, &[], None).await?;
         let received = signer.local_ms();
-        let server = crate::bitget::parse::server_time(&reply.body).map_err(|e| {
+        let server = super::parse::server_time(reply.input()).map_err(|e| {
             CallError::Bitget(BitgetError::Malformed {
                 endpoint: SERVER_TIME.path.to_owned(),
                 detail: e.to_string(),
@@ -406,7 +435,14 @@ impl Http {
         loop {
             attempts += 1;
             let error = match self.attempt(route, request, symbol).await? {
-                Ok(body) => return Ok(Reply { body, attempts }),
+                Ok(checked) => {
+                    return Ok(Reply {
+                        body: checked.body,
+                        attempts,
+                        server_ms: checked.server_ms,
+                        data: checked.data,
+                    })
+                }
                 Err(error) => error,
             };
             if error.class() == ErrorClass::ClockSkew {
@@ -448,7 +484,7 @@ impl Http {
         route: Route,
         request: &Request<'_>,
         symbol: Option<&str>,
-    ) -> Result<Result<Bytes, BitgetError>, CallError> {
+    ) -> Result<Result<Checked, BitgetError>, CallError> {
         let permit = tokio::select! {
             biased;
             () = self.stop.cancelled() => return Err(CallError::ShuttingDown),
@@ -519,24 +555,24 @@ impl Http {
                 request.body.clone(),
             )
             .await?;
-        let (server_ms, verdict) = self.classify(&reply, path, symbol);
+        let judged = self.classify(&reply, path, symbol);
         let remaining = reply.remaining();
+        let server_ms = judged.server_ms;
         Ok(Sent {
-            result: verdict.map(|()| reply.body),
+            result: judged.verdict.map(|()| Checked {
+                body: reply.body,
+                server_ms,
+                data: judged.data,
+            }),
             remaining,
             server_ms,
         })
     }
 
-    fn classify(
-        &self,
-        reply: &RawReply,
-        path: &str,
-        symbol: Option<&str>,
-    ) -> (Option<u64>, Result<(), BitgetError>) {
+    fn classify(&self, reply: &RawReply, path: &str, symbol: Option<&str>) -> Judged {
         let retry_after = reply.headers.get(RETRY_AFTER).and_then(|v| v.to_str().ok());
         self.classifier
-            .check_timed(path, symbol, reply.status, retry_after, &reply.body)
+            .judge_reply(path, symbol, reply.status, retry_after, &reply.body)
     }
 
     /// One request on the wire, its body read up to the cap. Every reply, whatever its
@@ -640,11 +676,15 @@ impl Http {
         }
         let sent = match &result {
             Ok(reply) => {
-                let (server_ms, verdict) = self.classify(reply, &request.path, None);
+                let judged = self.classify(reply, &request.path, None);
                 Sent {
-                    result: verdict.map(|()| Bytes::new()),
+                    result: judged.verdict.map(|()| Checked {
+                        body: Bytes::new(),
+                        server_ms: None,
+                        data: None,
+                    }),
                     remaining: reply.remaining(),
-                    server_ms,
+                    server_ms: judged.server_ms,
                 }
             }
             Err(error) => Sent {

@@ -242,11 +242,76 @@ struct WireServerTime<'a> {
     server_time: WireText<'a>,
 }
 
-fn envelope<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<(u64, T), ParseError> {
-    let envelope: WireEnvelope<'a, T> =
-        serde_json::from_slice(body).map_err(|e| ParseError::Json(e.to_string()))?;
-    let server_time = envelope.request_time.millis("requestTime")?;
-    Ok((server_time, envelope.data))
+/// A reply as the parsers read it: the whole body, or only its `data` when the classifier
+/// already read the envelope (so the reply is parsed once).
+#[derive(Debug, Clone, Copy)]
+pub struct Input<'a> {
+    bytes: &'a [u8],
+    /// `Some` when `bytes` is the data alone: the envelope's `requestTime`, if it had one.
+    judged: Option<Option<u64>>,
+}
+
+impl<'a> Input<'a> {
+    /// A whole reply body, envelope and all.
+    pub fn whole(body: &'a [u8]) -> Self {
+        Self {
+            bytes: body,
+            judged: None,
+        }
+    }
+
+    /// The `data` of a reply whose envelope was read already, with its `requestTime`.
+    pub fn data(data: &'a [u8], server_time: Option<u64>) -> Self {
+        Self {
+            bytes: data,
+            judged: Some(server_time),
+        }
+    }
+}
+
+impl<'a> From<&'a [u8]> for Input<'a> {
+    fn from(body: &'a [u8]) -> Self {
+        Self::whole(body)
+    }
+}
+
+impl<'a, const N: usize> From<&'a [u8; N]> for Input<'a> {
+    fn from(body: &'a [u8; N]) -> Self {
+        Self::whole(body)
+    }
+}
+
+impl<'a> From<&'a Vec<u8>> for Input<'a> {
+    fn from(body: &'a Vec<u8>) -> Self {
+        Self::whole(body)
+    }
+}
+
+impl<'a> From<&'a bytes::Bytes> for Input<'a> {
+    fn from(body: &'a bytes::Bytes) -> Self {
+        Self::whole(body)
+    }
+}
+
+fn envelope<'a, T: Deserialize<'a>>(input: impl Into<Input<'a>>) -> Result<(u64, T), ParseError> {
+    let input = input.into();
+    let json = |e: serde_json::Error| ParseError::Json(e.to_string());
+    match input.judged {
+        Some(server_time) => {
+            let server_time =
+                server_time.ok_or_else(|| field_error("requestTime", "", "timestamp"))?;
+            Ok((
+                server_time,
+                serde_json::from_slice(input.bytes).map_err(json)?,
+            ))
+        }
+        None => {
+            let envelope: WireEnvelope<'a, T> =
+                serde_json::from_slice(input.bytes).map_err(json)?;
+            let server_time = envelope.request_time.millis("requestTime")?;
+            Ok((server_time, envelope.data))
+        }
+    }
 }
 
 /// Reads a `/candles` reply. A candle is `closed` when its period ended at or before the
@@ -255,8 +320,8 @@ fn envelope<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<(u64, T), ParseErr
 /// # Errors
 /// Anything that is not a candle array, a row shorter than 7 fields, or a field that is not
 /// a number.
-pub fn candles(
-    body: &[u8],
+pub fn candles<'a>(
+    body: impl Into<Input<'a>>,
     symbol: &Symbol,
     timeframe: &str,
     granularity: Granularity,
@@ -303,7 +368,7 @@ pub struct Tickers {
 ///
 /// # Errors
 /// The reply as a whole is not a ticker array.
-pub fn tickers(body: &[u8]) -> Result<Stamped<Tickers>, ParseError> {
+pub fn tickers<'a>(body: impl Into<Input<'a>>) -> Result<Stamped<Tickers>, ParseError> {
     let (server_time, rows): (u64, Vec<WireTicker<'_>>) = envelope(body)?;
     let mut out = Tickers {
         tickers: Vec::with_capacity(rows.len()),
@@ -348,7 +413,7 @@ fn ticker(row: &WireTicker<'_>) -> Result<Ticker, ParseError> {
 ///
 /// # Errors
 /// The reply is not an array of instruments, or one has no symbol.
-pub fn instruments(body: &[u8]) -> Result<Stamped<Vec<Instrument>>, ParseError> {
+pub fn instruments<'a>(body: impl Into<Input<'a>>) -> Result<Stamped<Vec<Instrument>>, ParseError> {
     let (server_time, rows): (u64, Vec<WireInstrument<'_>>) = envelope(body)?;
     let data = rows.iter().map(instrument).collect::<Result<Vec<_>, _>>()?;
     Ok(Stamped { server_time, data })
@@ -397,7 +462,7 @@ fn required_text(w: &WireText<'_>, field: &'static str) -> Result<String, ParseE
 ///
 /// # Errors
 /// The envelope or a balance field is unreadable.
-pub fn balances(body: &[u8]) -> Result<Stamped<Vec<Balance>>, ParseError> {
+pub fn balances<'a>(body: impl Into<Input<'a>>) -> Result<Stamped<Vec<Balance>>, ParseError> {
     let (server_time, rows): (u64, Option<Vec<WireBalance<'_>>>) = envelope(body)?;
     let data = rows
         .unwrap_or_default()
@@ -418,7 +483,7 @@ pub fn balances(body: &[u8]) -> Result<Stamped<Vec<Balance>>, ParseError> {
 ///
 /// # Errors
 /// The envelope or a position field is unreadable.
-pub fn positions(body: &[u8]) -> Result<Stamped<Vec<Position>>, ParseError> {
+pub fn positions<'a>(body: impl Into<Input<'a>>) -> Result<Stamped<Vec<Position>>, ParseError> {
     let (server_time, rows): (u64, Option<Vec<WirePosition<'_>>>) = envelope(body)?;
     let data = rows
         .unwrap_or_default()
@@ -440,7 +505,7 @@ pub fn positions(body: &[u8]) -> Result<Stamped<Vec<Position>>, ParseError> {
 ///
 /// # Errors
 /// The envelope is unreadable or names no order id.
-pub fn order_ack(body: &[u8]) -> Result<OrderAck, ParseError> {
+pub fn order_ack<'a>(body: impl Into<Input<'a>>) -> Result<OrderAck, ParseError> {
     let (_, ack): (u64, WireOrderAck<'_>) = envelope(body)?;
     Ok(OrderAck {
         order_id: required_text(&ack.order_id, "orderId")?,
@@ -452,7 +517,7 @@ pub fn order_ack(body: &[u8]) -> Result<OrderAck, ParseError> {
 ///
 /// # Errors
 /// The envelope or an order field is unreadable.
-pub fn order_detail(body: &[u8]) -> Result<OrderDetail, ParseError> {
+pub fn order_detail<'a>(body: impl Into<Input<'a>>) -> Result<OrderDetail, ParseError> {
     let (_, o): (u64, WireOrderDetail<'_>) = envelope(body)?;
     Ok(OrderDetail {
         order_id: required_text(&o.order_id, "orderId")?,
@@ -471,7 +536,7 @@ pub fn order_detail(body: &[u8]) -> Result<OrderDetail, ParseError> {
 ///
 /// # Errors
 /// The reply has no readable `serverTime`.
-pub fn server_time(body: &[u8]) -> Result<u64, ParseError> {
+pub fn server_time<'a>(body: impl Into<Input<'a>>) -> Result<u64, ParseError> {
     let (_, data): (u64, WireServerTime<'_>) = envelope(body)?;
     data.server_time.millis("serverTime")
 }
@@ -526,6 +591,31 @@ mod tests {
             assert_eq!(parsed.data[0].close, Decimal::new(15, 1));
             assert!(parsed.data[0].closed);
         }
+    }
+
+    #[test]
+    fn data_the_classifier_delimited_parses_alone_to_the_same_candles() {
+        let body = br#"{"code":"00000","msg":"success","requestTime":"120000","data":[["60000","1","2","0.5","1.5","10","15"]]}"#;
+        let judged =
+            crate::bitget::error::Classifier::default().judge_reply("/c", None, 200, None, body);
+        assert_eq!(judged.server_ms, Some(120_000));
+        let data = &body[judged.data.unwrap()];
+        let sym = Symbol::from_exchange("BTCUSDT");
+        let alone = candles(
+            Input::data(data, judged.server_ms),
+            &sym,
+            "1m",
+            one_minute(),
+        )
+        .unwrap();
+        assert_eq!(alone, candles(body, &sym, "1m", one_minute()).unwrap());
+        assert!(matches!(
+            candles(Input::data(data, None), &sym, "1m", one_minute()),
+            Err(ParseError::Field {
+                field: "requestTime",
+                ..
+            })
+        ));
     }
 
     #[test]
