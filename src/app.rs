@@ -12,6 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -23,9 +25,10 @@ use crate::config::Config;
 use crate::core::clock::Clock;
 use crate::core::events::MarketEvent;
 use crate::core::TRADING_LOG;
+use crate::gateway::{Gateway, GatewayError, MeasuredClock, Parts};
 use crate::limiter::recent::RecentRateLimits;
 use crate::limiter::{Category, CategoryCounters, LocalLimiter, RateLimiter};
-use crate::scheduler::{resolve_symbols, PollError, PollStats, Poller};
+use crate::scheduler::{resolve_symbols, PollError, PollStats, Poller, Watch};
 use crate::store::{Store, Subscription};
 use crate::strategy::StrategySpec;
 use crate::telemetry::metrics::{MetricsServer, MetricsSources, RequestLatency};
@@ -33,6 +36,9 @@ use crate::telemetry::{is_reported, report_usage, UsageLine};
 use crate::trading::live::poll_account;
 use crate::trading::setup::{prepare, SetupError, Venue};
 use crate::trading::TradingSummary;
+
+/// Series requests from the gateway the poller has not taken yet, at most.
+const WATCH_QUEUE: usize = 1024;
 
 /// Why a session ended in failure.
 #[derive(Debug, Error)]
@@ -43,6 +49,8 @@ pub enum RunError {
     Poll(#[from] PollError),
     #[error(transparent)]
     Setup(#[from] SetupError),
+    #[error(transparent)]
+    Gateway(#[from] GatewayError),
     /// Not one reply came back in the whole run.
     #[error("never reached the exchange at {host} in {:.1} s: {cause}; check [exchange] base_url (or --base-url), the network and any proxy", elapsed.as_secs_f64())]
     Unreachable {
@@ -57,6 +65,7 @@ impl RunError {
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::Setup(e) => e.exit_code(),
+            Self::Gateway(_) => 2,
             _ => 1,
         }
     }
@@ -214,7 +223,7 @@ pub async fn run_session(
 ) -> Result<RunSummary, RunError> {
     let started = Instant::now();
     let wiring = Wiring::new(config, Arc::clone(&store), stop.clone())?;
-    let result = poll_session(config, &wiring, wall, started, stop).await;
+    let result = poll_session(config, &wiring, wall, started, stop, None).await;
     store.close();
     result
 }
@@ -231,6 +240,7 @@ pub async fn poll_session(
     wall: Arc<dyn Clock>,
     started: Instant,
     stop: CancellationToken,
+    watches: Option<mpsc::Receiver<Watch>>,
 ) -> Result<RunSummary, RunError> {
     let limiter = &wiring.limiter;
     let limiter_dyn: Arc<dyn RateLimiter> = limiter.clone();
@@ -266,6 +276,10 @@ pub async fn poll_session(
             Arc::clone(&stats),
             stop.clone(),
         );
+        let poller = match watches {
+            Some(watches) => poller.with_watches(watches),
+            None => poller,
+        };
         poller.run(symbols).await?;
         Ok::<_, PollError>(symbol_count)
     }
@@ -332,6 +346,8 @@ pub struct RunOptions {
     pub specs: Vec<StrategySpec>,
     pub metrics: Option<MetricsServer>,
     pub wall: Arc<dyn Clock>,
+    /// Serve the gateway on this (already bound) listener.
+    pub gateway: Option<TcpListener>,
 }
 
 /// How each part of a run ended.
@@ -360,6 +376,7 @@ pub async fn run(
         specs,
         metrics,
         wall,
+        gateway,
     } = options;
     let store = Store::new(config.store);
     let wiring = Wiring::new(config, Arc::clone(&store), shutdown.clone())?;
@@ -422,8 +439,37 @@ pub async fn run(
         tokio::spawn(server.serve(sources, metrics_stop.clone()))
     });
 
-    let poll = poll_session(config, &wiring, wall, started, shutdown.clone()).await;
+    let gateway_stop = CancellationToken::new();
+    let mut watches = None;
+    let gateway = match gateway {
+        Some(listener) => {
+            let (sender, receiver) = mpsc::channel(WATCH_QUEUE);
+            watches = Some(receiver);
+            let limiter: Arc<dyn RateLimiter> = wiring.limiter.clone();
+            let parts = Parts {
+                client: wiring.client.clone(),
+                limiter: Arc::clone(&limiter),
+                store: Arc::clone(&store),
+                clock: Arc::new(MeasuredClock {
+                    limiter,
+                    wall: Arc::clone(&wall),
+                }),
+                watches: Some((config.poll.market, sender)),
+            };
+            let gateway = Gateway::new(config.gateway.clone(), parts)?;
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(%addr, "gateway listening on http://{addr}");
+            }
+            Some(tokio::spawn(gateway.serve(listener, gateway_stop.clone())))
+        }
+        None => None,
+    };
+    let poll = poll_session(config, &wiring, wall, started, shutdown.clone(), watches).await;
     shutdown.cancel();
+    gateway_stop.cancel();
+    if let Some(task) = gateway {
+        let _ = task.await;
+    }
     store.close();
     let trading = match engine {
         Some(task) => task.await.ok(),

@@ -23,6 +23,7 @@ use crate::core::market::Symbol;
 pub use crate::core::market::SymbolSelection;
 use crate::core::text::{describe_toml_error, one_line};
 use crate::core::timeframe::{Granularity, Market};
+use crate::gateway::config::GatewayConfig;
 use crate::limiter::backoff::Backoff;
 use crate::limiter::Limits;
 pub use crate::scheduler::config::{Mode, PollConfig};
@@ -93,6 +94,37 @@ struct RawConfig {
     trading: RawTrading,
     #[serde(default)]
     store: RawStore,
+    #[serde(default)]
+    gateway: RawGateway,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawGateway {
+    listen: String,
+    token_env: String,
+    ticker_max_age_ms: u64,
+    candle_max_age_ms: u64,
+    queue_max_ms: u64,
+    series_idle_secs: u64,
+    max_request_body_kb: usize,
+    instruments_max_age_secs: u64,
+}
+
+impl Default for RawGateway {
+    fn default() -> Self {
+        let d = GatewayConfig::default();
+        Self {
+            listen: d.listen.to_string(),
+            token_env: d.token_env,
+            ticker_max_age_ms: d.ticker_max_age.as_millis() as u64,
+            candle_max_age_ms: d.candle_max_age.as_millis() as u64,
+            queue_max_ms: d.queue_max.as_millis() as u64,
+            series_idle_secs: d.series_idle.as_secs(),
+            max_request_body_kb: d.max_request_body >> 10,
+            instruments_max_age_secs: d.instruments_max_age.as_secs(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -316,6 +348,7 @@ pub struct Config {
     pub metrics_addr: Option<SocketAddr>,
     pub trading: TradingConfig,
     pub store: StoreConfig,
+    pub gateway: GatewayConfig,
     /// Things worth telling the operator that are not problems (keys that no longer
     /// apply); `check-config` prints them and a run logs them.
     pub notes: Vec<String>,
@@ -489,6 +522,49 @@ impl Config {
         if raw.poll.channel_capacity.is_some() {
             notes.push("poll.channel_capacity no longer applies and is ignored: consumers read from the candle store, and [store] journal_capacity bounds how far one may fall behind".to_owned());
         }
+        let gw = &raw.gateway;
+        let gateway_listen = match gw.listen.trim().parse::<SocketAddr>() {
+            Ok(addr) => addr,
+            Err(_) => {
+                c.problems.push(format!(
+                    "gateway.listen = \"{}\" is not an address; write ip:port such as \"127.0.0.1:9810\"",
+                    gw.listen
+                ));
+                GatewayConfig::default().listen
+            }
+        };
+        if gw.token_env.is_empty()
+            || !gw
+                .token_env
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+        {
+            c.problems.push(format!(
+                "gateway.token_env = \"{}\" is not an environment variable name; write one like \"BITGET_GATEWAY_TOKEN\"",
+                gw.token_env
+            ));
+        }
+        c.range("gateway.ticker_max_age_ms", gw.ticker_max_age_ms, 0, 60_000);
+        c.range(
+            "gateway.candle_max_age_ms",
+            gw.candle_max_age_ms,
+            0,
+            3_600_000,
+        );
+        c.range("gateway.queue_max_ms", gw.queue_max_ms, 0, 60_000);
+        c.range("gateway.series_idle_secs", gw.series_idle_secs, 10, 86_400);
+        c.range(
+            "gateway.max_request_body_kb",
+            gw.max_request_body_kb,
+            1,
+            10_240,
+        );
+        c.range(
+            "gateway.instruments_max_age_secs",
+            gw.instruments_max_age_secs,
+            0,
+            86_400,
+        );
         c.range(
             "store.journal_capacity",
             raw.store.journal_capacity,
@@ -684,6 +760,17 @@ impl Config {
             store: StoreConfig {
                 journal_capacity: raw.store.journal_capacity,
                 candles_per_series: raw.store.candles_per_series,
+            },
+            gateway: GatewayConfig {
+                listen: gateway_listen,
+                token_env: raw.gateway.token_env.clone(),
+                token: None,
+                ticker_max_age: Duration::from_millis(raw.gateway.ticker_max_age_ms),
+                candle_max_age: Duration::from_millis(raw.gateway.candle_max_age_ms),
+                queue_max: Duration::from_millis(raw.gateway.queue_max_ms),
+                series_idle: Duration::from_secs(raw.gateway.series_idle_secs),
+                max_request_body: raw.gateway.max_request_body_kb << 10,
+                instruments_max_age: Duration::from_secs(raw.gateway.instruments_max_age_secs),
             },
             notes,
         })

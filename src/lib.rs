@@ -19,6 +19,8 @@
 //! - [`strategy`]: pure strategies over core types.
 //! - [`telemetry`]: log files, rate-usage lines, the `usage` report, Prometheus metrics.
 //! - [`trading`]: the engine, paper book and live orders.
+//! - [`gateway`]: the local Bitget-compatible endpoint other bots point at: market data
+//!   from the store, everything else forwarded unchanged, all through the one limiter.
 //! - [`config`]: reads and checks the file, composing each owner's section.
 //! - [`app`]: [`app::run`] owns every long-lived task under one cancellation path.
 //! - [`cli`]: the command line; `main.rs` only calls [`cli::main`].
@@ -33,6 +35,7 @@ pub mod bitget;
 pub mod cli;
 pub mod config;
 pub mod core;
+pub mod gateway;
 pub mod limiter;
 pub mod scheduler;
 pub mod sim;

@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use serde_json::json;
 use thiserror::Error;
 
@@ -144,12 +145,29 @@ impl Client {
     /// # Errors
     /// Retries are used up, or the reply is unreadable.
     pub async fn tickers(&self, market: Market) -> Result<Stamped<Tickers>, RequestError> {
+        self.tickers_raw(market).await.map(|(tickers, _)| tickers)
+    }
+
+    /// [`Self::tickers`], with the reply's `data` exactly as Bitget sent it.
+    ///
+    /// # Errors
+    /// As [`Self::tickers`].
+    pub async fn tickers_raw(
+        &self,
+        market: Market,
+    ) -> Result<(Stamped<Tickers>, Bytes), RequestError> {
         let endpoint = endpoints::tickers(market);
         let reply = self
             .http
             .get(endpoint.path, market_query(market), None)
             .await?;
-        parse::tickers(reply.input()).map_err(RequestError::malformed(endpoint.path))
+        let tickers =
+            parse::tickers(reply.input()).map_err(RequestError::malformed(endpoint.path))?;
+        let raw = reply
+            .data
+            .clone()
+            .map_or_else(Bytes::new, |range| reply.body.slice(range));
+        Ok((tickers, raw))
     }
 
     /// Every instrument Bitget lists for `market`.

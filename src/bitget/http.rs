@@ -88,6 +88,19 @@ pub enum CallError {
     NoCredentials(String),
 }
 
+/// Why a forwarded request got no reply from the exchange.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum ForwardError {
+    /// The budget had no room within the wait allowed; the request was not sent.
+    #[error("the {category} budget had no room within {} ms; the request was not sent", waited.as_millis())]
+    NotAdmitted {
+        category: Category,
+        waited: Duration,
+    },
+    #[error(transparent)]
+    Call(#[from] CallError),
+}
+
 /// Whether a failed request may be sent again by the client itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum RetryPolicy {
@@ -154,6 +167,8 @@ pub struct RawReply {
     pub status: u16,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// How long the request waited for the budget before it was sent.
+    pub waited: Duration,
 }
 
 impl RawReply {
@@ -632,6 +647,7 @@ impl Http {
             status,
             headers,
             body: Bytes::from(body),
+            waited: Duration::ZERO,
         })
     }
 
@@ -655,11 +671,45 @@ impl Http {
     /// Shutdown began before it could be admitted, or no reply came (connection, timeout,
     /// a body over the cap).
     pub async fn forward(&self, request: RawRequest) -> Result<RawReply, CallError> {
+        match self.forward_within(request, None).await {
+            Ok(reply) => Ok(reply),
+            Err(ForwardError::Call(error)) => Err(error),
+            Err(ForwardError::NotAdmitted { .. }) => Err(CallError::ShuttingDown),
+        }
+    }
+
+    /// [`Self::forward`], waiting at most `max_wait` for the budget (no limit with `None`).
+    /// A request not admitted in time is not sent at all.
+    ///
+    /// # Errors
+    /// Not admitted within `max_wait`, shutdown began first, or no reply came.
+    pub async fn forward_within(
+        &self,
+        request: RawRequest,
+        max_wait: Option<Duration>,
+    ) -> Result<RawReply, ForwardError> {
         let route = route_of(&request.path);
+        let wait = async {
+            match max_wait {
+                // The acquire future is cancel-safe: dropped at the deadline, it took nothing.
+                Some(limit) => tokio::time::timeout(limit, self.limiter.acquire(route))
+                    .await
+                    .ok(),
+                None => Some(self.limiter.acquire(route).await),
+            }
+        };
         let permit = tokio::select! {
             biased;
-            () = self.stop.cancelled() => return Err(CallError::ShuttingDown),
-            permit = self.limiter.acquire(route) => permit,
+            () = self.stop.cancelled() => return Err(ForwardError::Call(CallError::ShuttingDown)),
+            permit = wait => match permit {
+                Some(permit) => permit,
+                None => {
+                    return Err(ForwardError::NotAdmitted {
+                        category: route.category,
+                        waited: max_wait.unwrap_or_default(),
+                    })
+                }
+            },
         };
         let started = tokio::time::Instant::now();
         let result = self
@@ -694,7 +744,12 @@ impl Http {
             },
         };
         self.report(&permit, &request.path, None, &sent);
-        result.map_err(CallError::Bitget)
+        result
+            .map(|reply| RawReply {
+                waited: permit.waited,
+                ..reply
+            })
+            .map_err(|e| ForwardError::Call(CallError::Bitget(e)))
     }
 
     fn report(&self, permit: &Permit, path: &str, symbol: Option<&str>, outcome: &Sent) {

@@ -26,6 +26,9 @@ pub(super) enum Command {
     Run(RunArgs),
     /// Start the built-in simulator on a free loopback port and poll it with config/demo.toml.
     Demo(DemoArgs),
+    /// Serve a local Bitget-compatible endpoint for other bots (ccxt, freqtrade): market data
+    /// from the store, everything else forwarded, all through one limiter; polls as `run`.
+    Gateway(GatewayArgs),
     /// Check a config file and exit: 0 if it is valid, 2 with every problem listed if not.
     CheckConfig(CheckConfigArgs),
     /// Serve a local Bitget REST v2 simulator (rate limits, errors, signing, faults).
@@ -80,6 +83,15 @@ pub(super) struct RunArgs {
 }
 
 #[derive(Debug, Args)]
+pub(super) struct GatewayArgs {
+    #[command(flatten)]
+    pub(super) run: RunArgs,
+    /// Listen here instead of [gateway] listen (default 127.0.0.1:9810; port 0 picks one).
+    #[arg(long)]
+    pub(super) listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Args)]
 pub(super) struct DemoArgs {
     /// Stop after this many seconds (default: run until Ctrl-C).
     #[arg(long, value_parser = parse_secs)]
@@ -101,6 +113,12 @@ pub(super) struct DemoArgs {
     /// (uniform), as on an ordinary internet path.
     #[arg(long, default_value_t = 0, value_name = "MS", value_parser = clap::value_parser!(u64).range(0..=10_000))]
     pub(super) jitter_ms: u64,
+    /// Also serve the gateway, and print how to point ccxt and freqtrade at it.
+    #[arg(long)]
+    pub(super) gateway: bool,
+    /// The gateway's address with --gateway (default 127.0.0.1:9810; port 0 picks one).
+    #[arg(long)]
+    pub(super) listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Args)]

@@ -51,7 +51,8 @@ pub fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Run(args) => runtime.block_on(poll::run(args)),
+        Command::Run(args) => runtime.block_on(poll::run(args, None)),
+        Command::Gateway(args) => runtime.block_on(poll::run(args.run, Some(args.listen))),
         Command::Demo(args) => runtime.block_on(poll::demo(args)),
         Command::CheckConfig(args) => poll::check_config(&args.file),
         Command::Usage(args) => usage::usage(&args),

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::args::{DemoArgs, RunArgs};
@@ -16,6 +17,8 @@ use crate::bitget::credential::Credentials;
 use crate::config::{Config, ConfigError};
 use crate::core::clock::SystemClock;
 use crate::core::market::SymbolSelection;
+use crate::gateway::config::Token;
+use crate::gateway::{check_exposure, GatewayError};
 use crate::sim::{SimConfig, Simulator, DEMO_API_KEY, DEMO_API_PASSPHRASE, DEMO_API_SECRET};
 use crate::strategy::StrategySpec;
 use crate::telemetry::init_logging;
@@ -80,7 +83,8 @@ pub(super) fn check_config(path: &Path) -> ExitCode {
     }
 }
 
-pub(super) async fn run(args: RunArgs) -> ExitCode {
+/// `run`, or with `gateway` (`Some(--listen)`) `gateway`.
+pub(super) async fn run(args: RunArgs, gateway: Option<Option<SocketAddr>>) -> ExitCode {
     let mut config = match Config::load(&args.config) {
         Ok(config) => config,
         Err(error) => return config_failed(&error),
@@ -119,7 +123,58 @@ pub(super) async fn run(args: RunArgs) -> ExitCode {
         Ok(metrics) => metrics,
         Err(code) => return code,
     };
-    poll(config, args.duration, venue, specs, metrics).await
+    let gateway = match gateway {
+        Some(listen) => match bind_gateway(&mut config, listen).await {
+            Ok(listener) => Some(listener),
+            Err(code) => return code,
+        },
+        None => None,
+    };
+    poll(config, args.duration, venue, specs, metrics, gateway).await
+}
+
+/// Reads the gateway's token from the environment, checks the address is safe to listen
+/// on and binds it, before anything else starts.
+async fn bind_gateway(
+    config: &mut Config,
+    listen: Option<SocketAddr>,
+) -> Result<TcpListener, ExitCode> {
+    let gw = &mut config.gateway;
+    if let Some(addr) = listen {
+        gw.listen = addr;
+    }
+    gw.token = std::env::var(&gw.token_env)
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+        .map(|t| Token::new(t.trim()));
+    if let Err(error) = check_exposure(gw) {
+        eprintln!("error: {error}");
+        return Err(ExitCode::from(2));
+    }
+    match TcpListener::bind(gw.listen).await {
+        Ok(listener) => Ok(listener),
+        Err(source) => {
+            eprintln!(
+                "error: {}",
+                GatewayError::Bind {
+                    addr: gw.listen,
+                    source
+                }
+            );
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
+/// How to point ccxt and freqtrade at the gateway.
+fn print_gateway_help(addr: SocketAddr, token: bool) {
+    let base = format!("http://{addr}");
+    outln!("gateway: {base}  (every bot on this machine: point it here instead of api.bitget.com)");
+    outln!("  ccxt:      ex = ccxt.bitget({{...}}); ex.urls['api'] = {{k: '{base}' for k in ex.urls['api']}}");
+    outln!("  freqtrade: \"exchange\": {{\"name\": \"bitget\", \"ccxt_config\": {{\"urls\": {{\"api\": {{<each key>: \"{base}\"}}}}}}, \"ccxt_async_config\": <the same>}}  (keys in the README)");
+    if token {
+        outln!("  token: send it in the X-Gateway-Token header (ccxt: ex.headers = {{'X-Gateway-Token': ...}})");
+    }
 }
 
 /// The strategy instances to run; `demo` falls back to the built-in one outside the
@@ -218,7 +273,18 @@ pub(super) async fn demo(args: DemoArgs) -> ExitCode {
             return code;
         }
     };
-    let code = poll(config, args.duration, venue, specs, metrics).await;
+    let gateway = if args.gateway {
+        match bind_gateway(&mut config, args.listen).await {
+            Ok(listener) => Some(listener),
+            Err(code) => {
+                let _ = sim.stop().await;
+                return code;
+            }
+        }
+    } else {
+        None
+    };
+    let code = poll(config, args.duration, venue, specs, metrics, gateway).await;
     let stats = sim.stop().await;
     outln!("{}", render_sim_summary(&stats));
     code
@@ -246,6 +312,7 @@ async fn poll(
     venue: Venue,
     specs: Vec<StrategySpec>,
     metrics: Option<MetricsServer>,
+    gateway: Option<TcpListener>,
 ) -> ExitCode {
     let guards = match init_logging(&config.logging) {
         Ok(guards) => guards,
@@ -259,6 +326,9 @@ async fn poll(
     }
     if let Some(addr) = metrics.as_ref().and_then(MetricsServer::local_addr) {
         outln!("metrics: http://{addr}/metrics");
+    }
+    if let Some(addr) = gateway.as_ref().and_then(|l| l.local_addr().ok()) {
+        print_gateway_help(addr, config.gateway.token.is_some());
     }
     let shutdown = CancellationToken::new();
     let signals = tokio::spawn({
@@ -277,6 +347,7 @@ async fn poll(
         specs,
         metrics,
         wall: Arc::new(SystemClock::new()),
+        gateway,
     };
     let report = app::run(&config, options, shutdown).await;
     signals.abort();

@@ -22,7 +22,7 @@ pub enum Market {
 }
 
 /// A parsed granularity: how long a candle lasts and where it opens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Granularity {
     /// A fixed length, opening at multiples of `ms` after shifting by `offset_ms`.
     Fixed { ms: u64, offset_ms: u64 },

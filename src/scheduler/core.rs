@@ -81,11 +81,18 @@ struct Stream {
     retry_at: Option<u64>,
     /// Open time of the candle a closed-mode round waits for, and attempts so far.
     awaiting: Option<(u64, u32)>,
+    /// Asked for by a gateway client rather than configured: such a stream goes when its
+    /// clients stop asking.
+    watched: bool,
+    /// Rows of its first request, when more than `initial_candles` were asked for.
+    first_rows: Option<u32>,
 }
 
 impl Stream {
     fn new(symbol: Symbol, timeframe: usize) -> Self {
         Self {
+            watched: false,
+            first_rows: None,
             symbol,
             timeframe,
             last_closed: None,
@@ -396,7 +403,12 @@ impl Core {
     fn rows_needed(&self, stream: &Stream, now: Now) -> u32 {
         let g = self.config.timeframes[stream.timeframe].1;
         let Some(last) = stream.last_closed else {
-            return self.config.initial_candles;
+            return stream
+                .first_rows
+                .map_or(self.config.initial_candles, |rows| {
+                    rows.max(self.config.initial_candles)
+                })
+                .min(MAX_ROWS);
         };
         let now_open = g.open_of(self.server_ms(now));
         let mut rows = 1;
@@ -675,6 +687,82 @@ impl Core {
         }
     }
 
+    /// A gateway client asked for `symbol`'s `granularity` candles, `rows` of them: poll the
+    /// series from now on, first of all, unless it is polled already. Returns whether it
+    /// was new.
+    pub fn watch(
+        &mut self,
+        symbol: Symbol,
+        timeframe: &str,
+        granularity: Granularity,
+        rows: u32,
+        now: Now,
+    ) -> bool {
+        let tf = match self
+            .config
+            .timeframes
+            .iter()
+            .position(|(_, g)| *g == granularity)
+        {
+            Some(tf) => tf,
+            None => {
+                self.config
+                    .timeframes
+                    .push((timeframe.to_owned(), granularity));
+                self.config.timeframes.len() - 1
+            }
+        };
+        if let Some(index) = self
+            .streams
+            .iter()
+            .position(|s| s.symbol == symbol && s.timeframe == tf)
+        {
+            let s = &mut self.streams[index];
+            if s.watched && s.parked_until == Some(u64::MAX) {
+                // Asked for again after it went idle.
+                s.parked_until = None;
+                self.queue.push_front(index);
+                return true;
+            }
+            return false;
+        }
+        let mut stream = Stream::new(symbol.clone(), tf);
+        stream.watched = true;
+        stream.first_rows = Some(rows);
+        self.streams.push(stream);
+        let index = self.streams.len() - 1;
+        self.queue.push_front(index);
+        let name = self.config.timeframes[tf].0.clone();
+        self.stats
+            .freshness
+            .watch(symbol, &name, granularity, now.wall_ms);
+        tracing::info!(
+            stream = index,
+            timeframe,
+            rows,
+            "polling a series a gateway client asked for"
+        );
+        true
+    }
+
+    /// No gateway client asked for this series for a while: stop polling it, unless it is
+    /// configured. Returns whether it was stopped.
+    pub fn unwatch(&mut self, symbol: &Symbol, granularity: Granularity) -> bool {
+        let Some(index) = self.streams.iter().position(|s| {
+            s.watched && &s.symbol == symbol && self.config.timeframes[s.timeframe].1 == granularity
+        }) else {
+            return false;
+        };
+        let s = &mut self.streams[index];
+        if s.parked_until == Some(u64::MAX) {
+            return false;
+        }
+        s.parked_until = Some(u64::MAX);
+        s.awaiting = None;
+        self.stats.freshness.retire(index);
+        true
+    }
+
     /// The instrument list was re-read: `symbols` is what is listed now, or `None` if the
     /// refresh failed. New symbols are polled from now on; delisted ones are parked
     /// rather than removed, so stream indices stay valid.
@@ -943,6 +1031,52 @@ mod tests {
         c.freshness_due = u64::MAX;
         assert_eq!(c.next_deadline(at(11)), 1010);
         assert_eq!(candle_streams(&c.poll(at(1010), 0)), vec![(0, 100)]);
+    }
+
+    #[test]
+    fn a_series_a_gateway_client_asks_for_is_polled_first_and_stops_when_unasked() {
+        let mut c = core(Mode::Live, 1, &["A"]);
+        c.tickers_due = None;
+        let g5 = Granularity::parse(Market::Futures, "5m").unwrap();
+        assert!(c.watch(Symbol::from_exchange("B"), "5m", g5, 300, at(0)));
+        assert!(
+            !c.watch(Symbol::from_exchange("B"), "5m", g5, 300, at(0)),
+            "once"
+        );
+        assert!(
+            !c.watch(Symbol::from_exchange("A"), "1m", g1m(), 50, at(0)),
+            "configured"
+        );
+        let first = c.poll(at(0), 0);
+        let Action::Candles {
+            symbol,
+            timeframe,
+            rows,
+            ..
+        } = &first[0]
+        else {
+            panic!("{first:?}")
+        };
+        assert_eq!(
+            (symbol.as_str(), timeframe.as_str(), *rows),
+            ("B", "5m", 300)
+        );
+        c.candles_done(1, T0, vec![], at(1));
+        assert!(c.unwatch(&Symbol::from_exchange("B"), g5));
+        assert!(
+            !c.unwatch(&Symbol::from_exchange("A"), g1m()),
+            "configured streams stay"
+        );
+        for t in 2..6 {
+            let asked = candle_streams(&c.poll(at(t), 0));
+            c.candles_done(asked[0].0, T0, vec![], at(t));
+            assert_eq!(asked[0].0, 0, "only A once B went idle");
+        }
+        assert!(
+            c.watch(Symbol::from_exchange("B"), "5m", g5, 300, at(7)),
+            "asked again"
+        );
+        assert_eq!(candle_streams(&c.poll(at(7), 0))[0].0, 1);
     }
 
     #[test]

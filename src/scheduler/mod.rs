@@ -29,7 +29,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use thiserror::Error;
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -42,8 +44,9 @@ use crate::bitget::http::CallError;
 use crate::bitget::parse::Tickers;
 use crate::core::clock::Clock;
 use crate::core::market::{Candle, Stamped, Symbol, SymbolSelection};
+use crate::core::timeframe::Granularity;
 use crate::limiter::recent::RecentRateLimits;
-use crate::store::Store;
+use crate::store::{SeriesKey, Store};
 use config::PollConfig;
 pub use stats::PollStats;
 
@@ -59,12 +62,30 @@ pub enum PollError {
     Fatal(BitgetError),
 }
 
+/// What a gateway asks the poller: keep a series fresh from now on, or not any more.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Watch {
+    Start {
+        symbol: Symbol,
+        timeframe: String,
+        granularity: Granularity,
+        rows: u32,
+    },
+    Stop {
+        symbol: Symbol,
+        granularity: Granularity,
+    },
+}
+
 enum Outcome {
     Candles {
         stream: usize,
+        symbol: Symbol,
+        timeframe: String,
+        granularity: Granularity,
         result: Result<Stamped<Vec<Candle>>, RequestError>,
     },
-    Tickers(Result<Stamped<Tickers>, RequestError>),
+    Tickers(Result<(Stamped<Tickers>, Bytes), RequestError>),
     Symbols(Result<Vec<Symbol>, discovery::DiscoveryError>),
 }
 
@@ -78,6 +99,7 @@ pub struct Poller {
     store: Arc<Store>,
     stats: Arc<PollStats>,
     stop: CancellationToken,
+    watches: Option<mpsc::Receiver<Watch>>,
 }
 
 impl Poller {
@@ -98,7 +120,15 @@ impl Poller {
             store,
             stats,
             stop,
+            watches: None,
         }
+    }
+
+    /// The same poller, also polling the series a gateway asks for on `watches`.
+    #[must_use]
+    pub fn with_watches(mut self, watches: mpsc::Receiver<Watch>) -> Self {
+        self.watches = Some(watches);
+        self
     }
 
     pub fn stats(&self) -> Arc<PollStats> {
@@ -111,7 +141,7 @@ impl Poller {
     /// # Errors
     /// Bitget refuses the credentials (nothing else stops polling: failures are logged with
     /// their symbol and retried later).
-    pub async fn run(self, symbols: Vec<Symbol>) -> Result<(), PollError> {
+    pub async fn run(mut self, symbols: Vec<Symbol>) -> Result<(), PollError> {
         let started = Instant::now();
         let now = now(started, self.wall.as_ref());
         let core = Core::new(
@@ -121,11 +151,13 @@ impl Poller {
             &symbols,
             now,
         );
+        let watches = self.watches.take();
         let mut shell = Shell {
             p: self,
             core,
             started,
             inflight: JoinSet::new(),
+            watches,
         };
         let result = shell.run().await;
         shell.shutdown().await;
@@ -137,6 +169,20 @@ fn now(started: Instant, wall: &dyn Clock) -> Now {
     Now {
         local_ms: Instant::now().duration_since(started).as_millis() as u64,
         wall_ms: wall.now_ms(),
+    }
+}
+
+/// The next watch request, or never once the channel is closed (or there is none).
+async fn recv_watch(watches: &mut Option<mpsc::Receiver<Watch>>) -> Option<Watch> {
+    match watches {
+        Some(receiver) => match receiver.recv().await {
+            Some(watch) => Some(watch),
+            None => {
+                *watches = None;
+                std::future::pending().await
+            }
+        },
+        None => std::future::pending().await,
     }
 }
 
@@ -167,6 +213,7 @@ struct Shell {
     core: Core,
     started: Instant,
     inflight: JoinSet<Outcome>,
+    watches: Option<mpsc::Receiver<Watch>>,
 }
 
 impl Shell {
@@ -193,7 +240,30 @@ impl Shell {
                         Err(error) => tracing::error!("a fetch task failed: {error}"),
                     }
                 }
+                Some(watch) = recv_watch(&mut self.watches) => self.watch(watch),
                 () = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    }
+
+    fn watch(&mut self, watch: Watch) {
+        let now = self.now();
+        match watch {
+            Watch::Start {
+                symbol,
+                timeframe,
+                granularity,
+                rows,
+            } => {
+                self.core.watch(symbol, &timeframe, granularity, rows, now);
+            }
+            Watch::Stop {
+                symbol,
+                granularity,
+            } => {
+                if self.core.unwatch(&symbol, granularity) {
+                    tracing::info!(symbol = %symbol, "no gateway client asked for a series for a while; not polling it any more");
+                }
             }
         }
     }
@@ -213,12 +283,18 @@ impl Shell {
                     let result = client
                         .candles(market, &symbol, &timeframe, granularity, rows)
                         .await;
-                    Outcome::Candles { stream, result }
+                    Outcome::Candles {
+                        stream,
+                        symbol,
+                        timeframe,
+                        granularity,
+                        result,
+                    }
                 });
             }
             Action::Tickers => {
                 self.inflight
-                    .spawn(async move { Outcome::Tickers(client.tickers(market).await) });
+                    .spawn(async move { Outcome::Tickers(client.tickers_raw(market).await) });
             }
             Action::RefreshSymbols => {
                 let cache = self.p.config.discovery_cache.clone();
@@ -234,7 +310,7 @@ impl Shell {
         let now = self.now();
         let market = self.p.config.market;
         match outcome {
-            Outcome::Tickers(Ok(stamped)) => {
+            Outcome::Tickers(Ok((stamped, raw))) => {
                 self.core.tickers_done(Some(stamped.server_time), now);
                 for skipped in &stamped.data.skipped {
                     tracing::warn!(market = ?market, "skipped a ticker line: {skipped}");
@@ -243,6 +319,7 @@ impl Shell {
                     market,
                     stamped.server_time,
                     Arc::new(stamped.data.tickers),
+                    Some(raw),
                 );
                 self.p
                     .stats
@@ -255,8 +332,17 @@ impl Shell {
             }
             Outcome::Candles {
                 stream,
+                symbol,
+                timeframe,
+                granularity,
                 result: Ok(stamped),
             } => {
+                let key = SeriesKey {
+                    market,
+                    symbol,
+                    granularity,
+                };
+                let server_time = stamped.server_time;
                 let delivery =
                     self.core
                         .candles_done(stream, stamped.server_time, stamped.data, now);
@@ -271,10 +357,12 @@ impl Shell {
                 if let Some(candle) = delivery.forming {
                     self.p.store.write_forming(market, candle);
                 }
+                self.p.store.mark_fetched(&key, &timeframe, server_time);
             }
             Outcome::Candles {
                 stream,
                 result: Err(error),
+                ..
             } => self.failed(Some(stream), error, now)?,
             Outcome::Symbols(result) => {
                 let symbols = result

@@ -19,11 +19,13 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use bytes::Bytes;
 use rust_decimal::Decimal;
 use tokio::sync::Notify;
 
 use crate::core::events::MarketEvent;
 use crate::core::market::{Candle, Market, Symbol, Ticker};
+use crate::core::timeframe::Granularity;
 
 /// The store's sizes; `config` reads them from `[store]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,38 +47,39 @@ impl Default for StoreConfig {
     }
 }
 
-/// One series: a symbol's candles of one timeframe in one market.
+/// One series: a symbol's candles of one granularity in one market. Keyed by the parsed
+/// granularity, so `1m` asked by one client and `1min` by another (spot) are one series.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SeriesKey {
     pub market: Market,
     pub symbol: Symbol,
-    /// Bitget's granularity spelling.
-    pub timeframe: String,
+    pub granularity: Granularity,
 }
 
 impl SeriesKey {
-    pub fn of(market: Market, candle: &Candle) -> Self {
-        Self {
+    /// The series of `candle`, or `None` if its timeframe is not a spelling of `market`.
+    pub fn of(market: Market, candle: &Candle) -> Option<Self> {
+        Some(Self {
             market,
             symbol: candle.symbol.clone(),
-            timeframe: candle.timeframe.clone(),
-        }
+            granularity: Granularity::parse(market, &candle.timeframe)?,
+        })
     }
 }
 
 /// A closed candle without its series, as a series holds it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Row {
-    open_time: u64,
-    open: Decimal,
-    high: Decimal,
-    low: Decimal,
-    close: Decimal,
-    base_volume: Decimal,
-    quote_volume: Decimal,
+pub struct CandleRow {
+    pub open_time: u64,
+    pub open: Decimal,
+    pub high: Decimal,
+    pub low: Decimal,
+    pub close: Decimal,
+    pub base_volume: Decimal,
+    pub quote_volume: Decimal,
 }
 
-impl Row {
+impl CandleRow {
     fn of(c: &Candle) -> Self {
         Self {
             open_time: c.open_time,
@@ -89,10 +92,10 @@ impl Row {
         }
     }
 
-    fn candle(&self, key: &SeriesKey) -> Candle {
+    fn candle(&self, key: &SeriesKey, timeframe: &str) -> Candle {
         Candle {
             symbol: key.symbol.clone(),
-            timeframe: key.timeframe.clone(),
+            timeframe: timeframe.to_owned(),
             open_time: self.open_time,
             open: self.open,
             high: self.high,
@@ -107,8 +110,53 @@ impl Row {
 
 #[derive(Debug, Default)]
 struct Series {
-    closed: VecDeque<Row>,
+    /// The newest closed candle journalled to subscribers.
+    journaled_through: Option<u64>,
+    /// The spelling the writer used, for the candles handed back.
+    timeframe: String,
+    closed: VecDeque<CandleRow>,
     forming: Option<Candle>,
+    /// The server's `requestTime` of the newest reply that refreshed this series.
+    fetched_at: Option<u64>,
+}
+
+/// A series as it is held, for a reader that works under the store's lock (briefly).
+#[derive(Debug, Clone, Copy)]
+pub struct SeriesRead<'a> {
+    /// Closed candles, oldest first, without gaps unless the exchange had them.
+    pub closed: &'a VecDeque<CandleRow>,
+    pub forming: Option<&'a Candle>,
+    /// The server's `requestTime` of the newest reply that refreshed the series.
+    pub fetched_at: Option<u64>,
+}
+
+/// What a reader gets of one series.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeriesView {
+    /// Closed candles, oldest first, the newest `limit`.
+    pub closed: Vec<Candle>,
+    pub forming: Option<Candle>,
+    /// The server's `requestTime` of the newest reply that refreshed the series.
+    pub fetched_at: Option<u64>,
+    /// Closed candles held in all.
+    pub held: usize,
+}
+
+impl Series {
+    /// Holds `row` in open-time order (a repeat replaces nothing), dropping the oldest
+    /// beyond `cap`.
+    fn hold(&mut self, row: CandleRow, cap: usize) {
+        match self
+            .closed
+            .binary_search_by_key(&row.open_time, |r| r.open_time)
+        {
+            Ok(_) => return,
+            Err(at) => self.closed.insert(at, row),
+        }
+        while self.closed.len() > cap {
+            self.closed.pop_front();
+        }
+    }
 }
 
 /// The latest ticker snapshot of a market.
@@ -117,6 +165,8 @@ pub struct TickerSnapshot {
     /// The server's `requestTime` of the reply it came from.
     pub server_time: u64,
     pub tickers: Arc<Vec<Ticker>>,
+    /// The reply's `data` exactly as Bitget sent it, for readers that pass it on.
+    pub raw: Option<Bytes>,
 }
 
 /// What superseded events are keyed by.
@@ -195,21 +245,24 @@ impl Store {
     /// Records a closed candle of `market`. Returns false, storing nothing, when the series
     /// already holds a candle at or after its open time (a repeat).
     pub fn write_closed(&self, market: Market, candle: Candle) -> bool {
-        let key = SeriesKey::of(market, &candle);
+        let Some(key) = SeriesKey::of(market, &candle) else {
+            tracing::warn!(timeframe = %candle.timeframe, "a candle with a timeframe its market does not spell; not stored");
+            return false;
+        };
         {
             let mut inner = self.lock();
             let series = inner.series.entry(key).or_default();
+            if series.timeframe.is_empty() {
+                series.timeframe.clone_from(&candle.timeframe);
+            }
             if series
-                .closed
-                .back()
-                .is_some_and(|last| last.open_time >= candle.open_time)
+                .journaled_through
+                .is_some_and(|last| last >= candle.open_time)
             {
                 return false;
             }
-            series.closed.push_back(Row::of(&candle));
-            if series.closed.len() > self.config.candles_per_series {
-                series.closed.pop_front();
-            }
+            series.journaled_through = Some(candle.open_time);
+            series.hold(CandleRow::of(&candle), self.config.candles_per_series);
             if series
                 .forming
                 .as_ref()
@@ -224,12 +277,75 @@ impl Store {
         true
     }
 
+    /// Keeps candles someone other than the poller fetched (the gateway, for its clients)
+    /// for readers, without journalling them: subscribers see what the poller saw, in
+    /// order, while readers get every row either fetched. `server_time` is the reply's
+    /// `requestTime`.
+    pub fn absorb(&self, market: Market, candles: Vec<Candle>, server_time: u64) {
+        let mut inner = self.lock();
+        for candle in candles {
+            let Some(key) = SeriesKey::of(market, &candle) else {
+                continue;
+            };
+            let series = inner.series.entry(key).or_default();
+            if series.timeframe.is_empty() {
+                series.timeframe.clone_from(&candle.timeframe);
+            }
+            series.fetched_at = series.fetched_at.max(Some(server_time));
+            if candle.closed {
+                series.hold(CandleRow::of(&candle), self.config.candles_per_series);
+            } else if series
+                .forming
+                .as_ref()
+                .is_none_or(|f| f.open_time <= candle.open_time)
+                && series
+                    .closed
+                    .back()
+                    .is_none_or(|last| last.open_time < candle.open_time)
+            {
+                series.forming = Some(candle);
+            }
+        }
+    }
+
+    /// Keeps a ticker snapshot someone other than the poller fetched, for readers, if it is
+    /// newer than the one held; not journalled.
+    pub fn absorb_tickers(
+        &self,
+        market: Market,
+        server_time: u64,
+        tickers: Arc<Vec<Ticker>>,
+        raw: Option<Bytes>,
+    ) {
+        let mut inner = self.lock();
+        if inner
+            .tickers
+            .get(&market)
+            .is_some_and(|held| held.server_time >= server_time)
+        {
+            return;
+        }
+        inner.tickers.insert(
+            market,
+            TickerSnapshot {
+                server_time,
+                tickers,
+                raw,
+            },
+        );
+    }
+
     /// Records the latest state of a forming candle of `market`.
     pub fn write_forming(&self, market: Market, candle: Candle) {
-        let key = SeriesKey::of(market, &candle);
+        let Some(key) = SeriesKey::of(market, &candle) else {
+            return;
+        };
         {
             let mut inner = self.lock();
             let series = inner.series.entry(key.clone()).or_default();
+            if series.timeframe.is_empty() {
+                series.timeframe.clone_from(&candle.timeframe);
+            }
             if series
                 .closed
                 .back()
@@ -249,8 +365,27 @@ impl Store {
         self.written.notify_waiters();
     }
 
-    /// Records a ticker snapshot of `market`.
-    pub fn write_tickers(&self, market: Market, server_time: u64, tickers: Arc<Vec<Ticker>>) {
+    /// Notes that a reply with `requestTime` `server_time` refreshed `key` (whether or not
+    /// it brought anything new), so readers know how current the series is.
+    pub fn mark_fetched(&self, key: &SeriesKey, timeframe: &str, server_time: u64) {
+        let mut inner = self.lock();
+        let series = inner.series.entry(key.clone()).or_default();
+        if series.timeframe.is_empty() {
+            timeframe.clone_into(&mut series.timeframe);
+        }
+        if series.fetched_at.is_none_or(|t| t < server_time) {
+            series.fetched_at = Some(server_time);
+        }
+    }
+
+    /// Records a ticker snapshot of `market`; `raw` is the reply's `data` as sent.
+    pub fn write_tickers(
+        &self,
+        market: Market,
+        server_time: u64,
+        tickers: Arc<Vec<Ticker>>,
+        raw: Option<Bytes>,
+    ) {
         {
             let mut inner = self.lock();
             inner.tickers.insert(
@@ -258,6 +393,7 @@ impl Store {
                 TickerSnapshot {
                     server_time,
                     tickers: Arc::clone(&tickers),
+                    raw,
                 },
             );
             self.journal(
@@ -320,10 +456,35 @@ impl Store {
 
     /// The newest `limit` closed candles of `key`, oldest first.
     pub fn closed_candles(&self, key: &SeriesKey, limit: usize) -> Vec<Candle> {
+        self.view(key, limit).map_or_else(Vec::new, |v| v.closed)
+    }
+
+    /// Runs `f` on `key`'s series as held (`None` if it is not), under the store's lock:
+    /// no copy, so `f` must be quick.
+    pub fn read<R>(&self, key: &SeriesKey, f: impl FnOnce(Option<SeriesRead<'_>>) -> R) -> R {
         let inner = self.lock();
-        inner.series.get(key).map_or_else(Vec::new, |s| {
-            let skip = s.closed.len().saturating_sub(limit);
-            s.closed.iter().skip(skip).map(|r| r.candle(key)).collect()
+        f(inner.series.get(key).map(|s| SeriesRead {
+            closed: &s.closed,
+            forming: s.forming.as_ref(),
+            fetched_at: s.fetched_at,
+        }))
+    }
+
+    /// The newest `limit` closed candles of `key`, its forming candle and how current it is.
+    pub fn view(&self, key: &SeriesKey, limit: usize) -> Option<SeriesView> {
+        let inner = self.lock();
+        let s = inner.series.get(key)?;
+        let skip = s.closed.len().saturating_sub(limit);
+        Some(SeriesView {
+            closed: s
+                .closed
+                .iter()
+                .skip(skip)
+                .map(|r| r.candle(key, &s.timeframe))
+                .collect(),
+            forming: s.forming.clone(),
+            fetched_at: s.fetched_at,
+            held: s.closed.len(),
         })
     }
 
@@ -427,7 +588,10 @@ impl Subscription {
                     self.closed_seen += 1;
                     return Next::Event(entry.event.clone());
                 }
-                MarketEvent::CandleForming(c) => Latest::Forming(SeriesKey::of(entry.market, c)),
+                MarketEvent::CandleForming(c) => match SeriesKey::of(entry.market, c) {
+                    Some(key) => Latest::Forming(key),
+                    None => return Next::Event(entry.event.clone()),
+                },
                 MarketEvent::Tickers { .. } => Latest::Tickers(entry.market),
             };
             if inner
@@ -514,7 +678,9 @@ mod tests {
         });
         let mut sub = store.subscribe();
         for i in 0..10 {
-            store.write_closed(Market::Spot, candle("ETHUSDT", i * 60_000, i as i64, true));
+            let mut c = candle("ETHUSDT", i * 60_000, i as i64, true);
+            c.timeframe = "1min".into();
+            store.write_closed(Market::Spot, c);
         }
         let got = opens(&drain(&mut sub));
         assert_eq!(got, (6..10).map(|i| (true, i * 60_000)).collect::<Vec<_>>());
@@ -522,7 +688,7 @@ mod tests {
         let key = SeriesKey {
             market: Market::Spot,
             symbol: Symbol::from_exchange("ETHUSDT"),
-            timeframe: "1m".into(),
+            granularity: Granularity::parse(Market::Spot, "1min").unwrap(),
         };
         let held: Vec<u64> = store
             .closed_candles(&key, 10)
@@ -538,9 +704,9 @@ mod tests {
     fn tickers_are_kept_per_market_and_superseded_for_a_consumer_behind() {
         let store = Store::new(StoreConfig::default());
         let mut sub = store.subscribe();
-        store.write_tickers(Market::Futures, 1, Arc::new(Vec::new()));
-        store.write_tickers(Market::Spot, 2, Arc::new(Vec::new()));
-        store.write_tickers(Market::Futures, 3, Arc::new(Vec::new()));
+        store.write_tickers(Market::Futures, 1, Arc::new(Vec::new()), None);
+        store.write_tickers(Market::Spot, 2, Arc::new(Vec::new()), None);
+        store.write_tickers(Market::Futures, 3, Arc::new(Vec::new()), None);
         let times: Vec<u64> = drain(&mut sub)
             .iter()
             .filter_map(|e| match e {
@@ -551,6 +717,39 @@ mod tests {
         assert_eq!(times, vec![2, 3]);
         assert_eq!(store.tickers(Market::Futures).unwrap().server_time, 3);
         assert_eq!(store.tickers(Market::Spot).unwrap().server_time, 2);
+    }
+
+    #[test]
+    fn absorbed_candles_are_held_for_readers_but_never_journalled() {
+        let store = Store::new(StoreConfig::default());
+        let mut sub = store.subscribe();
+        // The gateway fetched the three newest first; the poller then writes its history.
+        store.absorb(
+            Market::Futures,
+            vec![
+                candle("BTCUSDT", 7 * 60_000, 7, true),
+                candle("BTCUSDT", 8 * 60_000, 8, true),
+                candle("BTCUSDT", 9 * 60_000, 9, false),
+            ],
+            555,
+        );
+        for i in 0..9 {
+            store.write_closed(
+                Market::Futures,
+                candle("BTCUSDT", i * 60_000, i as i64, true),
+            );
+        }
+        let got = opens(&drain(&mut sub));
+        assert_eq!(got, (0..9).map(|i| (true, i * 60_000)).collect::<Vec<_>>());
+        let key = SeriesKey {
+            market: Market::Futures,
+            symbol: Symbol::from_exchange("BTCUSDT"),
+            granularity: Granularity::parse(Market::Futures, "1m").unwrap(),
+        };
+        let view = store.view(&key, 100).unwrap();
+        assert_eq!(view.held, 9, "each open once");
+        assert_eq!(view.fetched_at, Some(555));
+        assert_eq!(view.forming.map(|f| f.open_time), Some(9 * 60_000));
     }
 
     #[tokio::test]

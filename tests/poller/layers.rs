@@ -35,8 +35,20 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "gateway",
+        &[
+            "core",
+            "limiter",
+            "store",
+            "bitget",
+            "scheduler",
+            "telemetry",
+        ],
+    ),
+    (
         "config",
         &[
+            "gateway",
             "core",
             "limiter",
             "store",
@@ -50,6 +62,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "app",
         &[
+            "gateway",
             "core",
             "limiter",
             "store",
@@ -64,6 +77,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "cli",
         &[
+            "gateway",
             "core",
             "limiter",
             "store",

@@ -9,6 +9,7 @@ mod bad_configs;
 mod binary;
 mod faults;
 mod fixtures;
+mod gateway;
 mod helpers;
 mod layers;
 mod limits;

@@ -111,7 +111,10 @@ async fn a_request_signed_elsewhere_is_forwarded_unchanged_and_spends_our_budget
         .unwrap();
     assert_eq!(unknown.status, 400);
     let body: Value = serde_json::from_slice(&unknown.body).unwrap();
-    assert_eq!(body["code"], "40404", "Bitget's own not-found, passed on unchanged");
+    assert_eq!(
+        body["code"], "40404",
+        "Bitget's own not-found, passed on unchanged"
+    );
     assert_eq!(limiter.counters(Category::Default).admitted, 1);
     assert_eq!(limiter.counters(Category::Account).admitted, 2);
     sim.stop().await;

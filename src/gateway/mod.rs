@@ -1,0 +1,738 @@
+//! The gateway: a local Bitget REST endpoint every bot on the machine points at, so that
+//! every request the machine sends passes one limiter.
+//!
+//! - Market data is answered from the store when it can be answered exactly (candles,
+//!   tickers), or from memory (instrument lists for `instruments_max_age`, the server
+//!   time from the measured clock offset). A candle series a client asks for is polled by
+//!   the poller from then on, until no client asked for it for `series_idle`.
+//! - A miss goes to Bitget through the limiter; identical public requests in flight are
+//!   merged into one. Everything else (signed requests, orders, unknown paths) is
+//!   forwarded unchanged: method, path, query, body and headers (Bitget signs timestamp,
+//!   method, path, query and body, not the host), and the reply comes back unchanged.
+//! - A request the budget cannot admit within `queue_max_ms` (less for a signed one, whose
+//!   `ACCESS-TIMESTAMP` Bitget refuses after 30 s) is answered by the gateway itself: HTTP
+//!   429 with Bitget's body and `Retry-After`. The exchange never sees it.
+//! - Every reply says where it came from (`X-Cache: hit|miss|merged|forwarded|refused`),
+//!   how old it is (`Age`, `X-Cache-Age-Ms`) and the budget left as the gateway sees it
+//!   (`x-mbx-used-remain-limit`).
+//! - Safe by default: loopback unless a token is configured; request bodies capped; no
+//!   header is ever logged, so `ACCESS-SIGN`, `ACCESS-KEY` and `ACCESS-PASSPHRASE` cannot
+//!   reach a log.
+
+pub mod cache;
+pub mod clients;
+pub mod config;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::body::{to_bytes, Body};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use bytes::Bytes;
+use serde_json::value::RawValue;
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use self::clients::{ClientStats, Served};
+use self::config::{GatewayConfig, CLIENT_HEADER, TOKEN_HEADER};
+use crate::bitget::client::Client;
+use crate::bitget::endpoints::{self, route_of, REMAIN_HEADER};
+use crate::bitget::http::{CallError, ForwardError, RawReply, RawRequest};
+use crate::bitget::parse;
+use crate::core::clock::Clock;
+use crate::core::market::Market;
+use crate::core::RATE_LOG;
+use crate::limiter::{Category, RateLimiter};
+use crate::scheduler::Watch;
+use crate::store::{SeriesKey, Store};
+
+/// Signed requests are held at most this long after their `ACCESS-TIMESTAMP`: Bitget
+/// refuses a timestamp 30 s old, and the request still has to travel.
+const SIGNED_MAX_AGE: Duration = Duration::from_secs(25);
+/// Gateway-only headers, never passed to Bitget.
+const OWN_HEADERS: &[&str] = &[TOKEN_HEADER, CLIENT_HEADER];
+/// Hop-by-hop and framing headers: each side of the gateway sets its own.
+const HOP_HEADERS: &[&str] = &[
+    "host",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "content-length",
+    "accept-encoding",
+    "content-encoding",
+];
+
+/// Why the gateway could not start.
+#[derive(Debug, Error)]
+pub enum GatewayError {
+    #[error("cannot listen on {addr} for the gateway: {source}; pick another [gateway] listen or --listen")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the gateway listens on {0}, which other hosts can reach, and would relay signed requests from anyone who can connect; put a token in the environment variable [gateway] token_env names (BITGET_GATEWAY_TOKEN by default; clients send it in the X-Gateway-Token header), or listen on 127.0.0.1")]
+    OpenWithoutToken(SocketAddr),
+}
+
+/// Whether `config` may listen where it says: loopback, or anywhere with a token.
+///
+/// # Errors
+/// Another host could connect and no token is set.
+pub fn check_exposure(config: &GatewayConfig) -> Result<(), GatewayError> {
+    if config.listen.ip().is_loopback() || config.token.is_some() {
+        Ok(())
+    } else {
+        Err(GatewayError::OpenWithoutToken(config.listen))
+    }
+}
+
+/// One finished upstream request, shared by every client that asked for it.
+type Flight = Arc<Result<RawReply, ForwardError>>;
+
+/// Upstream requests in flight by key; each client waiting on one subscribes to it.
+type Flights = HashMap<String, Arc<watch::Sender<Option<Flight>>>>;
+
+/// Where the server's clock is, for `requestTime` of replies the gateway makes itself.
+pub trait ServerClock: Send + Sync + std::fmt::Debug {
+    /// Bitget's clock now (Unix ms), and whether it was measured rather than assumed.
+    fn server_now_ms(&self) -> (u64, bool);
+}
+
+/// What the gateway needs from the rest of the application.
+#[derive(Debug)]
+pub struct Parts {
+    pub client: Client,
+    pub limiter: Arc<dyn RateLimiter>,
+    pub store: Arc<Store>,
+    pub clock: Arc<dyn ServerClock>,
+    /// The market the poller polls, and where to ask it for a series; `None`: the
+    /// gateway only serves what is polled anyway.
+    pub watches: Option<(Market, mpsc::Sender<Watch>)>,
+}
+
+/// The gateway's state, shared by every connection.
+#[derive(Debug)]
+pub struct Gateway {
+    config: GatewayConfig,
+    parts: Parts,
+    clients: ClientStats,
+    /// Upstream requests in flight, by method-less key (public GETs only); clients
+    /// subscribe to one to share its reply.
+    flights: Arc<Mutex<Flights>>,
+    /// Series asked for, and when last (local time).
+    asked: Mutex<HashMap<SeriesKey, (Instant, String)>>,
+    /// Instrument lists and their age.
+    instruments: Mutex<HashMap<String, (Instant, RawReply)>>,
+    tasks: TaskTracker,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Plain data: still usable after a panic elsewhere; poisoning would stop the gateway.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Gateway {
+    /// # Errors
+    /// The listen address is not loopback and no token is set.
+    pub fn new(config: GatewayConfig, parts: Parts) -> Result<Arc<Self>, GatewayError> {
+        check_exposure(&config)?;
+        Ok(Arc::new(Self {
+            config,
+            parts,
+            clients: ClientStats::default(),
+            flights: Arc::default(),
+            asked: Mutex::default(),
+            instruments: Mutex::default(),
+            tasks: TaskTracker::new(),
+        }))
+    }
+
+    /// Per-client counters.
+    pub fn clients(&self) -> &ClientStats {
+        &self.clients
+    }
+
+    /// Binds the configured address now, so a taken port is reported before anything runs.
+    ///
+    /// # Errors
+    /// The address cannot be bound.
+    pub async fn bind(&self) -> Result<TcpListener, GatewayError> {
+        let addr = self.config.listen;
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| GatewayError::Bind { addr, source })
+    }
+
+    /// Serves clients on `listener` until `stop`, then lets requests in flight finish.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, stop: CancellationToken) {
+        let sweeper = tokio::spawn(Arc::clone(&self).sweep(stop.clone()));
+        let router = Router::new().fallback(handle).with_state(Arc::clone(&self));
+        let served = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(stop.clone().cancelled_owned())
+        .await;
+        if let Err(error) = served {
+            tracing::error!("gateway stopped: {error}");
+        }
+        stop.cancel();
+        let _ = sweeper.await;
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+
+    /// Every ten seconds: series nobody asked for within `series_idle` are handed back, and
+    /// the per-client counters go to the rate log.
+    async fn sweep(self: Arc<Self>, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let idle: Vec<SeriesKey> = {
+                let mut asked = lock(&self.asked);
+                let now = Instant::now();
+                let idle: Vec<SeriesKey> = asked
+                    .iter()
+                    .filter(|(_, (at, _))| now.duration_since(*at) >= self.config.series_idle)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for key in &idle {
+                    asked.remove(key);
+                }
+                idle
+            };
+            if let Some((_, watches)) = &self.parts.watches {
+                for key in idle {
+                    let _ = watches.try_send(Watch::Stop {
+                        symbol: key.symbol,
+                        granularity: key.granularity,
+                    });
+                }
+            }
+            for (name, c) in self.clients.snapshot() {
+                tracing::info!(target: RATE_LOG, event = %"gateway_client", client = %name, requests = c.requests, hits = c.hits, misses = c.misses, merged = c.merged, forwarded = c.forwarded, queued = c.queued, refused = c.refused, "gateway client");
+            }
+        }
+    }
+
+    fn server_now(&self) -> u64 {
+        self.parts.clock.server_now_ms().0
+    }
+
+    /// Answers one client request.
+    async fn answer(&self, client: &str, request: Incoming) -> Response {
+        let path = request.path.as_str();
+        let signed = request.headers.contains_key("access-sign");
+        if request.method == Method::GET && !signed {
+            if let Some(response) = self.answer_held(client, &request) {
+                return response;
+            }
+            return self.merged(client, request).await;
+        }
+        let max_wait = if signed {
+            signed_wait(&request.headers, self.config.queue_max, self.server_now())
+        } else {
+            self.config.queue_max
+        };
+        let category = route_of(path).category;
+        let result = self
+            .parts
+            .client
+            .http()
+            .forward_within(request.into_raw(), Some(max_wait))
+            .await;
+        self.reply(client, category, result, Served::Forwarded)
+    }
+
+    /// A public GET the store or memory can answer, if it is one.
+    fn answer_held(&self, client: &str, request: &Incoming) -> Option<Response> {
+        let (path, query) = (request.path.as_str(), request.query.as_str());
+        let now = self.server_now();
+        if path == endpoints::MIX_CANDLES.path || path == endpoints::SPOT_CANDLES.path {
+            let market = if path == endpoints::MIX_CANDLES.path {
+                Market::Futures
+            } else {
+                Market::Spot
+            };
+            let q = cache::candle_query(market, query)?;
+            self.asked_for(&q);
+            let max_age = self.config.candle_max_age.as_millis() as u64;
+            let (data, age) = self.parts.store.read(&q.key, |series| {
+                let series = series?;
+                let data = cache::candle_data(&q, series, now, max_age)?;
+                Some((data, series.fetched_at.map(|t| now.saturating_sub(t))))
+            })?;
+            return Some(self.hit(client, Category::Market, cache::envelope(now, &data), age));
+        }
+        if path == endpoints::MIX_TICKERS.path
+            || path == endpoints::MIX_TICKER.path
+            || path == endpoints::SPOT_TICKERS.path
+        {
+            let market = if path == endpoints::SPOT_TICKERS.path {
+                Market::Spot
+            } else {
+                Market::Futures
+            };
+            let symbol = cache::ticker_query(market, query)?;
+            if path == endpoints::MIX_TICKER.path && symbol.is_none() {
+                return None;
+            }
+            let snapshot = self.parts.store.tickers(market)?;
+            let age = now.saturating_sub(snapshot.server_time);
+            if age > self.config.ticker_max_age.as_millis() as u64 {
+                return None;
+            }
+            let raw = snapshot.raw?;
+            let data = match symbol {
+                None => std::str::from_utf8(&raw).ok()?.to_owned(),
+                Some(symbol) => format!("[{}]", one_ticker(&raw, &symbol)?),
+            };
+            return Some(self.hit(
+                client,
+                Category::Market,
+                cache::envelope(now, &data),
+                Some(age),
+            ));
+        }
+        if path == endpoints::SERVER_TIME.path && query.is_empty() {
+            let (now, measured) = self.parts.clock.server_now_ms();
+            if !measured {
+                return None;
+            }
+            let data = format!(r#"{{"serverTime":"{now}"}}"#);
+            return Some(self.hit(
+                client,
+                Category::Market,
+                cache::envelope(now, &data),
+                Some(0),
+            ));
+        }
+        if path == endpoints::MIX_CONTRACTS.path || path == endpoints::SPOT_SYMBOLS.path {
+            let key = format!("{path}?{query}");
+            let held = lock(&self.instruments).get(&key).cloned();
+            let (at, reply) = held?;
+            if at.elapsed() > self.config.instruments_max_age {
+                return None;
+            }
+            let age = at.elapsed().as_millis() as u64;
+            self.clients.count(client, Served::Hit);
+            return Some(self.respond(Category::Market, &reply, "hit", Some(age)));
+        }
+        None
+    }
+
+    /// Notes that a client asked for `q`'s series, and has the poller keep it fresh.
+    fn asked_for(&self, q: &cache::CandleQuery) {
+        let first = lock(&self.asked)
+            .insert(q.key.clone(), (Instant::now(), q.timeframe.clone()))
+            .is_none();
+        let Some((market, watches)) = &self.parts.watches else {
+            return;
+        };
+        if first && *market == q.key.market {
+            // Full means the poller is busy taking the earlier ones; the next ask retries.
+            let sent = watches.try_send(Watch::Start {
+                symbol: q.key.symbol.clone(),
+                timeframe: q.timeframe.clone(),
+                granularity: q.key.granularity,
+                rows: q.limit,
+            });
+            if sent.is_err() {
+                lock(&self.asked).remove(&q.key);
+            }
+        }
+    }
+
+    fn hit(&self, client: &str, category: Category, body: String, age: Option<u64>) -> Response {
+        self.clients.count(client, Served::Hit);
+        let reply = RawReply {
+            status: 200,
+            headers: json_headers(),
+            body: Bytes::from(body),
+            waited: Duration::ZERO,
+        };
+        self.respond(category, &reply, "hit", age)
+    }
+
+    /// A public GET from Bitget, merged with any identical one in flight.
+    async fn merged(&self, client: &str, request: Incoming) -> Response {
+        let key = format!("{}?{}", request.path, request.query);
+        let category = route_of(&request.path).category;
+        let instruments = request.path == endpoints::MIX_CONTRACTS.path
+            || request.path == endpoints::SPOT_SYMBOLS.path;
+        let (mut receiver, merged) = {
+            let mut flights = lock(&self.flights);
+            match flights.get(&key) {
+                Some(sender) => (sender.subscribe(), true),
+                None => {
+                    let (sender, receiver) = watch::channel(None);
+                    let sender = Arc::new(sender);
+                    flights.insert(key.clone(), Arc::clone(&sender));
+                    self.fly(key.clone(), request.into_raw(), sender);
+                    (receiver, false)
+                }
+            }
+        };
+        let flight = loop {
+            if let Some(flight) = receiver.borrow_and_update().clone() {
+                break flight;
+            }
+            if receiver.changed().await.is_err() {
+                // The flight ended without an answer: it was abandoned at shutdown.
+                break Arc::new(Err(ForwardError::Call(CallError::ShuttingDown)));
+            }
+        };
+        if let (Ok(reply), false) = (flight.as_ref(), merged) {
+            if reply.status == 200 {
+                if instruments {
+                    lock(&self.instruments).insert(key.clone(), (Instant::now(), reply.clone()));
+                }
+                self.store_answer(&key, reply);
+            }
+        }
+        let served = if merged { Served::Merged } else { Served::Miss };
+        self.reply(client, category, flight.as_ref().clone(), served)
+    }
+
+    /// Keeps the candles (or all tickers) of a successful reply in the store for readers, so the
+    /// next request for the series is answered from there (subscribers still see only what
+    /// the poller fetched).
+    fn store_answer(&self, key: &str, reply: &RawReply) {
+        let Some((path, query)) = key.split_once('?') else {
+            return;
+        };
+        let all_tickers = match path {
+            p if p == endpoints::MIX_TICKERS.path => {
+                cache::ticker_query(Market::Futures, query) == Some(None)
+            }
+            p if p == endpoints::SPOT_TICKERS.path => {
+                cache::ticker_query(Market::Spot, query) == Some(None)
+            }
+            _ => false,
+        };
+        if all_tickers {
+            let market = if path == endpoints::SPOT_TICKERS.path {
+                Market::Spot
+            } else {
+                Market::Futures
+            };
+            let judged = crate::bitget::error::Classifier::default().judge_reply(
+                path,
+                None,
+                reply.status,
+                None,
+                &reply.body,
+            );
+            if let (Ok(()), Some(range)) = (judged.verdict, judged.data) {
+                if let Ok(tickers) = parse::tickers(&reply.body) {
+                    self.parts.store.absorb_tickers(
+                        market,
+                        tickers.server_time,
+                        Arc::new(tickers.data.tickers),
+                        Some(reply.body.slice(range)),
+                    );
+                }
+            }
+            return;
+        }
+        let market = if path == endpoints::MIX_CANDLES.path {
+            Market::Futures
+        } else if path == endpoints::SPOT_CANDLES.path {
+            Market::Spot
+        } else {
+            return;
+        };
+        let Some(q) = cache::candle_query(market, query) else {
+            return;
+        };
+        let parsed = parse::candles(&reply.body, &q.key.symbol, &q.timeframe, q.key.granularity);
+        let Ok(stamped) = parsed else {
+            return;
+        };
+        self.parts
+            .store
+            .absorb(market, stamped.data, stamped.server_time);
+    }
+
+    /// Runs one upstream request for every client waiting on `sender`, owned by the
+    /// gateway so that the first client hanging up does not cancel it for the others; if
+    /// they all hang up before it is admitted, it is never sent.
+    fn fly(&self, key: String, raw: RawRequest, sender: Arc<watch::Sender<Option<Flight>>>) {
+        let http = self.parts.client.http().clone();
+        let max_wait = self.config.queue_max;
+        let flights = Arc::clone(&self.flights);
+        self.tasks.spawn(async move {
+            tokio::select! {
+                result = http.forward_within(raw, Some(max_wait)) => {
+                    // Out of the table first: a request arriving from now on is a new one.
+                    lock(&flights).remove(&key);
+                    let _ = sender.send(Some(Arc::new(result)));
+                }
+                () = sender.closed() => {
+                    lock(&flights).remove(&key);
+                }
+            }
+        });
+    }
+
+    fn reply(
+        &self,
+        client: &str,
+        category: Category,
+        result: Result<RawReply, ForwardError>,
+        served: Served,
+    ) -> Response {
+        let now = self.server_now();
+        match result {
+            Ok(reply) => {
+                self.clients.count(client, served);
+                if reply.waited >= Duration::from_millis(1) {
+                    self.clients.count(client, Served::Queued);
+                }
+                let label = match served {
+                    Served::Merged => "merged",
+                    Served::Miss => "miss",
+                    _ => "forwarded",
+                };
+                self.respond(category, &reply, label, Some(0))
+            }
+            Err(ForwardError::NotAdmitted { category, waited }) => {
+                self.clients.count(client, Served::Refused);
+                tracing::warn!(target: RATE_LOG, event = %"gateway_refused", client, category = %category, waited_ms = waited.as_millis() as u64, "the budget had no room in time; answered 429 locally, nothing sent to bitget");
+                let mut headers = json_headers();
+                headers.insert("retry-after", HeaderValue::from_static("1"));
+                let reply = RawReply {
+                    status: 429,
+                    headers,
+                    body: Bytes::from(cache::too_many_requests(now)),
+                    waited,
+                };
+                self.respond(category, &reply, "refused", None)
+            }
+            Err(ForwardError::Call(error)) => {
+                self.clients.count(client, Served::Forwarded);
+                let (status, msg) = match &error {
+                    CallError::ShuttingDown => (503, "the gateway is shutting down".to_owned()),
+                    other => (
+                        502,
+                        format!("the gateway got no reply from bitget: {other}"),
+                    ),
+                };
+                let reply = RawReply {
+                    status,
+                    headers: json_headers(),
+                    body: Bytes::from(cache::error_body(&status.to_string(), &msg, now)),
+                    waited: Duration::ZERO,
+                };
+                self.respond(category, &reply, "forwarded", None)
+            }
+        }
+    }
+
+    fn respond(
+        &self,
+        category: Category,
+        reply: &RawReply,
+        source: &str,
+        age_ms: Option<u64>,
+    ) -> Response {
+        let mut headers = HeaderMap::with_capacity(reply.headers.len() + 4);
+        for (name, value) in &reply.headers {
+            if !HOP_HEADERS.contains(&name.as_str()) {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+        headers.insert(
+            HeaderName::from_static("x-cache"),
+            HeaderValue::from_str(source).unwrap_or(HeaderValue::from_static("miss")),
+        );
+        if let Some(age) = age_ms {
+            headers.insert(
+                HeaderName::from_static("x-cache-age-ms"),
+                HeaderValue::from(age),
+            );
+            headers.insert(
+                HeaderName::from_static("age"),
+                HeaderValue::from(age / 1000),
+            );
+        }
+        let available = self.parts.limiter.counters(category).available;
+        headers.insert(
+            HeaderName::from_static(REMAIN_HEADER),
+            HeaderValue::from(available),
+        );
+        let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::BAD_GATEWAY);
+        (status, headers, reply.body.clone()).into_response()
+    }
+}
+
+/// How long a signed request may wait for the budget: no longer than `queue_max`, and not
+/// so long that its `ACCESS-TIMESTAMP` is near Bitget's 30 s limit when it leaves.
+fn signed_wait(headers: &HeaderMap, queue_max: Duration, now_ms: u64) -> Duration {
+    let stamp = headers
+        .get("access-timestamp")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let Some(stamp) = stamp else {
+        return queue_max;
+    };
+    let age = Duration::from_millis(now_ms.saturating_sub(stamp));
+    queue_max.min(SIGNED_MAX_AGE.saturating_sub(age))
+}
+
+/// The raw JSON of `symbol`'s ticker in an all-tickers `data` array.
+fn one_ticker<'a>(raw: &'a [u8], symbol: &str) -> Option<&'a str> {
+    #[derive(serde::Deserialize)]
+    struct Named<'a> {
+        #[serde(borrow)]
+        symbol: std::borrow::Cow<'a, str>,
+    }
+    let rows: Vec<&RawValue> = serde_json::from_slice(raw).ok()?;
+    rows.into_iter()
+        .find(|row| serde_json::from_str::<Named<'_>>(row.get()).is_ok_and(|n| n.symbol == symbol))
+        .map(RawValue::get)
+}
+
+fn json_headers() -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers
+}
+
+/// A client's request, read.
+#[derive(Debug)]
+struct Incoming {
+    method: Method,
+    path: String,
+    query: String,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Incoming {
+    fn into_raw(self) -> RawRequest {
+        let mut headers = self.headers;
+        for name in OWN_HEADERS.iter().chain(HOP_HEADERS) {
+            headers.remove(*name);
+        }
+        RawRequest {
+            method: self.method,
+            path: self.path,
+            query: self.query,
+            headers,
+            body: self.body,
+        }
+    }
+}
+
+/// The client's name for the counters: its `X-Client-Name` (letters, digits, `-_.`, at
+/// most 64), else its address.
+fn client_name(headers: &HeaderMap, peer: SocketAddr) -> String {
+    headers
+        .get(CLIENT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|n| {
+            !n.is_empty()
+                && n.len() <= 64
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        })
+        .map_or_else(|| peer.ip().to_string(), str::to_owned)
+}
+
+async fn handle(
+    State(gateway): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let client = client_name(&parts.headers, peer);
+    gateway.clients.count(&client, Served::Request);
+    let now = gateway.server_now();
+    if let Some(token) = &gateway.config.token {
+        let offered = parts.headers.get(TOKEN_HEADER).map(HeaderValue::as_bytes);
+        if !offered.is_some_and(|t| token.matches(t)) {
+            gateway.clients.count(&client, Served::Refused);
+            return bitget_error(
+                StatusCode::UNAUTHORIZED,
+                "40001",
+                "the gateway needs its token in the X-Gateway-Token header",
+                now,
+            );
+        }
+    }
+    let Ok(body) = to_bytes(Body::new(body), gateway.config.max_request_body).await else {
+        gateway.clients.count(&client, Served::Refused);
+        return bitget_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "40017",
+            &format!(
+                "request body over the gateway's {} byte cap ([gateway] max_request_body_kb)",
+                gateway.config.max_request_body
+            ),
+            now,
+        );
+    };
+    let path = parts.uri.path();
+    if !path.starts_with("/api/") {
+        return bitget_error(
+            StatusCode::NOT_FOUND,
+            "40404",
+            "Request URL NOT FOUND (the gateway relays /api/ paths only)",
+            now,
+        );
+    }
+    let incoming = Incoming {
+        method: parts.method,
+        path: path.to_owned(),
+        query: parts.uri.query().unwrap_or("").to_owned(),
+        headers: parts.headers,
+        body,
+    };
+    gateway.answer(&client, incoming).await
+}
+
+fn bitget_error(status: StatusCode, code: &str, msg: &str, now: u64) -> Response {
+    (status, json_headers(), cache::error_body(code, msg, now)).into_response()
+}
+
+/// [`ServerClock`] from the limiter's clock-offset bounds and the wall clock.
+#[derive(Debug)]
+pub struct MeasuredClock {
+    pub limiter: Arc<dyn RateLimiter>,
+    pub wall: Arc<dyn Clock>,
+}
+
+impl ServerClock for MeasuredClock {
+    fn server_now_ms(&self) -> (u64, bool) {
+        let wall = self.wall.now_ms() as i64;
+        match self.limiter.counters(Category::Market).clock_offset_us {
+            Some((lower, upper)) => {
+                let offset_ms = (lower + upper) / 2 / 1000;
+                ((wall + offset_ms).max(0) as u64, true)
+            }
+            None => (wall.max(0) as u64, false),
+        }
+    }
+}
