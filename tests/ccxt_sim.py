@@ -3,9 +3,11 @@
 
 Starts the simulator binary on a free loopback port with its request log, points every ccxt
 Bitget URL at it, runs the calls a ccxt user makes, and checks what came back and what the
-server saw. Exits non-zero on the first failure. Usage:
+server saw. Exits non-zero on the first failure. With --gateway, ccxt talks to
+`bitget-poller gateway` in front of the simulator instead, unmodified but for its URLs, and
+every check must still pass. Usage:
 
-    python3 tests/ccxt_sim.py [path/to/bitget-poller]
+    python3 tests/ccxt_sim.py [path/to/bitget-poller] [--gateway]
 """
 
 import json
@@ -17,7 +19,9 @@ import tempfile
 
 import ccxt
 
-BIN = sys.argv[1] if len(sys.argv) > 1 else os.path.join("target", "release", "bitget-poller")
+ARGS = [a for a in sys.argv[1:] if not a.startswith("--")]
+GATEWAY = "--gateway" in sys.argv[1:]
+BIN = ARGS[0] if ARGS else os.path.join("target", "release", "bitget-poller")
 KEY, SECRET, PASSPHRASE = "ccxt_key", "ccxt_secret", "ccxt_pass"
 checks = 0
 
@@ -46,11 +50,30 @@ def main():
         [BIN, "sim", "--addr", "127.0.0.1:0", "--symbols", "20", "--duration", "120",
          "--key", f"{KEY}:{SECRET}:{PASSPHRASE}", "--request-log", log_path, "--stats-json", stats_path],
         stdout=subprocess.PIPE, text=True)
+    gateway = None
     try:
         line = sim.stdout.readline()
         match = re.search(r"listening on (http://\S+)", line)
         check(match is not None, f"simulator announces its address ({line.strip()!r})")
         base = match.group(1)
+        if GATEWAY:
+            config_path = os.path.join(workdir, "gateway.toml")
+            with open(config_path, "w") as f:
+                f.write('[poll]\nsymbols = ["BTCUSDT"]\ntickers_interval_secs = 1\n'
+                        f'discovery_cache = "{workdir}/contracts.json"\n'
+                        f'[logging]\ndir = "{workdir}/logs"\n[trading]\nenabled = false\n')
+            gateway = subprocess.Popen(
+                [BIN, "gateway", "--config", config_path, "--base-url", base, "--listen", "127.0.0.1:0",
+                 "--duration", "120"], stdout=subprocess.PIPE, text=True)
+            address = None
+            for _ in range(20):
+                line = gateway.stdout.readline()
+                found = re.search(r"^gateway: (http://\S+)", line)
+                if found:
+                    address = found.group(1)
+                    break
+            check(address is not None, f"the gateway announces its address ({address})")
+            base = address
         ex = exchange(base)
 
         markets = ex.load_markets()
@@ -76,6 +99,11 @@ def main():
                   f"fetch_ohlcv {symbol} {timeframe}: 50 consecutive candles")
             check(all(r[3] <= min(r[1], r[4]) and r[2] >= max(r[1], r[4]) for r in rows), f"{symbol} {timeframe} OHLC consistent")
 
+        if GATEWAY:
+            ex.fetch_ohlcv("BTC/USDT:USDT", "1m", limit=50)
+            check(ex.last_response_headers.get("X-Cache", ex.last_response_headers.get("x-cache")) in ("hit", "miss", "merged"),
+                  f"a candle reply says where it came from ({ex.last_response_headers.get('X-Cache')})")
+
         book = ex.fetch_order_book("BTC/USDT:USDT", limit=5)
         check(len(book["bids"]) == 5 and book["bids"][0][0] < book["asks"][0][0], "fetch_order_book 5 levels, uncrossed")
 
@@ -88,6 +116,9 @@ def main():
         except ccxt.AuthenticationError as error:
             check("40009" in str(error), f"wrong secret -> AuthenticationError ({str(error)[:80]})")
     finally:
+        if GATEWAY and gateway is not None:
+            gateway.terminate()
+            gateway.wait(timeout=15)
         sim.terminate()
         sim.wait(timeout=15)
 
@@ -96,6 +127,8 @@ def main():
     with open(log_path) as f:
         lines = [json.loads(l) for l in f]
     check(stats["total"]["rate_limited"] == 0, "ccxt was never rate-limited on this short run")
+    if GATEWAY:
+        check(stats["total"]["requests"] > 0, "the simulator was reached through the gateway")
     check(len(lines) == stats["total"]["requests"], f"request log has every request ({len(lines)})")
     check(any(l["path"] == "/api/v2/mix/account/accounts" and l["code"] == "40009" for l in lines),
           "the server logged the bad signature as 40009")
