@@ -89,6 +89,18 @@ pub const MIX_OPEN_INTEREST: Endpoint = public("/api/v2/mix/market/open-interest
 pub const SPOT_SYMBOLS: Endpoint = public("/api/v2/spot/public/symbols", 20);
 pub const SPOT_TICKERS: Endpoint = public("/api/v2/spot/market/tickers", 20);
 pub const SPOT_CANDLES: Endpoint = public("/api/v2/spot/market/candles", 20);
+pub const MIX_FILLS_HISTORY: Endpoint = public("/api/v2/mix/market/fills-history", 10);
+pub const MIX_HISTORY_FUND_RATE: Endpoint = public("/api/v2/mix/market/history-fund-rate", 20);
+pub const MIX_QUERY_POSITION_LEVER: Endpoint =
+    public("/api/v2/mix/market/query-position-lever", 10);
+pub const MIX_HISTORY_MARK_CANDLES: Endpoint =
+    public("/api/v2/mix/market/history-mark-candles", 20);
+pub const MIX_HISTORY_INDEX_CANDLES: Endpoint =
+    public("/api/v2/mix/market/history-index-candles", 20);
+pub const SPOT_COINS: Endpoint = public("/api/v2/spot/public/coins", 3);
+pub const SPOT_ORDERBOOK: Endpoint = public("/api/v2/spot/market/orderbook", 20);
+pub const SPOT_ASSETS: Endpoint = account("/api/v2/spot/account/assets", 10);
+pub const UTA_SETTINGS: Endpoint = account("/api/v3/account/settings", 10);
 pub const MIX_ACCOUNTS: Endpoint = account("/api/v2/mix/account/accounts", 10);
 pub const MIX_ACCOUNT: Endpoint = account("/api/v2/mix/account/account", 10);
 pub const MIX_ALL_POSITIONS: Endpoint = account("/api/v2/mix/position/all-position", 5);
@@ -111,6 +123,15 @@ pub const ENDPOINTS: &[Endpoint] = &[
     SPOT_SYMBOLS,
     SPOT_TICKERS,
     SPOT_CANDLES,
+    MIX_FILLS_HISTORY,
+    MIX_HISTORY_FUND_RATE,
+    MIX_QUERY_POSITION_LEVER,
+    MIX_HISTORY_MARK_CANDLES,
+    MIX_HISTORY_INDEX_CANDLES,
+    SPOT_COINS,
+    SPOT_ORDERBOOK,
+    SPOT_ASSETS,
+    UTA_SETTINGS,
     MIX_ACCOUNTS,
     MIX_ACCOUNT,
     MIX_ALL_POSITIONS,
@@ -214,7 +235,11 @@ mod tests {
         let mut seen = HashSet::new();
         for e in ENDPOINTS {
             assert!(seen.insert(e.path), "{} listed twice", e.path);
-            assert!(e.path.starts_with("/api/v2/"), "{}", e.path);
+            assert!(
+                e.path.starts_with("/api/v2/") || e.path.starts_with("/api/v3/"),
+                "{}",
+                e.path
+            );
             let expected = match e.category {
                 Category::Market | Category::Default => Scope::Ip,
                 Category::Account | Category::Trade => Scope::Account,

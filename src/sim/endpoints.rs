@@ -31,6 +31,13 @@ pub enum Route {
     SpotTickers,
     SpotCandles,
     MarginCurrencies,
+    SpotOrderbook,
+    HistoryFundRate,
+    QueryPositionLever,
+    HistoryMarkCandles,
+    HistoryIndexCandles,
+    SpotAssets,
+    AccountSettings,
     Accounts,
     Account,
     AllPosition,
@@ -110,6 +117,34 @@ pub const ENDPOINTS: &[Endpoint] = &[
     public("/api/v2/spot/market/candles", Route::SpotCandles, 20),
     // Margin pairs: ccxt's load_markets reads it; the simulator has none, so it lists nothing.
     public("/api/v2/margin/currencies", Route::MarginCurrencies, 10),
+    public("/api/v2/spot/market/orderbook", Route::SpotOrderbook, 20),
+    public(
+        "/api/v2/mix/market/history-fund-rate",
+        Route::HistoryFundRate,
+        20,
+    ),
+    public(
+        "/api/v2/mix/market/query-position-lever",
+        Route::QueryPositionLever,
+        10,
+    ),
+    public(
+        "/api/v2/mix/market/history-mark-candles",
+        Route::HistoryMarkCandles,
+        20,
+    ),
+    public(
+        "/api/v2/mix/market/history-index-candles",
+        Route::HistoryIndexCandles,
+        20,
+    ),
+    private("GET", "/api/v2/spot/account/assets", Route::SpotAssets, 10),
+    private(
+        "GET",
+        "/api/v3/account/settings",
+        Route::AccountSettings,
+        10,
+    ),
     private("GET", "/api/v2/mix/account/accounts", Route::Accounts, 10),
     private("GET", "/api/v2/mix/account/account", Route::Account, 10),
     private(
@@ -161,6 +196,7 @@ mod tests {
 
     #[test]
     fn paths_are_unique_and_limits_match_the_docs() {
+        assert!(find("/api/v3/account/settings").is_some());
         let mut paths: Vec<_> = ENDPOINTS.iter().map(|e| e.path).collect();
         paths.sort_unstable();
         paths.dedup();

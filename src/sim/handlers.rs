@@ -101,6 +101,71 @@ pub fn public(
             let product = product(params)?;
             json!([futures_ticker(contract(universe, params, product)?, now)])
         }
+        Route::HistoryMarkCandles | Route::HistoryIndexCandles => {
+            // Mark and index prices follow the last price closely; the simulator serves the
+            // same series, which is what a client's parsing needs.
+            let product = product(params)?;
+            let c = contract(universe, params, product)?;
+            return candles(c, params, Market::Futures, 200, true, now);
+        }
+        Route::SpotOrderbook => {
+            let c = spot_pair(universe, params.required("symbol")?)?;
+            let levels = bounded_limit(params, 150, 150)?;
+            if let Some(step) = params.get("type") {
+                if !matches!(
+                    step,
+                    "step0" | "step1" | "step2" | "step3" | "step4" | "step5"
+                ) {
+                    return Err(ApiError::invalid("type"));
+                }
+            }
+            let mut book = merge_depth(c, &Params::default(), now)?;
+            for side in ["asks", "bids"] {
+                if let Some(rows) = book[side].as_array_mut() {
+                    rows.truncate(levels as usize);
+                }
+            }
+            json!({ "asks": book["asks"], "bids": book["bids"], "ts": now.to_string() })
+        }
+        Route::HistoryFundRate => {
+            const PERIOD: u64 = 8 * 3_600_000;
+            let product = product(params)?;
+            let c = contract(universe, params, product)?;
+            let page_size = match params.number("pageSize")? {
+                None => 20,
+                Some(n) if (1..=100).contains(&n) => n,
+                Some(_) => return Err(ApiError::invalid("pageSize")),
+            };
+            let page = params.number("pageNo")?.unwrap_or(1).max(1);
+            let last = now - now % PERIOD;
+            let rows: Vec<Value> = (0..page_size)
+                .map(|i| last.saturating_sub(((page - 1) * page_size + i) * PERIOD))
+                .filter(|&t| t > 0)
+                .map(|t| {
+                    json!({ "symbol": c.symbol, "fundingRate": c.funding_rate(t).to_string(), "fundingTime": t.to_string() })
+                })
+                .collect();
+            Value::Array(rows)
+        }
+        Route::QueryPositionLever => {
+            let product = product(params)?;
+            let c = contract(universe, params, product)?;
+            let tiers = [
+                ("0", "150000", "125", "0.004"),
+                ("150000", "750000", "100", "0.005"),
+                ("750000", "3000000", "50", "0.01"),
+                ("3000000", "10000000", "20", "0.025"),
+            ];
+            Value::Array(
+                tiers
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (start, end, lever, rate))| {
+                        json!({ "symbol": c.symbol, "level": (i + 1).to_string(), "startUnit": start, "endUnit": end, "leverage": lever, "keepMarginRate": rate })
+                    })
+                    .collect(),
+            )
+        }
         Route::Candles | Route::HistoryCandles => {
             let product = product(params)?;
             let c = contract(universe, params, product)?;
@@ -187,7 +252,9 @@ pub fn public(
             let c = spot_pair(universe, params.required("symbol")?)?;
             return candles(c, params, Market::Spot, 1_000, false, now);
         }
-        Route::Accounts
+        Route::SpotAssets
+        | Route::AccountSettings
+        | Route::Accounts
         | Route::Account
         | Route::AllPosition
         | Route::PlaceOrder
@@ -419,8 +486,10 @@ fn merge_depth(c: &Contract, params: &Params, now: u64) -> Result<Value, ApiErro
     let levels = match params.get("limit") {
         None => 100,
         Some("max") => 200,
+        // The docs list 1/5/15/50/max, but clients ask for others (freqtrade: 20) and
+        // Bitget serves them; any count up to the maximum is served as asked.
         Some(text) => match text.parse::<usize>() {
-            Ok(n @ (1 | 5 | 15 | 50 | 100)) => n,
+            Ok(n @ 1..=200) => n,
             _ => return Err(ApiError::invalid("limit")),
         },
     };

@@ -95,9 +95,16 @@ impl Recorder {
         {
             let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
             let stats = &mut *stats;
-            let endpoint = match stats.endpoints.get_mut(record.path) {
+            // The log keeps the path asked for; the counters put every path the simulator
+            // does not serve under one name, so a scanner cannot grow them without bound.
+            let key = if super::endpoints::find(record.path).is_some() {
+                record.path
+            } else {
+                "<unknown>"
+            };
+            let endpoint = match stats.endpoints.get_mut(key) {
                 Some(e) => e,
-                None => stats.endpoints.entry(record.path.to_owned()).or_default(),
+                None => stats.endpoints.entry(key.to_owned()).or_default(),
             };
             for counters in [endpoint, &mut stats.total] {
                 counters.requests += 1;

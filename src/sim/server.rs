@@ -164,7 +164,6 @@ async fn bitget(
     let Some(idx) =
         endpoints::find(&path).filter(|&i| ENDPOINTS[i].method == parts.method.as_str())
     else {
-        record.path = "<unknown>";
         return record.error(ApiError::bad_request("40404", ""), None, None);
     };
     let endpoint = &ENDPOINTS[idx];

@@ -143,7 +143,10 @@ async fn candles_are_served_from_the_store_after_one_miss_and_signed_calls_pass_
     // One upstream request for the two ETH asks (the miss) plus the poller's own,
     // possibly more for ETH once the poller keeps it fresh; never one per ask.
     assert!(stats.endpoints[CANDLES].requests >= 2);
-    assert_eq!(summary.symbols, 1, "the configured symbol; ETH is the gateway's");
+    assert_eq!(
+        summary.symbols, 1,
+        "the configured symbol; ETH is the gateway's"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

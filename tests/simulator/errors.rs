@@ -33,7 +33,7 @@ async fn every_bad_request_gets_its_bitget_code() {
         (&format!("{M}/history-candles?symbol=BTCUSDT&productType=USDT-FUTURES&granularity=1m&limit=201"), "40020", "Parameter limit error"),
         (&format!("{M}/candles?symbol=BTCUSDT&productType=USDT-FUTURES&granularity=1m&startTime=x"), "40020", "Parameter startTime error"),
         (&format!("{M}/tickers?productType=BTC-FUTURES"), "40020", "Parameter productType error"),
-        (&format!("{M}/merge-depth?symbol=BTCUSDT&productType=USDT-FUTURES&limit=7"), "40020", "Parameter limit error"),
+        (&format!("{M}/merge-depth?symbol=BTCUSDT&productType=USDT-FUTURES&limit=201"), "40020", "Parameter limit error"),
         ("/api/v2/mix/market/nothing-here", "40404", "Request URL NOT FOUND"),
         ("/", "40404", "Request URL NOT FOUND"),
     ];
