@@ -109,6 +109,8 @@ def main():
 
         balance = ex.fetch_balance({"type": "swap"})
         check(balance["USDT"]["total"] == 10000, f"fetch_balance USDT total {balance['USDT']['total']}")
+        spot = ex.fetch_balance({"type": "spot"})
+        check(spot["USDT"]["free"] == 10000, f"fetch_balance spot USDT free {spot['USDT']['free']}")
 
         try:
             exchange(base, secret="wrong-secret").fetch_balance({"type": "swap"})

@@ -189,3 +189,65 @@ async fn prices_are_decimal_strings_consistent_within_a_candle() {
         previous_close = Some(c);
     }
 }
+
+#[tokio::test]
+async fn the_endpoints_freqtrade_and_ccxt_call_are_served_in_bitgets_shapes() {
+    let (sim, _clock) = start(SimConfig::default()).await;
+    let http = client();
+    let data = |reply: &Reply| -> Value {
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        serde_json::from_str::<Value>(&reply.body).unwrap()["data"].clone()
+    };
+    let book = data(
+        &get(
+            &http,
+            &sim,
+            "/api/v2/spot/market/orderbook?symbol=BTCUSDT&limit=3",
+        )
+        .await,
+    );
+    assert_eq!(book["asks"].as_array().unwrap().len(), 3);
+    let (bid, ask): (f64, f64) = (
+        book["bids"][0][0].as_str().unwrap().parse().unwrap(),
+        book["asks"][0][0].as_str().unwrap().parse().unwrap(),
+    );
+    assert!(bid < ask);
+    let funding = data(&get(&http, &sim, "/api/v2/mix/market/history-fund-rate?symbol=BTCUSDT&productType=USDT-FUTURES&pageSize=3").await);
+    let times: Vec<u64> = funding
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["fundingTime"].as_str().unwrap().parse().unwrap())
+        .collect();
+    let period = 8 * 3_600_000;
+    assert_eq!(
+        times,
+        vec![
+            T0 - T0 % period,
+            T0 - T0 % period - period,
+            T0 - T0 % period - 2 * period
+        ]
+    );
+    let tiers = data(
+        &get(
+            &http,
+            &sim,
+            "/api/v2/mix/market/query-position-lever?symbol=BTCUSDT&productType=USDT-FUTURES",
+        )
+        .await,
+    );
+    assert_eq!(tiers[0]["level"], "1");
+    assert_eq!(tiers[0]["startUnit"], "0");
+    let mark = data(&get(&http, &sim, "/api/v2/mix/market/history-mark-candles?symbol=BTCUSDT&productType=USDT-FUTURES&granularity=1m&limit=5").await);
+    let last: u64 = mark[4][0].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        last,
+        T0 - T0 % 60_000 - 60_000,
+        "history: closed candles only"
+    );
+    let unknown = get(&http, &sim, "/api/v2/mix/market/not-served").await;
+    assert_eq!(unknown.status, 400);
+    let stats = sim.stop().await;
+    assert_eq!(stats.endpoints["<unknown>"].requests, 1);
+    assert_eq!(stats.endpoints["/api/v2/spot/market/orderbook"].requests, 1);
+}
