@@ -31,6 +31,7 @@ use crate::limiter::{Category, CategoryCounters, LocalLimiter, RateLimiter};
 use crate::scheduler::{resolve_symbols, PollError, PollStats, Poller, Watch};
 use crate::store::{Store, Subscription};
 use crate::strategy::StrategySpec;
+use crate::telemetry::clients::ClientStats;
 use crate::telemetry::metrics::{MetricsServer, MetricsSources, RequestLatency};
 use crate::telemetry::{is_reported, report_usage, UsageLine};
 use crate::trading::live::poll_account;
@@ -168,6 +169,8 @@ pub struct Wiring {
     pub client: Client,
     pub latency: Arc<RequestLatency>,
     pub store: Arc<Store>,
+    /// The gateway's per-client counters (empty unless it runs).
+    pub clients: Arc<ClientStats>,
     /// The poller's counters, tier and candle ages, for usage lines and metrics.
     pub stats: Arc<PollStats>,
 }
@@ -194,6 +197,7 @@ impl Wiring {
             client,
             latency,
             store,
+            clients: Arc::default(),
             stats: Arc::default(),
         })
     }
@@ -205,6 +209,7 @@ impl Wiring {
             latency: Arc::clone(&self.latency),
             stats: Arc::clone(&self.stats),
             wall,
+            gateway_clients: Some(Arc::clone(&self.clients)),
         }
     }
 }
@@ -450,6 +455,7 @@ pub async fn run(
                 client: wiring.client.clone(),
                 limiter: Arc::clone(&limiter),
                 store: Arc::clone(&store),
+                clients: Arc::clone(&wiring.clients),
                 clock: Arc::new(MeasuredClock {
                     limiter,
                     wall: Arc::clone(&wall),

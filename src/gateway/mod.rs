@@ -20,7 +20,6 @@
 //!   reach a log.
 
 pub mod cache;
-pub mod clients;
 pub mod config;
 
 use std::collections::HashMap;
@@ -42,7 +41,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use self::clients::{ClientStats, Served};
 use self::config::{GatewayConfig, CLIENT_HEADER, TOKEN_HEADER};
 use crate::bitget::client::Client;
 use crate::bitget::endpoints::{self, route_of, REMAIN_HEADER};
@@ -54,6 +52,7 @@ use crate::core::RATE_LOG;
 use crate::limiter::{Category, RateLimiter};
 use crate::scheduler::Watch;
 use crate::store::{SeriesKey, Store};
+use crate::telemetry::clients::{ClientStats, Served};
 
 /// Signed requests are held at most this long after their `ACCESS-TIMESTAMP`: Bitget
 /// refuses a timestamp 30 s old, and the request still has to travel.
@@ -118,6 +117,8 @@ pub struct Parts {
     pub limiter: Arc<dyn RateLimiter>,
     pub store: Arc<Store>,
     pub clock: Arc<dyn ServerClock>,
+    /// Where the per-client counters go (metrics and the rate log read them too).
+    pub clients: Arc<ClientStats>,
     /// The market the poller polls, and where to ask it for a series; `None`: the
     /// gateway only serves what is polled anyway.
     pub watches: Option<(Market, mpsc::Sender<Watch>)>,
@@ -128,7 +129,7 @@ pub struct Parts {
 pub struct Gateway {
     config: GatewayConfig,
     parts: Parts,
-    clients: ClientStats,
+    clients: Arc<ClientStats>,
     /// Upstream requests in flight, by method-less key (public GETs only); clients
     /// subscribe to one to share its reply.
     flights: Arc<Mutex<Flights>>,
@@ -149,10 +150,11 @@ impl Gateway {
     /// The listen address is not loopback and no token is set.
     pub fn new(config: GatewayConfig, parts: Parts) -> Result<Arc<Self>, GatewayError> {
         check_exposure(&config)?;
+        let clients = Arc::clone(&parts.clients);
         Ok(Arc::new(Self {
             config,
             parts,
-            clients: ClientStats::default(),
+            clients,
             flights: Arc::default(),
             asked: Mutex::default(),
             instruments: Mutex::default(),

@@ -34,6 +34,7 @@ use crate::core::clock::Clock;
 use crate::limiter::{Category, RateLimiter};
 use crate::scheduler::tiers::Tier;
 use crate::scheduler::PollStats;
+use crate::telemetry::clients::ClientStats;
 
 /// Content type of the OpenMetrics text format.
 pub const CONTENT_TYPE_OPENMETRICS: &str =
@@ -76,6 +77,8 @@ pub struct MetricsSources {
     pub latency: Arc<RequestLatency>,
     pub stats: Arc<PollStats>,
     pub wall: Arc<dyn Clock>,
+    /// The gateway's per-client counters, when it runs.
+    pub gateway_clients: Option<Arc<ClientStats>>,
 }
 
 type Encoded = Result<(), std::fmt::Error>;
@@ -268,6 +271,28 @@ impl Collector for MetricsSources {
                 ("timeframe", age.timeframe.as_str()),
             ];
             ConstGauge::new(age.age_ms as f64 / 1000.0).encode(family.encode_family(&labels)?)?;
+        }
+        if let Some(clients) = &self.gateway_clients {
+            let mut family = encoder.encode_descriptor(
+                "gateway_requests",
+                "Gateway requests per client (X-Client-Name or address) by how they were served: requests (all), hit (store or memory), miss (fetched), merged (shared an identical request in flight), forwarded, queued (waited for budget), refused (answered by the gateway itself).",
+                None,
+                MetricType::Counter,
+            )?;
+            for (name, c) in clients.snapshot() {
+                for (served, value) in [
+                    ("requests", c.requests),
+                    ("hit", c.hits),
+                    ("miss", c.misses),
+                    ("merged", c.merged),
+                    ("forwarded", c.forwarded),
+                    ("queued", c.queued),
+                    ("refused", c.refused),
+                ] {
+                    let labels = [("client", name.as_str()), ("served", served)];
+                    ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+                }
+            }
         }
         Ok(())
     }

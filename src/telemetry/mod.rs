@@ -13,6 +13,7 @@
 //! only the numbered copies (`.1` newest) are renamed. Writes go through tracing-appender's
 //! non-blocking writer, in blocking mode so no line is dropped, flushed when the guards drop.
 
+pub mod clients;
 pub mod metrics;
 pub mod usage;
 

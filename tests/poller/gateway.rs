@@ -9,6 +9,7 @@ use bitget_poller::bitget::credential::Signer;
 use bitget_poller::core::clock::SystemClock;
 use bitget_poller::gateway::config::Token;
 use bitget_poller::sim::{SimConfig, DEMO_API_KEY, DEMO_API_PASSPHRASE, DEMO_API_SECRET};
+use bitget_poller::telemetry::metrics::MetricsServer;
 use bitget_poller::trading::setup::Venue;
 use serde_json::Value;
 use tokio::net::TcpListener;
@@ -20,6 +21,7 @@ const CANDLES: &str = "/api/v2/mix/market/candles";
 
 struct Running {
     base: String,
+    metrics: String,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<app::Report>,
 }
@@ -27,6 +29,10 @@ struct Running {
 async fn start(cfg: bitget_poller::config::Config) -> Running {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
+    let metrics = MetricsServer::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let metrics_url = format!("http://{}/metrics", metrics.local_addr().unwrap());
     let stop = CancellationToken::new();
     let task = tokio::spawn({
         let stop = stop.clone();
@@ -34,14 +40,19 @@ async fn start(cfg: bitget_poller::config::Config) -> Running {
             let options = RunOptions {
                 venue: Venue::Paper,
                 specs: Vec::new(),
-                metrics: None,
+                metrics: Some(metrics),
                 wall: Arc::new(SystemClock::new()),
                 gateway: Some(listener),
             };
             app::run(&cfg, options, stop).await.expect("app runs")
         }
     });
-    Running { base, stop, task }
+    Running {
+        base,
+        metrics: metrics_url,
+        stop,
+        task,
+    }
 }
 
 async fn get(http: &reqwest::Client, url: &str) -> (u16, reqwest::header::HeaderMap, Value) {
@@ -134,6 +145,25 @@ async fn candles_are_served_from_the_store_after_one_miss_and_signed_calls_pass_
         .await
         .unwrap();
     assert_eq!(big.status().as_u16(), 413);
+
+    let scrape = http
+        .get(&gw.metrics)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        scrape.contains(
+            r#"bitget_poller_gateway_requests_total{client="test-bot",served="forwarded"} 1"#
+        ),
+        "{scrape}"
+    );
+    assert!(
+        scrape.contains(r#"served="hit"} 1"#),
+        "the one hit: {scrape}"
+    );
 
     gw.stop.cancel();
     let report = gw.task.await.unwrap();

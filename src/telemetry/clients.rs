@@ -1,5 +1,5 @@
 //! What each client of the gateway asked and how it was served, by its `X-Client-Name` or
-//! its address: for the rate log, the `usage` report and `/metrics`.
+//! its address: the gateway counts, the rate log and `/metrics` read.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
