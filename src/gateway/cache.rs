@@ -265,6 +265,7 @@ mod tests {
             closed: &closed,
             forming: Some(&f),
             fetched_at: Some(NOW - 500),
+            version: 1,
         };
         let query = q("symbol=BTCUSDT&granularity=1m&productType=USDT-FUTURES&limit=3");
         let data = candle_data(&query, series, NOW, 1000).unwrap();
@@ -300,6 +301,7 @@ mod tests {
             closed: &closed,
             forming: None,
             fetched_at: Some(NOW),
+            version: 1,
         };
         let query = q(&format!(
             "symbol=BTCUSDT&granularity=1m&productType=USDT-FUTURES&endTime={open}&limit=3"

@@ -54,6 +54,35 @@ use crate::scheduler::Watch;
 use crate::store::{SeriesKey, Store};
 use crate::telemetry::clients::{ClientStats, Served};
 
+/// How often the gateway reads the server clock and budget from the limiter.
+const VIEW_REFRESH: Duration = Duration::from_millis(10);
+/// Candle answers kept written; past this the table starts over.
+const MAX_RENDERED: usize = 4096;
+
+/// The server clock and the budget left, as last read.
+#[derive(Debug, Clone, Copy)]
+struct View {
+    read_at: Instant,
+    server_ms: u64,
+    measured: bool,
+    available: [u32; 4],
+}
+
+impl View {
+    fn stale() -> Self {
+        Self {
+            read_at: Instant::now() - VIEW_REFRESH * 2,
+            server_ms: 0,
+            measured: false,
+            available: [0; 4],
+        }
+    }
+
+    fn server_now(&self) -> u64 {
+        self.server_ms + self.read_at.elapsed().as_millis() as u64
+    }
+}
+
 /// Signed requests are held at most this long after their `ACCESS-TIMESTAMP`: Bitget
 /// refuses a timestamp 30 s old, and the request still has to travel.
 const SIGNED_MAX_AGE: Duration = Duration::from_secs(25);
@@ -101,6 +130,9 @@ pub fn check_exposure(config: &GatewayConfig) -> Result<(), GatewayError> {
 /// One finished upstream request, shared by every client that asked for it.
 type Flight = Arc<Result<RawReply, ForwardError>>;
 
+/// A candle answer as written: the series version and period it holds for, and the data.
+type Rendered = (u64, u64, Arc<str>);
+
 /// Upstream requests in flight by key; each client waiting on one subscribes to it.
 type Flights = HashMap<String, Arc<watch::Sender<Option<Flight>>>>;
 
@@ -137,6 +169,13 @@ pub struct Gateway {
     asked: Mutex<HashMap<SeriesKey, (Instant, String)>>,
     /// Instrument lists and their age.
     instruments: Mutex<HashMap<String, (Instant, RawReply)>>,
+    /// Candle `data` already written, by query, with the series version and period it
+    /// was written for: a series that did not change is not written again.
+    rendered: Mutex<HashMap<String, Rendered>>,
+    /// The server clock and the budget left, read from the limiter at most every
+    /// [`VIEW_REFRESH`]: at thousands of replies a second, once per reply would cost more
+    /// than the reply.
+    view: Mutex<View>,
     tasks: TaskTracker,
 }
 
@@ -158,6 +197,8 @@ impl Gateway {
             flights: Arc::default(),
             asked: Mutex::default(),
             instruments: Mutex::default(),
+            rendered: Mutex::default(),
+            view: Mutex::new(View::stale()),
             tasks: TaskTracker::new(),
         }))
     }
@@ -234,8 +275,22 @@ impl Gateway {
         }
     }
 
+    fn view(&self) -> View {
+        let mut view = lock(&self.view);
+        if view.read_at.elapsed() >= VIEW_REFRESH {
+            let (server_ms, measured) = self.parts.clock.server_now_ms();
+            *view = View {
+                read_at: Instant::now(),
+                server_ms,
+                measured,
+                available: Category::ALL.map(|c| self.parts.limiter.counters(c).available),
+            };
+        }
+        *view
+    }
+
     fn server_now(&self) -> u64 {
-        self.parts.clock.server_now_ms().0
+        self.view().server_now()
     }
 
     /// Answers one client request.
@@ -276,10 +331,27 @@ impl Gateway {
             let q = cache::candle_query(market, query)?;
             self.asked_for(&q);
             let max_age = self.config.candle_max_age.as_millis() as u64;
+            let period = q.key.granularity.open_of(now);
             let (data, age) = self.parts.store.read(&q.key, |series| {
                 let series = series?;
-                let data = cache::candle_data(&q, series, now, max_age)?;
-                Some((data, series.fetched_at.map(|t| now.saturating_sub(t))))
+                let age = series.fetched_at.map(|t| now.saturating_sub(t));
+                if age.is_none_or(|a| a > max_age) && series.forming.is_some() {
+                    // The forming candle may be part of the answer: judge afresh.
+                } else if let Some((version, at, data)) = lock(&self.rendered).get(query) {
+                    if *version == series.version && *at == period {
+                        return Some((Arc::clone(data), age));
+                    }
+                }
+                let data: Arc<str> = cache::candle_data(&q, series, now, max_age)?.into();
+                let mut rendered = lock(&self.rendered);
+                if rendered.len() >= MAX_RENDERED {
+                    rendered.clear();
+                }
+                rendered.insert(
+                    query.to_owned(),
+                    (series.version, period, Arc::clone(&data)),
+                );
+                Some((data, age))
             })?;
             return Some(self.hit(client, Category::Market, cache::envelope(now, &data), age));
         }
@@ -314,10 +386,11 @@ impl Gateway {
             ));
         }
         if path == endpoints::SERVER_TIME.path && query.is_empty() {
-            let (now, measured) = self.parts.clock.server_now_ms();
-            if !measured {
+            let view = self.view();
+            if !view.measured {
                 return None;
             }
+            let now = view.server_now();
             let data = format!(r#"{{"serverTime":"{now}"}}"#);
             return Some(self.hit(
                 client,
@@ -575,7 +648,7 @@ impl Gateway {
                 HeaderValue::from(age / 1000),
             );
         }
-        let available = self.parts.limiter.counters(category).available;
+        let available = self.view().available[category.index()];
         headers.insert(
             HeaderName::from_static(REMAIN_HEADER),
             HeaderValue::from(available),

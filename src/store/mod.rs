@@ -110,6 +110,8 @@ impl CandleRow {
 
 #[derive(Debug, Default)]
 struct Series {
+    /// Bumped on every change, so a reader can tell it holds the same as before.
+    version: u64,
     /// The newest closed candle journalled to subscribers.
     journaled_through: Option<u64>,
     /// The spelling the writer used, for the candles handed back.
@@ -128,6 +130,8 @@ pub struct SeriesRead<'a> {
     pub forming: Option<&'a Candle>,
     /// The server's `requestTime` of the newest reply that refreshed the series.
     pub fetched_at: Option<u64>,
+    /// Changes whenever anything in the series does.
+    pub version: u64,
 }
 
 /// What a reader gets of one series.
@@ -252,6 +256,7 @@ impl Store {
         {
             let mut inner = self.lock();
             let series = inner.series.entry(key).or_default();
+            series.version += 1;
             if series.timeframe.is_empty() {
                 series.timeframe.clone_from(&candle.timeframe);
             }
@@ -288,6 +293,7 @@ impl Store {
                 continue;
             };
             let series = inner.series.entry(key).or_default();
+            series.version += 1;
             if series.timeframe.is_empty() {
                 series.timeframe.clone_from(&candle.timeframe);
             }
@@ -343,6 +349,7 @@ impl Store {
         {
             let mut inner = self.lock();
             let series = inner.series.entry(key.clone()).or_default();
+            series.version += 1;
             if series.timeframe.is_empty() {
                 series.timeframe.clone_from(&candle.timeframe);
             }
@@ -370,6 +377,7 @@ impl Store {
     pub fn mark_fetched(&self, key: &SeriesKey, timeframe: &str, server_time: u64) {
         let mut inner = self.lock();
         let series = inner.series.entry(key.clone()).or_default();
+        series.version += 1;
         if series.timeframe.is_empty() {
             timeframe.clone_into(&mut series.timeframe);
         }
@@ -467,6 +475,7 @@ impl Store {
             closed: &s.closed,
             forming: s.forming.as_ref(),
             fetched_at: s.fetched_at,
+            version: s.version,
         }))
     }
 

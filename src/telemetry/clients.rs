@@ -53,7 +53,13 @@ impl ClientStats {
         } else {
             "other"
         };
-        let c = clients.entry(name.to_owned()).or_default();
+        // The name is copied only the first time it is seen.
+        if !clients.contains_key(name) {
+            clients.insert(name.to_owned(), ClientCounters::default());
+        }
+        let Some(c) = clients.get_mut(name) else {
+            return;
+        };
         let counter = match served {
             Served::Request => &mut c.requests,
             Served::Hit => &mut c.hits,
