@@ -113,9 +113,53 @@ pub struct RateLog {
     pub stale_warnings: Vec<(SystemTime, String)>,
     /// Session summary lines per category (each finished run writes one per category used).
     pub session_lines: [u64; 4],
+    /// The gateway's per-client counters: the last reading of each client and what it
+    /// added within the window (a restart, whose counters start again, is followed).
+    pub gateway_clients: BTreeMap<String, GatewayClientUsage>,
     pub unreadable_count: u64,
     /// The first few unreadable lines.
     pub unreadable: Vec<Unreadable>,
+}
+
+/// What one gateway client did within the window, by how it was served.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct GatewayClientUsage {
+    pub requests: u64,
+    pub hits: u64,
+    pub misses: u64,
+    pub merged: u64,
+    pub forwarded: u64,
+    pub queued: u64,
+    pub refused: u64,
+    /// The last cumulative reading, to take the next one's increase from.
+    last: [u64; 7],
+}
+
+impl GatewayClientUsage {
+    /// Adds what a cumulative reading says happened since the previous one; the first
+    /// reading is only the baseline, a smaller one means its gateway restarted.
+    fn add(&mut self, reading: [u64; 7], first: bool) {
+        if !first {
+            let counters = [
+                &mut self.requests,
+                &mut self.hits,
+                &mut self.misses,
+                &mut self.merged,
+                &mut self.forwarded,
+                &mut self.queued,
+                &mut self.refused,
+            ];
+            // Counters only grow while one gateway runs: any that fell means a new one.
+            let restarted = reading
+                .iter()
+                .zip(self.last)
+                .any(|(now, before)| *now < before);
+            for ((counter, now), before) in counters.into_iter().zip(reading).zip(self.last) {
+                *counter += if restarted { now } else { now - before };
+            }
+        }
+        self.last = reading;
+    }
 }
 
 /// Which part of the log to read: `since < time <= until`.
@@ -329,6 +373,26 @@ impl RateLog {
             Some("stale") => {
                 let name = format!("{} {}", field(line, "symbol")?, field(line, "timeframe")?);
                 self.stale_warnings.push((time, name));
+            }
+            Some("gateway_client") => {
+                let client = field(line, "client")?.to_owned();
+                let mut reading = [0u64; 7];
+                for (slot, key) in reading.iter_mut().zip([
+                    "requests",
+                    "hits",
+                    "misses",
+                    "merged",
+                    "forwarded",
+                    "queued",
+                    "refused",
+                ]) {
+                    *slot = number(line, key)?;
+                }
+                let first = !self.gateway_clients.contains_key(&client);
+                self.gateway_clients
+                    .entry(client)
+                    .or_default()
+                    .add(reading, first);
             }
             // Other rate events (backoff, fresh) and other targets' lines carry no figures.
             _ => {}
@@ -544,6 +608,8 @@ pub struct Report {
     /// Streams named stale, with how many summaries named them, most first.
     pub stale_streams: Vec<(String, usize)>,
     pub stale_warnings: usize,
+    /// Gateway clients and what each did, by name.
+    pub gateway_clients: Vec<(String, GatewayClientUsage)>,
     pub unreadable_count: u64,
     pub unreadable: Vec<Unreadable>,
 }
@@ -678,6 +744,11 @@ impl Report {
                 .unwrap_or(0),
             stale_streams,
             stale_warnings: log.stale_warnings.len(),
+            gateway_clients: log
+                .gateway_clients
+                .iter()
+                .map(|(name, usage)| (name.clone(), *usage))
+                .collect(),
             unreadable_count: log.unreadable_count,
             unreadable: log.unreadable.clone(),
         }
@@ -725,6 +796,11 @@ impl Report {
                     "intervals": n,
                 })).collect::<Vec<_>>(),
             },
+            "gateway_clients": self.gateway_clients.iter().map(|(name, c)| serde_json::json!({
+                "client": name, "requests": c.requests, "hits": c.hits, "misses": c.misses,
+                "merged": c.merged, "forwarded": c.forwarded, "queued": c.queued,
+                "refused": c.refused,
+            })).collect::<Vec<_>>(),
             "unreadable": {
                 "count": self.unreadable_count,
                 "first": self.unreadable.iter().map(|u| serde_json::json!({
@@ -851,6 +927,20 @@ impl Report {
             let _ = write!(out, "; most often: {}", named.join(", "));
         }
         let _ = writeln!(out);
+        if !self.gateway_clients.is_empty() {
+            let _ = writeln!(
+                out,
+                "gateway clients: {:<20} {:>9} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8}",
+                "client", "requests", "hits", "misses", "merged", "forwarded", "queued", "refused"
+            );
+            for (name, c) in &self.gateway_clients {
+                let _ = writeln!(
+                    out,
+                    "                 {:<20} {:>9} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8}",
+                    name, c.requests, c.hits, c.misses, c.merged, c.forwarded, c.queued, c.refused
+                );
+            }
+        }
         let _ = write!(out, "unreadable lines: {}", self.unreadable_count);
         for u in &self.unreadable {
             let _ = write!(out, "\n  {}:{}: {}", u.file.display(), u.line, u.reason);
@@ -978,6 +1068,33 @@ mod tests {
             error.contains("'yesterday'") && error.contains("30m"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn gateway_clients_are_counted_within_the_window_across_a_restart() {
+        let line = |t: &str, client: &str, requests: u64, hits: u64| {
+            format!("2026-11-22T10:00:{t}Z  INFO gateway client event=gateway_client client={client} requests={requests} hits={hits} misses=1 merged=0 forwarded=0 queued=0 refused=0")
+        };
+        let text = [
+            line("10", "bot-a", 100, 90),
+            line("20", "bot-a", 150, 130),
+            line("20", "127.0.0.1", 7, 0),
+            line("30", "bot-a", 20, 15), // the gateway restarted
+        ]
+        .join("\n");
+        let log = RateLog::from_text("gw.log", &text, Window::default());
+        assert_eq!(log.unreadable_count, 0, "{:?}", log.unreadable);
+        let report = Report::new(&log);
+        let a = &report
+            .gateway_clients
+            .iter()
+            .find(|(n, _)| n == "bot-a")
+            .unwrap()
+            .1;
+        assert_eq!((a.requests, a.hits, a.misses), (50 + 20, 40 + 15, 1));
+        assert_eq!(report.gateway_clients.len(), 2);
+        assert!(report.render().contains("gateway clients"));
+        assert_eq!(report.to_json()["gateway_clients"][1]["requests"], 70);
     }
 
     #[test]
