@@ -22,6 +22,21 @@ const CASES: &[(&str, &str, &str)] = &[
         "exchange.base_url",
         "must start with https://",
     ),
+    (
+        "gateway_listen_not_an_address",
+        "gateway.listen",
+        "write ip:port such as \"127.0.0.1:9810\"",
+    ),
+    (
+        "gateway_queue_too_long",
+        "gateway.queue_max_ms",
+        "allowed 0 to 60000",
+    ),
+    (
+        "gateway_token_env_not_a_name",
+        "gateway.token_env",
+        "is not an environment variable name",
+    ),
     ("huge_fee_rate", "trading.fee_rate", "from 0 to 0.01"),
     (
         "initial_candles_too_many",

@@ -217,3 +217,31 @@ fn the_simulator_accepts_a_limit_schedule_and_survives_a_closed_stdout() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[test]
+fn a_gateway_other_hosts_could_reach_needs_a_token_and_says_where_to_put_it() {
+    let dir = temp_dir("gateway-open");
+    let path = dir.join("gateway.toml");
+    std::fs::write(
+        &path,
+        "[poll]\nsymbols = [\"BTCUSDT\"]\n[trading]\nenabled = false\n",
+    )
+    .unwrap();
+    let output = binary()
+        .args([
+            "gateway",
+            "--config",
+            path.to_str().unwrap(),
+            "--listen",
+            "0.0.0.0:0",
+        ])
+        .env_remove("BITGET_GATEWAY_TOKEN")
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("BITGET_GATEWAY_TOKEN"), "{stderr}");
+    assert!(stderr.contains("X-Gateway-Token"), "{stderr}");
+    assert!(!dir.join("logs").exists(), "nothing started");
+}
