@@ -35,6 +35,43 @@ pub struct ClientCounters {
     pub refused: u64,
 }
 
+impl ClientCounters {
+    /// The counters' names, as the rate log writes them, in [`Self::fields`] order.
+    pub const NAMES: [&'static str; 7] = [
+        "requests",
+        "hits",
+        "misses",
+        "merged",
+        "forwarded",
+        "queued",
+        "refused",
+    ];
+
+    pub fn fields(&self) -> [u64; 7] {
+        [
+            self.requests,
+            self.hits,
+            self.misses,
+            self.merged,
+            self.forwarded,
+            self.queued,
+            self.refused,
+        ]
+    }
+
+    pub fn from_fields(f: [u64; 7]) -> Self {
+        Self {
+            requests: f[0],
+            hits: f[1],
+            misses: f[2],
+            merged: f[3],
+            forwarded: f[4],
+            queued: f[5],
+            refused: f[6],
+        }
+    }
+}
+
 /// Clients kept at most; past this, new names are counted under `other`, so a client
 /// inventing names cannot grow memory without bound.
 const MAX_CLIENTS: usize = 256;

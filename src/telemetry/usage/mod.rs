@@ -28,6 +28,7 @@ use thiserror::Error;
 
 use crate::limiter::Category;
 use crate::scheduler::tiers::Tier;
+use crate::telemetry::clients::ClientCounters;
 use crate::telemetry::RATE_FILE;
 
 /// How many unreadable lines the report quotes.
@@ -124,39 +125,24 @@ pub struct RateLog {
 /// What one gateway client did within the window, by how it was served.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct GatewayClientUsage {
-    pub requests: u64,
-    pub hits: u64,
-    pub misses: u64,
-    pub merged: u64,
-    pub forwarded: u64,
-    pub queued: u64,
-    pub refused: u64,
+    pub counted: ClientCounters,
     /// The last cumulative reading, to take the next one's increase from.
-    last: [u64; 7],
+    last: ClientCounters,
 }
 
 impl GatewayClientUsage {
     /// Adds what a cumulative reading says happened since the previous one; the first
     /// reading is only the baseline, a smaller one means its gateway restarted.
-    fn add(&mut self, reading: [u64; 7], first: bool) {
+    fn add(&mut self, reading: ClientCounters, first: bool) {
         if !first {
-            let counters = [
-                &mut self.requests,
-                &mut self.hits,
-                &mut self.misses,
-                &mut self.merged,
-                &mut self.forwarded,
-                &mut self.queued,
-                &mut self.refused,
-            ];
+            let (now, before) = (reading.fields(), self.last.fields());
             // Counters only grow while one gateway runs: any that fell means a new one.
-            let restarted = reading
-                .iter()
-                .zip(self.last)
-                .any(|(now, before)| *now < before);
-            for ((counter, now), before) in counters.into_iter().zip(reading).zip(self.last) {
-                *counter += if restarted { now } else { now - before };
+            let restarted = now.iter().zip(before).any(|(n, b)| *n < b);
+            let mut sum = self.counted.fields();
+            for ((total, n), b) in sum.iter_mut().zip(now).zip(before) {
+                *total += if restarted { n } else { n - b };
             }
+            self.counted = ClientCounters::from_fields(sum);
         }
         self.last = reading;
     }
@@ -376,18 +362,11 @@ impl RateLog {
             }
             Some("gateway_client") => {
                 let client = field(line, "client")?.to_owned();
-                let mut reading = [0u64; 7];
-                for (slot, key) in reading.iter_mut().zip([
-                    "requests",
-                    "hits",
-                    "misses",
-                    "merged",
-                    "forwarded",
-                    "queued",
-                    "refused",
-                ]) {
+                let mut fields = [0u64; 7];
+                for (slot, key) in fields.iter_mut().zip(ClientCounters::NAMES) {
                     *slot = number(line, key)?;
                 }
+                let reading = ClientCounters::from_fields(fields);
                 let first = !self.gateway_clients.contains_key(&client);
                 self.gateway_clients
                     .entry(client)
@@ -796,11 +775,14 @@ impl Report {
                     "intervals": n,
                 })).collect::<Vec<_>>(),
             },
-            "gateway_clients": self.gateway_clients.iter().map(|(name, c)| serde_json::json!({
-                "client": name, "requests": c.requests, "hits": c.hits, "misses": c.misses,
-                "merged": c.merged, "forwarded": c.forwarded, "queued": c.queued,
-                "refused": c.refused,
-            })).collect::<Vec<_>>(),
+            "gateway_clients": self.gateway_clients.iter().map(|(name, usage)| {
+                let mut entry = serde_json::Map::new();
+                entry.insert("client".into(), name.as_str().into());
+                for (key, value) in ClientCounters::NAMES.iter().zip(usage.counted.fields()) {
+                    entry.insert((*key).into(), value.into());
+                }
+                serde_json::Value::Object(entry)
+            }).collect::<Vec<_>>(),
             "unreadable": {
                 "count": self.unreadable_count,
                 "first": self.unreadable.iter().map(|u| serde_json::json!({
@@ -933,7 +915,8 @@ impl Report {
                 "gateway clients: {:<20} {:>9} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8}",
                 "client", "requests", "hits", "misses", "merged", "forwarded", "queued", "refused"
             );
-            for (name, c) in &self.gateway_clients {
+            for (name, usage) in &self.gateway_clients {
+                let c = &usage.counted;
                 let _ = writeln!(
                     out,
                     "                 {:<20} {:>9} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8}",
@@ -1091,7 +1074,7 @@ mod tests {
             .find(|(n, _)| n == "bot-a")
             .unwrap()
             .1;
-        assert_eq!((a.requests, a.hits, a.misses), (50 + 20, 40 + 15, 1));
+        assert_eq!((a.counted.requests, a.counted.hits, a.counted.misses), (50 + 20, 40 + 15, 1));
         assert_eq!(report.gateway_clients.len(), 2);
         assert!(report.render().contains("gateway clients"));
         assert_eq!(report.to_json()["gateway_clients"][1]["requests"], 70);
