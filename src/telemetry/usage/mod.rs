@@ -1074,7 +1074,10 @@ mod tests {
             .find(|(n, _)| n == "bot-a")
             .unwrap()
             .1;
-        assert_eq!((a.counted.requests, a.counted.hits, a.counted.misses), (50 + 20, 40 + 15, 1));
+        assert_eq!(
+            (a.counted.requests, a.counted.hits, a.counted.misses),
+            (50 + 20, 40 + 15, 1)
+        );
         assert_eq!(report.gateway_clients.len(), 2);
         assert!(report.render().contains("gateway clients"));
         assert_eq!(report.to_json()["gateway_clients"][1]["requests"], 70);
