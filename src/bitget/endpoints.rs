@@ -218,6 +218,13 @@ pub fn instruments(market: Market) -> &'static Endpoint {
     }
 }
 
+/// The market whose `endpoint` is at `path`, e.g. `market_of(path, candles)`.
+pub fn market_of(path: &str, endpoint: fn(Market) -> &'static Endpoint) -> Option<Market> {
+    [Market::Futures, Market::Spot]
+        .into_iter()
+        .find(|&m| endpoint(m).path == path)
+}
+
 /// The query every request about `market` carries (`productType` for futures).
 pub fn market_query(market: Market) -> &'static [(&'static str, &'static str)] {
     match market {
@@ -265,6 +272,12 @@ mod tests {
             (candles.category, candles.scope),
             (Category::Market, Scope::Ip)
         );
+        assert_eq!(
+            market_of(SPOT_CANDLES.path, super::candles),
+            Some(Market::Spot)
+        );
+        assert_eq!(market_of(MIX_TICKERS.path, tickers), Some(Market::Futures));
+        assert_eq!(market_of(MIX_TICKER.path, tickers), None);
         let typo = route_of("/api/v2/mix/market/candle");
         assert_eq!(typo.category, Category::Default);
         assert_eq!(typo.endpoint, u16::MAX);

@@ -104,16 +104,7 @@ pub fn candle_data(
     out.push('[');
     for (i, &open) in opens.iter().enumerate() {
         let row = if open >= current {
-            let forming = series.forming.filter(|f| f.open_time == open && fresh)?;
-            CandleRow {
-                open_time: forming.open_time,
-                open: forming.open,
-                high: forming.high,
-                low: forming.low,
-                close: forming.close,
-                base_volume: forming.base_volume,
-                quote_volume: forming.quote_volume,
-            }
+            CandleRow::of(series.forming.filter(|f| f.open_time == open && fresh)?)
         } else {
             let at = series
                 .closed

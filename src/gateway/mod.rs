@@ -322,12 +322,7 @@ impl Gateway {
     fn answer_held(&self, client: &str, request: &Incoming) -> Option<Response> {
         let (path, query) = (request.path.as_str(), request.query.as_str());
         let now = self.server_now();
-        if path == endpoints::MIX_CANDLES.path || path == endpoints::SPOT_CANDLES.path {
-            let market = if path == endpoints::MIX_CANDLES.path {
-                Market::Futures
-            } else {
-                Market::Spot
-            };
+        if let Some(market) = endpoints::market_of(path, endpoints::candles) {
             let q = cache::candle_query(market, query)?;
             self.asked_for(&q);
             let max_age = self.config.candle_max_age.as_millis() as u64;
@@ -355,17 +350,12 @@ impl Gateway {
             })?;
             return Some(self.hit(client, Category::Market, cache::envelope(now, &data), age));
         }
-        if path == endpoints::MIX_TICKERS.path
-            || path == endpoints::MIX_TICKER.path
-            || path == endpoints::SPOT_TICKERS.path
-        {
-            let market = if path == endpoints::SPOT_TICKERS.path {
-                Market::Spot
-            } else {
-                Market::Futures
-            };
+        let one_ticker_path = path == endpoints::MIX_TICKER.path;
+        let tickers_market = endpoints::market_of(path, endpoints::tickers)
+            .or(one_ticker_path.then_some(Market::Futures));
+        if let Some(market) = tickers_market {
             let symbol = cache::ticker_query(market, query)?;
-            if path == endpoints::MIX_TICKER.path && symbol.is_none() {
+            if one_ticker_path && symbol.is_none() {
                 return None;
             }
             let snapshot = self.parts.store.tickers(market)?;
@@ -399,7 +389,7 @@ impl Gateway {
                 Some(0),
             ));
         }
-        if path == endpoints::MIX_CONTRACTS.path || path == endpoints::SPOT_SYMBOLS.path {
+        if endpoints::market_of(path, endpoints::instruments).is_some() {
             let key = format!("{path}?{query}");
             let held = lock(&self.instruments).get(&key).cloned();
             let (at, reply) = held?;
@@ -450,8 +440,7 @@ impl Gateway {
     async fn merged(&self, client: &str, request: Incoming) -> Response {
         let key = format!("{}?{}", request.path, request.query);
         let category = route_of(&request.path).category;
-        let instruments = request.path == endpoints::MIX_CONTRACTS.path
-            || request.path == endpoints::SPOT_SYMBOLS.path;
+        let instruments = endpoints::market_of(&request.path, endpoints::instruments).is_some();
         let (mut receiver, merged) = {
             let mut flights = lock(&self.flights);
             match flights.get(&key) {
@@ -493,21 +482,9 @@ impl Gateway {
         let Some((path, query)) = key.split_once('?') else {
             return;
         };
-        let all_tickers = match path {
-            p if p == endpoints::MIX_TICKERS.path => {
-                cache::ticker_query(Market::Futures, query) == Some(None)
-            }
-            p if p == endpoints::SPOT_TICKERS.path => {
-                cache::ticker_query(Market::Spot, query) == Some(None)
-            }
-            _ => false,
-        };
-        if all_tickers {
-            let market = if path == endpoints::SPOT_TICKERS.path {
-                Market::Spot
-            } else {
-                Market::Futures
-            };
+        let all_tickers = endpoints::market_of(path, endpoints::tickers)
+            .filter(|&m| cache::ticker_query(m, query) == Some(None));
+        if let Some(market) = all_tickers {
             let judged = crate::bitget::error::Classifier::default().judge_reply(
                 path,
                 None,
@@ -516,7 +493,9 @@ impl Gateway {
                 &reply.body,
             );
             if let (Ok(()), Some(range)) = (judged.verdict, judged.data) {
-                if let Ok(tickers) = parse::tickers(&reply.body) {
+                // The envelope was read just now: only `data` is parsed.
+                let data = parse::Input::data(&reply.body[range.clone()], judged.server_ms);
+                if let Ok(tickers) = parse::tickers(data) {
                     self.parts.store.absorb_tickers(
                         market,
                         tickers.server_time,
@@ -527,11 +506,7 @@ impl Gateway {
             }
             return;
         }
-        let market = if path == endpoints::MIX_CANDLES.path {
-            Market::Futures
-        } else if path == endpoints::SPOT_CANDLES.path {
-            Market::Spot
-        } else {
+        let Some(market) = endpoints::market_of(path, endpoints::candles) else {
             return;
         };
         let Some(q) = cache::candle_query(market, query) else {

@@ -80,7 +80,8 @@ pub struct CandleRow {
 }
 
 impl CandleRow {
-    fn of(c: &Candle) -> Self {
+    /// The row of `c`, without its series.
+    pub fn of(c: &Candle) -> Self {
         Self {
             open_time: c.open_time,
             open: c.open,
