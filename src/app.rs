@@ -386,6 +386,29 @@ pub async fn run(
     let store = Store::new(config.store);
     let wiring = Wiring::new(config, Arc::clone(&store), shutdown.clone())?;
 
+    // Built before any task starts, so a refusal leaves nothing running; served below.
+    let mut watches = None;
+    let gateway = match gateway {
+        Some(listener) => {
+            let (sender, receiver) = mpsc::channel(WATCH_QUEUE);
+            watches = Some(receiver);
+            let limiter: Arc<dyn RateLimiter> = wiring.limiter.clone();
+            let parts = Parts {
+                client: wiring.client.clone(),
+                limiter: Arc::clone(&limiter),
+                store: Arc::clone(&store),
+                clients: Arc::clone(&wiring.clients),
+                clock: Arc::new(MeasuredClock {
+                    limiter,
+                    wall: Arc::clone(&wall),
+                }),
+                watches: Some((config.poll.market, sender)),
+            };
+            Some((Gateway::new(config.gateway.clone(), parts)?, listener))
+        }
+        None => None,
+    };
+
     // Consumers subscribe before the first candle is written.
     let log_task = tokio::spawn(log_events(store.subscribe()));
     let mut account: Option<JoinHandle<Result<(), BitgetError>>> = None;
@@ -445,31 +468,12 @@ pub async fn run(
     });
 
     let gateway_stop = CancellationToken::new();
-    let mut watches = None;
-    let gateway = match gateway {
-        Some(listener) => {
-            let (sender, receiver) = mpsc::channel(WATCH_QUEUE);
-            watches = Some(receiver);
-            let limiter: Arc<dyn RateLimiter> = wiring.limiter.clone();
-            let parts = Parts {
-                client: wiring.client.clone(),
-                limiter: Arc::clone(&limiter),
-                store: Arc::clone(&store),
-                clients: Arc::clone(&wiring.clients),
-                clock: Arc::new(MeasuredClock {
-                    limiter,
-                    wall: Arc::clone(&wall),
-                }),
-                watches: Some((config.poll.market, sender)),
-            };
-            let gateway = Gateway::new(config.gateway.clone(), parts)?;
-            if let Ok(addr) = listener.local_addr() {
-                tracing::info!(%addr, "gateway listening on http://{addr}");
-            }
-            Some(tokio::spawn(gateway.serve(listener, gateway_stop.clone())))
+    let gateway = gateway.map(|(gateway, listener)| {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "gateway listening on http://{addr}");
         }
-        None => None,
-    };
+        tokio::spawn(gateway.serve(listener, gateway_stop.clone()))
+    });
     let poll = poll_session(config, &wiring, wall, started, shutdown.clone(), watches).await;
     shutdown.cancel();
     gateway_stop.cancel();
