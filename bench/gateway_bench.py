@@ -7,11 +7,12 @@ Each bot is its own process, as the bot this project grew from: ccxt async, an
 `asyncio.gather(fetch_ohlcv)` loop over 100 symbols × 1m/5m/15m (100 rows), `enableRateLimit`
 on. The poller polls the 100 symbols' 1m candles; through the gateway it also keeps the 5m
 and 15m series fresh once the bots ask for them.
-The simulator has 100 contracts and strict one-second windows per client IP; every process
+The simulator has 100 contracts, strict one-second windows per client IP and, by default,
+0-30 ms of arrival delay on every request, as on an ordinary internet path; every process
 is on 127.0.0.1, so all share one budget, as on one VPS.
 
     cargo build --release
-    python3 bench/gateway_bench.py --ccxt /path/to/python-with-ccxt [--seconds 60]
+    python3 bench/gateway_bench.py --ccxt /path/to/python-with-ccxt [--seconds 60] [--jitter-ms 30]
 
 Writes bench/gateway.json. Freshness: the share of successful replies whose newest closed
 candle is the newest one the exchange had closed when the reply arrived.
@@ -95,10 +96,10 @@ def rss_mb(pid):
     return None
 
 
-def scenario(python, seconds, through_gateway, tmp):
+def scenario(python, seconds, through_gateway, tmp, jitter_ms):
     stats_path = tmp / "stats.json"
     sim = subprocess.Popen([str(BIN), "sim", "--addr", "127.0.0.1:0", "--symbols", "100", "--duration", "900",
-                            "--stats-json", str(stats_path)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            "--jitter-ms", str(jitter_ms), "--stats-json", str(stats_path)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                            text=True)
     sim_url = announced(sim, r"listening on (http://\S+)")
     config = tmp / "poller.toml"
@@ -138,6 +139,7 @@ def scenario(python, seconds, through_gateway, tmp):
     current = sum(r.get("current", 0) for r in results)
     return {
         "through_gateway": through_gateway,
+        "jitter_ms": jitter_ms,
         "seconds": seconds,
         "upstream_requests": stats["total"]["requests"],
         "upstream_429": stats["total"]["rate_limited"],
@@ -153,6 +155,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ccxt", required=True, help="a python with ccxt installed")
     parser.add_argument("--seconds", type=int, default=60)
+    parser.add_argument("--jitter-ms", type=int, default=30,
+                        help="arrival delay the simulator adds to every request, uniform 0..N ms")
     args = parser.parse_args()
     if not BIN.exists():
         sys.exit(f"{BIN} is missing; run cargo build --release first")
@@ -160,7 +164,7 @@ def main():
     for name, gateway in [("direct", False), ("gateway", True)]:
         with tempfile.TemporaryDirectory() as tmp:
             print(f"running {name} ...", flush=True)
-            results[name] = scenario(args.ccxt, args.seconds, gateway, Path(tmp))
+            results[name] = scenario(args.ccxt, args.seconds, gateway, Path(tmp), args.jitter_ms)
             print(json.dumps(results[name], indent=2), flush=True)
     (ROOT / "bench" / "gateway.json").write_text(json.dumps(results, indent=2) + "\n")
 
