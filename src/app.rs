@@ -27,6 +27,7 @@ use crate::core::events::MarketEvent;
 use crate::core::TRADING_LOG;
 use crate::gateway::{Gateway, GatewayError, MeasuredClock, Parts};
 use crate::limiter::recent::RecentRateLimits;
+use crate::limiter::redis::{BackendConfig, RedisLimiter, ScopeNames};
 use crate::limiter::{Category, CategoryCounters, LocalLimiter, RateLimiter};
 use crate::scheduler::{resolve_symbols, PollError, PollStats, Poller, Watch};
 use crate::store::{Store, Subscription};
@@ -52,6 +53,9 @@ pub enum RunError {
     Setup(#[from] SetupError),
     #[error(transparent)]
     Gateway(#[from] GatewayError),
+    /// The shared limiter cannot be set up.
+    #[error("{0}")]
+    Redis(String),
     /// Not one reply came back in the whole run.
     #[error("never reached the exchange at {host} in {:.1} s: {cause}; check [exchange] base_url (or --base-url), the network and any proxy", elapsed.as_secs_f64())]
     Unreachable {
@@ -66,7 +70,7 @@ impl RunError {
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::Setup(e) => e.exit_code(),
-            Self::Gateway(_) => 2,
+            Self::Gateway(_) | Self::Redis(_) => 2,
             _ => 1,
         }
     }
@@ -164,7 +168,9 @@ impl RunSummary {
 /// same data.
 #[derive(Debug)]
 pub struct Wiring {
-    pub limiter: Arc<LocalLimiter>,
+    pub limiter: Arc<dyn RateLimiter>,
+    /// Writes answers to Redis when the limiter is shared; stopped by [`Wiring::close`].
+    writer: Option<(CancellationToken, std::sync::Mutex<Option<JoinHandle<()>>>)>,
     pub recent: Arc<RecentRateLimits>,
     pub client: Client,
     pub latency: Arc<RequestLatency>,
@@ -185,14 +191,46 @@ impl Wiring {
         store: Arc<Store>,
         stop: CancellationToken,
     ) -> Result<Self, RunError> {
-        let limiter = Arc::new(LocalLimiter::new(&config.limits, config.client.backoff));
-        let limiter_dyn: Arc<dyn RateLimiter> = limiter.clone();
+        let (limiter, writer): (Arc<dyn RateLimiter>, _) = match &config.limiter {
+            BackendConfig::Local => (
+                Arc::new(LocalLimiter::new(&config.limits, config.client.backoff)),
+                None,
+            ),
+            BackendConfig::Redis(redis) => {
+                let names = ScopeNames {
+                    egresses: config
+                        .client
+                        .egresses
+                        .iter()
+                        .map(|e| e.name.clone())
+                        .collect(),
+                    accounts: vec![account_name()],
+                };
+                let (limiter, writer) =
+                    RedisLimiter::new(redis, &config.limits, config.client.backoff, names)
+                        .map_err(|e| RunError::Redis(e.to_string()))?;
+                tracing::info!(
+                    redis = %redis.url,
+                    prefix = %redis.key_prefix,
+                    fallback_share = redis.fallback_share,
+                    "budgets shared through redis"
+                );
+                let writer_stop = CancellationToken::new();
+                let task = tokio::spawn(writer.run(writer_stop.clone()));
+                (
+                    Arc::new(limiter),
+                    Some((writer_stop, std::sync::Mutex::new(Some(task)))),
+                )
+            }
+        };
+        let limiter_dyn = Arc::clone(&limiter);
         let recent = Arc::new(RecentRateLimits::default());
         let latency = Arc::new(RequestLatency::default());
         let client = Client::new(&config.client, limiter_dyn, Arc::clone(&recent), stop)?
             .with_observer(latency.clone());
         Ok(Self {
             limiter,
+            writer,
             recent,
             client,
             latency,
@@ -200,6 +238,18 @@ impl Wiring {
             clients: Arc::default(),
             stats: Arc::default(),
         })
+    }
+
+    /// Stops the Redis answer writer once what is queued is written.
+    pub async fn close(&self) {
+        let Some((stop, task)) = &self.writer else {
+            return;
+        };
+        stop.cancel();
+        let task = task.lock().ok().and_then(|mut t| t.take());
+        if let Some(task) = task {
+            let _ = task.await;
+        }
     }
 
     /// What the metrics endpoint reads at each scrape.
@@ -230,6 +280,7 @@ pub async fn run_session(
     let wiring = Wiring::new(config, Arc::clone(&store), stop.clone())?;
     let result = poll_session(config, &wiring, wall, started, stop, None).await;
     store.close();
+    wiring.close().await;
     result
 }
 
@@ -248,7 +299,7 @@ pub async fn poll_session(
     watches: Option<mpsc::Receiver<Watch>>,
 ) -> Result<RunSummary, RunError> {
     let limiter = &wiring.limiter;
-    let limiter_dyn: Arc<dyn RateLimiter> = limiter.clone();
+    let limiter_dyn: Arc<dyn RateLimiter> = Arc::clone(limiter);
     let recent = Arc::clone(&wiring.recent);
     let client = wiring.client.clone();
     let stats = Arc::clone(&wiring.stats);
@@ -260,6 +311,12 @@ pub async fn poll_session(
         Arc::clone(&wall),
         config.usage_interval,
         config.ascii_status,
+        config
+            .client
+            .egresses
+            .iter()
+            .map(|e| e.name.clone())
+            .collect(),
         reporter_stop.clone(),
     ));
     let polled = async {
@@ -392,7 +449,7 @@ pub async fn run(
         Some(listener) => {
             let (sender, receiver) = mpsc::channel(WATCH_QUEUE);
             watches = Some(receiver);
-            let limiter: Arc<dyn RateLimiter> = wiring.limiter.clone();
+            let limiter: Arc<dyn RateLimiter> = Arc::clone(&wiring.limiter);
             let parts = Parts {
                 client: wiring.client.clone(),
                 limiter: Arc::clone(&limiter),
@@ -494,6 +551,7 @@ pub async fn run(
     if let Some(task) = metrics {
         let _ = task.await;
     }
+    wiring.close().await;
     if let Some(Ok(summary)) = &trading {
         tracing::info!(target: TRADING_LOG, event = %"summary", "{}", summary.render().replace('\n', ";"));
     }
@@ -502,6 +560,20 @@ pub async fn run(
         trading,
         account,
     })
+}
+
+/// The name account budgets are shared under in Redis: derived from the API key (never
+/// the key itself), so every instance trading one account finds the same windows.
+fn account_name() -> String {
+    use sha2::Digest;
+    match std::env::var(crate::bitget::credential::API_KEY_VAR) {
+        Ok(key) if !key.is_empty() => {
+            let digest = sha2::Sha256::digest(key.as_bytes());
+            let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+            format!("acct-{hex}")
+        }
+        _ => "public".to_owned(),
+    }
 }
 
 /// A consumer that logs what arrives (at debug and trace level), beside any strategies.

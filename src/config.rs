@@ -17,6 +17,7 @@ use serde::Deserialize;
 use thiserror::Error;
 use tracing_subscriber::filter::LevelFilter;
 
+use crate::bitget::egress::{check_proxy, EgressConfig, EgressRoute};
 use crate::bitget::error::default_rate_limit_codes;
 use crate::bitget::http::{ClientConfig, BITGET_BASE_URL, DEFAULT_MAX_BODY};
 use crate::core::market::Symbol;
@@ -25,7 +26,10 @@ use crate::core::text::{describe_toml_error, one_line};
 use crate::core::timeframe::{Granularity, Market};
 use crate::gateway::config::GatewayConfig;
 use crate::limiter::backoff::Backoff;
-use crate::limiter::Limits;
+use crate::limiter::redis::{
+    check_url, BackendConfig, RedisConfig, DEFAULT_KEY_PREFIX, DEFAULT_REDIS_URL,
+};
+use crate::limiter::{Limits, MAX_EGRESSES};
 pub use crate::scheduler::config::{Mode, PollConfig};
 pub use crate::scheduler::tiers::TierConfig;
 use crate::store::StoreConfig;
@@ -96,6 +100,19 @@ struct RawConfig {
     store: RawStore,
     #[serde(default)]
     gateway: RawGateway,
+    #[serde(default)]
+    egress: Vec<RawEgress>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEgress {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    local_address: Option<String>,
+    #[serde(default)]
+    proxy: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -179,6 +196,7 @@ struct RawExchange {
     pool_max_idle: usize,
     rate_limit_codes: Vec<String>,
     max_body_mb: usize,
+    signed_egress: String,
 }
 
 impl Default for RawExchange {
@@ -191,6 +209,7 @@ impl Default for RawExchange {
             pool_max_idle: 32,
             rate_limit_codes: default_rate_limit_codes(),
             max_body_mb: DEFAULT_MAX_BODY >> 20,
+            signed_egress: String::new(),
         }
     }
 }
@@ -248,6 +267,11 @@ struct RawLimits {
     default_per_sec: u32,
     overall_per_min: u32,
     safety_margin: f64,
+    backend: String,
+    redis_url: String,
+    redis_key_prefix: String,
+    redis_expected_instances: u32,
+    redis_fallback_share: Option<f64>,
 }
 
 impl Default for RawLimits {
@@ -260,6 +284,11 @@ impl Default for RawLimits {
             default_per_sec: l.per_second[3],
             overall_per_min: l.overall_per_minute,
             safety_margin: l.safety_margin,
+            backend: "local".to_owned(),
+            redis_url: DEFAULT_REDIS_URL.to_owned(),
+            redis_key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
+            redis_expected_instances: 2,
+            redis_fallback_share: None,
         }
     }
 }
@@ -349,9 +378,136 @@ pub struct Config {
     pub trading: TradingConfig,
     pub store: StoreConfig,
     pub gateway: GatewayConfig,
+    /// Which limiter admits requests: this process's, or shared through Redis.
+    pub limiter: BackendConfig,
     /// Things worth telling the operator that are not problems (keys that no longer
     /// apply); `check-config` prints them and a run logs them.
     pub notes: Vec<String>,
+}
+
+/// `[limits] backend` and its Redis keys.
+fn limiter_backend(c: &mut Checker, l: &RawLimits) -> BackendConfig {
+    match l.backend.as_str() {
+        "local" => BackendConfig::Local,
+        "redis" => {
+            if let Err(e) = check_url(&l.redis_url) {
+                c.problems.push(e.to_string());
+            }
+            let prefix = l.redis_key_prefix.trim();
+            if prefix.is_empty() || prefix.contains(['{', '}', ' ']) {
+                c.problems.push(format!(
+                    "limits.redis_key_prefix = {:?} must be a non-empty name without spaces or braces",
+                    l.redis_key_prefix
+                ));
+            }
+            let n = c.range(
+                "limits.redis_expected_instances",
+                l.redis_expected_instances,
+                1,
+                1000,
+            );
+            let share = l.redis_fallback_share.unwrap_or(1.0 / f64::from(n.max(1)));
+            if !(share > 0.0 && share <= 1.0) {
+                c.problems.push(format!(
+                    "limits.redis_fallback_share = {share} is out of range; allowed above 0 up to 1 (each instance's part of every limit while redis is unreachable; 1/N for N instances)"
+                ));
+            }
+            BackendConfig::Redis(RedisConfig {
+                url: l.redis_url.clone(),
+                key_prefix: prefix.to_owned(),
+                fallback_share: share,
+            })
+        }
+        other => {
+            c.problems.push(format!(
+                "limits.backend = \"{other}\" is not known; allowed \"local\" or \"redis\""
+            ));
+            BackendConfig::Local
+        }
+    }
+}
+
+/// The `[[egress]]` entries (the default route when there are none), and the index of
+/// the one signed requests keep to.
+fn egresses(c: &mut Checker, raw: &[RawEgress], signed: &str) -> (Vec<EgressConfig>, u16) {
+    let mut egresses: Vec<EgressConfig> = Vec::new();
+    if raw.len() > MAX_EGRESSES {
+        c.problems.push(format!(
+            "{} [[egress]] entries; at most {MAX_EGRESSES} are allowed",
+            raw.len()
+        ));
+    }
+    for (i, e) in raw.iter().enumerate().take(MAX_EGRESSES) {
+        let route = match (&e.local_address, &e.proxy) {
+            (Some(addr), None) => match addr.trim().parse::<std::net::IpAddr>() {
+                Ok(ip) => EgressRoute::LocalAddress(ip),
+                Err(_) => {
+                    c.problems.push(format!(
+                        "egress[{i}].local_address = {addr:?} is not an ip address; write one of this machine's addresses, like \"192.0.2.10\""
+                    ));
+                    EgressRoute::Default
+                }
+            },
+            (None, Some(proxy)) => {
+                if let Err(problem) = check_proxy(&format!("egress[{i}].proxy"), proxy) {
+                    c.problems.push(problem);
+                }
+                EgressRoute::Proxy(proxy.clone())
+            }
+            (Some(_), Some(_)) => {
+                c.problems.push(format!(
+                    "egress[{i}] has both local_address and proxy; give one of them"
+                ));
+                EgressRoute::Default
+            }
+            (None, None) => {
+                c.problems.push(format!(
+                    "egress[{i}] needs local_address = \"…\" or proxy = \"socks5://…\""
+                ));
+                EgressRoute::Default
+            }
+        };
+        let name = e.name.clone().unwrap_or_else(|| match &route {
+            EgressRoute::LocalAddress(ip) => ip.to_string(),
+            EgressRoute::Proxy(url) => reqwest::Url::parse(url)
+                .ok()
+                .and_then(|u| {
+                    u.host_str()
+                        .map(|h| format!("{h}:{}", u.port_or_known_default().unwrap_or(0)))
+                })
+                .unwrap_or_else(|| format!("egress-{i}")),
+            EgressRoute::Default => format!("egress-{i}"),
+        });
+        if name.trim().is_empty() || name.contains(['{', '}', ' ']) {
+            c.problems.push(format!(
+                "egress[{i}].name = {name:?} must be a non-empty name without spaces or braces"
+            ));
+        }
+        if egresses.iter().any(|x| x.name == name) {
+            c.problems.push(format!(
+                "egress[{i}].name = {name:?} is used twice; each egress needs its own name"
+            ));
+        }
+        egresses.push(EgressConfig { name, route });
+    }
+    if egresses.is_empty() {
+        egresses.push(EgressConfig::default_route());
+    }
+    let signed_egress = match signed.trim() {
+        "" => 0,
+        name => match egresses.iter().position(|e| e.name == name) {
+            Some(i) => i as u16,
+            None => {
+                let known: Vec<String> = egresses.iter().map(|e| format!("{:?}", e.name)).collect();
+                c.problems.push(format!(
+                    "exchange.signed_egress = {name:?} names no [[egress]]; allowed {}",
+                    known.join(", ")
+                ));
+                0
+            }
+        },
+    };
+    (egresses, signed_egress)
 }
 
 /// Collects every problem rather than stopping at the first.
@@ -599,6 +755,9 @@ impl Config {
             ));
         }
 
+        let limiter = limiter_backend(&mut c, l);
+        let (egresses, signed_egress) = egresses(&mut c, &raw.egress, &raw.exchange.signed_egress);
+
         let r = &raw.retry;
         c.range("retry.base_ms", r.base_ms, 1, 60_000);
         c.range("retry.max_retries", r.max_retries, 0, 20);
@@ -714,6 +873,8 @@ impl Config {
                 },
                 rate_limit_codes: raw.exchange.rate_limit_codes,
                 max_body_bytes: raw.exchange.max_body_mb << 20,
+                egresses,
+                signed_egress,
             },
             limits: Limits {
                 per_second,
@@ -761,6 +922,7 @@ impl Config {
                 journal_capacity: raw.store.journal_capacity,
                 candles_per_series: raw.store.candles_per_series,
             },
+            limiter,
             gateway: GatewayConfig {
                 listen: gateway_listen,
                 token_env: raw.gateway.token_env.clone(),

@@ -174,6 +174,7 @@ pub fn route_of(path: &str) -> Route {
             scope: e.scope,
             endpoint_limit: Some(e.limit),
             keys: Keys::default(),
+            candidates: 0,
         },
         None => {
             let first = UNKNOWN_REPORTED

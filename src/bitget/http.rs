@@ -25,6 +25,7 @@ use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
 use super::credential::Signer;
+use super::egress::{self, Change, EgressConfig, Health};
 use super::endpoints::{route_of, BASE_URL, REMAIN_HEADER, SERVER_TIME};
 use super::error::{BitgetError, Classifier, ErrorClass, Judged};
 use super::parse::Input;
@@ -50,6 +51,10 @@ pub struct ClientConfig {
     /// Reply bodies longer than this are refused unread (the all-contracts list, the
     /// largest reply, is about 1 MB).
     pub max_body_bytes: usize,
+    /// The ways out, at least one; market requests take the least loaded healthy one.
+    pub egresses: Vec<EgressConfig>,
+    /// The egress signed requests keep to (an index into `egresses`).
+    pub signed_egress: u16,
 }
 
 /// The default cap on a reply body.
@@ -70,6 +75,8 @@ impl Default for ClientConfig {
             backoff: Backoff::default(),
             rate_limit_codes: super::error::default_rate_limit_codes(),
             max_body_bytes: DEFAULT_MAX_BODY,
+            egresses: vec![EgressConfig::default_route()],
+            signed_egress: 0,
         }
     }
 }
@@ -224,7 +231,13 @@ pub struct BuildError(#[from] reqwest::Error);
 /// The raw Bitget HTTP layer, sharing one limiter and one connection pool across clones.
 #[derive(Debug, Clone)]
 pub struct Http {
-    http: reqwest::Client,
+    /// One pooled client per egress.
+    clients: Arc<[reqwest::Client]>,
+    egresses: Arc<[EgressConfig]>,
+    health: Arc<Health>,
+    signed_egress: u16,
+    /// The origin of the health clock.
+    origin: tokio::time::Instant,
     base_url: Arc<str>,
     limiter: Arc<dyn RateLimiter>,
     classifier: Classifier,
@@ -257,16 +270,30 @@ impl Http {
         recent: Arc<RecentRateLimits>,
         stop: CancellationToken,
     ) -> Result<Self, BuildError> {
-        let http = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .connect_timeout(config.connect_timeout)
-            .pool_max_idle_per_host(config.pool_max_idle)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .tcp_nodelay(true)
-            .user_agent(concat!("bitget-poller/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let builder = || {
+            reqwest::Client::builder()
+                .timeout(config.timeout)
+                .connect_timeout(config.connect_timeout)
+                .pool_max_idle_per_host(config.pool_max_idle)
+                .pool_idle_timeout(Duration::from_secs(60))
+                .tcp_nodelay(true)
+                .user_agent(concat!("bitget-poller/", env!("CARGO_PKG_VERSION")))
+        };
+        let egresses: Vec<EgressConfig> = if config.egresses.is_empty() {
+            vec![EgressConfig::default_route()]
+        } else {
+            config.egresses.clone()
+        };
+        let clients = egresses
+            .iter()
+            .map(|e| egress::client(builder(), e))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
-            http,
+            clients: clients.into(),
+            health: Arc::new(Health::new(egresses.len())),
+            signed_egress: config.signed_egress.min(egresses.len() as u16 - 1),
+            egresses: egresses.into(),
+            origin: tokio::time::Instant::now(),
             base_url: config.base_url.trim_end_matches('/').into(),
             limiter,
             classifier: Classifier::new(config.rate_limit_codes.clone()),
@@ -427,6 +454,59 @@ impl Http {
             .await
     }
 
+    /// The egresses, as configured.
+    pub fn egresses(&self) -> &[EgressConfig] {
+        &self.egresses
+    }
+
+    /// Each egress's health now.
+    pub fn egress_health(&self) -> Vec<egress::EgressHealth> {
+        self.health.snapshot()
+    }
+
+    fn health_now(&self) -> u64 {
+        self.origin.elapsed().as_micros() as u64
+    }
+
+    /// The limiter route of a request to `path`: signed ones keep to the account's egress,
+    /// others may take any healthy one.
+    fn route(&self, path: &str, signed: bool) -> Route {
+        let route = route_of(path);
+        if self.egresses.len() <= 1 {
+            return route;
+        }
+        if signed {
+            route.on_egress(self.signed_egress)
+        } else {
+            route.with_candidates(self.health.usable(self.health_now()))
+        }
+    }
+
+    /// Records what came back through `egress`, and says when that changed its health.
+    fn egress_outcome(&self, egress: u16, replied: bool, path: &str) {
+        if self.egresses.len() <= 1 {
+            return;
+        }
+        let change = if replied {
+            self.health.replied(egress)
+        } else {
+            self.health.failed(egress, self.health_now())
+        };
+        let Some(config) = self.egresses.get(usize::from(egress)) else {
+            return;
+        };
+        match change {
+            Change::TakenOut { until } => {
+                let pause_ms = until.saturating_sub(self.health_now()) / 1_000;
+                tracing::warn!(target: RATE_LOG, event = %"egress_out", egress = %config.name, route = %config.describe(), endpoint = %path, pause_ms, "egress {} keeps failing; taken out, probed again in {pause_ms} ms", config.name);
+            }
+            Change::BackIn => {
+                tracing::info!(target: RATE_LOG, event = %"egress_in", egress = %config.name, route = %config.describe(), "egress {} answers again; back in", config.name);
+            }
+            Change::None => {}
+        }
+    }
+
     /// The backoff policy retries follow.
     pub fn backoff(&self) -> Backoff {
         self.backoff
@@ -442,13 +522,19 @@ impl Http {
             return Err(CallError::NoCredentials(request.path.to_owned()));
         }
         let path = request.path;
-        let route = route_of(path);
+        let route = self.route(path, request.signed);
         let category = route.category;
         let mut retry = 0;
         let mut resynced = false;
         let mut attempts = 0;
         loop {
             attempts += 1;
+            // Health may have changed since the last attempt.
+            let route = if retry > 0 {
+                self.route(path, request.signed)
+            } else {
+                route
+            };
             let error = match self.attempt(route, request, symbol).await? {
                 Ok(checked) => {
                     return Ok(Reply {
@@ -506,7 +592,7 @@ impl Http {
             permit = self.limiter.acquire(route) => permit,
         };
         let sent = tokio::time::Instant::now();
-        let outcome = self.send(request, symbol).await;
+        let outcome = self.send(request, symbol, permit.egress).await;
         if let Some(observer) = &self.observer {
             observer.request_done(route.category, sent.elapsed());
         }
@@ -514,8 +600,8 @@ impl Http {
         Ok(outcome.result)
     }
 
-    async fn send(&self, request: &Request<'_>, symbol: Option<&str>) -> Sent {
-        match self.send_inner(request, symbol).await {
+    async fn send(&self, request: &Request<'_>, symbol: Option<&str>, egress: u16) -> Sent {
+        match self.send_inner(request, symbol, egress).await {
             Ok(sent) => sent,
             Err(error) => Sent {
                 result: Err(error),
@@ -529,6 +615,7 @@ impl Http {
         &self,
         request: &Request<'_>,
         symbol: Option<&str>,
+        egress: u16,
     ) -> Result<Sent, BitgetError> {
         let path = request.path;
         let mut headers = HeaderMap::new();
@@ -563,6 +650,7 @@ impl Http {
         }
         let reply = self
             .exchange(
+                egress,
                 request.method.clone(),
                 path,
                 &request.query,
@@ -594,6 +682,7 @@ impl Http {
     /// status, proves the exchange was reached.
     async fn exchange(
         &self,
+        egress: u16,
         method: Method,
         path: &str,
         query: &str,
@@ -605,14 +694,19 @@ impl Http {
             url.push('?');
             url.push_str(query);
         }
-        let mut builder = self.http.request(method, &url).headers(headers);
+        let client = &self.clients[usize::from(egress).min(self.clients.len() - 1)];
+        let mut builder = client.request(method, &url).headers(headers);
         if !body.is_empty() {
             builder = builder.body(body);
         }
         let mut response = match builder.send().await {
             Ok(response) => response,
-            Err(e) => return Err(self.transport_failed(path, &e)),
+            Err(e) => {
+                self.egress_outcome(egress, false, path);
+                return Err(self.transport_failed(path, &e));
+            }
         };
+        self.egress_outcome(egress, true, path);
         self.contact.replies.fetch_add(1, Ordering::Relaxed);
         let status = response.status().as_u16();
         let headers = std::mem::take(response.headers_mut());
@@ -688,7 +782,9 @@ impl Http {
         request: RawRequest,
         max_wait: Option<Duration>,
     ) -> Result<RawReply, ForwardError> {
-        let route = route_of(&request.path);
+        // A bot's own signed request keeps to the account's egress, like ours.
+        let signed = request.headers.contains_key("ACCESS-KEY");
+        let route = self.route(&request.path, signed);
         let wait = async {
             match max_wait {
                 // The acquire future is cancel-safe: dropped at the deadline, it took nothing.
@@ -714,6 +810,7 @@ impl Http {
         let started = tokio::time::Instant::now();
         let result = self
             .exchange(
+                permit.egress,
                 request.method,
                 &request.path,
                 &request.query,

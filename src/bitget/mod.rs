@@ -9,6 +9,7 @@
 pub mod client;
 pub mod credential;
 pub mod discovery;
+pub mod egress;
 pub mod endpoints;
 pub mod error;
 pub mod http;

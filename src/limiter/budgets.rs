@@ -11,7 +11,7 @@ use std::time::Duration;
 use super::backoff::Backoff;
 use super::offset::{OffsetBounds, STAMP_RESOLUTION_US};
 use super::window::{WindowLog, SERVER_WINDOW_US};
-use super::{Adjustment, Category, CategoryCounters, Feedback, Limits, Permit, Route};
+use super::{Adjustment, Category, CategoryCounters, EgressLoad, Feedback, Limits, Permit, Route};
 
 /// Rejections in a row held only until the window drained, before the backoff adds to it.
 pub const PROBES_BEFORE_BACKOFF: u32 = 6;
@@ -36,6 +36,8 @@ pub struct Budgets {
     endpoints: BTreeMap<(u16, u16), WindowLog>,
     /// Per egress.
     overall: BTreeMap<u16, WindowLog>,
+    /// Per egress: admitted, rate limited.
+    egress_stats: BTreeMap<u16, (u64, u64)>,
     counters: [CategoryCounters; 4],
     /// Per category: its head request has category room and waits for the overall budget.
     overall_waiting: [bool; 4],
@@ -65,6 +67,7 @@ impl Budgets {
             categories: Default::default(),
             endpoints: BTreeMap::new(),
             overall: BTreeMap::new(),
+            egress_stats: BTreeMap::new(),
             counters,
             overall_waiting: [false; 4],
             offset: OffsetBounds::default(),
@@ -124,6 +127,25 @@ impl Budgets {
         self.overall_log(route.keys.egress).ready_at(now)
     }
 
+    /// The egress among `route`'s candidates that has room first, with that time: on a tie
+    /// the one with fewer of `route`'s category in its window, then the lowest.
+    pub fn choose(&mut self, route: Route, now: u64) -> (Route, u64) {
+        let mut best: Option<(u64, u32, Route)> = None;
+        for egress in route.egress_candidates().collect::<Vec<_>>() {
+            let candidate = route.on_egress(egress);
+            let ready = self
+                .own_ready_at(candidate, now)
+                .max(self.overall_ready_at(candidate, now));
+            let load = self
+                .category_log(route.category, candidate.scope_key())
+                .in_window(now);
+            if best.is_none_or(|(r, l, _)| (ready, load) < (r, l)) {
+                best = Some((ready, load, candidate));
+            }
+        }
+        best.map_or((route, now), |(ready, _, chosen)| (chosen, ready))
+    }
+
     /// Whether a category ranked above `category` is waiting for the overall budget.
     pub fn outranked(&self, category: Category) -> bool {
         Category::ALL
@@ -148,6 +170,7 @@ impl Budgets {
         }
         self.overall_log(route.keys.egress)
             .admit(now, id, route.endpoint);
+        self.egress_stats.entry(route.keys.egress).or_default().0 += 1;
         let counters = &mut self.counters[route.category.index()];
         counters.admitted += 1;
         if waited >= WAIT_NOISE {
@@ -217,6 +240,7 @@ impl Budgets {
                 ..
             } => {
                 self.counters[i].rate_limited += 1;
+                self.egress_stats.entry(permit.egress).or_default().1 += 1;
                 let backoff = self.backoff;
                 let log = self.category_log(permit.category, permit.scope_key);
                 // This request itself is answered and still counted; anything else is ours.
@@ -270,7 +294,7 @@ impl Budgets {
     /// `requestTime` (plus the stamp's resolution) at the lowest the offset can be, or our
     /// receive time, whichever is earlier. Both hold whether the stamp marks the request's
     /// arrival or its reply; the receive time alone holds without any stamp.
-    fn counted_by(&self, now: u64, server_ms: Option<u64>) -> u64 {
+    pub fn counted_by(&self, now: u64, server_ms: Option<u64>) -> u64 {
         let (Some(server_ms), Some(lower)) = (server_ms, self.offset.lower(now)) else {
             return now;
         };
@@ -300,6 +324,23 @@ impl Budgets {
                 .map(|w| w + STAMP_RESOLUTION_US as u64),
             ..self.counters[i]
         }
+    }
+
+    /// What each egress carried, lowest first.
+    pub fn egress_loads(&mut self, now: u64) -> Vec<EgressLoad> {
+        let stats: Vec<(u16, (u64, u64))> =
+            self.egress_stats.iter().map(|(&k, &v)| (k, v)).collect();
+        stats
+            .into_iter()
+            .map(|(egress, (admitted, rate_limited))| EgressLoad {
+                egress,
+                admitted,
+                rate_limited,
+                in_window: self.categories[Category::Market.index()]
+                    .get_mut(&egress)
+                    .map_or(0, |log| log.in_window(now)),
+            })
+            .collect()
     }
 
     /// The bounds on the clock offset to the server, for tests and reports.

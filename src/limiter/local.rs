@@ -115,6 +115,7 @@ impl LocalLimiter {
             let changed = self.changed.notified();
             let wake = {
                 let mut state = self.state();
+                let (route, _) = state.choose(route, now);
                 let own = state.own_ready_at(route, now);
                 if own > now {
                     // Not competing for the overall budget until its own budget has room.
@@ -169,6 +170,11 @@ impl RateLimiter for LocalLimiter {
             clock_offset_us,
             ..state.counters(category, now)
         }
+    }
+
+    fn egress_loads(&self) -> Vec<super::EgressLoad> {
+        let now = self.now_us();
+        self.state().egress_loads(now)
     }
 }
 

@@ -24,6 +24,7 @@ pub mod local;
 pub mod model;
 pub mod offset;
 pub mod recent;
+pub mod redis;
 pub mod share;
 pub mod window;
 
@@ -120,7 +121,13 @@ pub struct Route {
     /// Whose budget the category and endpoint windows are.
     pub scope: Scope,
     pub keys: Keys,
+    /// The egresses the request may leave from, as a bit mask (bit k for egress k); 0
+    /// means only `keys.egress`. The limiter takes the least-loaded one that has room.
+    pub candidates: u32,
 }
+
+/// The most egresses a limiter chooses among.
+pub const MAX_EGRESSES: usize = 32;
 
 impl Route {
     /// The key the category and endpoint windows are kept under: the egress for IP-metered
@@ -148,6 +155,31 @@ impl Route {
         self.keys = keys;
         self
     }
+
+    /// The same route, leaving from whichever egress of `mask` has room first.
+    #[must_use]
+    pub fn with_candidates(mut self, mask: u32) -> Self {
+        self.candidates = mask;
+        self
+    }
+
+    /// The egresses it may leave from, lowest first.
+    pub fn egress_candidates(&self) -> impl Iterator<Item = u16> + '_ {
+        let mask = if self.candidates == 0 {
+            1u64 << self.keys.egress.min(63)
+        } else {
+            u64::from(self.candidates)
+        };
+        (0..64u16).filter(move |k| mask & (1 << k) != 0)
+    }
+
+    /// The same route, going out from `egress`.
+    #[must_use]
+    pub fn on_egress(mut self, egress: u16) -> Self {
+        self.keys.egress = egress;
+        self.candidates = 0;
+        self
+    }
 }
 
 impl From<Category> for Route {
@@ -161,8 +193,49 @@ impl From<Category> for Route {
                 Category::Account | Category::Trade => Scope::Account,
             },
             keys: Keys::default(),
+            candidates: 0,
         }
     }
+}
+
+/// Where admissions come from, for the operator.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// This process's own windows.
+    #[default]
+    Local,
+    /// Windows in Redis, shared by every instance.
+    Redis,
+    /// Redis is unreachable: a local share of each budget until it is back.
+    Fallback,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::Redis => "redis",
+            Self::Fallback => "fallback",
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What one egress carried since start, for the operator.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EgressLoad {
+    pub egress: u16,
+    /// Requests admitted to leave from it.
+    pub admitted: u64,
+    /// Rate-limit rejections of those.
+    pub rate_limited: u64,
+    /// Market requests of ours that may be in its window now.
+    pub in_window: u32,
 }
 
 /// Limits the limiter enforces.
@@ -287,6 +360,8 @@ pub struct CategoryCounters {
     /// Bounds on Bitget's clock minus this machine's wall clock, in µs (lower, upper);
     /// `None` before the first reply.
     pub clock_offset_us: Option<(i64, i64)>,
+    /// Where admissions come from now.
+    pub backend: Backend,
 }
 
 impl CategoryCounters {
@@ -315,4 +390,7 @@ pub trait RateLimiter: Send + Sync + fmt::Debug {
 
     /// Counters for `category`.
     fn counters(&self, category: Category) -> CategoryCounters;
+
+    /// What each egress carried, lowest first.
+    fn egress_loads(&self) -> Vec<EgressLoad>;
 }

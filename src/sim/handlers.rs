@@ -525,7 +525,7 @@ fn fills_history(c: &Contract, limit: u64, now: u64) -> Value {
                 json!({
                     "tradeId": (ts / 250).to_string(), "price": c.price_at(ts).to_string(),
                     "size": Decimal::new(((ts / 250) % 50 + 1) as i64, c.volume_place).to_string(),
-                    "side": if (ts / 250) % 2 == 0 { "Buy" } else { "Sell" }, "ts": ts.to_string(), "symbol": c.symbol,
+                    "side": if (ts / 250).is_multiple_of(2) { "Buy" } else { "Sell" }, "ts": ts.to_string(), "symbol": c.symbol,
                 })
             })
             .collect(),

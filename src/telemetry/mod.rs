@@ -32,7 +32,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
 
 use crate::core::clock::Clock;
-use crate::limiter::{Category, CategoryCounters, RateLimiter};
+use crate::limiter::{Backend, Category, CategoryCounters, EgressLoad, RateLimiter};
 use crate::scheduler::tiers::Tier;
 use crate::scheduler::PollStats;
 
@@ -87,6 +87,8 @@ pub struct UsageLine {
     pub margin_ms: Option<f64>,
     /// Bounds on Bitget's clock minus ours, in ms.
     pub offset_ms: Option<(f64, f64)>,
+    /// Where admissions came from at the end of the interval.
+    pub backend: Backend,
 }
 
 impl UsageLine {
@@ -126,6 +128,7 @@ impl UsageLine {
             offset_ms: after
                 .clock_offset_us
                 .map(|(lo, hi)| (lo as f64 / 1_000.0, hi as f64 / 1_000.0)),
+            backend: after.backend,
         }
     }
 
@@ -159,6 +162,7 @@ impl UsageLine {
             foreign_pct = %format_args!("{:.1}", self.foreign_pct),
             margin_ms = %OptMs(self.margin_ms),
             offset_ms = %OptRange(self.offset_ms),
+            backend = %self.backend,
             "rate usage"
         );
     }
@@ -214,8 +218,45 @@ pub fn emit_stale_summary(stats: &PollStats, wall: &dyn Clock) {
     }
 }
 
-/// Emits a usage line per active category, and a staleness summary, every `interval` until
-/// `stop`.
+/// Emits one line per egress (when there are several) with what it carried in the
+/// interval between the two snapshots.
+fn emit_egress_usage(
+    names: &[String],
+    before: &[EgressLoad],
+    after: &[EgressLoad],
+    elapsed: Duration,
+) {
+    if names.len() < 2 {
+        return;
+    }
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    for load in after {
+        let old = before
+            .iter()
+            .find(|b| b.egress == load.egress)
+            .copied()
+            .unwrap_or_default();
+        let requests = load.admitted - old.admitted;
+        let name = names
+            .get(usize::from(load.egress))
+            .map_or("?", String::as_str);
+        tracing::info!(
+            target: RATE_LOG,
+            event = %"egress_usage",
+            egress = %name,
+            requests,
+            req_per_s = %format_args!("{:.2}", requests as f64 / secs),
+            rate_limited = load.rate_limited - old.rate_limited,
+            in_window = load.in_window,
+            interval_ms = elapsed.as_millis() as u64,
+            "egress usage"
+        );
+    }
+}
+
+/// Emits a usage line per active category (and per egress when there are several), and a
+/// staleness summary, every `interval` until `stop`.
+#[allow(clippy::too_many_arguments)]
 pub async fn report_usage(
     limiter: Arc<dyn RateLimiter>,
     recent: Arc<RecentRateLimits>,
@@ -223,9 +264,11 @@ pub async fn report_usage(
     wall: Arc<dyn Clock>,
     interval: Duration,
     ascii: bool,
+    egress_names: Vec<String>,
     stop: tokio_util::sync::CancellationToken,
 ) {
     let mut before = Category::ALL.map(|c| limiter.counters(c));
+    let mut egress_before = limiter.egress_loads();
     let mut last = Instant::now();
     let mut ticker = tokio::time::interval_at(last + interval, interval);
     loop {
@@ -255,6 +298,14 @@ pub async fn report_usage(
             }
             before[i] = after;
         }
+        let egress_after = limiter.egress_loads();
+        emit_egress_usage(
+            &egress_names,
+            &egress_before,
+            &egress_after,
+            now.duration_since(last),
+        );
+        egress_before = egress_after;
         emit_stale_summary(&stats, wall.as_ref());
         if stopping {
             return;

@@ -1,0 +1,955 @@
+//! One budget for every instance, on any host: the sliding-window logs kept in Redis and
+//! taken by one atomic script per admission, on Redis's own clock.
+//!
+//! Each window is a sorted set of requests scored by the time they certainly leave the
+//! window, on Redis's clock: while a request is in flight, [`IN_FLIGHT_MAX_US`] plus a
+//! window after it was admitted; once answered, the instance that sent it lowers the score
+//! to when the server counted it (mapped from Bitget's `requestTime` with the clock-offset
+//! bounds, as in [`super::window`]) plus a window. So the server-frame correction one
+//! instance learns is what every other instance reads. All windows of a request (category,
+//! slow endpoint, overall per egress) are checked and taken in the same script, or none of
+//! them; a rate-limit rejection writes a hold (until the fleet's answered requests have
+//! left the window) and a probe flag that every instance obeys. Among several candidate
+//! egresses the script takes the least-loaded one that has room.
+//!
+//! This is a log per window, not a GCRA: a GCRA's burst admits more than the limit in some
+//! windows, which Bitget's strict sliding window rejects.
+//!
+//! **Never fail open.** When Redis cannot be reached (or lost its state, as after a
+//! restart without persistence), the instance says so once, loudly, with the cause, holds
+//! every admission for a window (what other instances admitted through Redis may still be
+//! in the server's window), then admits from a local share of every budget
+//! (`redis_fallback_share`). It retries Redis with a growing backoff; once back, it keeps
+//! to the share for [`GRACE_US`] (longer than any other instance's next retry, plus a
+//! window), so instances that have not noticed yet and it never overlap above the limit.
+//!
+//! What this instance admitted is also mirrored in its own [`Budgets`], which keeps its
+//! clock-offset bounds, strikes and counters; the mirror never decides admissions.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::Script;
+use thiserror::Error;
+use tokio::sync::{mpsc, Notify};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::backoff::Backoff;
+use super::budgets::Budgets;
+use super::local::LocalLimiter;
+use super::window::{IN_FLIGHT_MAX_US, SERVER_WINDOW_US};
+use super::{
+    Acquire, Adjustment, Backend, Category, CategoryCounters, EgressLoad, Feedback, Limits, Permit,
+    RateLimiter, Route, Scope,
+};
+
+/// The default Redis server.
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/0";
+/// The default key prefix; keys are `{prefix}:…`, one hash slot.
+pub const DEFAULT_KEY_PREFIX: &str = "bitget-poller";
+
+/// How long one Redis call may take before Redis counts as unavailable.
+const CALL_TIMEOUT: Duration = Duration::from_millis(250);
+/// Retries of an unavailable Redis start this far apart and double up to [`RETRY_MAX_US`].
+const RETRY_MIN_US: u64 = 100_000;
+const RETRY_MAX_US: u64 = 2_000_000;
+/// After an outage is noticed, nothing is admitted for this long: what others admitted
+/// through Redis may still be in flight or in the server's window.
+const OUTAGE_HOLD_US: u64 = SERVER_WINDOW_US + 2 * CALL_TIMEOUT.as_micros() as u64;
+/// After Redis is back, admissions keep to the fallback share this long as well.
+pub const GRACE_US: u64 = RETRY_MAX_US + OUTAGE_HOLD_US + CALL_TIMEOUT.as_micros() as u64;
+/// Longest sleep between two looks at a full window: other instances' replies can free it
+/// earlier than the scores say.
+const POLL_MAX: Duration = Duration::from_millis(50);
+/// Answers waiting to be written; beyond this they are dropped, which leaves the request
+/// counted as in flight (safe, and only costs budget).
+const ANSWER_QUEUE: usize = 4096;
+/// Admissions whose answer is still due are remembered up to this many.
+const PENDING_MAX: usize = 65_536;
+
+/// Where the shared budget lives.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedisConfig {
+    pub url: String,
+    pub key_prefix: String,
+    /// The fraction of every limit an instance uses while Redis is unavailable.
+    pub fallback_share: f64,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: DEFAULT_REDIS_URL.to_owned(),
+            key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
+            fallback_share: 0.5,
+        }
+    }
+}
+
+/// Which limiter admits requests.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum BackendConfig {
+    /// This process's windows only.
+    #[default]
+    Local,
+    /// Shared windows in Redis.
+    Redis(RedisConfig),
+}
+
+/// The names budgets are kept under in Redis, so that instances on other hosts find the
+/// same windows: an egress's name for IP-metered budgets (hosts behind one NAT address
+/// share it), an account's for account-metered ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScopeNames {
+    pub egresses: Vec<String>,
+    pub accounts: Vec<String>,
+}
+
+impl Default for ScopeNames {
+    fn default() -> Self {
+        Self {
+            egresses: vec!["default".to_owned()],
+            accounts: vec!["public".to_owned()],
+        }
+    }
+}
+
+/// A Redis URL that cannot be used.
+#[derive(Debug, Error)]
+#[error("limits.redis_url = {url:?} is not a redis url ({cause}); write redis://host:port/db or rediss://…")]
+pub struct BadUrl {
+    pub url: String,
+    pub cause: String,
+}
+
+/// Checks `url` without connecting.
+///
+/// # Errors
+/// It is not a Redis URL.
+pub fn check_url(url: &str) -> Result<(), BadUrl> {
+    redis::Client::open(url).map(|_| ()).map_err(|e| BadUrl {
+        url: url.to_owned(),
+        cause: e.to_string(),
+    })
+}
+
+/// The admission script. KEYS[1] is the epoch key, then five per candidate egress:
+/// category window, endpoint window, overall window, hold, pace. ARGV: the epoch this
+/// instance knows, the member, the in-flight span, the candidate count, then seven per
+/// candidate: category limit and window, endpoint limit (0 for none) and window, overall
+/// limit and window, pacing spacing. Returns {1, candidate, now}, {0, wait, now} or
+/// {2, 0, now, epoch} when the epoch is not the one known.
+const ADMIT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local epoch = redis.call('GET', KEYS[1])
+if epoch ~= ARGV[1] then return {2, 0, now, epoch or ''} end
+local member = ARGV[2]
+local inflight = tonumber(ARGV[3])
+local n = tonumber(ARGV[4])
+local function room(key, limit, at)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  local count = redis.call('ZCOUNT', key, '(' .. at, '+inf')
+  if count < limit then return count, at end
+  local r = redis.call('ZRANGEBYSCORE', key, '(' .. at, '+inf', 'WITHSCORES', 'LIMIT', count - limit, 1)
+  return count, tonumber(r[2])
+end
+local best, best_load, wait = -1, 0, nil
+for c = 0, n - 1 do
+  local k = 1 + c * 5
+  local a = 4 + c * 7
+  local cat_limit = tonumber(ARGV[a + 1])
+  local ep_limit = tonumber(ARGV[a + 3])
+  local spacing = tonumber(ARGV[a + 7])
+  local at = now
+  local hold = redis.call('HMGET', KEYS[k + 4], 'until', 'probe')
+  if hold[1] and tonumber(hold[1]) > at then at = tonumber(hold[1]) end
+  if hold[2] then cat_limit = 1 end
+  if spacing > 0 then
+    local pace = redis.call('HMGET', KEYS[k + 5], 'grid', 'last')
+    if pace[1] then
+      local g = tonumber(pace[1]) + spacing
+      local l = tonumber(pace[2]) + math.floor(spacing / 2)
+      if l > g then g = l end
+      if g > at then at = g end
+    end
+  end
+  local load, r = room(KEYS[k + 1], cat_limit, at)
+  if r > at then at = r end
+  if ep_limit > 0 then
+    local _, r2 = room(KEYS[k + 2], ep_limit, at)
+    if r2 > at then at = r2 end
+  end
+  local _, r3 = room(KEYS[k + 3], tonumber(ARGV[a + 5]), at)
+  if r3 > at then at = r3 end
+  if at <= now then
+    local l = load / cat_limit
+    if best < 0 or l < best_load then best, best_load = c, l end
+  elseif wait == nil or at - now < wait then
+    wait = at - now
+  end
+end
+if best < 0 then return {0, wait, now} end
+local k = 1 + best * 5
+local a = 4 + best * 7
+local function take(key, window)
+  redis.call('ZADD', key, now + inflight + window, member)
+  redis.call('PEXPIRE', key, math.floor((inflight + window) / 1000) + 1000)
+end
+local cat_window = tonumber(ARGV[a + 2])
+take(KEYS[k + 1], cat_window)
+if tonumber(ARGV[a + 3]) > 0 then take(KEYS[k + 2], tonumber(ARGV[a + 4])) end
+take(KEYS[k + 3], tonumber(ARGV[a + 6]))
+local spacing = tonumber(ARGV[a + 7])
+if spacing > 0 then
+  local grid = tonumber(redis.call('HGET', KEYS[k + 5], 'grid') or '-1')
+  if grid >= 0 and now < grid + spacing + cat_window then grid = grid + spacing else grid = now end
+  redis.call('HSET', KEYS[k + 5], 'grid', grid, 'last', now)
+  redis.call('PEXPIRE', KEYS[k + 5], math.floor((spacing + cat_window) / 1000) + 1000)
+end
+return {1, best, now}
+";
+
+/// The answer script. KEYS: category, endpoint, overall window, hold. ARGV: member, kind
+/// (0 accepted, 1 rejected for rate, 2 other), the three new scores (0: no endpoint
+/// window), when it was admitted on Redis's clock, the random phase and the least pause
+/// after a rejection, the category window. Returns the pause in µs after a new rejection,
+/// -1 for a rejection of a request sent before the last one was known, 0 otherwise.
+const ANSWER: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local m = ARGV[1]
+redis.call('ZADD', KEYS[1], 'XX', 'LT', ARGV[3], m)
+if tonumber(ARGV[4]) > 0 then redis.call('ZADD', KEYS[2], 'XX', 'LT', ARGV[4], m) end
+redis.call('ZADD', KEYS[3], 'XX', 'LT', ARGV[5], m)
+local admitted = tonumber(ARGV[6])
+local probe = redis.call('HGET', KEYS[4], 'probe')
+if ARGV[2] == '0' then
+  if probe and admitted >= tonumber(probe) then redis.call('HDEL', KEYS[4], 'probe') end
+  return 0
+end
+if ARGV[2] ~= '1' then return 0 end
+if probe and admitted < tonumber(probe) then return -1 end
+local window = tonumber(ARGV[9])
+local r = redis.call('ZREVRANGEBYSCORE', KEYS[1], now + window, '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
+local u = now
+if r[2] and tonumber(r[2]) > u then u = tonumber(r[2]) end
+u = u + tonumber(ARGV[7])
+if now + tonumber(ARGV[8]) > u then u = now + tonumber(ARGV[8]) end
+local old = tonumber(redis.call('HGET', KEYS[4], 'until') or '0')
+if old > u then u = old end
+redis.call('HSET', KEYS[4], 'until', u, 'probe', now)
+redis.call('PEXPIRE', KEYS[4], math.floor((u - now) / 1000) + 60000)
+return u - now
+";
+
+/// The state of the link to Redis.
+#[derive(Debug, Clone)]
+enum Link {
+    /// Not used yet, or the state was lost: the epoch must be learned first.
+    Unknown,
+    /// Admissions come from Redis; during the grace after an outage also from the share.
+    Up { epoch: String, grace_until: u64 },
+    /// Admissions come from the share; Redis is tried again at `retry_at`.
+    Down {
+        hold_until: u64,
+        retry_at: u64,
+        attempt: u32,
+    },
+}
+
+/// An admission Redis made.
+#[derive(Debug, Clone)]
+struct Shared {
+    /// When Redis admitted it, on Redis's clock.
+    redis_at: u64,
+    /// Our clock just before we asked.
+    asked: u64,
+    route: Route,
+    member: String,
+}
+
+/// An admission whose answer is still due.
+#[derive(Debug, Clone)]
+struct Pending {
+    shared: Option<Shared>,
+    /// The share's permit, while the share applies.
+    share: Option<Permit>,
+}
+
+/// An answer on its way to Redis.
+#[derive(Debug)]
+struct Answer {
+    keys: [String; 4],
+    member: String,
+    kind: u8,
+    scores: [u64; 3],
+    admitted: u64,
+    phase_us: u64,
+    least_pause_us: u64,
+}
+
+/// What one admission script said.
+enum Verdict {
+    Admitted { candidate: usize, redis_now: u64 },
+    Wait(Duration),
+    Epoch(String),
+}
+
+/// The Redis-backed limiter; see the module doc.
+#[derive(Debug)]
+pub struct RedisLimiter {
+    origin: Instant,
+    origin_wall_us: i64,
+    conn: ConnectionManager,
+    admit: Script,
+    prefix: String,
+    names: ScopeNames,
+    limits: Limits,
+    instance: String,
+    url: String,
+    mirror: Mutex<Budgets>,
+    share: LocalLimiter,
+    link: Mutex<Link>,
+    pending: Mutex<BTreeMap<u64, Pending>>,
+    gates: [tokio::sync::Mutex<()>; 4],
+    changed: Notify,
+    answers: mpsc::Sender<Answer>,
+    /// Outages so far, for reports.
+    outages: AtomicU64,
+    /// Members are named by this counter, not the mirror's ids: categories admit
+    /// concurrently, and the name must be fixed before Redis is asked.
+    members: AtomicU64,
+    /// No share admission before this, after Redis lost its state.
+    share_hold: AtomicU64,
+}
+
+/// The writer of answers; run it until `stop`, then it drains what is queued.
+pub struct AnswerWriter {
+    conn: ConnectionManager,
+    script: Script,
+    rx: mpsc::Receiver<Answer>,
+}
+
+impl std::fmt::Debug for AnswerWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AnswerWriter").finish_non_exhaustive()
+    }
+}
+
+/// The limits of the local share: each per-second and per-minute limit times `share`,
+/// at least 1.
+pub fn share_limits(limits: &Limits, share: f64) -> Limits {
+    let scale = |limit: u32| ((f64::from(limit) * share).floor() as u32).max(1);
+    Limits {
+        per_second: limits.per_second.map(scale),
+        overall_per_minute: scale(limits.overall_per_minute),
+        safety_margin: limits.safety_margin,
+    }
+}
+
+impl RedisLimiter {
+    /// A limiter taking admissions from the Redis at `config.url`; it connects on first
+    /// use, and runs on the share until Redis answers. The writer must be run for answers
+    /// to reach Redis.
+    ///
+    /// # Errors
+    /// The URL is not a Redis URL.
+    pub fn new(
+        config: &RedisConfig,
+        limits: &Limits,
+        backoff: Backoff,
+        names: ScopeNames,
+    ) -> Result<(Self, AnswerWriter), BadUrl> {
+        let bad = |e: redis::RedisError| BadUrl {
+            url: config.url.clone(),
+            cause: e.to_string(),
+        };
+        let client = redis::Client::open(config.url.as_str()).map_err(bad)?;
+        let manager = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CALL_TIMEOUT))
+            .set_response_timeout(Some(CALL_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(10))
+            .set_max_delay(Duration::from_millis(100));
+        let conn = ConnectionManager::new_lazy_with_config(client, manager).map_err(bad)?;
+        let (tx, rx) = mpsc::channel(ANSWER_QUEUE);
+        let origin_wall_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as i64);
+        let instance = format!("{:08x}-{}", rand::random::<u32>(), std::process::id());
+        let limiter = Self {
+            origin: Instant::now(),
+            origin_wall_us,
+            conn: conn.clone(),
+            admit: Script::new(ADMIT),
+            prefix: format!("{{{}}}", config.key_prefix),
+            names,
+            limits: limits.clone(),
+            instance,
+            url: config.url.clone(),
+            mirror: Mutex::new(Budgets::new(limits, backoff)),
+            share: LocalLimiter::new(&share_limits(limits, config.fallback_share), backoff),
+            link: Mutex::new(Link::Unknown),
+            pending: Mutex::new(BTreeMap::new()),
+            gates: Default::default(),
+            changed: Notify::new(),
+            answers: tx,
+            outages: AtomicU64::new(0),
+            members: AtomicU64::new(0),
+            share_hold: AtomicU64::new(0),
+        };
+        let writer = AnswerWriter {
+            conn,
+            script: Script::new(ANSWER),
+            rx,
+        };
+        Ok((limiter, writer))
+    }
+
+    fn now_us(&self) -> u64 {
+        Instant::now().duration_since(self.origin).as_micros() as u64
+    }
+
+    fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+        m.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Where admissions come from now.
+    pub fn backend(&self) -> Backend {
+        match &*Self::lock(&self.link) {
+            Link::Up { .. } => Backend::Redis,
+            Link::Unknown | Link::Down { .. } => Backend::Fallback,
+        }
+    }
+
+    /// Outages noticed so far.
+    pub fn outages(&self) -> u64 {
+        self.outages.load(Ordering::Relaxed)
+    }
+
+    fn scope_name(&self, route: &Route) -> &str {
+        let (list, key) = match route.scope {
+            Scope::Ip => (&self.names.egresses, route.keys.egress),
+            Scope::Account => (&self.names.accounts, route.keys.account),
+        };
+        list.get(usize::from(key))
+            .or_else(|| list.first())
+            .map_or("default", String::as_str)
+    }
+
+    fn egress_name(&self, egress: u16) -> &str {
+        self.names
+            .egresses
+            .get(usize::from(egress))
+            .map_or("default", String::as_str)
+    }
+
+    /// The four keys of `route` on its egress: category, endpoint, overall, hold.
+    fn keys(&self, route: &Route) -> [String; 5] {
+        let p = &self.prefix;
+        let cat = route.category.name();
+        let scope = self.scope_name(route);
+        [
+            format!("{p}:{cat}:{scope}"),
+            format!("{p}:{cat}:{scope}:{}", route.endpoint),
+            format!("{p}:overall:{}", self.egress_name(route.keys.egress)),
+            format!("{p}:hold:{cat}:{scope}"),
+            format!("{p}:pace:{cat}:{scope}"),
+        ]
+    }
+
+    fn endpoint_limit(&self, route: &Route) -> u32 {
+        route
+            .endpoint_limit
+            .filter(|&l| l < self.limits.per_second(route.category))
+            .unwrap_or(0)
+    }
+
+    async fn call_admit(
+        &self,
+        epoch: &str,
+        member: &str,
+        candidates: &[Route],
+    ) -> redis::RedisResult<Verdict> {
+        let mut invocation = self.admit.prepare_invoke();
+        invocation.key(format!("{}:epoch", self.prefix));
+        invocation
+            .arg(epoch)
+            .arg(member)
+            .arg(IN_FLIGHT_MAX_US)
+            .arg(candidates.len());
+        for route in candidates {
+            let [cat, ep, overall, hold, pace] = self.keys(route);
+            invocation.key(cat).key(ep).key(overall).key(hold).key(pace);
+            let limit = self.limits.per_second(route.category);
+            invocation
+                .arg(limit)
+                .arg(SERVER_WINDOW_US)
+                .arg(self.endpoint_limit(route))
+                .arg(SERVER_WINDOW_US)
+                .arg(self.limits.overall_per_minute)
+                .arg(60 * SERVER_WINDOW_US)
+                .arg(SERVER_WINDOW_US / u64::from(limit.max(1)));
+        }
+        let mut conn = self.conn.clone();
+        let reply: Vec<redis::Value> =
+            match tokio::time::timeout(CALL_TIMEOUT, invocation.invoke_async(&mut conn)).await {
+                Ok(reply) => reply?,
+                Err(_) => return Err(timeout()),
+            };
+        let int = |i: usize| match reply.get(i) {
+            Some(redis::Value::Int(v)) => Ok(*v),
+            _ => Err(redis::RedisError::from((
+                redis::ErrorKind::Parse,
+                "unexpected reply from the admission script",
+            ))),
+        };
+        Ok(match int(0)? {
+            1 => Verdict::Admitted {
+                candidate: int(1)?.max(0) as usize,
+                redis_now: int(2)?.max(0) as u64,
+            },
+            2 => Verdict::Epoch(match reply.get(3) {
+                Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+                _ => String::new(),
+            }),
+            _ => Verdict::Wait(Duration::from_micros(int(1)?.max(0) as u64)),
+        })
+    }
+
+    /// Learns the epoch, starting one when Redis has none (first use, or state lost).
+    async fn learn_epoch(&self) -> redis::RedisResult<String> {
+        let key = format!("{}:epoch", self.prefix);
+        let fresh = format!("{}-{}", self.instance, rand::random::<u32>());
+        let mut conn = self.conn.clone();
+        let set = redis::cmd("SET")
+            .arg(&key)
+            .arg(&fresh)
+            .arg("NX")
+            .arg("GET")
+            .to_owned();
+        let previous: Option<String> =
+            match tokio::time::timeout(CALL_TIMEOUT, set.query_async(&mut conn)).await {
+                Ok(reply) => reply?,
+                Err(_) => return Err(timeout()),
+            };
+        Ok(previous.unwrap_or(fresh))
+    }
+
+    /// Marks Redis unavailable (or its state lost) at `now`, saying so once per outage.
+    fn went_down(&self, now: u64, cause: &str) {
+        let mut link = Self::lock(&self.link);
+        match &mut *link {
+            Link::Down {
+                retry_at, attempt, ..
+            } => {
+                *attempt += 1;
+                let delay = (RETRY_MIN_US << (*attempt).min(8)).min(RETRY_MAX_US);
+                *retry_at = now + delay;
+            }
+            Link::Up { .. } | Link::Unknown => {
+                let first = matches!(*link, Link::Unknown) && self.outages() == 0;
+                self.outages.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    target: crate::core::RATE_LOG,
+                    event = %"redis_down",
+                    redis = %redacted(&self.url),
+                    cause = %cause,
+                    fallback_per_sec = self.share.counters(Category::Market).limit,
+                    "{} redis at {}: {cause}; admitting from this instance's fallback share of each budget (limits.redis_fallback_share) until it is back",
+                    if first { "cannot reach" } else { "lost" },
+                    redacted(&self.url),
+                );
+                *link = Link::Down {
+                    hold_until: now + OUTAGE_HOLD_US,
+                    retry_at: now + RETRY_MIN_US,
+                    attempt: 0,
+                };
+            }
+        }
+        drop(link);
+        self.changed.notify_waiters();
+    }
+
+    /// Resets after Redis lost the windows it held (a restart): like an outage that
+    /// ended at once.
+    fn state_lost(&self, now: u64, epoch: String) {
+        self.outages.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(
+            target: crate::core::RATE_LOG,
+            event = %"redis_reset",
+            redis = %redacted(&self.url),
+            "redis at {} lost the shared windows (restarted?); holding a window, then keeping to the fallback share for {} ms",
+            redacted(&self.url),
+            (OUTAGE_HOLD_US + GRACE_US) / 1_000,
+        );
+        *Self::lock(&self.link) = Link::Up {
+            epoch,
+            grace_until: now + OUTAGE_HOLD_US + GRACE_US,
+        };
+        // The hold: no admission until what was admitted before has left the window.
+        self.hold_share_until(now + OUTAGE_HOLD_US);
+    }
+
+    fn hold_share_until(&self, until: u64) {
+        self.share_hold.fetch_max(until, Ordering::Relaxed);
+    }
+
+    fn remember(&self, id: u64, pending: Pending) {
+        let mut map = Self::lock(&self.pending);
+        map.insert(id, pending);
+        while map.len() > PENDING_MAX {
+            map.pop_first();
+        }
+    }
+
+    async fn wait(&self, at: u64, changed: tokio::sync::futures::Notified<'_>) {
+        let now = self.now_us();
+        let sleep = Duration::from_micros(at.saturating_sub(now)).min(POLL_MAX);
+        tokio::select! {
+            () = tokio::time::sleep(sleep) => {}
+            () = changed => {}
+        }
+    }
+
+    async fn acquire_inner(&self, route: Route) -> Permit {
+        let requested = Instant::now();
+        let _gate = self.gates[route.category.index()].lock().await;
+        let candidates: Vec<Route> = route
+            .egress_candidates()
+            .map(|e| route.on_egress(e))
+            .collect();
+        let mut share_permit: Option<Permit> = None;
+        loop {
+            let now = self.now_us();
+            let changed = self.changed.notified();
+            let link = Self::lock(&self.link).clone();
+            let (use_redis, use_share) = match &link {
+                Link::Unknown => (true, false),
+                Link::Up { grace_until, .. } => (true, now < *grace_until),
+                Link::Down { retry_at, .. } => (now >= *retry_at, true),
+            };
+            let hold = match &link {
+                Link::Down { hold_until, .. } => *hold_until,
+                _ => self.share_hold.load(Ordering::Relaxed),
+            };
+            if use_share && share_permit.is_none() {
+                if now < hold {
+                    self.wait(hold, changed).await;
+                    continue;
+                }
+                share_permit = Some(self.share.acquire(route).await);
+                continue;
+            }
+            if !use_redis {
+                if let Some(permit) = share_permit.take() {
+                    return self.admitted(
+                        &route.on_egress(permit.egress),
+                        requested,
+                        Pending {
+                            shared: None,
+                            share: Some(permit),
+                        },
+                    );
+                }
+                let retry_at = match link {
+                    Link::Down { retry_at, .. } => retry_at,
+                    _ => now,
+                };
+                self.wait(retry_at, changed).await;
+                continue;
+            }
+            let epoch = match &link {
+                Link::Up { epoch, .. } => epoch.clone(),
+                _ => match self.learn_epoch().await {
+                    Ok(epoch) => {
+                        self.came_up(now, epoch.clone(), &link);
+                        continue;
+                    }
+                    Err(e) => {
+                        self.went_down(now, &e.to_string());
+                        continue;
+                    }
+                },
+            };
+            let member = format!(
+                "{}:{}",
+                self.instance,
+                self.members.fetch_add(1, Ordering::Relaxed)
+            );
+            let asked = self.now_us();
+            match self.call_admit(&epoch, &member, &candidates).await {
+                Ok(Verdict::Admitted {
+                    candidate,
+                    redis_now,
+                }) => {
+                    let chosen = candidates.get(candidate).copied().unwrap_or(route);
+                    // The share's permit was taken for whichever egress it chose; the
+                    // shared windows decide where the request goes.
+                    return self.admitted(
+                        &chosen,
+                        requested,
+                        Pending {
+                            shared: Some(Shared {
+                                redis_at: redis_now,
+                                asked,
+                                route: chosen,
+                                member,
+                            }),
+                            share: share_permit.take(),
+                        },
+                    );
+                }
+                Ok(Verdict::Wait(wait)) => {
+                    self.wait(asked + wait.as_micros() as u64, changed).await;
+                }
+                Ok(Verdict::Epoch(seen)) => {
+                    if seen.is_empty() {
+                        match self.learn_epoch().await {
+                            Ok(epoch) => self.state_lost(self.now_us(), epoch),
+                            Err(e) => self.went_down(self.now_us(), &e.to_string()),
+                        }
+                    } else {
+                        self.state_lost(self.now_us(), seen);
+                    }
+                }
+                Err(e) => self.went_down(self.now_us(), &e.to_string()),
+            }
+        }
+    }
+
+    /// Redis answered again (or for the first time) at `now`.
+    fn came_up(&self, now: u64, epoch: String, before: &Link) {
+        let grace_until = match before {
+            Link::Down { .. } => {
+                tracing::warn!(
+                    target: crate::core::RATE_LOG,
+                    event = %"redis_up",
+                    redis = %redacted(&self.url),
+                    grace_ms = GRACE_US / 1_000,
+                    "redis at {} is back; sharing through it again, within the fallback share for {} ms more",
+                    redacted(&self.url),
+                    GRACE_US / 1_000,
+                );
+                now + GRACE_US
+            }
+            _ => 0,
+        };
+        let mut link = Self::lock(&self.link);
+        if !matches!(*link, Link::Up { .. }) {
+            *link = Link::Up { epoch, grace_until };
+        }
+    }
+
+    fn admitted(&self, route: &Route, requested: Instant, pending: Pending) -> Permit {
+        let now = self.now_us();
+        let waited = Instant::now().duration_since(requested);
+        let permit = Self::lock(&self.mirror).admit(*route, now, waited);
+        self.remember(permit.id, pending);
+        permit
+    }
+
+    fn queue_answer(
+        &self,
+        pending: &Pending,
+        feedback: Feedback,
+        adjustment: Option<Adjustment>,
+        now: u64,
+    ) {
+        let Some(Shared {
+            redis_at,
+            asked,
+            route,
+            member,
+        }) = &pending.shared
+        else {
+            return;
+        };
+        let (redis_at, asked) = (*redis_at, *asked);
+        let counted_local = Self::lock(&self.mirror)
+            .counted_by(now, feedback.server_time_ms())
+            .max(asked);
+        // Measured from just before we asked Redis, so the mapping can only err late.
+        let counted = redis_at + (counted_local - asked);
+        let [cat, ep, overall, hold, _] = self.keys(route);
+        let endpoint = self.endpoint_limit(route) > 0;
+        let (kind, phase_us, least_pause_us) = match feedback {
+            Feedback::Accepted { .. } => (0, 0, 0),
+            Feedback::RateLimited { jitter, .. } => {
+                let least = match adjustment {
+                    Some(Adjustment::Paused { pause, .. }) => pause.as_micros() as u64,
+                    _ => 0,
+                };
+                (1, (jitter.clamp(0.0, 1.0) * 250_000.0) as u64, least)
+            }
+            Feedback::Other { .. } => (2, 0, 0),
+        };
+        let answer = Answer {
+            keys: [cat, ep, overall, hold],
+            member: member.clone(),
+            kind,
+            scores: [
+                counted + SERVER_WINDOW_US,
+                if endpoint {
+                    counted + SERVER_WINDOW_US
+                } else {
+                    0
+                },
+                counted + 60 * SERVER_WINDOW_US,
+            ],
+            admitted: redis_at,
+            phase_us,
+            least_pause_us,
+        };
+        if self.answers.try_send(answer).is_err() {
+            tracing::warn!(
+                target: crate::core::RATE_LOG,
+                event = %"redis_answer_dropped",
+                "the queue of answers to redis is full; the request stays counted as in flight"
+            );
+        }
+    }
+}
+
+fn timeout() -> redis::RedisError {
+    redis::RedisError::from((redis::ErrorKind::Io, "no reply within 250 ms"))
+}
+
+/// `url` without its password.
+fn redacted(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl RateLimiter for RedisLimiter {
+    fn acquire(&self, route: Route) -> Acquire<'_> {
+        Box::pin(self.acquire_inner(route))
+    }
+
+    fn feedback(&self, permit: &Permit, feedback: Feedback) -> Option<Adjustment> {
+        let now = self.now_us();
+        let adjustment = Self::lock(&self.mirror).feedback(permit, feedback, now);
+        let pending = Self::lock(&self.pending).remove(&permit.id);
+        if let Some(pending) = pending {
+            if let Some(share) = &pending.share {
+                self.share.feedback(share, feedback);
+            }
+            self.queue_answer(&pending, feedback, adjustment, now);
+        }
+        self.changed.notify_waiters();
+        adjustment
+    }
+
+    fn counters(&self, category: Category) -> CategoryCounters {
+        let now = self.now_us();
+        let backend = self.backend();
+        let mirror = &mut Self::lock(&self.mirror);
+        let offset = mirror.offset();
+        let clock_offset_us = offset
+            .lower(now)
+            .zip(offset.upper(now))
+            .map(|(lo, hi)| (lo - self.origin_wall_us, hi - self.origin_wall_us));
+        let mut counters = CategoryCounters {
+            clock_offset_us,
+            backend,
+            ..mirror.counters(category, now)
+        };
+        if backend == Backend::Fallback {
+            counters.effective_limit = self.share.counters(category).limit;
+        }
+        counters
+    }
+
+    fn egress_loads(&self) -> Vec<EgressLoad> {
+        let now = self.now_us();
+        Self::lock(&self.mirror).egress_loads(now)
+    }
+}
+
+impl AnswerWriter {
+    /// Writes answers until `stop`, then what is still queued (each at most one call
+    /// timeout).
+    pub async fn run(mut self, stop: CancellationToken) {
+        loop {
+            let answer = tokio::select! {
+                answer = self.rx.recv() => answer,
+                () = stop.cancelled() => break,
+            };
+            let Some(answer) = answer else { return };
+            self.write(answer).await;
+        }
+        while let Ok(answer) = self.rx.try_recv() {
+            self.write(answer).await;
+        }
+    }
+
+    async fn write(&mut self, answer: Answer) {
+        let mut invocation = self.script.prepare_invoke();
+        for key in &answer.keys {
+            invocation.key(key);
+        }
+        invocation
+            .arg(&answer.member)
+            .arg(answer.kind)
+            .arg(answer.scores[0])
+            .arg(answer.scores[1])
+            .arg(answer.scores[2])
+            .arg(answer.admitted)
+            .arg(answer.phase_us)
+            .arg(answer.least_pause_us)
+            .arg(SERVER_WINDOW_US);
+        // A lost answer leaves the request counted as in flight: safe. The admission
+        // path notices the outage itself.
+        let result: Result<redis::RedisResult<i64>, _> =
+            tokio::time::timeout(CALL_TIMEOUT, invocation.invoke_async(&mut self.conn)).await;
+        if let Ok(Ok(pause)) = result {
+            if pause > 0 && answer.kind == 1 {
+                tracing::debug!(pause_ms = pause / 1_000, "shared hold set in redis");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_share_scales_every_limit_and_keeps_one() {
+        let limits = Limits::default();
+        let share = share_limits(&limits, 1.0 / 3.0);
+        assert_eq!(share.per_second, [6, 3, 3, 3]);
+        assert_eq!(share.overall_per_minute, 2000);
+        assert_eq!(share_limits(&limits, 0.01).per_second, [1, 1, 1, 1]);
+    }
+
+    #[test]
+    fn a_bad_url_is_named() {
+        let e = check_url("http://127.0.0.1:6379").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("limits.redis_url = \"http://127.0.0.1:6379\" is not a redis url"),
+            "{e}"
+        );
+        assert!(check_url("redis://127.0.0.1:6379/0").is_ok());
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redacted("redis://user:secret@10.0.0.1:6379/0"),
+            "redis://user:***@10.0.0.1:6379/0"
+        );
+        assert_eq!(redacted("redis://10.0.0.1/0"), "redis://10.0.0.1/0");
+    }
+}
