@@ -260,6 +260,7 @@ impl Wiring {
             stats: Arc::clone(&self.stats),
             wall,
             gateway_clients: Some(Arc::clone(&self.clients)),
+            egresses: Some(self.client.http().clone()),
         }
     }
 }

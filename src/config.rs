@@ -981,7 +981,7 @@ mod tests {
         let e = parse(&format!("{MINIMAL}[limits]\nmarket_per_second = 20\n")).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "t.toml: line 4: limits.market_per_second: unknown field `market_per_second`, expected one of `market_per_sec`, `account_per_sec`, `trade_per_sec`, `default_per_sec`, `overall_per_min`, `safety_margin`"
+            "t.toml: line 4: limits.market_per_second: unknown field `market_per_second`, expected one of `market_per_sec`, `account_per_sec`, `trade_per_sec`, `default_per_sec`, `overall_per_min`, `safety_margin`, `backend`, `redis_url`, `redis_key_prefix`, `redis_expected_instances`, `redis_fallback_share`"
         );
         let e = parse(&format!("{MINIMAL}[limits]\nmarket_per_sec = \"fast\"\n")).unwrap_err();
         assert_eq!(
@@ -1019,6 +1019,54 @@ mod tests {
             .to_string();
         assert!(
             e.contains("symbol 'BTC-USDT' must look like BTCUSDT"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn redis_backend_and_egresses_are_read_and_checked() {
+        let c = parse(&format!(
+            "{MINIMAL}[limits]\nbackend = \"redis\"\nredis_url = \"redis://10.0.0.5:6380/2\"\nredis_expected_instances = 4\n[exchange]\nsigned_egress = \"b\"\n[[egress]]\nlocal_address = \"127.0.0.2\"\n[[egress]]\nname = \"b\"\nproxy = \"socks5://127.0.0.1:1080\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.limiter,
+            BackendConfig::Redis(RedisConfig {
+                url: "redis://10.0.0.5:6380/2".into(),
+                key_prefix: "bitget-poller".into(),
+                fallback_share: 0.25,
+            })
+        );
+        assert_eq!(c.client.egresses.len(), 2);
+        assert_eq!(c.client.egresses[0].name, "127.0.0.2");
+        assert_eq!(
+            c.client.egresses[1].route,
+            EgressRoute::Proxy("socks5://127.0.0.1:1080".into())
+        );
+        assert_eq!(c.client.signed_egress, 1);
+        assert_eq!(parse(MINIMAL).unwrap().limiter, BackendConfig::Local);
+
+        let text = format!(
+            "{MINIMAL}[limits]\nbackend = \"redis\"\nredis_url = \"http://x\"\nredis_fallback_share = 0\n[exchange]\nsigned_egress = \"z\"\n[[egress]]\nlocal_address = \"not-an-ip\"\n[[egress]]\n[[egress]]\nproxy = \"ftp://h\"\n"
+        );
+        let ConfigError::Invalid { problems, .. } = parse(&text).unwrap_err() else {
+            panic!("invalid")
+        };
+        let joined = problems.join("\n");
+        for expected in [
+            "limits.redis_url = \"http://x\" is not a redis url",
+            "limits.redis_fallback_share = 0 is out of range",
+            "egress[0].local_address = \"not-an-ip\" is not an ip address",
+            "egress[1] needs local_address",
+            "egress[2].proxy = \"ftp://h\" has scheme \"ftp\"",
+            "exchange.signed_egress = \"z\" names no [[egress]]",
+        ] {
+            assert!(joined.contains(expected), "{expected} in {joined}");
+        }
+        let e = parse(&format!("{MINIMAL}[limits]\nbackend = \"etcd\"\n")).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("limits.backend = \"etcd\" is not known; allowed \"local\" or \"redis\""),
             "{e}"
         );
     }

@@ -29,9 +29,9 @@ use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::bitget::http::Observer;
+use crate::bitget::http::{Http, Observer};
 use crate::core::clock::Clock;
-use crate::limiter::{Category, RateLimiter};
+use crate::limiter::{Backend, Category, RateLimiter};
 use crate::scheduler::tiers::Tier;
 use crate::scheduler::PollStats;
 use crate::telemetry::clients::ClientStats;
@@ -79,6 +79,8 @@ pub struct MetricsSources {
     pub wall: Arc<dyn Clock>,
     /// The gateway's per-client counters, when it runs.
     pub gateway_clients: Option<Arc<ClientStats>>,
+    /// The egresses' names and health.
+    pub egresses: Option<Http>,
 }
 
 type Encoded = Result<(), std::fmt::Error>;
@@ -271,6 +273,62 @@ impl Collector for MetricsSources {
                 ("timeframe", age.timeframe.as_str()),
             ];
             ConstGauge::new(age.age_ms as f64 / 1000.0).encode(family.encode_family(&labels)?)?;
+        }
+        {
+            let backend = k(Category::Market).backend;
+            let mut family = encoder.encode_descriptor(
+                "limiter_backend",
+                "Where admissions come from: 1 for the one in force (local, redis, or fallback while redis is unreachable).",
+                None,
+                MetricType::Gauge,
+            )?;
+            for b in [Backend::Local, Backend::Redis, Backend::Fallback] {
+                ConstGauge::new(i64::from(b == backend))
+                    .encode(family.encode_family(&[("backend", b.name())])?)?;
+            }
+        }
+        if let Some(http) = &self.egresses {
+            let names: Vec<&str> = http.egresses().iter().map(|e| e.name.as_str()).collect();
+            let loads = self.limiter.egress_loads();
+            let load = |i: usize| {
+                loads
+                    .iter()
+                    .find(|l| usize::from(l.egress) == i)
+                    .copied()
+                    .unwrap_or_default()
+            };
+            let mut family = encoder.encode_descriptor(
+                "egress_requests",
+                "Requests admitted to leave from each egress address or proxy.",
+                None,
+                MetricType::Counter,
+            )?;
+            for (i, name) in names.iter().enumerate() {
+                ConstCounter::new(load(i).admitted)
+                    .encode(family.encode_family(&[("egress", *name)])?)?;
+            }
+            let mut family = encoder.encode_descriptor(
+                "egress_rate_limited",
+                "Rate-limit rejections of requests that left from each egress.",
+                None,
+                MetricType::Counter,
+            )?;
+            for (i, name) in names.iter().enumerate() {
+                ConstCounter::new(load(i).rate_limited)
+                    .encode(family.encode_family(&[("egress", *name)])?)?;
+            }
+            let health = http.egress_health();
+            let mut family = encoder.encode_descriptor(
+                "egress_healthy",
+                "1 while an egress is in use, 0 while it is taken out for failing (and waits for its probe).",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (i, name) in names.iter().enumerate() {
+                let healthy = health.get(i).is_none_or(|h| h.exclusions == 0);
+                ConstGauge::new(i64::from(healthy))
+                    .encode(family.encode_family(&[("egress", *name)])?)?;
+            }
         }
         if let Some(clients) = &self.gateway_clients {
             let mut family = encoder.encode_descriptor(

@@ -14,4 +14,5 @@ mod helpers;
 mod layers;
 mod limits;
 mod modes;
+mod shared;
 mod telemetry;

@@ -1,0 +1,342 @@
+//! One budget across instances through a real `redis-server`, and several egress
+//! addresses against the simulator (which keys IP budgets on the client address).
+//!
+//! The Redis tests start their own `redis-server` (Debian's package; `bash .ci/test`
+//! installs it) on a free loopback port, without persistence, and stop it at the end.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bitget_poller::app::{poll_session, RunSummary, Wiring};
+use bitget_poller::config::Config;
+use bitget_poller::core::clock::{Clock, SystemClock};
+use bitget_poller::limiter::{Backend, Category};
+use bitget_poller::sim::network::NetworkConfig;
+use bitget_poller::sim::SimConfig;
+use bitget_poller::store::{Store, StoreConfig};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::helpers::{binary, config, simulator, temp_dir, RedisServer};
+
+const CANDLES: &str = "/api/v2/mix/market/candles";
+
+fn redis_extra(redis: &RedisServer, instances: u32) -> String {
+    format!(
+        "[limits]\nbackend = \"redis\"\nredis_url = \"{}\"\nredis_expected_instances = {instances}\n[trading]\nenabled = false\n",
+        redis.url()
+    )
+}
+
+/// A poller instance of its own (own limiter, own client), as a separate process would
+/// have; returns its wiring so the test can look at the limiter while it runs.
+struct Instance {
+    wiring: Arc<Wiring>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<RunSummary>,
+}
+
+fn start(config: &Config) -> Instance {
+    let stop = CancellationToken::new();
+    let store = Store::new(StoreConfig::default());
+    let wiring = Arc::new(Wiring::new(config, Arc::clone(&store), stop.clone()).unwrap());
+    let task = {
+        let (wiring, stop, config) = (Arc::clone(&wiring), stop.clone(), config.clone());
+        tokio::spawn(async move {
+            let wall: Arc<dyn Clock> = Arc::new(SystemClock::new());
+            let summary = poll_session(&config, &wiring, wall, Instant::now(), stop, None)
+                .await
+                .expect("session runs");
+            store.close();
+            wiring.close().await;
+            summary
+        })
+    };
+    Instance { wiring, stop, task }
+}
+
+impl Instance {
+    fn backend(&self) -> Backend {
+        self.wiring.limiter.counters(Category::Market).backend
+    }
+
+    async fn stop(self) -> RunSummary {
+        self.stop.cancel();
+        self.task.await.unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_share_one_budget_through_redis_without_a_429() {
+    let redis = RedisServer::start("three");
+    let sim = simulator(SimConfig {
+        symbols: 30,
+        network: NetworkConfig {
+            jitter_ms: 20,
+            ..NetworkConfig::default()
+        },
+        ..SimConfig::default()
+    })
+    .await;
+    let cfg = config(
+        &sim.base_url(),
+        "symbols = \"all\"\ntickers_interval_secs = 0\ndiscovery_cache = \"target/test-cache/shared3.json\"",
+        &redis_extra(&redis, 3),
+    );
+    let instances: Vec<Instance> = (0..3).map(|_| start(&cfg)).collect();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(instances.iter().all(|i| i.backend() == Backend::Redis));
+    let mut replies = Vec::new();
+    for instance in instances {
+        let summary = instance.stop().await;
+        assert_eq!(summary.counters(Category::Market).rate_limited, 0);
+        replies.push(summary.candle_replies);
+    }
+    let stats = sim.stop().await;
+    let candles = &stats.endpoints[CANDLES];
+    assert_eq!(stats.total.rate_limited, 0, "{stats:?}");
+    assert!(
+        candles.max_accepted_in_1s <= 20,
+        "the server never saw more than its limit in a second: {}",
+        candles.max_accepted_in_1s
+    );
+    // Each polled: one budget, three users (each alone would take all of it, and three
+    // local limiters together draw 429s).
+    assert!(replies.iter().all(|&r| r > 0), "{replies:?}");
+    assert_eq!(
+        replies.iter().sum::<u64>(),
+        candles.requests,
+        "every candle request came from the instances"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_and_restarted_mid_run_costs_no_429_and_sharing_resumes() {
+    let mut redis = RedisServer::start("restart");
+    let sim = simulator(SimConfig {
+        symbols: 20,
+        network: NetworkConfig {
+            jitter_ms: 20,
+            ..NetworkConfig::default()
+        },
+        ..SimConfig::default()
+    })
+    .await;
+    let cfg = config(
+        &sim.base_url(),
+        "symbols = \"all\"\ntickers_interval_secs = 0\ndiscovery_cache = \"target/test-cache/restart.json\"",
+        &redis_extra(&redis, 2),
+    );
+    let a = start(&cfg);
+    let b = start(&cfg);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(a.backend(), Backend::Redis);
+    redis.kill();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Both noticed and fell back to their share; both still admit.
+    assert_eq!(a.backend(), Backend::Fallback);
+    assert_eq!(b.backend(), Backend::Fallback);
+    let during = a.wiring.limiter.counters(Category::Market).admitted;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(a.wiring.limiter.counters(Category::Market).admitted > during);
+    assert_eq!(
+        a.wiring.limiter.counters(Category::Market).effective_limit,
+        10
+    );
+    redis.restart();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(a.backend(), Backend::Redis);
+    assert_eq!(b.backend(), Backend::Redis);
+    let sa = a.stop().await;
+    let sb = b.stop().await;
+    let stats = sim.stop().await;
+    assert_eq!(stats.total.rate_limited, 0, "{stats:?}");
+    assert!(stats.endpoints[CANDLES].max_accepted_in_1s <= 20);
+    assert!(sa.candle_replies > 0 && sb.candle_replies > 0);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn redis_unreachable_at_start_runs_on_the_share_and_says_so_once() {
+    let sim = simulator(SimConfig {
+        symbols: 5,
+        ..SimConfig::default()
+    })
+    .await;
+    let dir = temp_dir("redis-unreachable");
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = dir.join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[exchange]\nbase_url = \"{}\"\n[poll]\nsymbols = \"all\"\ndiscovery_cache = \"{}\"\n[logging]\ndir = \"{}\"\n[limits]\nbackend = \"redis\"\nredis_url = \"redis://127.0.0.1:{port}/0\"\n[trading]\nenabled = false\n",
+            sim.base_url(),
+            dir.join("cache.json").display(),
+            dir.join("logs").display()
+        ),
+    )
+    .unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        binary()
+            .args(["run", "--config", cfg.to_str().unwrap(), "--duration", "4"])
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stats = sim.stop().await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stderr}");
+    let all = format!("{stdout}{stderr}");
+    let lines: Vec<&str> = all
+        .lines()
+        .filter(|l| l.contains("cannot reach redis"))
+        .collect();
+    assert_eq!(lines.len(), 1, "said once, loudly: {all}");
+    assert!(
+        lines[0].contains(&format!("127.0.0.1:{port}")),
+        "{}",
+        lines[0]
+    );
+    assert!(lines[0].contains("fallback share"), "{}", lines[0]);
+    assert_eq!(stats.total.rate_limited, 0);
+    assert!(stats.endpoints[CANDLES].accepted > 0, "polled on the share");
+    // Half of 20/s (two instances expected by default).
+    assert!(stats.endpoints[CANDLES].max_accepted_in_1s <= 10);
+}
+
+/// Accepted candle replies per client address, and the most accepted from all addresses
+/// together in any sliding second.
+fn per_client(log: &std::path::Path) -> (BTreeMap<String, u64>, usize) {
+    let text = std::fs::read_to_string(log).unwrap();
+    let mut by = BTreeMap::new();
+    let mut times = Vec::new();
+    for line in text.lines() {
+        let row: serde_json::Value = serde_json::from_str(line).unwrap();
+        if row["path"] == CANDLES && row["status"] == 200 && row["code"] == "00000" {
+            *by.entry(row["client"].as_str().unwrap().to_owned())
+                .or_default() += 1;
+            times.push(row["ts"].as_u64().unwrap());
+        }
+    }
+    times.sort_unstable();
+    let mut best = 0;
+    let mut j = 0;
+    for (i, &t) in times.iter().enumerate() {
+        while times[j] + 1000 <= t {
+            j += 1;
+        }
+        best = best.max(i - j + 1);
+    }
+    (by, best)
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn four_egress_addresses_each_carry_their_own_ip_budget() {
+    let dir = temp_dir("egress4");
+    let log = dir.join("requests.jsonl");
+    let sim = simulator(SimConfig {
+        symbols: 40,
+        request_log: Some(log.clone()),
+        ..SimConfig::default()
+    })
+    .await;
+    let egress: String = (2..=5)
+        .map(|i| format!("[[egress]]\nlocal_address = \"127.0.0.{i}\"\n"))
+        .collect();
+    let cfg = config(
+        &sim.base_url(),
+        "symbols = \"all\"\ntickers_interval_secs = 0\ndiscovery_cache = \"target/test-cache/egress4.json\"",
+        &format!("[trading]\nenabled = false\n{egress}"),
+    );
+    let instance = start(&cfg);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let loads = instance.wiring.limiter.egress_loads();
+    let summary = instance.stop().await;
+    let stats = sim.stop().await;
+    assert_eq!(stats.total.rate_limited, 0, "{stats:?}");
+    assert!(stats.endpoints[CANDLES].max_accepted_in_1s <= 20);
+    let (by, busiest) = per_client(&log);
+    let clients: Vec<&str> = by.keys().map(String::as_str).collect();
+    assert_eq!(
+        clients,
+        ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"]
+    );
+    assert!(
+        busiest > 3 * 20,
+        "four addresses' budgets in use at once: {busiest} in the busiest second"
+    );
+    assert_eq!(loads.len(), 4);
+    assert_eq!(
+        loads.iter().map(|l| l.admitted).sum::<u64>(),
+        summary.counters(Category::Market).admitted
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_failing_egress_is_taken_out_and_the_others_carry_on() {
+    let dir = temp_dir("egress-out");
+    let log = dir.join("requests.jsonl");
+    let sim = simulator(SimConfig {
+        symbols: 10,
+        request_log: Some(log.clone()),
+        ..SimConfig::default()
+    })
+    .await;
+    // A proxy nothing listens on: every connection through it is refused.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = config(
+        &sim.base_url(),
+        "symbols = \"all\"\ntickers_interval_secs = 0\ndiscovery_cache = \"target/test-cache/egress-out.json\"",
+        &format!(
+            "[trading]\nenabled = false\n[[egress]]\nname = \"good\"\nlocal_address = \"127.0.0.2\"\n[[egress]]\nname = \"dead\"\nproxy = \"http://127.0.0.1:{dead}\"\n"
+        ),
+    );
+    let instance = start(&cfg);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let health = instance.wiring.client.http().egress_health();
+    let summary = instance.stop().await;
+    let stats = sim.stop().await;
+    assert_eq!(health.len(), 2);
+    assert_eq!(health[0].taken_out, 0);
+    assert!(health[1].taken_out >= 1, "{health:?}");
+    assert!(health[1].out_until > 0);
+    let (by, _) = per_client(&log);
+    assert_eq!(by.keys().collect::<Vec<_>>(), ["127.0.0.2"]);
+    assert!(summary.candle_replies > 10, "the good egress carried on");
+    assert_eq!(stats.total.rate_limited, 0);
+}
+
+#[test]
+fn a_bad_redis_url_is_one_line_and_exit_2() {
+    let dir = temp_dir("bad-redis-url");
+    let cfg = dir.join("c.toml");
+    std::fs::write(
+        &cfg,
+        "[poll]\nsymbols = [\"BTCUSDT\"]\n[limits]\nbackend = \"redis\"\nredis_url = \"http://127.0.0.1:6379\"\n",
+    )
+    .unwrap();
+    let out = binary()
+        .args(["run", "--config", cfg.to_str().unwrap(), "--duration", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(
+        lines[0].contains("limits.redis_url = \"http://127.0.0.1:6379\" is not a redis url"),
+        "{stderr}"
+    );
+}
