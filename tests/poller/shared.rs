@@ -15,6 +15,7 @@ use bitget_poller::limiter::{Backend, Category};
 use bitget_poller::sim::network::NetworkConfig;
 use bitget_poller::sim::SimConfig;
 use bitget_poller::store::{Store, StoreConfig};
+use bitget_poller::telemetry::metrics::render;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -87,6 +88,12 @@ async fn three_instances_share_one_budget_through_redis_without_a_429() {
     let instances: Vec<Instance> = (0..3).map(|_| start(&cfg)).collect();
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(instances.iter().all(|i| i.backend() == Backend::Redis));
+    let wall: Arc<dyn Clock> = Arc::new(SystemClock::new());
+    let scrape = render(&instances[0].wiring.metrics_sources(wall)).unwrap();
+    assert!(
+        scrape.contains("bitget_poller_limiter_backend{backend=\"redis\"} 1"),
+        "{scrape}"
+    );
     let mut replies = Vec::new();
     for instance in instances {
         let summary = instance.stop().await;
@@ -259,6 +266,20 @@ async fn four_egress_addresses_each_carry_their_own_ip_budget() {
     let instance = start(&cfg);
     tokio::time::sleep(Duration::from_secs(4)).await;
     let loads = instance.wiring.limiter.egress_loads();
+    let wall: Arc<dyn Clock> = Arc::new(SystemClock::new());
+    let scrape = render(&instance.wiring.metrics_sources(wall)).unwrap();
+    for ip in ["127.0.0.2", "127.0.0.5"] {
+        let line = format!("bitget_poller_egress_requests_total{{egress=\"{ip}\"}} ");
+        let value: f64 = scrape
+            .lines()
+            .find_map(|l| l.strip_prefix(&line))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{line} in {scrape}"));
+        assert!(value > 0.0, "{line}{value}");
+        assert!(scrape.contains(&format!(
+            "bitget_poller_egress_healthy{{egress=\"{ip}\"}} 1"
+        )));
+    }
     let summary = instance.stop().await;
     let stats = sim.stop().await;
     assert_eq!(stats.total.rate_limited, 0, "{stats:?}");

@@ -338,6 +338,14 @@ async fn the_metrics_endpoint_counters_move_as_requests_are_made() {
         sample_value(&before, "bitget_poller_tier{tier=\"normal\"}"),
         Some(1.0)
     );
+    assert_eq!(
+        sample_value(&before, "bitget_poller_limiter_backend{backend=\"local\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample_value(&before, "bitget_poller_limiter_backend{backend=\"redis\"}"),
+        Some(0.0)
+    );
 
     for _ in 0..3 {
         wiring

@@ -62,6 +62,8 @@ pub struct Interval {
     pub foreign_pct: Option<f64>,
     pub margin_ms: Option<f64>,
     pub offset_ms: Option<(f64, f64)>,
+    /// Where admissions came from at its end (local, redis, fallback), in lines that say.
+    pub backend: Option<String>,
 }
 
 impl Interval {
@@ -117,9 +119,24 @@ pub struct RateLog {
     /// The gateway's per-client counters: the last reading of each client and what it
     /// added within the window (a restart, whose counters start again, is followed).
     pub gateway_clients: BTreeMap<String, GatewayClientUsage>,
+    /// What each egress carried, by name.
+    pub egresses: BTreeMap<String, EgressUsage>,
+    /// Redis outages and state losses noticed (`redis_down`, `redis_reset`), and recoveries.
+    pub redis_down: u64,
+    pub redis_up: u64,
+    /// Egresses taken out for failing.
+    pub egress_out: u64,
     pub unreadable_count: u64,
     /// The first few unreadable lines.
     pub unreadable: Vec<Unreadable>,
+}
+
+/// What one egress carried within the window.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct EgressUsage {
+    pub requests: u64,
+    pub rate_limited: u64,
+    pub covered: Duration,
 }
 
 /// What one gateway client did within the window, by how it was served.
@@ -373,6 +390,18 @@ impl RateLog {
                     .or_default()
                     .add(reading, first);
             }
+            Some("egress_usage") => {
+                let usage = self
+                    .egresses
+                    .entry(field(line, "egress")?.to_owned())
+                    .or_default();
+                usage.requests += number::<u64>(line, "requests")?;
+                usage.rate_limited += number::<u64>(line, "rate_limited")?;
+                usage.covered += Duration::from_millis(number(line, "interval_ms")?);
+            }
+            Some("redis_down" | "redis_reset") => self.redis_down += 1,
+            Some("redis_up") => self.redis_up += 1,
+            Some("egress_out") => self.egress_out += 1,
             // Other rate events (backoff, fresh) and other targets' lines carry no figures.
             _ => {}
         }
@@ -436,6 +465,7 @@ fn usage_interval(line: &logline::LogLine) -> Result<Interval, String> {
                 })?)
             }
         },
+        backend: line.field("backend").map(str::to_owned),
     })
 }
 
@@ -589,6 +619,12 @@ pub struct Report {
     pub stale_warnings: usize,
     /// Gateway clients and what each did, by name.
     pub gateway_clients: Vec<(String, GatewayClientUsage)>,
+    /// Time market intervals ended on each limiter backend, by name.
+    pub backends: Vec<(String, Duration)>,
+    pub redis_down: u64,
+    pub redis_up: u64,
+    pub egresses: Vec<(String, EgressUsage)>,
+    pub egress_out: u64,
     pub unreadable_count: u64,
     pub unreadable: Vec<Unreadable>,
 }
@@ -728,6 +764,23 @@ impl Report {
                 .iter()
                 .map(|(name, usage)| (name.clone(), *usage))
                 .collect(),
+            backends: {
+                let mut by = BTreeMap::<String, Duration>::new();
+                for i in log
+                    .intervals
+                    .iter()
+                    .filter(|i| i.category == Category::Market)
+                {
+                    if let Some(b) = &i.backend {
+                        *by.entry(b.clone()).or_default() += i.duration;
+                    }
+                }
+                by.into_iter().collect()
+            },
+            redis_down: log.redis_down,
+            redis_up: log.redis_up,
+            egresses: log.egresses.iter().map(|(n, u)| (n.clone(), *u)).collect(),
+            egress_out: log.egress_out,
             unreadable_count: log.unreadable_count,
             unreadable: log.unreadable.clone(),
         }
@@ -783,6 +836,17 @@ impl Report {
                 }
                 serde_json::Value::Object(entry)
             }).collect::<Vec<_>>(),
+            "backends_s": self.backends.iter().map(|(b, d)| (b.clone(), d.as_secs_f64().into()))
+                .collect::<serde_json::Map<String, serde_json::Value>>(),
+            "redis_outages": self.redis_down,
+            "redis_recoveries": self.redis_up,
+            "egresses": self.egresses.iter().map(|(name, u)| serde_json::json!({
+                "egress": name,
+                "requests": u.requests,
+                "mean_per_s": u.requests as f64 / u.covered.as_secs_f64().max(1e-9),
+                "rate_limited": u.rate_limited,
+            })).collect::<Vec<_>>(),
+            "egresses_taken_out": self.egress_out,
             "unreadable": {
                 "count": self.unreadable_count,
                 "first": self.unreadable.iter().map(|u| serde_json::json!({
@@ -921,6 +985,42 @@ impl Report {
                     out,
                     "                 {:<20} {:>9} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8}",
                     name, c.requests, c.hits, c.misses, c.merged, c.forwarded, c.queued, c.refused
+                );
+            }
+        }
+        if !self.backends.is_empty() {
+            let spans: Vec<String> = self
+                .backends
+                .iter()
+                .map(|(b, d)| format!("{b} {}", short_duration(*d)))
+                .collect();
+            let _ = write!(out, "limiter: {}", spans.join(", "));
+            if self.redis_down > 0 || self.redis_up > 0 {
+                let _ = write!(
+                    out,
+                    "; redis lost {} time{}, back {} time{}",
+                    self.redis_down,
+                    plural(self.redis_down as usize),
+                    self.redis_up,
+                    plural(self.redis_up as usize)
+                );
+            }
+            let _ = writeln!(out);
+        }
+        if !self.egresses.is_empty() {
+            let _ = writeln!(
+                out,
+                "egresses: {:<24} {:>10} {:>9} {:>6}   ({} taken out for failing)",
+                "egress", "requests", "mean/s", "429s", self.egress_out
+            );
+            for (name, u) in &self.egresses {
+                let _ = writeln!(
+                    out,
+                    "          {:<24} {:>10} {:>9.2} {:>6}",
+                    name,
+                    u.requests,
+                    u.requests as f64 / u.covered.as_secs_f64().max(1e-9),
+                    u.rate_limited
                 );
             }
         }
@@ -1187,5 +1287,42 @@ mod tests {
         assert_eq!(short_duration(Duration::from_secs(42)), "42s");
         assert_eq!(short_duration(Duration::from_secs(200)), "3m 20s");
         assert_eq!(short_duration(Duration::from_secs(3725)), "1h 02m 05s");
+    }
+
+    #[test]
+    fn backends_and_egresses_are_reported() {
+        let text = "\
+2026-12-01T10:00:05.000Z  INFO bitget_poller::rate: rate usage event=usage category=market requests=100 req_per_s=20.00 limit=20 used_pct=100.0 status=[hot] waited=0 wait_ms=0 rate_limited_60s=0 symbols_per_iteration=10 tier=normal interval_ms=5000 backend=redis
+2026-12-01T10:00:05.000Z  INFO bitget_poller::rate: egress usage event=egress_usage egress=a requests=60 req_per_s=12.00 rate_limited=0 in_window=3 interval_ms=5000
+2026-12-01T10:00:05.000Z  INFO bitget_poller::rate: egress usage event=egress_usage egress=b requests=40 req_per_s=8.00 rate_limited=1 in_window=2 interval_ms=5000
+2026-12-01T10:00:06.000Z ERROR bitget_poller::rate: lost redis event=redis_down redis=redis://127.0.0.1:6379/0 cause=refused
+2026-12-01T10:00:10.000Z  INFO bitget_poller::rate: rate usage event=usage category=market requests=30 req_per_s=6.00 limit=20 used_pct=30.0 status=[ok] waited=0 wait_ms=0 rate_limited_60s=0 symbols_per_iteration=10 tier=normal interval_ms=5000 backend=fallback
+2026-12-01T10:00:11.000Z  WARN bitget_poller::rate: back event=redis_up redis=redis://127.0.0.1:6379/0
+";
+        let log = RateLog::from_text("t.log", text, Window::default());
+        assert_eq!(log.unreadable_count, 0, "{:?}", log.unreadable);
+        let report = Report::new(&log);
+        assert_eq!(
+            report.backends,
+            vec![
+                ("fallback".to_owned(), Duration::from_secs(5)),
+                ("redis".to_owned(), Duration::from_secs(5))
+            ]
+        );
+        assert_eq!((report.redis_down, report.redis_up), (1, 1));
+        assert_eq!(report.egresses.len(), 2);
+        assert_eq!(report.egresses[1].1.rate_limited, 1);
+        let text = report.render();
+        assert!(
+            text.contains("limiter: fallback 5s, redis 5s; redis lost 1 time, back 1 time"),
+            "{text}"
+        );
+        assert!(
+            text.contains("a                                60     12.00      0"),
+            "{text}"
+        );
+        let json = report.to_json();
+        assert_eq!(json["backends_s"]["redis"], 5.0);
+        assert_eq!(json["egresses"][0]["mean_per_s"], 12.0);
     }
 }

@@ -435,6 +435,7 @@ mod tests {
             foreign_pct: None,
             margin_ms: None,
             offset_ms: None,
+            backend: None,
         }
     }
 
