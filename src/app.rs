@@ -210,7 +210,7 @@ impl Wiring {
                     RedisLimiter::new(redis, &config.limits, config.client.backoff, names)
                         .map_err(|e| RunError::Redis(e.to_string()))?;
                 tracing::info!(
-                    redis = %redis.url,
+                    redis = %crate::limiter::redis::redacted(&redis.url),
                     prefix = %redis.key_prefix,
                     fallback_share = redis.fallback_share,
                     "budgets shared through redis"

@@ -28,7 +28,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -139,11 +139,16 @@ pub fn check_url(url: &str) -> Result<(), BadUrl> {
 
 /// The admission script. KEYS[1] is the epoch key, then five per candidate egress:
 /// category window, endpoint window, overall window, hold, pace. ARGV: the epoch this
-/// instance knows, the member, the in-flight span, the candidate count, then seven per
+/// instance knows, the member, the in-flight span, the candidate count, then eight per
 /// candidate: category limit and window, endpoint limit (0 for none) and window, overall
-/// limit and window, pacing spacing. Returns {1, candidate, now}, {0, wait, now} or
-/// {2, 0, now, epoch} when the epoch is not the one known.
+/// limit and window, pacing spacing (0: not paced), the endpoint's id. A fresh effective
+/// limit in the hold hash (from the server's remaining counts) lowers the category's (or
+/// the endpoint window's) limit and spaces the pace to it. Returns {1, candidate, now, requests in the chosen
+/// category window}, {0, wait, now} or {2, 0, now, epoch} when the epoch is not the one
+/// known. Numbers go to Redis through `num` (`%.0f`): Lua's own conversion keeps only 14
+/// digits, and Redis's clock in µs has 16.
 const ADMIT: &str = r"
+local function num(x) return string.format('%.0f', x) end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local epoch = redis.call('GET', KEYS[1])
@@ -152,22 +157,33 @@ local member = ARGV[2]
 local inflight = tonumber(ARGV[3])
 local n = tonumber(ARGV[4])
 local function room(key, limit, at)
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
-  local count = redis.call('ZCOUNT', key, '(' .. at, '+inf')
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', num(now))
+  local count = redis.call('ZCOUNT', key, '(' .. num(at), '+inf')
   if count < limit then return count, at end
-  local r = redis.call('ZRANGEBYSCORE', key, '(' .. at, '+inf', 'WITHSCORES', 'LIMIT', count - limit, 1)
+  local r = redis.call('ZRANGEBYSCORE', key, '(' .. num(at), '+inf', 'WITHSCORES', 'LIMIT', count - limit, 1)
   return count, tonumber(r[2])
 end
-local best, best_load, wait = -1, 0, nil
+local best, best_load, best_spacing, wait = -1, 0, 0, nil
 for c = 0, n - 1 do
   local k = 1 + c * 5
-  local a = 4 + c * 7
+  local a = 4 + c * 8
   local cat_limit = tonumber(ARGV[a + 1])
   local ep_limit = tonumber(ARGV[a + 3])
   local spacing = tonumber(ARGV[a + 7])
+  local ep = ARGV[a + 8]
   local at = now
-  local hold = redis.call('HMGET', KEYS[k + 4], 'until', 'probe')
+  local hold = redis.call('HMGET', KEYS[k + 4], 'until', 'probe', 'eff:' .. ep, 'eff_at:' .. ep)
   if hold[1] and tonumber(hold[1]) > at then at = tonumber(hold[1]) end
+  -- What the server's remaining counts leave the fleet, while fresh.
+  if hold[3] and now - tonumber(hold[4]) < 2000000 then
+    local e = tonumber(hold[3])
+    if ep_limit > 0 then
+      if e < ep_limit then ep_limit = e end
+    elseif e < cat_limit then
+      cat_limit = e
+      if spacing > 0 then spacing = math.floor(tonumber(ARGV[a + 2]) / e) end
+    end
+  end
   if hold[2] then cat_limit = 1 end
   if spacing > 0 then
     local pace = redis.call('HMGET', KEYS[k + 5], 'grid', 'last')
@@ -188,38 +204,43 @@ for c = 0, n - 1 do
   if r3 > at then at = r3 end
   if at <= now then
     local l = load / cat_limit
-    if best < 0 or l < best_load then best, best_load = c, l end
+    if best < 0 or l < best_load then best, best_load, best_spacing = c, l, spacing end
   elseif wait == nil or at - now < wait then
     wait = at - now
   end
 end
 if best < 0 then return {0, wait, now} end
+local taken = 0
 local k = 1 + best * 5
-local a = 4 + best * 7
+local a = 4 + best * 8
 local function take(key, window)
-  redis.call('ZADD', key, now + inflight + window, member)
+  redis.call('ZADD', key, num(now + inflight + window), member)
   redis.call('PEXPIRE', key, math.floor((inflight + window) / 1000) + 1000)
 end
 local cat_window = tonumber(ARGV[a + 2])
 take(KEYS[k + 1], cat_window)
+taken = redis.call('ZCOUNT', KEYS[k + 1], '(' .. num(now), '+inf')
 if tonumber(ARGV[a + 3]) > 0 then take(KEYS[k + 2], tonumber(ARGV[a + 4])) end
 take(KEYS[k + 3], tonumber(ARGV[a + 6]))
-local spacing = tonumber(ARGV[a + 7])
+local spacing = best_spacing
 if spacing > 0 then
   local grid = tonumber(redis.call('HGET', KEYS[k + 5], 'grid') or '-1')
   if grid >= 0 and now < grid + spacing + cat_window then grid = grid + spacing else grid = now end
-  redis.call('HSET', KEYS[k + 5], 'grid', grid, 'last', now)
+  redis.call('HSET', KEYS[k + 5], 'grid', num(grid), 'last', num(now))
   redis.call('PEXPIRE', KEYS[k + 5], math.floor((spacing + cat_window) / 1000) + 1000)
 end
-return {1, best, now}
+return {1, best, now, taken}
 ";
 
 /// The answer script. KEYS: category, endpoint, overall window, hold. ARGV: member, kind
 /// (0 accepted, 1 rejected for rate, 2 other), the three new scores (0: no endpoint
 /// window), when it was admitted on Redis's clock, the random phase and the least pause
-/// after a rejection, the category window. Returns the pause in µs after a new rejection,
-/// -1 for a rejection of a request sent before the last one was known, 0 otherwise.
+/// after a rejection, the category window, the remaining count (-1 for none), the
+/// endpoint's id. Returns the pause in µs after a new rejection, -1 for a rejection of a
+/// request sent before the last one was known, the fleet's effective limit after an
+/// accepted reply with a remaining count, 0 otherwise.
 const ANSWER: &str = r"
+local function num(x) return string.format('%.0f', x) end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local m = ARGV[1]
@@ -230,19 +251,29 @@ local admitted = tonumber(ARGV[6])
 local probe = redis.call('HGET', KEYS[4], 'probe')
 if ARGV[2] == '0' then
   if probe and admitted >= tonumber(probe) then redis.call('HDEL', KEYS[4], 'probe') end
-  return 0
+  local rem = tonumber(ARGV[10])
+  if rem < 0 then return 0 end
+  -- The server leaves `rem` beside what it counted; the fleet's requests still in the
+  -- window (counted or about to be) plus that is what it allows the fleet now.
+  local target = KEYS[1]
+  if tonumber(ARGV[4]) > 0 then target = KEYS[2] end
+  local eff = redis.call('ZCOUNT', target, '(' .. num(now), '+inf') + rem
+  if eff < 1 then eff = 1 end
+  redis.call('HSET', KEYS[4], 'eff:' .. ARGV[11], num(eff), 'eff_at:' .. ARGV[11], num(now))
+  if redis.call('PTTL', KEYS[4]) < 60000 then redis.call('PEXPIRE', KEYS[4], 60000) end
+  return eff
 end
 if ARGV[2] ~= '1' then return 0 end
 if probe and admitted < tonumber(probe) then return -1 end
 local window = tonumber(ARGV[9])
-local r = redis.call('ZREVRANGEBYSCORE', KEYS[1], now + window, '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
+local r = redis.call('ZREVRANGEBYSCORE', KEYS[1], num(now + window), '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
 local u = now
 if r[2] and tonumber(r[2]) > u then u = tonumber(r[2]) end
 u = u + tonumber(ARGV[7])
 if now + tonumber(ARGV[8]) > u then u = now + tonumber(ARGV[8]) end
 local old = tonumber(redis.call('HGET', KEYS[4], 'until') or '0')
 if old > u then u = old end
-redis.call('HSET', KEYS[4], 'until', u, 'probe', now)
+redis.call('HSET', KEYS[4], 'until', num(u), 'probe', num(now))
 redis.call('PEXPIRE', KEYS[4], math.floor((u - now) / 1000) + 60000)
 return u - now
 ";
@@ -291,11 +322,18 @@ struct Answer {
     admitted: u64,
     phase_us: u64,
     least_pause_us: u64,
+    remaining: i64,
+    endpoint: u16,
+    category: Category,
 }
 
 /// What one admission script said.
 enum Verdict {
-    Admitted { candidate: usize, redis_now: u64 },
+    Admitted {
+        candidate: usize,
+        redis_now: u64,
+        in_window: u32,
+    },
     Wait(Duration),
     Epoch(String),
 }
@@ -326,10 +364,16 @@ pub struct RedisLimiter {
     members: AtomicU64,
     /// No share admission before this, after Redis lost its state.
     share_hold: AtomicU64,
+    /// Per category: the whole fleet's requests in the window at the last admission.
+    fleet_in_window: [AtomicU64; 4],
+    /// Per category: what the server's remaining counts leave the fleet (0: unknown).
+    fleet_limit: Arc<[AtomicU64; 4]>,
 }
 
 /// The writer of answers; run it until `stop`, then it drains what is queued.
 pub struct AnswerWriter {
+    /// Per category: the fleet's effective limit from the last remaining count.
+    fleet_limit: Arc<[AtomicU64; 4]>,
     conn: ConnectionManager,
     script: Script,
     rx: mpsc::Receiver<Answer>,
@@ -378,6 +422,7 @@ impl RedisLimiter {
             .set_max_delay(Duration::from_millis(100));
         let conn = ConnectionManager::new_lazy_with_config(client, manager).map_err(bad)?;
         let (tx, rx) = mpsc::channel(ANSWER_QUEUE);
+        let fleet_limit: Arc<[AtomicU64; 4]> = Arc::default();
         let origin_wall_us = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as i64);
@@ -402,8 +447,11 @@ impl RedisLimiter {
             outages: AtomicU64::new(0),
             members: AtomicU64::new(0),
             share_hold: AtomicU64::new(0),
+            fleet_in_window: Default::default(),
+            fleet_limit: Arc::clone(&fleet_limit),
         };
         let writer = AnswerWriter {
+            fleet_limit,
             conn,
             script: Script::new(ANSWER),
             rx,
@@ -494,7 +542,8 @@ impl RedisLimiter {
                 .arg(SERVER_WINDOW_US)
                 .arg(self.limits.overall_per_minute)
                 .arg(60 * SERVER_WINDOW_US)
-                .arg(SERVER_WINDOW_US / u64::from(limit.max(1)));
+                .arg(SERVER_WINDOW_US / u64::from(limit.max(1)))
+                .arg(route.endpoint);
         }
         let mut conn = self.conn.clone();
         let reply: Vec<redis::Value> =
@@ -513,6 +562,7 @@ impl RedisLimiter {
             1 => Verdict::Admitted {
                 candidate: int(1)?.max(0) as usize,
                 redis_now: int(2)?.max(0) as u64,
+                in_window: int(3)?.clamp(0, i64::from(u32::MAX)) as u32,
             },
             2 => Verdict::Epoch(match reply.get(3) {
                 Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
@@ -687,8 +737,11 @@ impl RedisLimiter {
                 Ok(Verdict::Admitted {
                     candidate,
                     redis_now,
+                    in_window,
                 }) => {
                     let chosen = candidates.get(candidate).copied().unwrap_or(route);
+                    self.fleet_in_window[route.category.index()]
+                        .store(u64::from(in_window), Ordering::Relaxed);
                     // The share's permit was taken for whichever egress it chose; the
                     // shared windows decide where the request goes.
                     return self.admitted(
@@ -805,6 +858,14 @@ impl RedisLimiter {
             admitted: redis_at,
             phase_us,
             least_pause_us,
+            remaining: match feedback {
+                Feedback::Accepted {
+                    remaining: Some(r), ..
+                } => i64::from(r),
+                _ => -1,
+            },
+            endpoint: route.endpoint,
+            category: route.category,
         };
         if self.answers.try_send(answer).is_err() {
             tracing::warn!(
@@ -820,8 +881,8 @@ fn timeout() -> redis::RedisError {
     redis::RedisError::from((redis::ErrorKind::Io, "no reply within 250 ms"))
 }
 
-/// `url` without its password.
-fn redacted(url: &str) -> String {
+/// `url` without its password, for logs.
+pub fn redacted(url: &str) -> String {
     match reqwest::Url::parse(url) {
         Ok(mut u) if u.password().is_some() => {
             let _ = u.set_password(Some("***"));
@@ -840,6 +901,13 @@ impl RateLimiter for RedisLimiter {
         let now = self.now_us();
         let adjustment = Self::lock(&self.mirror).feedback(permit, feedback, now);
         let pending = Self::lock(&self.pending).remove(&permit.id);
+        // The mirror takes the other instances for strangers; the fleet's limit is
+        // followed in Redis instead.
+        let shared = pending.as_ref().is_some_and(|p| p.shared.is_some());
+        let adjustment = match adjustment {
+            Some(Adjustment::EffectiveLimit { .. }) if shared => None,
+            other => other,
+        };
         if let Some(pending) = pending {
             if let Some(share) = &pending.share {
                 self.share.feedback(share, feedback);
@@ -865,7 +933,22 @@ impl RateLimiter for RedisLimiter {
             ..mirror.counters(category, now)
         };
         if backend == Backend::Fallback {
-            counters.effective_limit = self.share.counters(category).limit;
+            let share = self.share.counters(category);
+            counters.effective_limit = share.limit;
+            counters.available = share.available;
+        } else {
+            // What the fleet leaves, as of the last admission (the mirror sees only ours).
+            let fleet = self.fleet_in_window[category.index()].load(Ordering::Relaxed);
+            let fleet = u32::try_from(fleet).unwrap_or(u32::MAX);
+            let limit = match self.fleet_limit[category.index()].load(Ordering::Relaxed) {
+                0 => counters.limit,
+                l => counters.limit.min(u32::try_from(l).unwrap_or(u32::MAX)),
+            };
+            // The mirror's share controller counts the other instances as strangers; what
+            // the fleet is left is the figure that means something here.
+            counters.effective_limit = limit;
+            counters.foreign_milli = (counters.limit - limit) * 1_000;
+            counters.available = limit.saturating_sub(fleet);
         }
         counters
     }
@@ -907,14 +990,20 @@ impl AnswerWriter {
             .arg(answer.admitted)
             .arg(answer.phase_us)
             .arg(answer.least_pause_us)
-            .arg(SERVER_WINDOW_US);
+            .arg(SERVER_WINDOW_US)
+            .arg(answer.remaining)
+            .arg(answer.endpoint);
         // A lost answer leaves the request counted as in flight: safe. The admission
         // path notices the outage itself.
         let result: Result<redis::RedisResult<i64>, _> =
             tokio::time::timeout(CALL_TIMEOUT, invocation.invoke_async(&mut self.conn)).await;
-        if let Ok(Ok(pause)) = result {
-            if pause > 0 && answer.kind == 1 {
-                tracing::debug!(pause_ms = pause / 1_000, "shared hold set in redis");
+        if let Ok(Ok(value)) = result {
+            if answer.kind == 1 && value > 0 {
+                tracing::debug!(pause_ms = value / 1_000, "shared hold set in redis");
+            }
+            if answer.kind == 0 && value > 0 {
+                self.fleet_limit[answer.category.index()]
+                    .store(value.min(i64::from(u32::MAX)) as u64, Ordering::Relaxed);
             }
         }
     }

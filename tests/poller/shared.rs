@@ -12,6 +12,7 @@ use bitget_poller::app::{poll_session, RunSummary, Wiring};
 use bitget_poller::config::Config;
 use bitget_poller::core::clock::{Clock, SystemClock};
 use bitget_poller::limiter::{Backend, Category};
+use bitget_poller::sim::limits::LimitConfig;
 use bitget_poller::sim::network::NetworkConfig;
 use bitget_poller::sim::SimConfig;
 use bitget_poller::store::{Store, StoreConfig};
@@ -160,6 +161,43 @@ async fn redis_killed_and_restarted_mid_run_costs_no_429_and_sharing_resumes() {
     let stats = sim.stop().await;
     assert_eq!(stats.total.rate_limited, 0, "{stats:?}");
     assert!(stats.endpoints[CANDLES].max_accepted_in_1s <= 20);
+    assert!(sa.candle_replies > 0 && sb.candle_replies > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limit_drop_one_instance_meets_holds_them_all() {
+    let redis = RedisServer::start("drop");
+    // 20/s, then 5/s from 2 s, then 20/s again from 5 s.
+    let sim = simulator(SimConfig {
+        symbols: 30,
+        limits: LimitConfig {
+            schedule: LimitConfig::parse_schedule("20,2:5,5:20").unwrap(),
+            ..LimitConfig::default()
+        },
+        ..SimConfig::default()
+    })
+    .await;
+    let cfg = config(
+        &sim.base_url(),
+        "symbols = \"all\"\ntickers_interval_secs = 0\ndiscovery_cache = \"target/test-cache/shared-drop.json\"",
+        &redis_extra(&redis, 2),
+    );
+    let a = start(&cfg);
+    let b = start(&cfg);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    // In the 5/s phase: the fleet follows the server's remaining count.
+    let during = a.wiring.limiter.counters(Category::Market).effective_limit;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let after = a.wiring.limiter.counters(Category::Market).effective_limit;
+    let (sa, sb) = (a.stop().await, b.stop().await);
+    let stats = sim.stop().await;
+    let rejected = stats.total.rate_limited;
+    assert!(
+        (1..=4).contains(&rejected),
+        "429s for two instances on the drop: {rejected}"
+    );
+    assert!(during <= 6, "effective limit in the 5/s phase: {during}");
+    assert_eq!(after, 20, "back to the full limit");
     assert!(sa.candle_replies > 0 && sb.candle_replies > 0);
 }
 
