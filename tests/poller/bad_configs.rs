@@ -13,6 +13,26 @@ const CASES: &[(&str, &str, &str)] = &[
     ),
     ("duplicate_symbol", "poll.symbols", "lists BTCUSDT twice"),
     (
+        "redis_url_not_a_url",
+        "limits.redis_url",
+        "write redis://host:port/db",
+    ),
+    (
+        "unknown_limiter_backend",
+        "limits.backend",
+        "allowed \"local\" or \"redis\"",
+    ),
+    (
+        "egress_bad_address",
+        "egress[0].local_address",
+        "is not an ip address",
+    ),
+    (
+        "egress_ftp_proxy",
+        "egress[0].proxy",
+        "allowed socks5, socks5h, http, https",
+    ),
+    (
         "empty_symbols",
         "poll.symbols",
         "list at least one symbol or write \"all\"",

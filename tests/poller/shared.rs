@@ -399,3 +399,64 @@ fn a_bad_redis_url_is_one_line_and_exit_2() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn signed_requests_keep_to_the_signed_egress_while_market_data_rotates() {
+    use bitget_poller::bitget::credential::{Credentials, Signer};
+    use bitget_poller::core::market::Symbol;
+    use bitget_poller::core::timeframe::{Granularity, Market};
+    use bitget_poller::sim::{DEMO_API_KEY, DEMO_API_PASSPHRASE, DEMO_API_SECRET};
+
+    let dir = temp_dir("signed-egress");
+    let log = dir.join("requests.jsonl");
+    let sim = simulator(SimConfig {
+        symbols: 5,
+        request_log: Some(log.clone()),
+        ..SimConfig::default()
+    })
+    .await;
+    let cfg = Config::parse(
+        &format!("[exchange]\nbase_url = \"{}\"\nsigned_egress = \"b\"\n[poll]\nsymbols = \"all\"\n[[egress]]\nname = \"a\"\nlocal_address = \"127.0.0.2\"\n[[egress]]\nname = \"b\"\nlocal_address = \"127.0.0.3\"\n[[egress]]\nname = \"c\"\nlocal_address = \"127.0.0.4\"\n", sim.base_url()),
+        std::path::Path::new("signed.toml"),
+    )
+    .unwrap();
+    let stop = CancellationToken::new();
+    let wiring = Wiring::new(&cfg, Store::new(StoreConfig::default()), stop).unwrap();
+    let signer = Arc::new(Signer::new(
+        Credentials::new(DEMO_API_KEY, DEMO_API_SECRET, DEMO_API_PASSPHRASE),
+        Arc::new(SystemClock::new()),
+    ));
+    let client = wiring.client.clone().with_signer(signer);
+    let btc = Symbol::parse("BTCUSDT").unwrap();
+    let one_minute = Granularity::parse(Market::Futures, "1m").unwrap();
+    for _ in 0..6 {
+        client.balances().await.unwrap();
+        client
+            .candles(Market::Futures, &btc, "1m", one_minute, 5)
+            .await
+            .unwrap();
+    }
+    drop(client);
+    sim.stop().await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    let mut signed = BTreeMap::<String, u32>::new();
+    let mut public = BTreeMap::<String, u32>::new();
+    for line in text.lines() {
+        let row: serde_json::Value = serde_json::from_str(line).unwrap();
+        let client = row["client"].as_str().unwrap().to_owned();
+        let path = row["path"].as_str().unwrap();
+        if path.contains("/account/") {
+            *signed.entry(client).or_default() += 1;
+        } else if path == CANDLES {
+            *public.entry(client).or_default() += 1;
+        }
+    }
+    assert_eq!(
+        signed.into_iter().collect::<Vec<_>>(),
+        [("127.0.0.3".to_owned(), 6)]
+    );
+    assert!(
+        public.len() >= 2,
+        "market data left from several egresses: {public:?}"
+    );
+}
