@@ -9,11 +9,13 @@
 //!   diagnostics. Depends on nothing else here.
 //! - [`limiter`]: admission in the server's frame, keyed by scope (clock-offset bounds from
 //!   `requestTime`, windows of arrivals, the share beside other clients, backoff, recent
-//!   429s), pure, under an async shell. Knows nothing of Bitget's paths.
+//!   429s), pure, under an async shell; or the same windows in Redis, shared by every
+//!   instance on any host, with a local fallback share. Knows nothing of Bitget's paths.
 //! - [`store`]: the in-memory source of truth for candles and tickers, with subscribers
 //!   that catch up from it.
 //! - [`bitget`]: the venue adapter — endpoint table, codes, signing, wire shapes, parsing,
-//!   the raw HTTP layer (`forward`) and the typed client.
+//!   the raw HTTP layer (`forward`), the egress addresses and proxies it leaves from, and
+//!   the typed client.
 //! - [`scheduler`]: what to request next, a pure core under a thin async shell that
 //!   writes into the store.
 //! - [`strategy`]: pure strategies over core types.

@@ -1,4 +1,5 @@
-//! The raw HTTP layer to Bitget: one pooled HTTP client, every request through the limiter,
+//! The raw HTTP layer to Bitget: one pooled HTTP client per egress (see [`super::egress`];
+//! the limiter picks the egress of each public request), every request through the limiter,
 //! every failure classified, retries with backoff (and through the limiter again), and
 //! [`Http::forward`] for a request someone else built and signed.
 //!

@@ -15,8 +15,10 @@
 //! - [`model`]: a discrete-event model of clients, network and a Bitget-like meter, for
 //!   tests and the sharing curve.
 //!
-//! Callers see only the [`RateLimiter`] trait, so a limiter shared by several processes on
-//! one IP (Redis, say) can replace [`local::LocalLimiter`] without touching them.
+//! - [`redis`]: the same windows in Redis, for every instance on any host.
+//!
+//! Callers see only the [`RateLimiter`] trait, so [`redis::RedisLimiter`] replaces
+//! [`local::LocalLimiter`] without touching them.
 
 pub mod backoff;
 pub mod budgets;

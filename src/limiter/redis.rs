@@ -1031,6 +1031,7 @@ mod tests {
             "{e}"
         );
         assert!(check_url("redis://127.0.0.1:6379/0").is_ok());
+        assert!(check_url("rediss://user:pw@redis.example:6380/1").is_ok());
     }
 
     #[test]
