@@ -25,7 +25,6 @@ import os
 import re
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from poller_bench import BIN, CANDLES, ROOT, read_log, start_sim, stop_sim  # noqa: E402
+from network_bench import median_of  # noqa: E402
 
 
 def free_port():
@@ -271,20 +271,6 @@ SCENARIOS = {
     "egress4": scenario_egress4,
     "wide2": scenario_wide2,
 }
-
-
-def median_of(runs):
-    if len(runs) == 1:
-        return runs[0]
-    out = {}
-    for key, first in runs[0].items():
-        values = [r.get(key) for r in runs]
-        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-            out[key] = statistics.median(values)
-            out[key + "_runs"] = values
-        else:
-            out[key] = first
-    return out
 
 
 def main():

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bitget::http::{Http, Observer};
 use crate::core::clock::Clock;
-use crate::limiter::{Backend, Category, RateLimiter};
+use crate::limiter::{Backend, Category, EgressLoad, RateLimiter};
 use crate::scheduler::tiers::Tier;
 use crate::scheduler::PollStats;
 use crate::telemetry::clients::ClientStats;
@@ -297,25 +297,24 @@ impl Collector for MetricsSources {
                     .copied()
                     .unwrap_or_default()
             };
-            let mut family = encoder.encode_descriptor(
-                "egress_requests",
-                "Requests admitted to leave from each egress address or proxy.",
-                None,
-                MetricType::Counter,
-            )?;
-            for (i, name) in names.iter().enumerate() {
-                ConstCounter::new(load(i).admitted)
-                    .encode(family.encode_family(&[("egress", *name)])?)?;
-            }
-            let mut family = encoder.encode_descriptor(
-                "egress_rate_limited",
-                "Rate-limit rejections of requests that left from each egress.",
-                None,
-                MetricType::Counter,
-            )?;
-            for (i, name) in names.iter().enumerate() {
-                ConstCounter::new(load(i).rate_limited)
-                    .encode(family.encode_family(&[("egress", *name)])?)?;
+            for (metric, help, value) in [
+                (
+                    "egress_requests",
+                    "Requests admitted to leave from each egress address or proxy.",
+                    (|l: EgressLoad| l.admitted) as fn(EgressLoad) -> u64,
+                ),
+                (
+                    "egress_rate_limited",
+                    "Rate-limit rejections of requests that left from each egress.",
+                    |l: EgressLoad| l.rate_limited,
+                ),
+            ] {
+                let mut family =
+                    encoder.encode_descriptor(metric, help, None, MetricType::Counter)?;
+                for (i, name) in names.iter().enumerate() {
+                    ConstCounter::new(value(load(i)))
+                        .encode(family.encode_family(&[("egress", *name)])?)?;
+                }
             }
             let health = http.egress_health();
             let mut family = encoder.encode_descriptor(

@@ -31,6 +31,31 @@ fn redis_extra(redis: &RedisServer, instances: u32) -> String {
     )
 }
 
+/// A simulator of `symbols` contracts with 0–20 ms of arrival jitter, and a live-mode
+/// config on all of them sharing through `redis` among `instances`.
+async fn jittered_through_redis(
+    redis: &RedisServer,
+    symbols: usize,
+    instances: u32,
+    name: &str,
+) -> (bitget_poller::sim::Simulator, Config) {
+    let sim = simulator(SimConfig {
+        symbols,
+        network: NetworkConfig {
+            jitter_ms: 20,
+            ..NetworkConfig::default()
+        },
+        ..SimConfig::default()
+    })
+    .await;
+    let cfg = config(
+        &sim.base_url(),
+        &format!("symbols = \"all\"\ntickers_interval_secs = 0\ndiscovery_cache = \"target/test-cache/{name}.json\""),
+        &redis_extra(redis, instances),
+    );
+    (sim, cfg)
+}
+
 /// A poller instance of its own (own limiter, own client), as a separate process would
 /// have; returns its wiring so the test can look at the limiter while it runs.
 struct Instance {
@@ -72,20 +97,7 @@ impl Instance {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_share_one_budget_through_redis_without_a_429() {
     let redis = RedisServer::start("three");
-    let sim = simulator(SimConfig {
-        symbols: 30,
-        network: NetworkConfig {
-            jitter_ms: 20,
-            ..NetworkConfig::default()
-        },
-        ..SimConfig::default()
-    })
-    .await;
-    let cfg = config(
-        &sim.base_url(),
-        "symbols = \"all\"\ntickers_interval_secs = 0\ndiscovery_cache = \"target/test-cache/shared3.json\"",
-        &redis_extra(&redis, 3),
-    );
+    let (sim, cfg) = jittered_through_redis(&redis, 30, 3, "shared3").await;
     let instances: Vec<Instance> = (0..3).map(|_| start(&cfg)).collect();
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(instances.iter().all(|i| i.backend() == Backend::Redis));
@@ -122,20 +134,7 @@ async fn three_instances_share_one_budget_through_redis_without_a_429() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_and_restarted_mid_run_costs_no_429_and_sharing_resumes() {
     let mut redis = RedisServer::start("restart");
-    let sim = simulator(SimConfig {
-        symbols: 20,
-        network: NetworkConfig {
-            jitter_ms: 20,
-            ..NetworkConfig::default()
-        },
-        ..SimConfig::default()
-    })
-    .await;
-    let cfg = config(
-        &sim.base_url(),
-        "symbols = \"all\"\ntickers_interval_secs = 0\ndiscovery_cache = \"target/test-cache/restart.json\"",
-        &redis_extra(&redis, 2),
-    );
+    let (sim, cfg) = jittered_through_redis(&redis, 20, 2, "restart").await;
     let a = start(&cfg);
     let b = start(&cfg);
     tokio::time::sleep(Duration::from_secs(2)).await;
