@@ -141,7 +141,9 @@ pub fn check_url(url: &str) -> Result<(), BadUrl> {
 /// category window, endpoint window, overall window, hold, pace. ARGV: the epoch this
 /// instance knows, the member, the in-flight span, the candidate count, then eight per
 /// candidate: category limit and window, endpoint limit (0 for none) and window, overall
-/// limit and window, pacing spacing (0: not paced), the endpoint's id. A fresh effective
+/// limit and window, pacing spacing (0: not paced), the endpoint's id. Admitted and wait
+/// replies end with the first candidate's category limit in force (after the remaining
+/// counts, before a probe). A fresh effective
 /// limit in the hold hash (from the server's remaining counts) lowers the category's (or
 /// the endpoint window's) limit and spaces the pace to it. Returns {1, candidate, now, requests in the chosen
 /// category window}, {0, wait, now} or {2, 0, now, epoch} when the epoch is not the one
@@ -163,7 +165,7 @@ local function room(key, limit, at)
   local r = redis.call('ZRANGEBYSCORE', key, '(' .. num(at), '+inf', 'WITHSCORES', 'LIMIT', count - limit, 1)
   return count, tonumber(r[2])
 end
-local best, best_load, best_spacing, wait = -1, 0, 0, nil
+local best, best_load, best_spacing, wait, seen = -1, 0, 0, nil, nil
 for c = 0, n - 1 do
   local k = 1 + c * 5
   local a = 4 + c * 8
@@ -184,6 +186,7 @@ for c = 0, n - 1 do
       if spacing > 0 then spacing = math.floor(tonumber(ARGV[a + 2]) / e) end
     end
   end
+  if seen == nil then seen = cat_limit end
   if hold[2] then cat_limit = 1 end
   if spacing > 0 then
     local pace = redis.call('HMGET', KEYS[k + 5], 'grid', 'last')
@@ -209,7 +212,7 @@ for c = 0, n - 1 do
     wait = at - now
   end
 end
-if best < 0 then return {0, wait, now} end
+if best < 0 then return {0, wait, now, seen} end
 local taken = 0
 local k = 1 + best * 5
 local a = 4 + best * 8
@@ -229,7 +232,7 @@ if spacing > 0 then
   redis.call('HSET', KEYS[k + 5], 'grid', num(grid), 'last', num(now))
   redis.call('PEXPIRE', KEYS[k + 5], math.floor((spacing + cat_window) / 1000) + 1000)
 end
-return {1, best, now, taken}
+return {1, best, now, taken, seen}
 ";
 
 /// The answer script. KEYS: category, endpoint, overall window, hold. ARGV: member, kind
@@ -333,8 +336,9 @@ enum Verdict {
         candidate: usize,
         redis_now: u64,
         in_window: u32,
+        limit: u32,
     },
-    Wait(Duration),
+    Wait(Duration, u32),
     Epoch(String),
 }
 
@@ -563,12 +567,16 @@ impl RedisLimiter {
                 candidate: int(1)?.max(0) as usize,
                 redis_now: int(2)?.max(0) as u64,
                 in_window: int(3)?.clamp(0, i64::from(u32::MAX)) as u32,
+                limit: int(4)?.clamp(0, i64::from(u32::MAX)) as u32,
             },
             2 => Verdict::Epoch(match reply.get(3) {
                 Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
                 _ => String::new(),
             }),
-            _ => Verdict::Wait(Duration::from_micros(int(1)?.max(0) as u64)),
+            _ => Verdict::Wait(
+                Duration::from_micros(int(1)?.max(0) as u64),
+                int(3)?.clamp(0, i64::from(u32::MAX)) as u32,
+            ),
         })
     }
 
@@ -738,7 +746,9 @@ impl RedisLimiter {
                     candidate,
                     redis_now,
                     in_window,
+                    limit,
                 }) => {
+                    self.saw_limit(route.category, limit);
                     let chosen = candidates.get(candidate).copied().unwrap_or(route);
                     self.fleet_in_window[route.category.index()]
                         .store(u64::from(in_window), Ordering::Relaxed);
@@ -758,7 +768,8 @@ impl RedisLimiter {
                         },
                     );
                 }
-                Ok(Verdict::Wait(wait)) => {
+                Ok(Verdict::Wait(wait, limit)) => {
+                    self.saw_limit(route.category, limit);
                     self.wait(asked + wait.as_micros() as u64, changed).await;
                 }
                 Ok(Verdict::Epoch(seen)) => {
@@ -796,6 +807,13 @@ impl RedisLimiter {
         let mut link = Self::lock(&self.link);
         if !matches!(*link, Link::Up { .. }) {
             *link = Link::Up { epoch, grace_until };
+        }
+    }
+
+    /// The fleet's limit for `category` as the last script saw it.
+    fn saw_limit(&self, category: Category, limit: u32) {
+        if limit > 0 {
+            self.fleet_limit[category.index()].store(u64::from(limit), Ordering::Relaxed);
         }
     }
 
