@@ -501,7 +501,7 @@ impl RedisLimiter {
             .map_or("default", String::as_str)
     }
 
-    /// The four keys of `route` on its egress: category, endpoint, overall, hold.
+    /// The keys of `route` on its egress: category, endpoint, overall, hold, pace.
     fn keys(&self, route: &Route) -> [String; 5] {
         let p = &self.prefix;
         let cat = route.category.name();
