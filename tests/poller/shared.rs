@@ -108,9 +108,12 @@ async fn three_instances_share_one_budget_through_redis_without_a_429() {
         "{scrape}"
     );
     let mut replies = Vec::new();
+    let mut admitted = 0;
     for instance in instances {
         let summary = instance.stop().await;
-        assert_eq!(summary.counters(Category::Market).rate_limited, 0);
+        let market = summary.counters(Category::Market);
+        assert_eq!(market.rate_limited, 0);
+        admitted += market.admitted;
         replies.push(summary.candle_replies);
     }
     let stats = sim.stop().await;
@@ -124,10 +127,13 @@ async fn three_instances_share_one_budget_through_redis_without_a_429() {
     // Each polled: one budget, three users (each alone would take all of it, and three
     // local limiters together draw 429s).
     assert!(replies.iter().all(|&r| r > 0), "{replies:?}");
-    assert_eq!(
-        replies.iter().sum::<u64>(),
-        candles.requests,
-        "every candle request came from the instances"
+    // Every request the server saw was admitted by one of the instances' limiters (some
+    // admitted at the stop never arrived, and replies in flight then were not counted).
+    assert!(replies.iter().sum::<u64>() <= candles.requests);
+    assert!(
+        admitted >= stats.total.requests,
+        "{admitted} admitted, {} seen",
+        stats.total.requests
     );
 }
 
@@ -302,7 +308,6 @@ async fn four_egress_addresses_each_carry_their_own_ip_budget() {
     );
     let instance = start(&cfg);
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let loads = instance.wiring.limiter.egress_loads();
     let wall: Arc<dyn Clock> = Arc::new(SystemClock::new());
     let scrape = render(&instance.wiring.metrics_sources(wall)).unwrap();
     for ip in ["127.0.0.2", "127.0.0.5"] {
@@ -317,7 +322,10 @@ async fn four_egress_addresses_each_carry_their_own_ip_budget() {
             "bitget_poller_egress_healthy{{egress=\"{ip}\"}} 1"
         )));
     }
+    let wiring = Arc::clone(&instance.wiring);
     let summary = instance.stop().await;
+    // After the stop, so both counts cover the same admissions.
+    let loads = wiring.limiter.egress_loads();
     let stats = sim.stop().await;
     assert_eq!(stats.total.rate_limited, 0, "{stats:?}");
     assert!(stats.endpoints[CANDLES].max_accepted_in_1s <= 20);
