@@ -198,19 +198,14 @@ impl Wiring {
             ),
             BackendConfig::Redis(redis) => {
                 let names = ScopeNames {
-                    egresses: config
-                        .client
-                        .egresses
-                        .iter()
-                        .map(|e| e.name.clone())
-                        .collect(),
+                    egresses: config.client.egress_names(),
                     accounts: vec![account_name()],
                 };
                 let (limiter, writer) =
                     RedisLimiter::new(redis, &config.limits, config.client.backoff, names)
                         .map_err(|e| RunError::Redis(e.to_string()))?;
                 tracing::info!(
-                    redis = %crate::limiter::redis::redacted(&redis.url),
+                    redis = %crate::core::text::redact_url(&redis.url),
                     prefix = %redis.key_prefix,
                     fallback_share = redis.fallback_share,
                     "budgets shared through redis"
@@ -312,12 +307,7 @@ pub async fn poll_session(
         Arc::clone(&wall),
         config.usage_interval,
         config.ascii_status,
-        config
-            .client
-            .egresses
-            .iter()
-            .map(|e| e.name.clone())
-            .collect(),
+        config.client.egress_names(),
         reporter_stop.clone(),
     ));
     let polled = async {

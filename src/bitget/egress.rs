@@ -12,6 +12,8 @@
 //! runtime.
 
 use std::net::IpAddr;
+
+use crate::core::text::redact_url;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -48,13 +50,7 @@ impl EgressConfig {
         match &self.route {
             EgressRoute::Default => "default route".to_owned(),
             EgressRoute::LocalAddress(ip) => format!("from {ip}"),
-            EgressRoute::Proxy(url) => match reqwest::Url::parse(url) {
-                Ok(mut u) if u.password().is_some() => {
-                    let _ = u.set_password(Some("***"));
-                    format!("via {u}")
-                }
-                _ => format!("via {url}"),
-            },
+            EgressRoute::Proxy(url) => format!("via {}", redact_url(url)),
         }
     }
 }

@@ -58,6 +58,13 @@ pub struct ClientConfig {
     pub signed_egress: u16,
 }
 
+impl ClientConfig {
+    /// The egresses' names, in order.
+    pub fn egress_names(&self) -> Vec<String> {
+        self.egresses.iter().map(|e| e.name.clone()).collect()
+    }
+}
+
 /// The default cap on a reply body.
 pub const DEFAULT_MAX_BODY: usize = 16 << 20;
 

@@ -54,3 +54,14 @@ fn plain_words(message: &str) -> String {
     }
     message
 }
+
+/// `url` with its password, if any, shown as `***`: for logs and messages.
+pub fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}

@@ -19,6 +19,11 @@ pub const PROBES_BEFORE_BACKOFF: u32 = 6;
 /// The random part of the hold after a rejection, in µs.
 const PROBE_PHASE_US: u64 = 250_000;
 
+/// The random part of the hold after a rejection, for a uniform draw `jitter` in [0, 1).
+pub fn probe_phase_us(jitter: f64) -> u64 {
+    (jitter.clamp(0.0, 1.0) * PROBE_PHASE_US as f64) as u64
+}
+
 /// Waits shorter than this are scheduling noise, not waiting for the budget.
 const WAIT_NOISE: Duration = Duration::from_millis(1);
 
@@ -95,9 +100,7 @@ impl Budgets {
 
     /// The endpoint's own window, when its documented limit is below its category's.
     fn endpoint_log(&mut self, route: Route) -> Option<&mut WindowLog> {
-        let limit = route
-            .endpoint_limit
-            .filter(|&l| l < self.limits.per_second(route.category))?;
+        let limit = self.limits.endpoint_window(&route)?;
         let window = self.second_us;
         Some(
             self.endpoints
@@ -257,7 +260,7 @@ impl Budgets {
                 // Plus a random part of a quarter second: a window that others fill has its
                 // free moments at the same phase every second, and probes a second apart
                 // would keep missing them.
-                let phase = (jitter.clamp(0.0, 1.0) * PROBE_PHASE_US as f64) as u64;
+                let phase = probe_phase_us(jitter);
                 let mut until = log.drained_at().max(now) + phase;
                 if strike >= PROBES_BEFORE_BACKOFF {
                     // A newcomer beside a client that fills every window gets in only

@@ -161,11 +161,7 @@ impl RateLimiter for LocalLimiter {
     fn counters(&self, category: Category) -> CategoryCounters {
         let now = self.now_us();
         let state = &mut self.state();
-        let offset = state.offset();
-        let clock_offset_us = offset
-            .lower(now)
-            .zip(offset.upper(now))
-            .map(|(lo, hi)| (lo - self.origin_wall_us, hi - self.origin_wall_us));
+        let clock_offset_us = state.offset().from_wall(now, self.origin_wall_us);
         CategoryCounters {
             clock_offset_us,
             ..state.counters(category, now)

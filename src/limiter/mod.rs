@@ -266,6 +266,14 @@ impl Limits {
     pub fn per_second(&self, category: Category) -> u32 {
         self.per_second[category.index()]
     }
+
+    /// The limit of `route`'s own endpoint window: its documented limit when that is below
+    /// its category's (otherwise the category's window covers it).
+    pub fn endpoint_window(&self, route: &Route) -> Option<u32> {
+        route
+            .endpoint_limit
+            .filter(|&l| l < self.per_second(route.category))
+    }
 }
 
 /// Proof of admission: hand it back with the outcome.

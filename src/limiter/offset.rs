@@ -90,6 +90,14 @@ impl OffsetBounds {
 
     /// How wide the interval is at `now_us`: what the limiter cannot know about the
     /// server's clock, and so the margin it keeps.
+    /// Both bounds, measured from `base_us` (the wall clock at this time base's origin)
+    /// instead of the origin: the server's clock minus the wall clock.
+    pub fn from_wall(&self, now_us: u64, base_us: i64) -> Option<(i64, i64)> {
+        self.lower(now_us)
+            .zip(self.upper(now_us))
+            .map(|(lo, hi)| (lo - base_us, hi - base_us))
+    }
+
     pub fn width(&self, now_us: u64) -> Option<u64> {
         Some(
             self.upper(now_us)?

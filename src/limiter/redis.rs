@@ -39,13 +39,14 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::backoff::Backoff;
-use super::budgets::Budgets;
+use super::budgets::{probe_phase_us, Budgets};
 use super::local::LocalLimiter;
 use super::window::{IN_FLIGHT_MAX_US, SERVER_WINDOW_US};
 use super::{
     Acquire, Adjustment, Backend, Category, CategoryCounters, EgressLoad, Feedback, Limits, Permit,
     RateLimiter, Route, Scope,
 };
+use crate::core::text::redact_url;
 
 /// The default Redis server.
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/0";
@@ -131,10 +132,30 @@ pub struct BadUrl {
 /// # Errors
 /// It is not a Redis URL.
 pub fn check_url(url: &str) -> Result<(), BadUrl> {
-    redis::Client::open(url).map(|_| ()).map_err(|e| BadUrl {
+    open(url).map(drop)
+}
+
+/// The client for `url`, not yet connected.
+fn open(url: &str) -> Result<redis::Client, BadUrl> {
+    redis::Client::open(url).map_err(|e| BadUrl {
         url: url.to_owned(),
         cause: e.to_string(),
     })
+}
+
+/// `call`, or a timeout error after [`CALL_TIMEOUT`]: Redis not answering in time counts
+/// as Redis unavailable.
+async fn bounded<T>(
+    call: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> redis::RedisResult<T> {
+    tokio::time::timeout(CALL_TIMEOUT, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "no reply within 250 ms",
+            )))
+        })
 }
 
 /// The admission script. KEYS[1] is the epoch key, then five per candidate egress:
@@ -284,10 +305,15 @@ return u - now
 /// The state of the link to Redis.
 #[derive(Debug, Clone)]
 enum Link {
-    /// Not used yet, or the state was lost: the epoch must be learned first.
+    /// Not used yet: the epoch must be learned first.
     Unknown,
-    /// Admissions come from Redis; during the grace after an outage also from the share.
-    Up { epoch: String, grace_until: u64 },
+    /// Admissions come from Redis; during the grace after an outage also from the share,
+    /// and after Redis lost its state none before `hold_until`.
+    Up {
+        epoch: String,
+        grace_until: u64,
+        hold_until: u64,
+    },
     /// Admissions come from the share; Redis is tried again at `retry_at`.
     Down {
         hold_until: u64,
@@ -361,13 +387,9 @@ pub struct RedisLimiter {
     gates: [tokio::sync::Mutex<()>; 4],
     changed: Notify,
     answers: mpsc::Sender<Answer>,
-    /// Outages so far, for reports.
-    outages: AtomicU64,
     /// Members are named by this counter, not the mirror's ids: categories admit
     /// concurrently, and the name must be fixed before Redis is asked.
     members: AtomicU64,
-    /// No share admission before this, after Redis lost its state.
-    share_hold: AtomicU64,
     /// Per category: the whole fleet's requests in the window at the last admission.
     fleet_in_window: [AtomicU64; 4],
     /// Per category: what the server's remaining counts leave the fleet (0: unknown).
@@ -413,18 +435,18 @@ impl RedisLimiter {
         backoff: Backoff,
         names: ScopeNames,
     ) -> Result<(Self, AnswerWriter), BadUrl> {
-        let bad = |e: redis::RedisError| BadUrl {
-            url: config.url.clone(),
-            cause: e.to_string(),
-        };
-        let client = redis::Client::open(config.url.as_str()).map_err(bad)?;
+        let client = open(&config.url)?;
         let manager = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CALL_TIMEOUT))
             .set_response_timeout(Some(CALL_TIMEOUT))
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(10))
             .set_max_delay(Duration::from_millis(100));
-        let conn = ConnectionManager::new_lazy_with_config(client, manager).map_err(bad)?;
+        let conn =
+            ConnectionManager::new_lazy_with_config(client, manager).map_err(|e| BadUrl {
+                url: config.url.clone(),
+                cause: e.to_string(),
+            })?;
         let (tx, rx) = mpsc::channel(ANSWER_QUEUE);
         let fleet_limit: Arc<[AtomicU64; 4]> = Arc::default();
         let origin_wall_us = std::time::SystemTime::now()
@@ -448,9 +470,7 @@ impl RedisLimiter {
             gates: Default::default(),
             changed: Notify::new(),
             answers: tx,
-            outages: AtomicU64::new(0),
             members: AtomicU64::new(0),
-            share_hold: AtomicU64::new(0),
             fleet_in_window: Default::default(),
             fleet_limit: Arc::clone(&fleet_limit),
         };
@@ -477,11 +497,6 @@ impl RedisLimiter {
             Link::Up { .. } => Backend::Redis,
             Link::Unknown | Link::Down { .. } => Backend::Fallback,
         }
-    }
-
-    /// Outages noticed so far.
-    pub fn outages(&self) -> u64 {
-        self.outages.load(Ordering::Relaxed)
     }
 
     fn scope_name(&self, route: &Route) -> &str {
@@ -516,10 +531,7 @@ impl RedisLimiter {
     }
 
     fn endpoint_limit(&self, route: &Route) -> u32 {
-        route
-            .endpoint_limit
-            .filter(|&l| l < self.limits.per_second(route.category))
-            .unwrap_or(0)
+        self.limits.endpoint_window(route).unwrap_or(0)
     }
 
     async fn call_admit(
@@ -550,11 +562,7 @@ impl RedisLimiter {
                 .arg(route.endpoint);
         }
         let mut conn = self.conn.clone();
-        let reply: Vec<redis::Value> =
-            match tokio::time::timeout(CALL_TIMEOUT, invocation.invoke_async(&mut conn)).await {
-                Ok(reply) => reply?,
-                Err(_) => return Err(timeout()),
-            };
+        let reply: Vec<redis::Value> = bounded(invocation.invoke_async(&mut conn)).await?;
         let int = |i: usize| match reply.get(i) {
             Some(redis::Value::Int(v)) => Ok(*v),
             _ => Err(redis::RedisError::from((
@@ -591,11 +599,7 @@ impl RedisLimiter {
             .arg("NX")
             .arg("GET")
             .to_owned();
-        let previous: Option<String> =
-            match tokio::time::timeout(CALL_TIMEOUT, set.query_async(&mut conn)).await {
-                Ok(reply) => reply?,
-                Err(_) => return Err(timeout()),
-            };
+        let previous: Option<String> = bounded(set.query_async(&mut conn)).await?;
         Ok(previous.unwrap_or(fresh))
     }
 
@@ -611,17 +615,16 @@ impl RedisLimiter {
                 *retry_at = now + delay;
             }
             Link::Up { .. } | Link::Unknown => {
-                let first = matches!(*link, Link::Unknown) && self.outages() == 0;
-                self.outages.fetch_add(1, Ordering::Relaxed);
+                let first = matches!(*link, Link::Unknown);
                 tracing::error!(
                     target: crate::core::RATE_LOG,
                     event = %"redis_down",
-                    redis = %redacted(&self.url),
+                    redis = %redact_url(&self.url),
                     cause = %cause,
                     fallback_per_sec = self.share.counters(Category::Market).limit,
                     "{} redis at {}: {cause}; admitting from this instance's fallback share of each budget (limits.redis_fallback_share) until it is back",
                     if first { "cannot reach" } else { "lost" },
-                    redacted(&self.url),
+                    redact_url(&self.url),
                 );
                 *link = Link::Down {
                     hold_until: now + OUTAGE_HOLD_US,
@@ -637,25 +640,20 @@ impl RedisLimiter {
     /// Resets after Redis lost the windows it held (a restart): like an outage that
     /// ended at once.
     fn state_lost(&self, now: u64, epoch: String) {
-        self.outages.fetch_add(1, Ordering::Relaxed);
         tracing::error!(
             target: crate::core::RATE_LOG,
             event = %"redis_reset",
-            redis = %redacted(&self.url),
+            redis = %redact_url(&self.url),
             "redis at {} lost the shared windows (restarted?); holding a window, then keeping to the fallback share for {} ms",
-            redacted(&self.url),
+            redact_url(&self.url),
             (OUTAGE_HOLD_US + GRACE_US) / 1_000,
         );
+        // The hold: no admission until what was admitted before has left the window.
         *Self::lock(&self.link) = Link::Up {
             epoch,
             grace_until: now + OUTAGE_HOLD_US + GRACE_US,
+            hold_until: now + OUTAGE_HOLD_US,
         };
-        // The hold: no admission until what was admitted before has left the window.
-        self.hold_share_until(now + OUTAGE_HOLD_US);
-    }
-
-    fn hold_share_until(&self, until: u64) {
-        self.share_hold.fetch_max(until, Ordering::Relaxed);
     }
 
     fn remember(&self, id: u64, pending: Pending) {
@@ -693,8 +691,8 @@ impl RedisLimiter {
                 Link::Down { retry_at, .. } => (now >= *retry_at, true),
             };
             let hold = match &link {
-                Link::Down { hold_until, .. } => *hold_until,
-                _ => self.share_hold.load(Ordering::Relaxed),
+                Link::Down { hold_until, .. } | Link::Up { hold_until, .. } => *hold_until,
+                Link::Unknown => 0,
             };
             if use_share && share_permit.is_none() {
                 if now < hold {
@@ -794,10 +792,10 @@ impl RedisLimiter {
                 tracing::warn!(
                     target: crate::core::RATE_LOG,
                     event = %"redis_up",
-                    redis = %redacted(&self.url),
+                    redis = %redact_url(&self.url),
                     grace_ms = GRACE_US / 1_000,
                     "redis at {} is back; sharing through it again, within the fallback share for {} ms more",
-                    redacted(&self.url),
+                    redact_url(&self.url),
                     GRACE_US / 1_000,
                 );
                 now + GRACE_US
@@ -806,7 +804,11 @@ impl RedisLimiter {
         };
         let mut link = Self::lock(&self.link);
         if !matches!(*link, Link::Up { .. }) {
-            *link = Link::Up { epoch, grace_until };
+            *link = Link::Up {
+                epoch,
+                grace_until,
+                hold_until: 0,
+            };
         }
     }
 
@@ -856,7 +858,7 @@ impl RedisLimiter {
                     Some(Adjustment::Paused { pause, .. }) => pause.as_micros() as u64,
                     _ => 0,
                 };
-                (1, (jitter.clamp(0.0, 1.0) * 250_000.0) as u64, least)
+                (1, probe_phase_us(jitter), least)
             }
             Feedback::Other { .. } => (2, 0, 0),
         };
@@ -895,21 +897,6 @@ impl RedisLimiter {
     }
 }
 
-fn timeout() -> redis::RedisError {
-    redis::RedisError::from((redis::ErrorKind::Io, "no reply within 250 ms"))
-}
-
-/// `url` without its password, for logs.
-pub fn redacted(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        _ => url.to_owned(),
-    }
-}
-
 impl RateLimiter for RedisLimiter {
     fn acquire(&self, route: Route) -> Acquire<'_> {
         Box::pin(self.acquire_inner(route))
@@ -940,11 +927,7 @@ impl RateLimiter for RedisLimiter {
         let now = self.now_us();
         let backend = self.backend();
         let mirror = &mut Self::lock(&self.mirror);
-        let offset = mirror.offset();
-        let clock_offset_us = offset
-            .lower(now)
-            .zip(offset.upper(now))
-            .map(|(lo, hi)| (lo - self.origin_wall_us, hi - self.origin_wall_us));
+        let clock_offset_us = mirror.offset().from_wall(now, self.origin_wall_us);
         let mut counters = CategoryCounters {
             clock_offset_us,
             backend,
@@ -1013,9 +996,9 @@ impl AnswerWriter {
             .arg(answer.endpoint);
         // A lost answer leaves the request counted as in flight: safe. The admission
         // path notices the outage itself.
-        let result: Result<redis::RedisResult<i64>, _> =
-            tokio::time::timeout(CALL_TIMEOUT, invocation.invoke_async(&mut self.conn)).await;
-        if let Ok(Ok(value)) = result {
+        let result: redis::RedisResult<i64> =
+            bounded(invocation.invoke_async(&mut self.conn)).await;
+        if let Ok(value) = result {
             if answer.kind == 1 && value > 0 {
                 tracing::debug!(pause_ms = value / 1_000, "shared hold set in redis");
             }
@@ -1055,9 +1038,9 @@ mod tests {
     #[test]
     fn passwords_are_redacted() {
         assert_eq!(
-            redacted("redis://user:secret@10.0.0.1:6379/0"),
+            redact_url("redis://user:secret@10.0.0.1:6379/0"),
             "redis://user:***@10.0.0.1:6379/0"
         );
-        assert_eq!(redacted("redis://10.0.0.1/0"), "redis://10.0.0.1/0");
+        assert_eq!(redact_url("redis://10.0.0.1/0"), "redis://10.0.0.1/0");
     }
 }
