@@ -41,7 +41,8 @@ from poller_bench import BIN, CANDLES, ROOT, read_log, start_sim, stop_sim  # no
 JITTER30 = ["--jitter-ms", "30"]
 
 
-def config(work, name, mode="live", symbols='"all"', timeframes=('1m',)):
+def config(work, name, mode="live", symbols='"all"', timeframes=('1m',), extra=""):
+    """A `run` config named `name` in `work`; `extra` is appended as it is (more tables)."""
     cfg = work / f"{name}.toml"
     tfs = ", ".join(f'"{t}"' for t in timeframes)
     cfg.write_text(f"""
@@ -56,6 +57,7 @@ dir = "{work / (name + '-logs')}"
 usage_interval_secs = 5
 [trading]
 enabled = false
+{extra}
 """)
     return cfg
 

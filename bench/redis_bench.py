@@ -33,7 +33,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from poller_bench import BIN, CANDLES, ROOT, read_log, start_sim, stop_sim  # noqa: E402
-from network_bench import median_of  # noqa: E402
+import network_bench  # noqa: E402
+from network_bench import candles_ok, limited, median_of, per_s  # noqa: E402
 
 
 def free_port():
@@ -81,8 +82,7 @@ class Redis:
 
 def config(work, name, *, redis=None, instances=3, egresses=(), mode="live", symbols='"all"',
            timeframes=("1m",)):
-    cfg = work / f"{name}.toml"
-    tfs = ", ".join(f'"{t}"' for t in timeframes)
+    """network_bench's config, sharing through `redis` and leaving from `egresses`."""
     limits = ""
     if redis:
         limits = f"""[limits]
@@ -91,22 +91,8 @@ redis_url = "{redis.url}"
 redis_expected_instances = {instances}
 """
     egress = "".join(f'[[egress]]\nlocal_address = "{a}"\n' for a in egresses)
-    cfg.write_text(f"""
-[poll]
-symbols = {symbols}
-timeframes = [{tfs}]
-mode = "{mode}"
-tickers_interval_secs = 10
-discovery_cache = "{work / (name + '-cache.json')}"
-[logging]
-dir = "{work / (name + '-logs')}"
-usage_interval_secs = 5
-[trading]
-enabled = false
-{limits}
-{egress}
-""")
-    return cfg
+    return network_bench.config(work, name, mode=mode, symbols=symbols, timeframes=timeframes,
+                                extra=limits + egress)
 
 
 def start_poller(cfg, port, seconds):
@@ -124,18 +110,6 @@ def reap(proc):
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     return out, err, usage.ru_utime + usage.ru_stime
-
-
-def limited(rows):
-    return [r for r in rows if r["status"] == 429 or r["code"] == "429"]
-
-
-def candles_ok(rows):
-    return [r for r in rows if r["path"] == CANDLES and r["status"] == 200 and r["code"] == "00000"]
-
-
-def per_s(rows, t0, t1):
-    return sum(1 for r in rows if t0 <= r["ts"] < t1) / ((t1 - t0) / 1000.0)
 
 
 def max_in_1s(rows, key=lambda r: r["client"]):
