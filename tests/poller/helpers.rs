@@ -126,6 +126,15 @@ pub fn temp_dir(name: &str) -> std::path::PathBuf {
     dir
 }
 
+/// A loopback port nothing listens on (free when this returns).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A private `redis-server` on a free loopback port, without persistence; killed when
 /// dropped. The binary is `$REDIS_SERVER` or `redis-server` on the `PATH`.
 pub struct RedisServer {
@@ -136,11 +145,7 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub fn start(name: &str) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let mut server = Self {
             child: None,
             port,

@@ -20,7 +20,7 @@ use bitget_poller::telemetry::metrics::render;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{binary, config, simulator, temp_dir, RedisServer};
+use crate::helpers::{binary, config, free_port, simulator, temp_dir, RedisServer};
 
 const CANDLES: &str = "/api/v2/mix/market/candles";
 
@@ -215,11 +215,7 @@ async fn redis_unreachable_at_start_runs_on_the_share_and_says_so_once() {
     .await;
     let dir = temp_dir("redis-unreachable");
     // A port nothing listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let cfg = dir.join("c.toml");
     std::fs::write(
         &cfg,
@@ -357,11 +353,7 @@ async fn a_failing_egress_is_taken_out_and_the_others_carry_on() {
     })
     .await;
     // A proxy nothing listens on: every connection through it is refused.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let dead = free_port();
     let cfg = config(
         &sim.base_url(),
         "symbols = \"all\"\ntickers_interval_secs = 0\ndiscovery_cache = \"target/test-cache/egress-out.json\"",
