@@ -411,6 +411,18 @@ pub struct Report {
     pub trading: Option<Result<TradingSummary, BitgetError>>,
     /// `None` unless trading live.
     pub account: Option<Result<(), BitgetError>>,
+    /// Trading could not start (the rest of the run was stopped).
+    pub setup: Option<SetupError>,
+}
+
+/// How the trading side of a run ended.
+#[derive(Debug)]
+enum Trading {
+    Ran {
+        engine: Result<TradingSummary, BitgetError>,
+        account: Option<Result<(), BitgetError>>,
+    },
+    SetupFailed(SetupError),
 }
 
 /// Runs everything `config` asks for until `shutdown` fires (or a part fails for good:
@@ -457,54 +469,15 @@ pub async fn run(
         None => None,
     };
 
-    // Consumers subscribe before the first candle is written.
-    let log_task = tokio::spawn(log_events(store.subscribe()));
-    let mut account: Option<JoinHandle<Result<(), BitgetError>>> = None;
-    let engine: Option<JoinHandle<Result<TradingSummary, BitgetError>>> = if config.trading.enabled
-    {
-        let prepared = prepare(
-            &config.trading,
-            &config.poll,
-            specs,
-            &wiring.client,
-            venue,
-            Arc::clone(&wall),
-        )
-        .await;
-        let (engine, signed) = match prepared {
-            Ok(prepared) => prepared,
-            Err(error) => {
-                store.close();
-                let _ = log_task.await;
-                return Err(error.into());
-            }
-        };
-        if let Some(signed) = signed {
-            let stop = shutdown.clone();
-            let (balances, positions) = (
-                config.trading.balances_every,
-                config.trading.positions_every,
-            );
-            account = Some(tokio::spawn(async move {
-                let result = poll_account(signed, balances, positions, stop.clone()).await;
-                if result.is_err() {
-                    stop.cancel();
-                }
-                result
-            }));
+    // Served first: nothing on the start-up path waits for the exchange, so clients are
+    // answered (or refused) from the moment the port is bound.
+    let gateway_stop = CancellationToken::new();
+    let gateway = gateway.map(|(gateway, listener)| {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "gateway listening on http://{addr}");
         }
-        let subscription = store.subscribe();
-        let stop = shutdown.clone();
-        Some(tokio::spawn(async move {
-            let result = engine.run(subscription).await;
-            if result.is_err() {
-                stop.cancel();
-            }
-            result
-        }))
-    } else {
-        None
-    };
+        tokio::spawn(gateway.serve(listener, gateway_stop.clone()))
+    });
     // Stopped after everything else, so the last scrape sees the final counters.
     let metrics_stop = CancellationToken::new();
     let metrics = metrics.map(|server| {
@@ -515,13 +488,56 @@ pub async fn run(
         tokio::spawn(server.serve(sources, metrics_stop.clone()))
     });
 
-    let gateway_stop = CancellationToken::new();
-    let gateway = gateway.map(|(gateway, listener)| {
-        if let Ok(addr) = listener.local_addr() {
-            tracing::info!(%addr, "gateway listening on http://{addr}");
-        }
-        tokio::spawn(gateway.serve(listener, gateway_stop.clone()))
+    // Consumers subscribe before the first candle is written.
+    let log_task = tokio::spawn(log_events(store.subscribe()));
+    // Trading gets ready beside the poller (its contract lookup and, live, the clock and
+    // positions need the exchange); its subscription catches up from the store.
+    let engine: Option<JoinHandle<Trading>> = config.trading.enabled.then(|| {
+        let subscription = store.subscribe();
+        let stop = shutdown.clone();
+        let (trading, poll) = (config.trading.clone(), config.poll.clone());
+        let client = wiring.client.clone();
+        let wall = Arc::clone(&wall);
+        tokio::spawn(async move {
+            let prepared = tokio::select! {
+                prepared = prepare(&trading, &poll, specs, &client, venue, wall) => prepared,
+                () = stop.cancelled() => {
+                    return Trading::Ran { engine: Ok(TradingSummary::default()), account: None };
+                }
+            };
+            let (engine, signed) = match prepared {
+                Ok(prepared) => prepared,
+                Err(error) => {
+                    stop.cancel();
+                    return Trading::SetupFailed(error);
+                }
+            };
+            let account = signed.map(|signed| {
+                let stop = stop.clone();
+                let (balances, positions) = (trading.balances_every, trading.positions_every);
+                tokio::spawn(async move {
+                    let result = poll_account(signed, balances, positions, stop.clone()).await;
+                    if result.is_err() {
+                        stop.cancel();
+                    }
+                    result
+                })
+            });
+            let result = engine.run(subscription).await;
+            if result.is_err() {
+                stop.cancel();
+            }
+            let account = match account {
+                Some(task) => task.await.ok(),
+                None => None,
+            };
+            Trading::Ran {
+                engine: result,
+                account,
+            }
+        })
     });
+
     let poll = poll_session(config, &wiring, wall, started, shutdown.clone(), watches).await;
     shutdown.cancel();
     gateway_stop.cancel();
@@ -529,13 +545,13 @@ pub async fn run(
         let _ = task.await;
     }
     store.close();
-    let trading = match engine {
-        Some(task) => task.await.ok(),
-        None => None,
-    };
-    let account = match account {
-        Some(task) => task.await.ok(),
-        None => None,
+    let (trading, account, setup) = match engine {
+        Some(task) => match task.await {
+            Ok(Trading::Ran { engine, account }) => (Some(engine), account, None),
+            Ok(Trading::SetupFailed(error)) => (None, None, Some(error)),
+            Err(_) => (None, None, None),
+        },
+        None => (None, None, None),
     };
     let _ = log_task.await;
     metrics_stop.cancel();
@@ -550,6 +566,7 @@ pub async fn run(
         poll,
         trading,
         account,
+        setup,
     })
 }
 

@@ -22,6 +22,7 @@ use crate::bitget::error::default_rate_limit_codes;
 use crate::bitget::http::{ClientConfig, BITGET_BASE_URL, DEFAULT_MAX_BODY};
 use crate::core::market::Symbol;
 pub use crate::core::market::SymbolSelection;
+use crate::core::serve::ServeLimits;
 use crate::core::text::{describe_toml_error, one_line};
 use crate::core::timeframe::{Granularity, Market};
 use crate::gateway::config::GatewayConfig;
@@ -126,6 +127,10 @@ struct RawGateway {
     series_idle_secs: u64,
     max_request_body_kb: usize,
     instruments_max_age_secs: u64,
+    max_watched_series: usize,
+    max_connections: usize,
+    header_timeout_secs: u64,
+    idle_timeout_secs: u64,
 }
 
 impl Default for RawGateway {
@@ -140,6 +145,10 @@ impl Default for RawGateway {
             series_idle_secs: d.series_idle.as_secs(),
             max_request_body_kb: d.max_request_body >> 10,
             instruments_max_age_secs: d.instruments_max_age.as_secs(),
+            max_watched_series: d.max_watched_series,
+            max_connections: d.serve.max_connections,
+            header_timeout_secs: d.serve.header_timeout.as_secs(),
+            idle_timeout_secs: d.serve.idle_timeout.as_secs(),
         }
     }
 }
@@ -722,6 +731,20 @@ impl Config {
             86_400,
         );
         c.range(
+            "gateway.max_watched_series",
+            gw.max_watched_series,
+            0,
+            100_000,
+        );
+        c.range("gateway.max_connections", gw.max_connections, 1, 100_000);
+        c.range(
+            "gateway.header_timeout_secs",
+            gw.header_timeout_secs,
+            1,
+            600,
+        );
+        c.range("gateway.idle_timeout_secs", gw.idle_timeout_secs, 1, 86_400);
+        c.range(
             "store.journal_capacity",
             raw.store.journal_capacity,
             1024,
@@ -933,6 +956,13 @@ impl Config {
                 series_idle: Duration::from_secs(raw.gateway.series_idle_secs),
                 max_request_body: raw.gateway.max_request_body_kb << 10,
                 instruments_max_age: Duration::from_secs(raw.gateway.instruments_max_age_secs),
+                max_watched_series: raw.gateway.max_watched_series,
+                serve: ServeLimits {
+                    max_connections: raw.gateway.max_connections,
+                    header_timeout: Duration::from_secs(raw.gateway.header_timeout_secs),
+                    idle_timeout: Duration::from_secs(raw.gateway.idle_timeout_secs),
+                    ..ServeLimits::default()
+                },
             },
             notes,
         })

@@ -8,6 +8,7 @@
 //! mistyped path cannot go unnoticed into the wrong budget.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use crate::core::market::Market;
@@ -161,8 +162,16 @@ pub fn lookup(path: &str) -> Option<(u16, &'static Endpoint)> {
         .map(|i| (i as u16, &ENDPOINTS[i]))
 }
 
-/// Paths outside the table already reported, so each is named once.
+/// Paths outside the table already reported, so each is named once; at most
+/// [`UNKNOWN_KEPT`] are remembered, and each is logged cut to [`UNKNOWN_SHOWN`] bytes, so a
+/// client inventing paths can grow neither memory nor the log.
 static UNKNOWN_REPORTED: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+/// Unknown paths remembered; past this they are counted, not named.
+const UNKNOWN_KEPT: usize = 256;
+/// Bytes of an unknown path written to the log.
+const UNKNOWN_SHOWN: usize = 96;
+/// Unknown paths seen past [`UNKNOWN_KEPT`].
+static UNKNOWN_UNNAMED: AtomicU64 = AtomicU64::new(0);
 
 /// The limiter route of `path`: its budget, scope and documented limit. A path outside the
 /// table spends the default budget, and the first request to it is logged.
@@ -177,22 +186,109 @@ pub fn route_of(path: &str) -> Route {
             candidates: 0,
         },
         None => {
-            let first = UNKNOWN_REPORTED
-                .lock()
-                .map(|mut seen| {
-                    seen.get_or_insert_with(HashSet::new)
-                        .insert(path.to_owned())
-                })
-                .unwrap_or(false);
-            if first {
-                tracing::warn!(
-                    endpoint = path,
-                    "{path} is not in the endpoint table; it spends the default budget (10/s per ip)"
-                );
-            }
+            report_unknown(path);
             Route::from(Category::Default)
         }
     }
+}
+
+fn report_unknown(path: &str) {
+    let shown = crate::core::text::cut(path, UNKNOWN_SHOWN);
+    let first = {
+        let Ok(mut seen) = UNKNOWN_REPORTED.lock() else {
+            return;
+        };
+        let seen = seen.get_or_insert_with(HashSet::new);
+        if seen.contains(shown) {
+            false
+        } else if seen.len() < UNKNOWN_KEPT {
+            seen.insert(shown.to_owned())
+        } else {
+            let unnamed = UNKNOWN_UNNAMED.fetch_add(1, Ordering::Relaxed);
+            if unnamed == 0 {
+                tracing::warn!(
+                    "{UNKNOWN_KEPT} paths outside the endpoint table were already reported; further ones spend the default budget (10/s per ip) without a line each"
+                );
+            }
+            false
+        }
+    };
+    if first {
+        tracing::warn!(
+            endpoint = shown,
+            "a path outside the endpoint table spends the default budget (10/s per ip)"
+        );
+    }
+}
+
+/// Why a path cannot be sent to Bitget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("the path leaves the root with '..'")]
+    AboveRoot,
+    #[error("the path holds a character or escape bitget paths never have")]
+    Character,
+    #[error("only /api/v2/ and /api/v3/ paths are bitget's")]
+    Namespace,
+}
+
+/// `raw` (a request path, without the query) as it will reach Bitget: dot segments
+/// resolved, empty segments (`//`) dropped, percent-encoded unreserved characters decoded.
+/// Refused when it climbs above the root, keeps any other escape or a character Bitget's
+/// paths never hold (so no later layer — reqwest's URL parser, a proxy — can read it as
+/// another path), or lies outside Bitget's `/api/v2/` and `/api/v3/` namespaces.
+///
+/// # Errors
+/// See above; Bitget answers such paths 40404.
+pub fn canonical_path(raw: &str) -> Result<String, PathError> {
+    let decoded = decode_unreserved(raw)?;
+    let mut segments: Vec<&str> = Vec::new();
+    for segment in decoded.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                segments.pop().ok_or(PathError::AboveRoot)?;
+            }
+            s => segments.push(s),
+        }
+    }
+    let mut path = String::with_capacity(decoded.len());
+    for segment in &segments {
+        path.push('/');
+        path.push_str(segment);
+    }
+    match segments.as_slice() {
+        ["api", "v2" | "v3", _, ..] => Ok(path),
+        _ => Err(PathError::Namespace),
+    }
+}
+
+/// Decodes `%XX` escapes of unreserved characters (RFC 3986: letters, digits, `-._~`);
+/// any other escape, and any character outside those and `/`, is refused.
+fn decode_unreserved(raw: &str) -> Result<String, PathError> {
+    let unreserved = |b: u8| b.is_ascii_alphanumeric() || b"-._~".contains(&b);
+    let bytes = raw.as_bytes();
+    let mut out = String::with_capacity(raw.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'%' {
+            let hex = bytes.get(i + 1..i + 3).ok_or(PathError::Character)?;
+            let hex = std::str::from_utf8(hex).map_err(|_| PathError::Character)?;
+            let byte = u8::from_str_radix(hex, 16).map_err(|_| PathError::Character)?;
+            if !unreserved(byte) {
+                return Err(PathError::Character);
+            }
+            out.push(char::from(byte));
+            i += 3;
+        } else if unreserved(b) || b == b'/' {
+            out.push(char::from(b));
+            i += 1;
+        } else {
+            return Err(PathError::Character);
+        }
+    }
+    Ok(out)
 }
 
 /// The candles endpoint of `market`.
@@ -237,6 +333,62 @@ pub fn market_query(market: Market) -> &'static [(&'static str, &'static str)] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_are_sent_as_bitget_reads_them_or_refused() {
+        let ok = |raw: &str| canonical_path(raw).unwrap();
+        assert_eq!(
+            ok("/api/v2/x/../mix/market/candles"),
+            "/api/v2/mix/market/candles"
+        );
+        assert_eq!(
+            ok("//api//v2/./mix/market//candles/"),
+            "/api/v2/mix/market/candles"
+        );
+        assert_eq!(
+            ok("/api/v2/mix/market/%63andles"),
+            "/api/v2/mix/market/candles"
+        );
+        assert_eq!(
+            ok("/api/%2e%2E/api/v3/account/settings"),
+            "/api/v3/account/settings"
+        );
+        assert_eq!(
+            canonical_path("/api/../sim/stats"),
+            Err(PathError::Namespace)
+        );
+        assert_eq!(
+            canonical_path("/api/%2e%2e/sim/stats"),
+            Err(PathError::Namespace)
+        );
+        assert_eq!(
+            canonical_path("/api/v2/../../.."),
+            Err(PathError::AboveRoot)
+        );
+        assert_eq!(
+            canonical_path("/api/v2/mix%2fmarket/candles"),
+            Err(PathError::Character)
+        );
+        assert_eq!(
+            canonical_path("/api/v2/mix\\market"),
+            Err(PathError::Character)
+        );
+        assert_eq!(canonical_path("/api/v2/%zz"), Err(PathError::Character));
+        assert_eq!(canonical_path("/api/v2/%4"), Err(PathError::Character));
+        assert_eq!(
+            canonical_path("/api/v1/spot/market/tickers"),
+            Err(PathError::Namespace)
+        );
+        assert_eq!(canonical_path("/api/v2"), Err(PathError::Namespace));
+        assert_eq!(
+            canonical_path("/API/v2/public/time"),
+            Err(PathError::Namespace)
+        );
+        // Every path of the table is its own canonical form.
+        for e in ENDPOINTS {
+            assert_eq!(ok(e.path), e.path);
+        }
+    }
 
     #[test]
     fn every_path_is_listed_once_with_a_budget_that_fits_its_scope() {

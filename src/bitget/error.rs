@@ -101,20 +101,20 @@ pub enum BitgetError {
         code: String,
         retry_after: Option<Duration>,
     },
-    #[error("bitget answered {endpoint} with http {status}{}; retrying with backoff", if *html { " and an html page" } else { "" })]
+    #[error("bitget answered {endpoint} with http {status}{}", if *html { " and an html page" } else { "" })]
     Unavailable {
         endpoint: String,
         status: u16,
         html: bool,
         retry_after: Option<Duration>,
     },
-    #[error("request to {endpoint} timed out; retrying with backoff")]
+    #[error("request to {endpoint} timed out")]
     Timeout { endpoint: String },
-    #[error("connection to bitget failed on {endpoint}: {detail}; retrying with backoff")]
+    #[error("connection to bitget failed on {endpoint}: {detail}")]
     Connection { endpoint: String, detail: String },
-    #[error("malformed reply from {endpoint}: {detail}; retrying with backoff")]
+    #[error("malformed reply from {endpoint}: {detail}")]
     Malformed { endpoint: String, detail: String },
-    #[error("bitget is busy on {endpoint} (code {code}: {msg}); retrying with backoff")]
+    #[error("bitget is busy on {endpoint} (code {code}: {msg})")]
     Busy {
         endpoint: String,
         code: String,

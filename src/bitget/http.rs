@@ -579,7 +579,7 @@ impl Http {
                 tracing::info!(target: RATE_LOG, event = %"backoff", category = %category, endpoint = %path, symbol = %symbol.unwrap_or("-"), retry, "retrying once the category pause ends");
                 continue;
             }
-            tracing::warn!(endpoint = path, symbol = symbol.unwrap_or("-"), class = ?error.class(), retry, delay_ms = delay.as_millis() as u64, "{error}");
+            tracing::warn!(endpoint = path, symbol = symbol.unwrap_or("-"), class = ?error.class(), retry, delay_ms = delay.as_millis() as u64, "{error}; retrying with backoff");
             tokio::select! {
                 () = self.stop.cancelled() => return Err(CallError::ShuttingDown),
                 () = tokio::time::sleep(delay) => {}

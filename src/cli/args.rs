@@ -117,7 +117,7 @@ pub(super) struct DemoArgs {
     #[arg(long)]
     pub(super) gateway: bool,
     /// The gateway's address with --gateway (default 127.0.0.1:9810; port 0 picks one).
-    #[arg(long)]
+    #[arg(long, requires = "gateway")]
     pub(super) listen: Option<SocketAddr>,
 }
 

@@ -221,6 +221,15 @@ pub(super) async fn demo(args: DemoArgs) -> ExitCode {
         Ok(metrics) => metrics,
         Err(code) => return code,
     };
+    // Every port is bound before the banner, so a taken one is the only line printed.
+    let gateway = if args.gateway {
+        match bind_gateway(&mut config, args.listen).await {
+            Ok(listener) => Some(listener),
+            Err(code) => return code,
+        }
+    } else {
+        None
+    };
     let sim_config = SimConfig {
         symbols: args.symbols,
         network: crate::sim::network::NetworkConfig {
@@ -233,10 +242,7 @@ pub(super) async fn demo(args: DemoArgs) -> ExitCode {
         Ok(sim) => sim,
         Err(error) => {
             eprintln!("error: {error}");
-            return ExitCode::from(match error {
-                crate::sim::SimError::Bind { .. } => 1,
-                _ => 2,
-            });
+            return ExitCode::from(2);
         }
     };
     config.client.base_url = sim.base_url();
@@ -272,17 +278,6 @@ pub(super) async fn demo(args: DemoArgs) -> ExitCode {
             let _ = sim.stop().await;
             return code;
         }
-    };
-    let gateway = if args.gateway {
-        match bind_gateway(&mut config, args.listen).await {
-            Ok(listener) => Some(listener),
-            Err(code) => {
-                let _ = sim.stop().await;
-                return code;
-            }
-        }
-    } else {
-        None
     };
     let code = poll(config, args.duration, venue, specs, metrics, gateway).await;
     let stats = sim.stop().await;
@@ -340,6 +335,10 @@ async fn poll(
                 "stopping: no new requests, finishing in-flight ones"
             );
             shutdown.cancel();
+            // A second Ctrl-C or SIGTERM means now: the operator will not wait for the grace.
+            let again = wait_for_stop(None).await;
+            eprintln!("{again} again: exiting at once, without the summaries");
+            std::process::exit(130);
         }
     });
     let options = RunOptions {
@@ -359,7 +358,10 @@ async fn poll(
             ExitCode::from(error.exit_code())
         }
     };
-    drop(guards);
+    // Flushed first, so lines lost in the last writes are counted too.
+    for problem in guards.finish() {
+        outln!("note: {problem}");
+    }
     code
 }
 
@@ -372,6 +374,11 @@ fn failed(error: &dyn std::fmt::Display) {
 
 /// Prints what each part did; the exit code is 1 if any part failed.
 fn render_report(report: Report) -> ExitCode {
+    if let Some(error) = &report.setup {
+        // Trading could not start and stopped the run: that line is what matters.
+        failed(error);
+        return ExitCode::from(error.exit_code());
+    }
     if let Err(error @ RunError::Unreachable { .. }) = &report.poll {
         // Nothing was fetched or traded; zeros would only hide the one line that matters.
         failed(error);

@@ -14,8 +14,9 @@ pub(super) async fn serve(args: SimArgs) -> ExitCode {
         Ok(sim) => sim,
         Err(error) => {
             eprintln!("error: {error}");
+            // A taken port, like every listener's: the operator picks another (exit 2).
             return ExitCode::from(match error {
-                SimError::Bind { .. } | SimError::RequestLog { .. } => 1,
+                SimError::RequestLog { .. } => 1,
                 _ => 2,
             });
         }

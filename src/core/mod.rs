@@ -5,6 +5,7 @@
 pub mod clock;
 pub mod events;
 pub mod market;
+pub mod serve;
 pub mod text;
 pub mod timeframe;
 

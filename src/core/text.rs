@@ -55,6 +55,19 @@ fn plain_words(message: &str) -> String {
     message
 }
 
+/// At most `max` bytes of `text`, cut at a character boundary: for logging what a client
+/// sent, which may be of any length.
+pub fn cut(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 /// `url` with its password, if any, shown as `***`: for logs and messages.
 pub fn redact_url(url: &str) -> String {
     match reqwest::Url::parse(url) {

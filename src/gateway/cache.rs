@@ -26,8 +26,11 @@ pub struct CandleQuery {
     pub end: Option<u64>,
 }
 
-/// Reads a `/candles` query; `None` when it is one the store cannot answer or that Bitget
-/// would refuse (then Bitget says why).
+/// Reads a `/candles` query; `None` when it is one the store cannot answer, or one that
+/// Bitget might read otherwise than we would (then Bitget says what it makes of it): a
+/// repeated key (Bitget takes the first value, form parsers the last), a symbol not in
+/// Bitget's spelling (`btcusdt`, `BTC/USDT:USDT`: Bitget answers 40034), a number not
+/// written plainly.
 pub fn candle_query(market: Market, query: &str) -> Option<CandleQuery> {
     let mut symbol = None;
     let mut granularity = None;
@@ -35,20 +38,15 @@ pub fn candle_query(market: Market, query: &str) -> Option<CandleQuery> {
     let mut start = 0u64;
     let mut end = None;
     let mut product_ok = market == Market::Spot;
-    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+    for (k, v) in single_valued(query)? {
         match k.as_ref() {
-            "symbol" => symbol = Some(v.into_owned()),
+            "symbol" => symbol = Some(canonical_symbol(&v)?),
             "granularity" => granularity = Some(v.into_owned()),
-            "limit" => {
-                limit = v
-                    .parse()
-                    .ok()
-                    .filter(|l| (1..=MAX_CANDLE_ROWS).contains(l))?
-            }
-            "startTime" => start = v.parse().ok()?,
-            "endTime" => end = Some(v.parse().ok()?),
+            "limit" => limit = plain_number(&v).filter(|l| (1..=MAX_CANDLE_ROWS).contains(l))?,
+            "startTime" => start = plain_number(&v)?,
+            "endTime" => end = Some(plain_number(&v)?),
             "productType" => product_ok = v.eq_ignore_ascii_case(USDT_FUTURES),
-            "kLineType" if v.eq_ignore_ascii_case("MARKET") => {}
+            "kLineType" if v.as_ref() == "MARKET" => {}
             _ => return None,
         }
     }
@@ -59,7 +57,7 @@ pub fn candle_query(market: Market, query: &str) -> Option<CandleQuery> {
     Some(CandleQuery {
         key: SeriesKey {
             market,
-            symbol: Symbol::parse(&symbol?).ok()?,
+            symbol: symbol?,
             granularity: Granularity::parse(market, &timeframe)?,
         },
         timeframe,
@@ -67,6 +65,34 @@ pub fn candle_query(market: Market, query: &str) -> Option<CandleQuery> {
         start,
         end,
     })
+}
+
+/// The query's pairs, or `None` when a key appears twice.
+fn single_valued(
+    query: &str,
+) -> Option<Vec<(std::borrow::Cow<'_, str>, std::borrow::Cow<'_, str>)>> {
+    let pairs: Vec<_> = form_urlencoded::parse(query.as_bytes()).collect();
+    for (i, (k, _)) in pairs.iter().enumerate() {
+        if pairs[..i].iter().any(|(seen, _)| seen == k) {
+            return None;
+        }
+    }
+    Some(pairs)
+}
+
+/// `text` if it is a symbol as Bitget spells it: upper-case letters and digits only.
+fn canonical_symbol(text: &str) -> Option<Symbol> {
+    let plain = !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+    plain.then(|| Symbol::from_exchange(text))
+}
+
+/// A number written plainly (digits only, no sign, no leading zero).
+fn plain_number<T: std::str::FromStr + ToString>(text: &str) -> Option<T> {
+    let n: T = text.parse().ok()?;
+    (n.to_string() == text).then_some(n)
 }
 
 /// The open times Bitget would return for `q` at server time `now`, oldest first.
@@ -158,9 +184,9 @@ pub fn error_body(code: &str, msg: &str, request_time: u64) -> String {
 pub fn ticker_query(market: Market, query: &str) -> Option<Option<String>> {
     let mut symbol = None;
     let mut product_ok = market == Market::Spot;
-    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+    for (k, v) in single_valued(query)? {
         match k.as_ref() {
-            "symbol" => symbol = Some(v.into_owned()),
+            "symbol" => symbol = Some(canonical_symbol(&v)?.as_str().to_owned()),
             "productType" => product_ok = v.eq_ignore_ascii_case(USDT_FUTURES),
             _ => return None,
         }
@@ -245,6 +271,40 @@ mod tests {
             spot.key.granularity,
             Granularity::parse(Market::Futures, "1m").unwrap()
         );
+    }
+
+    #[test]
+    fn queries_bitget_might_read_otherwise_are_not_answered() {
+        let base = "granularity=1m&productType=USDT-FUTURES";
+        for query in [
+            format!("symbol=BTCUSDT&symbol=ETHUSDT&{base}"),
+            format!("symbol=BTCUSDT&{base}&limit=2&limit=3"),
+            format!("symbol=BTCUSDT&{base}&granularity=5m"),
+            format!("symbol=btcusdt&{base}"),
+            format!("symbol=BTC%2FUSDT%3AUSDT&{base}"),
+            format!("symbol=BTC/USDT:USDT&{base}"),
+            format!("symbol=&{base}"),
+            format!("symbol=BTCUSDT&{base}&limit=05"),
+            format!("symbol=BTCUSDT&{base}&limit=%2B5"),
+            format!("symbol=BTCUSDT&{base}&startTime=-1"),
+            format!("symbol=BTCUSDT&{base}&kLineType=market"),
+        ] {
+            assert_eq!(candle_query(Market::Futures, &query), None, "{query}");
+        }
+        let plain = q(&format!("symbol=BTCUSDT&{base}&limit=5&kLineType=MARKET"));
+        assert_eq!(plain.key.symbol.as_str(), "BTCUSDT");
+        assert_eq!(plain.limit, 5);
+        // productType is case-insensitive on Bitget (its docs send it in lower case).
+        assert!(candle_query(
+            Market::Futures,
+            "symbol=BTCUSDT&granularity=1m&productType=usdt-futures"
+        )
+        .is_some());
+        assert_eq!(
+            ticker_query(Market::Spot, "symbol=BTCUSDT&symbol=ETHUSDT"),
+            None
+        );
+        assert_eq!(ticker_query(Market::Spot, "symbol=ethusdt"), None);
     }
 
     #[test]

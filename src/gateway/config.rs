@@ -5,6 +5,8 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::core::serve::ServeLimits;
+
 /// The token clients send in [`TOKEN_HEADER`]; redacted in `Debug`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Token(String);
@@ -58,6 +60,10 @@ pub struct GatewayConfig {
     pub max_request_body: usize,
     /// How long the instrument lists (contracts, spot symbols) are served from memory.
     pub instruments_max_age: Duration,
+    /// Series clients asked for that are polled at once, beyond the configured ones.
+    pub max_watched_series: usize,
+    /// Connections, header-read and idle timeouts, shutdown grace.
+    pub serve: ServeLimits,
 }
 
 impl Default for GatewayConfig {
@@ -72,6 +78,8 @@ impl Default for GatewayConfig {
             series_idle: Duration::from_secs(600),
             max_request_body: 64 << 10,
             instruments_max_age: Duration::from_secs(60),
+            max_watched_series: 1000,
+            serve: ServeLimits::default(),
         }
     }
 }

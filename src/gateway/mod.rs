@@ -22,8 +22,9 @@
 pub mod cache;
 pub mod config;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -47,17 +48,27 @@ use crate::bitget::endpoints::{self, route_of, REMAIN_HEADER};
 use crate::bitget::http::{CallError, ForwardError, RawReply, RawRequest};
 use crate::bitget::parse;
 use crate::core::clock::Clock;
-use crate::core::market::Market;
+use crate::core::market::{Market, Symbol};
+use crate::core::serve::{raw_reply, serve, ServeCounters};
 use crate::core::RATE_LOG;
 use crate::limiter::{Category, RateLimiter};
 use crate::scheduler::Watch;
 use crate::store::{SeriesKey, Store};
-use crate::telemetry::clients::{ClientStats, Served};
+use crate::telemetry::clients::{ClientCounters, ClientStats, Served};
 
 /// How often the gateway reads the server clock and budget from the limiter.
 const VIEW_REFRESH: Duration = Duration::from_millis(10);
 /// Candle answers kept written; past this the table starts over.
 const MAX_RENDERED: usize = 4096;
+/// How often the instrument list is read again.
+const LISTED_REFRESH: Duration = Duration::from_secs(600);
+/// How soon it is read again when it is missing or lacks a symbol Bitget answered for.
+const LISTED_RETRY: Duration = Duration::from_secs(30);
+/// Longest request line (path and query) answered; Bitget's are far shorter.
+const MAX_URI_BYTES: usize = 8 << 10;
+
+/// A market's listed symbols and when they were read.
+type Listed = (Instant, Arc<HashSet<Symbol>>);
 
 /// The server clock and the budget left, as last read.
 #[derive(Debug, Clone, Copy)]
@@ -165,8 +176,17 @@ pub struct Gateway {
     /// Upstream requests in flight, by method-less key (public GETs only); clients
     /// subscribe to one to share its reply.
     flights: Arc<Mutex<Flights>>,
-    /// Series asked for, and when last (local time).
+    /// Series watched for clients, and when last asked for (local time): only series of
+    /// listed symbols that Bitget or the store answered, at most `max_watched_series`.
     asked: Mutex<HashMap<SeriesKey, (Instant, String)>>,
+    /// Each market's listed symbols, and when read.
+    listed: Mutex<HashMap<Market, Listed>>,
+    /// Bitget answered candles of a symbol the list lacks: read the list again soon.
+    unlisted_answered: AtomicBool,
+    /// Series not watched since the last sweep because the cap was reached.
+    unwatched: AtomicU64,
+    /// What the accept loop did to connections.
+    connections: Arc<ServeCounters>,
     /// Instrument lists and their age.
     instruments: Mutex<HashMap<String, (Instant, RawReply)>>,
     /// Candle `data` already written, by query, with the series version and period it
@@ -196,6 +216,10 @@ impl Gateway {
             clients,
             flights: Arc::default(),
             asked: Mutex::default(),
+            listed: Mutex::default(),
+            unlisted_answered: AtomicBool::new(false),
+            unwatched: AtomicU64::new(0),
+            connections: Arc::default(),
             instruments: Mutex::default(),
             rendered: Mutex::default(),
             view: Mutex::new(View::stale()),
@@ -219,23 +243,94 @@ impl Gateway {
             .map_err(|source| GatewayError::Bind { addr, source })
     }
 
-    /// Serves clients on `listener` until `stop`, then lets requests in flight finish.
+    /// Serves clients on `listener` until `stop`; requests in progress then get the
+    /// shutdown grace, and connections without one are closed at once.
     pub async fn serve(self: Arc<Self>, listener: TcpListener, stop: CancellationToken) {
         let sweeper = tokio::spawn(Arc::clone(&self).sweep(stop.clone()));
+        let lists = tokio::spawn(Arc::clone(&self).refresh_listed(stop.clone()));
         let router = Router::new().fallback(handle).with_state(Arc::clone(&self));
-        let served = axum::serve(
+        let refusal = raw_reply(
+            503,
+            "Service Unavailable",
+            &cache::error_body(
+                "503",
+                "the gateway has [gateway] max_connections connections open, each with a request in progress; retry in a moment, or raise max_connections",
+                self.server_now(),
+            ),
+        );
+        serve(
             listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
+            router,
+            self.config.serve,
+            refusal,
+            Arc::clone(&self.connections),
+            stop.clone(),
         )
-        .with_graceful_shutdown(stop.clone().cancelled_owned())
         .await;
-        if let Err(error) = served {
-            tracing::error!("gateway stopped: {error}");
-        }
         stop.cancel();
         let _ = sweeper.await;
+        let _ = lists.await;
         self.tasks.close();
-        self.tasks.wait().await;
+        if tokio::time::timeout(self.config.serve.grace, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "gateway requests to bitget still running after the shutdown grace; abandoned"
+            );
+        }
+    }
+
+    /// Keeps the instrument list of every market the gateway serves, so that only listed
+    /// symbols become watched series: read at start (in the background: nothing on the
+    /// start-up path waits for the exchange), then every [`LISTED_REFRESH`], or sooner when
+    /// Bitget answered candles for a symbol the list lacks (a new listing).
+    async fn refresh_listed(self: Arc<Self>, stop: CancellationToken) {
+        let Some((market, _)) = &self.parts.watches else {
+            return;
+        };
+        let market = *market;
+        let mut tick = tokio::time::interval(LISTED_RETRY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let due = {
+                let listed = lock(&self.listed);
+                match listed.get(&market) {
+                    None => true,
+                    Some((at, _)) => {
+                        at.elapsed() >= LISTED_REFRESH
+                            || (self
+                                .unlisted_answered
+                                .swap(false, std::sync::atomic::Ordering::Relaxed)
+                                && at.elapsed() >= LISTED_RETRY)
+                    }
+                }
+            };
+            if !due {
+                continue;
+            }
+            let fetched = tokio::select! {
+                () = stop.cancelled() => return,
+                fetched = self.parts.client.instruments(market) => fetched,
+            };
+            match fetched {
+                Ok(list) => {
+                    let symbols: HashSet<Symbol> = list
+                        .into_iter()
+                        .filter(|i| i.is_live())
+                        .map(|i| i.symbol)
+                        .collect();
+                    lock(&self.listed).insert(market, (Instant::now(), Arc::new(symbols)));
+                }
+                Err(error) => {
+                    tracing::debug!("the gateway could not read the instrument list: {error}");
+                }
+            }
+        }
     }
 
     /// Every ten seconds: series nobody asked for within `series_idle` are handed back, and
@@ -243,11 +338,13 @@ impl Gateway {
     async fn sweep(self: Arc<Self>, stop: CancellationToken) {
         let mut tick = tokio::time::interval(Duration::from_secs(10));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut logged: HashMap<String, ClientCounters> = HashMap::new();
+        let mut shed = [0u64; 4];
         loop {
-            tokio::select! {
-                () = stop.cancelled() => break,
-                _ = tick.tick() => {}
-            }
+            let stopping = tokio::select! {
+                () = stop.cancelled() => true,
+                _ = tick.tick() => false,
+            };
             let idle: Vec<SeriesKey> = {
                 let mut asked = lock(&self.asked);
                 let now = Instant::now();
@@ -269,8 +366,32 @@ impl Gateway {
                     });
                 }
             }
+            // One line per client that did something since the last: its refusals are
+            // counted here, not logged one by one (one client could bury the rate log).
             for (name, c) in self.clients.snapshot() {
-                tracing::info!(target: RATE_LOG, event = %"gateway_client", client = %name, requests = c.requests, hits = c.hits, misses = c.misses, merged = c.merged, forwarded = c.forwarded, queued = c.queued, refused = c.refused, "gateway client");
+                if logged.get(&name) == Some(&c) {
+                    continue;
+                }
+                let level_warn = c.refused > logged.get(&name).map_or(0, |l| l.refused);
+                if level_warn {
+                    tracing::warn!(target: RATE_LOG, event = %"gateway_client", client = %name, requests = c.requests, hits = c.hits, misses = c.misses, merged = c.merged, forwarded = c.forwarded, queued = c.queued, refused = c.refused, "gateway client (refused: answered by the gateway itself, nothing sent to bitget)");
+                } else {
+                    tracing::info!(target: RATE_LOG, event = %"gateway_client", client = %name, requests = c.requests, hits = c.hits, misses = c.misses, merged = c.merged, forwarded = c.forwarded, queued = c.queued, refused = c.refused, "gateway client");
+                }
+                logged.insert(name, c);
+            }
+            let now_shed = self.connections.shed();
+            if now_shed != shed {
+                let d: Vec<u64> = now_shed.iter().zip(shed).map(|(a, b)| a - b).collect();
+                tracing::warn!(target: RATE_LOG, event = %"gateway_connections", evicted = d[0], refused = d[1], header_timeouts = d[2], idle_timeouts = d[3], max_connections = self.config.serve.max_connections, "gateway connections closed or refused since the last line");
+                shed = now_shed;
+            }
+            let unwatched = self.unwatched.swap(0, std::sync::atomic::Ordering::Relaxed);
+            if unwatched > 0 {
+                tracing::warn!(target: RATE_LOG, event = %"gateway_unwatched", series = unwatched, watched = lock(&self.asked).len(), max_watched_series = self.config.max_watched_series, "series clients asked for that are not polled ahead: the [gateway] max_watched_series cap is reached (they are still served, by forwarding)");
+            }
+            if stopping {
+                break;
             }
         }
     }
@@ -324,7 +445,6 @@ impl Gateway {
         let now = self.server_now();
         if let Some(market) = endpoints::market_of(path, endpoints::candles) {
             let q = cache::candle_query(market, query)?;
-            self.asked_for(&q);
             let max_age = self.config.candle_max_age.as_millis() as u64;
             let period = q.key.granularity.open_of(now);
             let (data, age) = self.parts.store.read(&q.key, |series| {
@@ -348,6 +468,8 @@ impl Gateway {
                 );
                 Some((data, age))
             })?;
+            // The store held it: the symbol is real, the series worth keeping fresh.
+            self.note_interest(&q);
             return Some(self.hit(client, Category::Market, cache::envelope(now, &data), age));
         }
         let one_ticker_path = path == endpoints::MIX_TICKER.path;
@@ -403,15 +525,35 @@ impl Gateway {
         None
     }
 
-    /// Notes that a client asked for `q`'s series, and has the poller keep it fresh.
-    fn asked_for(&self, q: &cache::CandleQuery) {
-        let first = lock(&self.asked)
-            .insert(q.key.clone(), (Instant::now(), q.timeframe.clone()))
-            .is_none();
+    /// A client's request for `q`'s series was answered by the store or by Bitget: have
+    /// the poller keep it fresh, if its symbol is listed and the cap allows.
+    fn note_interest(&self, q: &cache::CandleQuery) {
+        {
+            let mut asked = lock(&self.asked);
+            if let Some((at, _)) = asked.get_mut(&q.key) {
+                *at = Instant::now();
+                return;
+            }
+            let listed = lock(&self.listed)
+                .get(&q.key.market)
+                .is_some_and(|(_, symbols)| symbols.contains(&q.key.symbol));
+            if !listed {
+                // Answered but not listed (yet): a new listing, or a list not read yet.
+                self.unlisted_answered
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                return;
+            }
+            if asked.len() >= self.config.max_watched_series {
+                self.unwatched
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return;
+            }
+            asked.insert(q.key.clone(), (Instant::now(), q.timeframe.clone()));
+        }
         let Some((market, watches)) = &self.parts.watches else {
             return;
         };
-        if first && *market == q.key.market {
+        if *market == q.key.market {
             // Full means the poller is busy taking the earlier ones; the next ask retries.
             let sent = watches.try_send(Watch::Start {
                 symbol: q.key.symbol.clone(),
@@ -519,6 +661,7 @@ impl Gateway {
         self.parts
             .store
             .absorb(market, stamped.data, stamped.server_time);
+        self.note_interest(&q);
     }
 
     /// Runs one upstream request for every client waiting on `sender`, owned by the
@@ -564,8 +707,8 @@ impl Gateway {
                 self.respond(category, &reply, label, Some(0))
             }
             Err(ForwardError::NotAdmitted { category, waited }) => {
+                // Counted per client, logged by the sweep: one line per client and interval.
                 self.clients.count(client, Served::Refused);
-                tracing::warn!(target: RATE_LOG, event = %"gateway_refused", client, category = %category, waited_ms = waited.as_millis() as u64, "the budget had no room in time; answered 429 locally, nothing sent to bitget");
                 let mut headers = json_headers();
                 headers.insert("retry-after", HeaderValue::from_static("1"));
                 let reply = RawReply {
@@ -623,11 +766,17 @@ impl Gateway {
                 HeaderValue::from(age / 1000),
             );
         }
-        let available = self.view().available[category.index()];
-        headers.insert(
-            HeaderName::from_static(REMAIN_HEADER),
-            HeaderValue::from(available),
-        );
+        if source == "hit" {
+            // A hit spends nothing: the header would tell a bot that paces by it to slow
+            // down for a budget it did not use.
+            headers.remove(REMAIN_HEADER);
+        } else {
+            let available = self.view().available[category.index()];
+            headers.insert(
+                HeaderName::from_static(REMAIN_HEADER),
+                HeaderValue::from(available),
+            );
+        }
         let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::BAD_GATEWAY);
         (status, headers, reply.body.clone()).into_response()
     }
@@ -732,30 +881,61 @@ async fn handle(
             );
         }
     }
-    let Ok(body) = to_bytes(Body::new(body), gateway.config.max_request_body).await else {
+    let target_len = parts.uri.path_and_query().map_or(0, |pq| pq.as_str().len());
+    if target_len > MAX_URI_BYTES {
         gateway.clients.count(&client, Served::Refused);
         return bitget_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "40017",
-            &format!(
-                "request body over the gateway's {} byte cap ([gateway] max_request_body_kb)",
-                gateway.config.max_request_body
-            ),
-            now,
-        );
-    };
-    let path = parts.uri.path();
-    if !path.starts_with("/api/") {
-        return bitget_error(
-            StatusCode::NOT_FOUND,
-            "40404",
-            "Request URL NOT FOUND (the gateway relays /api/ paths only)",
+            StatusCode::URI_TOO_LONG,
+            "414",
+            &format!("request path and query of {target_len} bytes are over the gateway's {MAX_URI_BYTES} byte cap"),
             now,
         );
     }
+    // What Bitget will receive, judged before anything else: the budget, the cache and
+    // the relay all see this path, never the client's spelling of it.
+    let path = match endpoints::canonical_path(parts.uri.path()) {
+        Ok(path) => path,
+        Err(error) => {
+            gateway.clients.count(&client, Served::Refused);
+            return bitget_error(
+                StatusCode::NOT_FOUND,
+                "40404",
+                &format!("Request URL NOT FOUND ({error}; the gateway relays bitget's /api/v2/ and /api/v3/ paths only)"),
+                now,
+            );
+        }
+    };
+    let read = to_bytes(Body::new(body), gateway.config.max_request_body);
+    let body = match tokio::time::timeout(gateway.config.serve.header_timeout, read).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(_)) => {
+            gateway.clients.count(&client, Served::Refused);
+            return bitget_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "40017",
+                &format!(
+                    "request body over the gateway's {} byte cap ([gateway] max_request_body_kb)",
+                    gateway.config.max_request_body
+                ),
+                now,
+            );
+        }
+        Err(_) => {
+            gateway.clients.count(&client, Served::Refused);
+            return bitget_error(
+                StatusCode::REQUEST_TIMEOUT,
+                "408",
+                &format!(
+                    "the request body did not arrive within {} s ([gateway] header_timeout_secs)",
+                    gateway.config.serve.header_timeout.as_secs()
+                ),
+                now,
+            );
+        }
+    };
     let incoming = Incoming {
         method: parts.method,
-        path: path.to_owned(),
+        path,
         query: parts.uri.query().unwrap_or("").to_owned(),
         headers: parts.headers,
         body,

@@ -688,8 +688,10 @@ impl Core {
     }
 
     /// A gateway client asked for `symbol`'s `granularity` candles, `rows` of them: poll the
-    /// series from now on, first of all, unless it is polled already. Returns whether it
-    /// was new.
+    /// series from now on, unless it is polled already. Returns whether it was new. It
+    /// joins the back of the queue: the client's request was already answered (the
+    /// gateway watches only what Bitget or the store answered), and the configured series
+    /// keep their place however many clients ask for.
     pub fn watch(
         &mut self,
         symbol: Symbol,
@@ -721,7 +723,7 @@ impl Core {
             if s.watched && s.parked_until == Some(u64::MAX) {
                 // Asked for again after it went idle.
                 s.parked_until = None;
-                self.queue.push_front(index);
+                self.queue.push_back(index);
                 return true;
             }
             return false;
@@ -731,7 +733,7 @@ impl Core {
         stream.first_rows = Some(rows);
         self.streams.push(stream);
         let index = self.streams.len() - 1;
-        self.queue.push_front(index);
+        self.queue.push_back(index);
         let name = self.config.timeframes[tf].0.clone();
         self.stats
             .freshness
@@ -1034,7 +1036,8 @@ mod tests {
     }
 
     #[test]
-    fn a_series_a_gateway_client_asks_for_is_polled_first_and_stops_when_unasked() {
+    fn a_series_a_gateway_client_asks_for_is_polled_after_the_configured_ones_and_stops_when_unasked(
+    ) {
         let mut c = core(Mode::Live, 1, &["A"]);
         c.tickers_due = None;
         let g5 = Granularity::parse(Market::Futures, "5m").unwrap();
@@ -1047,6 +1050,10 @@ mod tests {
             !c.watch(Symbol::from_exchange("A"), "1m", g1m(), 50, at(0)),
             "configured"
         );
+        // The configured series keeps its place at the front.
+        let configured = candle_streams(&c.poll(at(0), 0));
+        assert_eq!(configured[0].0, 0, "A first");
+        c.candles_done(0, T0, vec![], at(0));
         let first = c.poll(at(0), 0);
         let Action::Candles {
             symbol,

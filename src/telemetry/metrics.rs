@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bitget::http::{Http, Observer};
 use crate::core::clock::Clock;
+use crate::core::serve::{raw_reply, serve, ServeLimits};
 use crate::limiter::{Backend, Category, EgressLoad, RateLimiter};
 use crate::scheduler::tiers::Tier;
 use crate::scheduler::PollStats;
@@ -398,7 +399,8 @@ impl MetricsServer {
         self.listener.local_addr().ok()
     }
 
-    /// Serves `GET /metrics` until `stop`.
+    /// Serves `GET /metrics` until `stop`, then gives a scrape in progress the shutdown
+    /// grace.
     pub async fn serve(self, sources: MetricsSources, stop: CancellationToken) {
         let scrape = move || {
             let sources = sources.clone();
@@ -417,11 +419,16 @@ impl MetricsServer {
             "/",
             get(|| async { "bitget-poller: metrics at /metrics\n" }),
         );
-        if let Err(error) = axum::serve(self.listener, router)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await
-        {
-            tracing::error!("metrics endpoint stopped: {error}");
-        }
+        // Few scrapers: a small cap, and the same deadlines as the gateway.
+        let limits = ServeLimits {
+            max_connections: 32,
+            ..ServeLimits::default()
+        };
+        let refusal = raw_reply(
+            503,
+            "Service Unavailable",
+            r#"{"error":"too many connections to the metrics endpoint"}"#,
+        );
+        serve(self.listener, router, limits, refusal, Arc::default(), stop).await;
     }
 }

@@ -20,8 +20,8 @@ pub mod usage;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -314,7 +314,84 @@ pub async fn report_usage(
     }
 }
 
+/// How writing one log file goes: lines that could not be written (a full disk, a
+/// revoked permission) are counted, and the operator is told on stderr when it starts
+/// failing and when it writes again, since the log itself cannot say so.
+#[derive(Debug, Default)]
+pub struct FileHealth {
+    dropped: AtomicU64,
+    rotations_failed: AtomicU64,
+    failing: AtomicBool,
+    last_error: Mutex<Option<String>>,
+}
+
+impl FileHealth {
+    fn write_failed(&self, path: &Path, error: &io::Error) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error.to_string());
+        if !self.failing.swap(true, Ordering::Relaxed) {
+            eprintln!(
+                "warning: cannot write log file {}: {error}; its lines are lost until it can be written again (free space or fix permissions)",
+                path.display()
+            );
+        }
+    }
+
+    fn written(&self, path: &Path) {
+        if self.failing.swap(false, Ordering::Relaxed) {
+            eprintln!(
+                "note: log file {} is written again; {} lines were lost so far",
+                path.display(),
+                self.dropped.load(Ordering::Relaxed)
+            );
+        }
+    }
+
+    fn rotation_failed(&self, path: &Path, error: &io::Error) {
+        if self.rotations_failed.fetch_add(1, Ordering::Relaxed) == 0 {
+            eprintln!(
+                "warning: cannot rotate log file {}: {error}; the numbered copies are kept as they were and the file grows past [logging] max_file_mb until a rotation succeeds",
+                path.display()
+            );
+        }
+    }
+
+    /// What went wrong over the run, as one line for the exit summary; `None` if nothing.
+    pub fn problem(&self, path: &Path) -> Option<String> {
+        let dropped = self.dropped.load(Ordering::Relaxed);
+        let rotations = self.rotations_failed.load(Ordering::Relaxed);
+        if dropped == 0 && rotations == 0 {
+            return None;
+        }
+        let error = self
+            .last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or_default();
+        Some(format!(
+            "log file {}: {dropped} lines could not be written{}{}",
+            path.display(),
+            if error.is_empty() {
+                String::new()
+            } else {
+                format!(" ({error})")
+            },
+            if rotations > 0 {
+                format!(", {rotations} rotations failed")
+            } else {
+                String::new()
+            }
+        ))
+    }
+}
+
 /// A log file that rotates by size and keeps its name: copy to `.1`, then truncate.
+///
+/// A line is written whole or not at all: a failed write is cut back to the last whole
+/// line, so a line written after the disk has room again never lands spliced onto half of
+/// one. Rotation copies first and shifts the numbered copies only once the copy exists,
+/// so a rotation that fails (no room for the copy) leaves every copy as it was.
 #[derive(Debug)]
 pub struct RotatingFile {
     path: PathBuf,
@@ -322,6 +399,9 @@ pub struct RotatingFile {
     size: u64,
     max_bytes: u64,
     keep: usize,
+    /// After a failed rotation, the size at which the next is tried.
+    retry_rotation_at: u64,
+    health: Arc<FileHealth>,
 }
 
 impl RotatingFile {
@@ -343,7 +423,14 @@ impl RotatingFile {
             size,
             max_bytes,
             keep,
+            retry_rotation_at: 0,
+            health: Arc::default(),
         })
+    }
+
+    /// How writing has gone.
+    pub fn health(&self) -> Arc<FileHealth> {
+        Arc::clone(&self.health)
     }
 
     fn numbered(&self, n: usize) -> PathBuf {
@@ -355,29 +442,56 @@ impl RotatingFile {
     fn rotate(&mut self) -> io::Result<()> {
         self.file.flush()?;
         if self.keep > 0 {
+            let mut fresh = self.path.clone().into_os_string();
+            fresh.push(".rotating");
+            let fresh = PathBuf::from(fresh);
+            if let Err(error) = fs::copy(&self.path, &fresh) {
+                let _ = fs::remove_file(&fresh);
+                return Err(error);
+            }
             for n in (1..self.keep).rev() {
                 match fs::rename(self.numbered(n), self.numbered(n + 1)) {
                     Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
                     _ => {}
                 }
             }
-            fs::copy(&self.path, self.numbered(1))?;
+            fs::rename(&fresh, self.numbered(1))?;
         }
         self.file.set_len(0)?;
         self.file.seek(SeekFrom::Start(0))?;
         self.size = 0;
+        self.retry_rotation_at = 0;
         Ok(())
     }
 }
 
 impl Write for RotatingFile {
+    /// Writes `buf` (one log line: the writer hands over whole lines) or drops it, counted.
+    /// Never fails: the logging worker would drop the error silently.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.max_bytes > 0 && self.size > 0 && self.size + buf.len() as u64 > self.max_bytes {
-            self.rotate()?;
+        if self.max_bytes > 0
+            && self.size > 0
+            && self.size + buf.len() as u64 > self.max_bytes
+            && self.size >= self.retry_rotation_at
+        {
+            if let Err(error) = self.rotate() {
+                self.health.rotation_failed(&self.path, &error);
+                self.retry_rotation_at = self.size + (self.max_bytes / 8).max(1);
+            }
         }
-        let n = self.file.write(buf)?;
-        self.size += n as u64;
-        Ok(n)
+        match self.file.write_all(buf) {
+            Ok(()) => {
+                self.size += buf.len() as u64;
+                self.health.written(&self.path);
+            }
+            Err(error) => {
+                // Whatever part of the line went in is taken back out.
+                let _ = self.file.set_len(self.size);
+                let _ = self.file.seek(SeekFrom::Start(self.size));
+                self.health.write_failed(&self.path, &error);
+            }
+        }
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -400,8 +514,26 @@ pub struct LogConfig {
 /// Keeps the log writers alive; dropping it flushes both files.
 #[derive(Debug)]
 pub struct LogGuards {
-    _unified: WorkerGuard,
-    _rate: WorkerGuard,
+    unified: WorkerGuard,
+    rate: WorkerGuard,
+    health: Vec<(PathBuf, Arc<FileHealth>)>,
+}
+
+impl LogGuards {
+    /// Flushes both files and says what could not be written over the run, a line each.
+    pub fn finish(self) -> Vec<String> {
+        let Self {
+            unified,
+            rate,
+            health,
+        } = self;
+        drop(unified);
+        drop(rate);
+        health
+            .iter()
+            .filter_map(|(path, h)| h.problem(path))
+            .collect()
+    }
 }
 
 /// Why logging could not start.
@@ -426,10 +558,17 @@ pub fn init_logging(config: &LogConfig) -> Result<LogGuards, LogError> {
         path: config.dir.clone(),
         source,
     })?;
-    let open = |name: &str| {
+    let mut health = Vec::new();
+    let mut open = |name: &str| {
         let path = config.dir.join(name);
-        RotatingFile::open(&path, config.max_file_bytes, config.keep_files)
-            .map_err(|source| LogError::File { path, source })
+        let file = RotatingFile::open(&path, config.max_file_bytes, config.keep_files).map_err(
+            |source| LogError::File {
+                path: path.clone(),
+                source,
+            },
+        )?;
+        health.push((path, file.health()));
+        Ok::<_, LogError>(file)
     };
     let (unified, unified_guard) = NonBlockingBuilder::default()
         .lossy(false)
@@ -442,6 +581,7 @@ pub fn init_logging(config: &LogConfig) -> Result<LogGuards, LogError> {
     tracing_subscriber::registry()
         .with(
             tracing_subscriber::fmt::layer()
+                .with_ansi(console_colour())
                 .with_writer(io::stderr)
                 .with_filter(console_filter),
         )
@@ -461,9 +601,18 @@ pub fn init_logging(config: &LogConfig) -> Result<LogGuards, LogError> {
         .try_init()
         .map_err(|_| LogError::AlreadySet)?;
     Ok(LogGuards {
-        _unified: unified_guard,
-        _rate: rate_guard,
+        unified: unified_guard,
+        rate: rate_guard,
+        health,
     })
+}
+
+/// Colour on the console only for a person at a terminal, and never with `NO_COLOR` set
+/// (no-color.org: any non-empty value).
+fn console_colour() -> bool {
+    use std::io::IsTerminal as _;
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    !no_color && io::stderr().is_terminal()
 }
 
 #[cfg(test)]
@@ -511,6 +660,60 @@ mod tests {
         assert_eq!(line.wait_total, Duration::from_secs(4));
         assert_eq!(line.interval, Duration::from_secs(10));
         assert_eq!(line.tier, Tier::Slow);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_line_that_cannot_be_written_is_counted_not_lost_silently() {
+        // /dev/full answers every write with ENOSPC, like a full disk.
+        let mut file = RotatingFile::open(Path::new("/dev/full"), 0, 0).unwrap();
+        let health = file.health();
+        assert_eq!(health.problem(Path::new("/dev/full")), None);
+        file.write_all(b"one line\n").unwrap();
+        file.write_all(b"another\n").unwrap();
+        let problem = health.problem(Path::new("/dev/full")).unwrap();
+        assert!(
+            problem.contains("2 lines could not be written"),
+            "{problem}"
+        );
+        assert!(problem.contains("No space left on device"), "{problem}");
+    }
+
+    #[test]
+    fn a_failed_rotation_keeps_every_copy_as_it_was() {
+        let dir = std::env::temp_dir().join(format!("bgp-rotate-fail-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("r.log");
+        let mut file = RotatingFile::open(&path, 10, 2).unwrap();
+        for line in ["aaaaaa\n", "bbbbbb\n", "cccccc\n"] {
+            file.write_all(line.as_bytes()).unwrap();
+        }
+        // The copy cannot be made (its name is taken by a folder): nothing shifts.
+        fs::create_dir(dir.join("r.log.rotating")).unwrap();
+        file.write_all(b"dddddd\n").unwrap();
+        assert_eq!(fs::read_to_string(dir.join("r.log.1")).unwrap(), "bbbbbb\n");
+        assert_eq!(fs::read_to_string(dir.join("r.log.2")).unwrap(), "aaaaaa\n");
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            "cccccc\ndddddd\n",
+            "the live file keeps every line, past its size"
+        );
+        let problem = file.health().problem(&path).unwrap();
+        assert!(problem.contains("1 rotations failed"), "{problem}");
+        // Room again: the next rotation goes through and shifts the copies once.
+        fs::remove_dir(dir.join("r.log.rotating")).unwrap();
+        for _ in 0..2000 {
+            file.write_all(b"e\n").unwrap();
+            if fs::read_to_string(dir.join("r.log.1")).unwrap() != "bbbbbb\n" {
+                break;
+            }
+        }
+        assert!(fs::read_to_string(dir.join("r.log.1"))
+            .unwrap()
+            .starts_with("cccccc\ndddddd\n"));
+        assert_eq!(fs::read_to_string(dir.join("r.log.2")).unwrap(), "bbbbbb\n");
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
