@@ -519,6 +519,37 @@ fn egresses(c: &mut Checker, raw: &[RawEgress], signed: &str) -> (Vec<EgressConf
     (egresses, signed_egress)
 }
 
+/// Whether `url` can be the exchange's base URL: `http(s)://host[:port]`, nothing after.
+///
+/// # Errors
+/// What is wrong with it, to follow the key and value.
+pub fn check_base_url(url: &str) -> Result<(), String> {
+    if !(url.starts_with("https://") || url.starts_with("http://")) {
+        return Err("must start with https:// (or http:// for a local simulator)".into());
+    }
+    match reqwest::Url::parse(url) {
+        Err(error) => Err(format!(
+            "is not a URL ({error}); write one like \"https://api.bitget.com\""
+        )),
+        Ok(parsed) if parsed.host_str().is_none_or(str::is_empty) => {
+            Err("names no host; write one like \"https://api.bitget.com\"".into())
+        }
+        Ok(parsed) if parsed.query().is_some() || parsed.path().trim_end_matches('/') != "" => {
+            Err("must be the host only, without a path or query; write one like \"https://api.bitget.com\"".into())
+        }
+        Ok(_) => Ok(()),
+    }
+}
+
+/// A number as an operator wrote it, short: `1e308`, not its 309 digits.
+fn shown(value: f64) -> String {
+    if value.is_finite() && value.abs() >= 1e9 {
+        format!("{value:e}")
+    } else {
+        value.to_string()
+    }
+}
+
 /// Collects every problem rather than stopping at the first.
 struct Checker {
     problems: Vec<String>,
@@ -541,9 +572,23 @@ impl Checker {
     }
 
     fn secs(&mut self, key: &str, value: f64, min: f64, max: f64) -> Duration {
+        self.secs_or_off(key, value, min, max, false)
+    }
+
+    /// Seconds in `min..=max`, or 0 as well when `zero_is_off`.
+    fn secs_or_off(
+        &mut self,
+        key: &str,
+        value: f64,
+        min: f64,
+        max: f64,
+        zero_is_off: bool,
+    ) -> Duration {
         if !value.is_finite() || !(min..=max).contains(&value) {
             self.problems.push(format!(
-                "{key} = {value} is out of range; allowed {min} to {max} seconds"
+                "{key} = {} is out of range; allowed {}{min} to {max} seconds",
+                shown(value),
+                if zero_is_off { "0 (off), or " } else { "" }
             ));
             return Duration::ZERO;
         }
@@ -587,10 +632,9 @@ impl Config {
             }
         };
         let base_url = raw.exchange.base_url.trim().to_owned();
-        if !(base_url.starts_with("https://") || base_url.starts_with("http://")) {
-            c.problems.push(format!(
-                "exchange.base_url = \"{base_url}\" must start with https:// (or http:// for a local simulator)"
-            ));
+        if let Err(problem) = check_base_url(&base_url) {
+            c.problems
+                .push(format!("exchange.base_url = \"{base_url}\" {problem}"));
         }
         let timeout = c.secs(
             "exchange.timeout_secs",
@@ -628,9 +672,10 @@ impl Config {
                     );
                 }
                 let mut out: Vec<Symbol> = Vec::with_capacity(list.len());
+                let mut seen = std::collections::HashSet::with_capacity(list.len());
                 for text in &list {
                     match Symbol::parse(text) {
-                        Ok(s) if !out.contains(&s) => out.push(s),
+                        Ok(s) if seen.insert(s.clone()) => out.push(s),
                         Ok(s) => c.problems.push(format!("poll.symbols lists {s} twice")),
                         Err(e) => c.problems.push(format!("poll.symbols: {e}")),
                     }
@@ -675,11 +720,12 @@ impl Config {
         let tickers_interval = if raw.poll.tickers_interval_secs == 0.0 {
             None
         } else {
-            Some(c.secs(
+            Some(c.secs_or_off(
                 "poll.tickers_interval_secs",
                 raw.poll.tickers_interval_secs,
                 0.1,
                 86_400.0,
+                true,
             ))
         };
         c.range("poll.concurrency", raw.poll.concurrency, 1, 256);
@@ -825,6 +871,11 @@ impl Config {
             1.0,
             3600.0,
         );
+        if g.dir.as_os_str().is_empty() {
+            c.problems.push(
+                "logging.dir = \"\" names no folder; write one such as \"logs\" (relative paths are taken from the working directory)".into(),
+            );
+        }
         c.range("logging.max_file_mb", g.max_file_mb, 0, 100_000);
         c.range("logging.keep_files", g.keep_files, 0, 100);
         let metrics_addr = match g.metrics_addr.trim() {

@@ -35,6 +35,8 @@ pub const API_PASSPHRASE_VAR: &str = "BITGET_API_PASSPHRASE";
 pub enum CredentialError {
     #[error("{var} is not set; export it before starting (credentials are read only from the environment, never from config files)")]
     Missing { var: &'static str },
+    #[error("{var} is set but empty; export the value Bitget showed when the key was created")]
+    Empty { var: &'static str },
     #[error("{var} is not valid unicode; set it to the value exactly as Bitget showed it")]
     NotUnicode { var: &'static str },
 }
@@ -76,7 +78,7 @@ impl Credentials {
             let trimmed = value.trim().to_owned();
             value.zeroize();
             if trimmed.is_empty() {
-                return Err(CredentialError::Missing { var });
+                return Err(CredentialError::Empty { var });
             }
             Ok(trimmed)
         };
@@ -325,13 +327,13 @@ mod tests {
         let error = empty.unwrap_err();
         assert_eq!(
             error,
-            CredentialError::Missing {
+            CredentialError::Empty {
                 var: API_PASSPHRASE_VAR
             }
         );
         assert!(error
             .to_string()
-            .starts_with("BITGET_API_PASSPHRASE is not set"));
+            .starts_with("BITGET_API_PASSPHRASE is set but empty"));
     }
 
     #[test]

@@ -90,8 +90,8 @@ pub(super) async fn run(args: RunArgs, gateway: Option<Option<SocketAddr>>) -> E
         Err(error) => return config_failed(&error),
     };
     if let Some(url) = args.base_url {
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            eprintln!("error: --base-url '{url}' must start with https:// or http://");
+        if let Err(problem) = crate::config::check_base_url(url.trim()) {
+            eprintln!("error: --base-url '{url}' {problem}");
             return ExitCode::from(2);
         }
         config.client.base_url = url.trim_end_matches('/').to_owned();

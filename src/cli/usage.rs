@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use super::args::UsageArgs;
 use crate::config::Config;
-use crate::telemetry::usage::plot::{plot, PlotError};
+use crate::telemetry::usage::plot::{check_target, plot, PlotError};
 use crate::telemetry::usage::{log_files, parse_time, RateLog, Report, UsageError, Window};
 
 pub(super) fn usage(args: &UsageArgs) -> ExitCode {
@@ -32,6 +32,9 @@ fn report(args: &UsageArgs) -> Result<ExitCode, String> {
         .map(|t| parse_time(t, now).map_err(|e| format!("--until {e}")))
         .transpose()?;
     let window = Window::new(since, until).map_err(|e| e.to_string())?;
+    if let Some(path) = &args.plot {
+        check_target(path).map_err(|e| e.to_string())?;
+    }
     let default_dir = match &args.config {
         Some(path) => Config::load(path).map_err(|e| e.to_string())?.logging.dir,
         None => PathBuf::from("logs"),

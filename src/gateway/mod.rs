@@ -366,17 +366,20 @@ impl Gateway {
                     });
                 }
             }
-            // One line per client that did something since the last: its refusals are
-            // counted here, not logged one by one (one client could bury the rate log).
+            // One line per client that did something since the last, with what it did in
+            // the interval (`counts=interval`): its refusals are counted here, not logged one
+            // by one (one client could bury the rate log). The last interval is written at
+            // the stop, so a client seen once still counts.
             for (name, c) in self.clients.snapshot() {
-                if logged.get(&name) == Some(&c) {
+                let before = logged.get(&name).copied().unwrap_or_default();
+                if before == c {
                     continue;
                 }
-                let level_warn = c.refused > logged.get(&name).map_or(0, |l| l.refused);
-                if level_warn {
-                    tracing::warn!(target: RATE_LOG, event = %"gateway_client", client = %name, requests = c.requests, hits = c.hits, misses = c.misses, merged = c.merged, forwarded = c.forwarded, queued = c.queued, refused = c.refused, "gateway client (refused: answered by the gateway itself, nothing sent to bitget)");
+                let d = c.since(&before);
+                if d.refused > 0 {
+                    tracing::warn!(target: RATE_LOG, event = %"gateway_client", client = %name, counts = %"interval", requests = d.requests, hits = d.hits, misses = d.misses, merged = d.merged, forwarded = d.forwarded, queued = d.queued, refused = d.refused, "gateway client (refused: answered by the gateway itself, nothing sent to bitget)");
                 } else {
-                    tracing::info!(target: RATE_LOG, event = %"gateway_client", client = %name, requests = c.requests, hits = c.hits, misses = c.misses, merged = c.merged, forwarded = c.forwarded, queued = c.queued, refused = c.refused, "gateway client");
+                    tracing::info!(target: RATE_LOG, event = %"gateway_client", client = %name, counts = %"interval", requests = d.requests, hits = d.hits, misses = d.misses, merged = d.merged, forwarded = d.forwarded, queued = d.queued, refused = d.refused, "gateway client");
                 }
                 logged.insert(name, c);
             }

@@ -592,7 +592,7 @@ impl Core {
                     retry_in_ms = delay.as_millis() as u64;
                     s.retry_at = Some(now.local_ms + retry_in_ms);
                 }
-                tracing::warn!(symbol = %symbol, class = ?class, retry_in_ms, "fetch failed: {error}");
+                tracing::warn!(symbol = %symbol, class = ?class, retry_in_ms, "fetch failed: {error}; retrying with backoff");
             }
         }
         Ok(())

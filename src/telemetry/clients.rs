@@ -59,6 +59,15 @@ impl ClientCounters {
         ]
     }
 
+    /// What was counted since `before`, field by field.
+    pub fn since(&self, before: &Self) -> Self {
+        let mut f = self.fields();
+        for (n, b) in f.iter_mut().zip(before.fields()) {
+            *n = n.saturating_sub(b);
+        }
+        Self::from_fields(f)
+    }
+
     pub fn from_fields(f: [u64; 7]) -> Self {
         Self {
             requests: f[0],

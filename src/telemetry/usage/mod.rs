@@ -150,6 +150,14 @@ pub struct GatewayClientUsage {
 impl GatewayClientUsage {
     /// Adds what a cumulative reading says happened since the previous one; the first
     /// reading is only the baseline, a smaller one means its gateway restarted.
+    fn add_interval(&mut self, interval: ClientCounters) {
+        let mut sum = self.counted.fields();
+        for (total, n) in sum.iter_mut().zip(interval.fields()) {
+            *total += n;
+        }
+        self.counted = ClientCounters::from_fields(sum);
+    }
+
     fn add(&mut self, reading: ClientCounters, first: bool) {
         if !first {
             let (now, before) = (reading.fields(), self.last.fields());
@@ -384,11 +392,16 @@ impl RateLog {
                     *slot = number(line, key)?;
                 }
                 let reading = ClientCounters::from_fields(fields);
-                let first = !self.gateway_clients.contains_key(&client);
-                self.gateway_clients
-                    .entry(client)
-                    .or_default()
-                    .add(reading, first);
+                let usage = self.gateway_clients.entry(client).or_default();
+                if line.field("counts") == Some("interval") {
+                    // What the client did in that interval: counted as it is.
+                    usage.add_interval(reading);
+                } else {
+                    // Older lines carry the gateway's running totals.
+                    let first = usage.last == ClientCounters::default()
+                        && usage.counted == ClientCounters::default();
+                    usage.add(reading, first);
+                }
             }
             Some("egress_usage") => {
                 let usage = self
@@ -1181,6 +1194,19 @@ mod tests {
         assert_eq!(report.gateway_clients.len(), 2);
         assert!(report.render().contains("gateway clients"));
         assert_eq!(report.to_json()["gateway_clients"][1]["requests"], 70);
+    }
+
+    #[test]
+    fn gateway_client_intervals_count_from_the_first_line() {
+        let line = |t: &str, requests: u64, hits: u64| {
+            format!("2026-11-22T10:00:{t}Z  INFO gateway client event=gateway_client client=127.0.0.1 counts=interval requests={requests} hits={hits} misses=1 merged=0 forwarded=0 queued=0 refused=0")
+        };
+        let text = [line("10", 4, 3), line("20", 2, 1)].join("\n");
+        let log = RateLog::from_text("gw.log", &text, Window::default());
+        assert_eq!(log.unreadable_count, 0, "{:?}", log.unreadable);
+        let report = Report::new(&log);
+        let c = &report.gateway_clients[0].1.counted;
+        assert_eq!((c.requests, c.hits, c.misses), (6, 4, 2));
     }
 
     #[test]

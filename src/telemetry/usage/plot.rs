@@ -33,6 +33,35 @@ pub enum PlotError {
     Empty,
     #[error("cannot draw {path}: {detail}")]
     Draw { path: String, detail: String },
+    #[error("cannot write {path}: {source}; pick a file in a folder that exists and is writable")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// Whether a chart can be written to `path`, checked before any report is printed: its
+/// extension names a format, and the file can be created.
+///
+/// # Errors
+/// An unknown extension, or the file cannot be created.
+pub fn check_target(path: &Path) -> Result<(), PlotError> {
+    let name = path.display().to_string();
+    if !matches!(extension_of(path).as_deref(), Some("svg" | "png")) {
+        return Err(PlotError::Format(name));
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map(drop)
+        .map_err(|source| PlotError::Write { path: name, source })
+}
+
+fn extension_of(path: &Path) -> Option<String> {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
 }
 
 /// Draws `log`, whose figures are `report`, into `path` (`.svg` or `.png`).
@@ -41,10 +70,7 @@ pub enum PlotError {
 /// An unknown extension, no usage lines, or the file cannot be written.
 pub fn plot(log: &RateLog, report: &Report, path: &Path) -> Result<(), PlotError> {
     let name = path.display().to_string();
-    let extension = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(str::to_ascii_lowercase);
+    let extension = extension_of(path);
     if !matches!(extension.as_deref(), Some("svg" | "png")) {
         return Err(PlotError::Format(name));
     }
