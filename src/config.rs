@@ -519,7 +519,8 @@ fn egresses(c: &mut Checker, raw: &[RawEgress], signed: &str) -> (Vec<EgressConf
     (egresses, signed_egress)
 }
 
-/// Whether `url` can be the exchange's base URL: `http(s)://host[:port]`, nothing after.
+/// Whether `url` can be the exchange's base URL: `http(s)://host[:port]`, perhaps with a
+/// path prefix (a reverse proxy).
 ///
 /// # Errors
 /// What is wrong with it, to follow the key and value.
@@ -533,9 +534,6 @@ pub fn check_base_url(url: &str) -> Result<(), String> {
         )),
         Ok(parsed) if parsed.host_str().is_none_or(str::is_empty) => {
             Err("names no host; write one like \"https://api.bitget.com\"".into())
-        }
-        Ok(parsed) if parsed.query().is_some() || parsed.path().trim_end_matches('/') != "" => {
-            Err("must be the host only, without a path or query; write one like \"https://api.bitget.com\"".into())
         }
         Ok(_) => Ok(()),
     }

@@ -62,6 +62,10 @@ fn report(args: &UsageArgs) -> Result<ExitCode, String> {
         }
         Err(error @ PlotError::Format(_)) => Err(error.to_string()),
         Err(error) => {
+            // The file the target check created, left empty: not a chart.
+            if std::fs::metadata(path).is_ok_and(|m| m.len() == 0) {
+                let _ = std::fs::remove_file(path);
+            }
             eprintln!("error: {error}");
             Ok(ExitCode::from(1))
         }

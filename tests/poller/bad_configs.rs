@@ -58,6 +58,24 @@ const CASES: &[(&str, &str, &str)] = &[
         "is not an environment variable name",
     ),
     ("huge_fee_rate", "trading.fee_rate", "from 0 to 0.01"),
+    ("base_url_bad_port", "exchange.base_url", "is not a URL"),
+    ("base_url_no_host", "exchange.base_url", "is not a URL"),
+    ("logging_dir_empty", "logging.dir", "names no folder"),
+    (
+        "gateway_no_connections",
+        "gateway.max_connections",
+        "allowed 1 to 100000",
+    ),
+    (
+        "gateway_header_timeout_zero",
+        "gateway.header_timeout_secs",
+        "allowed 1 to 600",
+    ),
+    (
+        "tickers_interval_negative",
+        "poll.tickers_interval_secs",
+        "allowed 0 (off), or 0.1 to 86400 seconds",
+    ),
     (
         "initial_candles_too_many",
         "poll.initial_candles",

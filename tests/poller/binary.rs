@@ -49,6 +49,10 @@ async fn run_with_duration_writes_both_logs_and_exits_zero() {
     );
     assert!(stdout.contains("poller summary after"), "{stdout}");
     assert!(stdout.contains("market"), "{stdout}");
+    assert!(
+        !output.stderr.contains(&0x1b),
+        "no colour codes when stderr is not a terminal"
+    );
     let rate = std::fs::read_to_string(dir.join("logs/bitget_rate_limits.log")).unwrap();
     assert!(
         rate.lines().filter(|l| l.contains("event=usage")).count() >= 2,
@@ -162,6 +166,18 @@ fn bad_config_exits_2_with_the_key_and_nothing_started() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("'soon' is not a duration in seconds"));
+}
+
+#[test]
+fn demo_listen_without_gateway_is_refused() {
+    let output = binary()
+        .args(["demo", "--listen", "127.0.0.1:0", "--duration", "1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--gateway"), "{stderr}");
+    assert!(output.stdout.is_empty(), "nothing started");
 }
 
 #[test]

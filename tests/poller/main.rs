@@ -11,6 +11,7 @@ mod faults;
 mod fixtures;
 mod gateway;
 mod helpers;
+mod hostile;
 mod layers;
 mod limits;
 mod modes;

@@ -247,6 +247,10 @@ fn usage_refuses_bad_arguments_with_a_reason_and_exit_2() {
             ],
             "swap them",
         ),
+        (
+            vec!["--plot", "/nonexistent/dir/x.svg"],
+            "cannot write /nonexistent/dir/x.svg: No such file or directory",
+        ),
     ] {
         let output = binary()
             .arg("usage")
@@ -258,6 +262,10 @@ fn usage_refuses_bad_arguments_with_a_reason_and_exit_2() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains(wanted), "{args:?}: {stderr}");
+        assert!(
+            output.stdout.is_empty(),
+            "{args:?}: checked before any report is printed"
+        );
     }
     // No log in ./logs: say where it was looked for and what to do.
     let output = binary().arg("usage").current_dir(&dir).output().unwrap();
@@ -278,6 +286,10 @@ fn usage_refuses_bad_arguments_with_a_reason_and_exit_2() {
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stdout).contains("no usage lines in the window"));
     assert!(String::from_utf8_lossy(&output.stderr).contains("nothing to plot"));
+    assert!(
+        !dir.join("empty.svg").exists(),
+        "no empty chart left behind"
+    );
 }
 
 /// The value of the series `name` (with its labels, as written) in a scrape.
