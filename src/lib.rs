@@ -6,7 +6,8 @@
 //! Layout, in layers that only point down (a test, `tests/poller/layers.rs`, reads the
 //! `use` lines of every file and fails on an upward or circular import):
 //! - [`core`]: symbols, timeframes, candles, tickers, events, the injected clock, shared
-//!   diagnostics. Depends on nothing else here.
+//!   diagnostics, and the bounded accept loop our own listeners (gateway, metrics) run.
+//!   Depends on nothing else here.
 //! - [`limiter`]: admission in the server's frame, keyed by scope (clock-offset bounds from
 //!   `requestTime`, windows of arrivals, the share beside other clients, backoff, recent
 //!   429s), pure, under an async shell; or the same windows in Redis, shared by every
@@ -21,8 +22,9 @@
 //! - [`strategy`]: pure strategies over core types.
 //! - [`telemetry`]: log files, rate-usage lines, the `usage` report, Prometheus metrics.
 //! - [`trading`]: the engine, paper book and live orders.
-//! - [`gateway`]: the local Bitget-compatible endpoint other bots point at: market data
-//!   from the store, everything else forwarded unchanged, all through the one limiter.
+//! - [`gateway`]: the local Bitget-compatible endpoint other bots point at: each request
+//!   made canonical first, market data from the store, everything else forwarded
+//!   unchanged, all through the one limiter.
 //! - [`config`]: reads and checks the file, composing each owner's section.
 //! - [`app`]: [`app::run`] owns every long-lived task under one cancellation path.
 //! - [`cli`]: the command line; `main.rs` only calls [`cli::main`].

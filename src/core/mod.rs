@@ -1,5 +1,7 @@
 //! The poller's own vocabulary, independent of any venue or runtime: symbols, timeframes,
-//! candles and tickers, the events consumers receive, and the injected clock. Every other
+//! candles and tickers, the events consumers receive, and the injected clock. One piece
+//! needs the runtime: [`serve`], the bounded accept loop of our own HTTP listeners, kept
+//! here because both the gateway and telemetry's metrics endpoint run it. Every other
 //! layer points down here; nothing here points up.
 
 pub mod clock;

@@ -1,10 +1,16 @@
 //! The gateway: a local Bitget REST endpoint every bot on the machine points at, so that
 //! every request the machine sends passes one limiter.
 //!
+//! - Every request is made canonical before anything else looks at it
+//!   ([`endpoints::canonical_path`]): the budget, the cache and the relay see the path that
+//!   will be sent, and nothing outside Bitget's `/api/v2/` and `/api/v3/` is relayed. A
+//!   query Bitget might read otherwise than the cache would (a repeated key, a symbol not in
+//!   Bitget's spelling) is forwarded, never answered from the store.
 //! - Market data is answered from the store when it can be answered exactly (candles,
 //!   tickers), or from memory (instrument lists for `instruments_max_age`, the server
-//!   time from the measured clock offset). A candle series a client asks for is polled by
-//!   the poller from then on, until no client asked for it for `series_idle`.
+//!   time from the measured clock offset). A candle series of a listed symbol that the
+//!   store or Bitget answered for a client is polled by the poller from then on (at most
+//!   `max_watched_series`), until no client asked for it for `series_idle`.
 //! - A miss goes to Bitget through the limiter; identical public requests in flight are
 //!   merged into one. Everything else (signed requests, orders, unknown paths) is
 //!   forwarded unchanged: method, path, query, body and headers (Bitget signs timestamp,
@@ -15,6 +21,9 @@
 //! - Every reply says where it came from (`X-Cache: hit|miss|merged|forwarded|refused`),
 //!   how old it is (`Age`, `X-Cache-Age-Ms`) and the budget left as the gateway sees it
 //!   (`x-mbx-used-remain-limit`).
+//! - Bounded per client ([`crate::core::serve`]): a connection cap with the idlest
+//!   connection closed to make room, header, body and idle timeouts, a shutdown that ends
+//!   within the grace; refusals summarised per client and interval, never a line each.
 //! - Safe by default: loopback unless a token is configured; request bodies capped; no
 //!   header is ever logged, so `ACCESS-SIGN`, `ACCESS-KEY` and `ACCESS-PASSPHRASE` cannot
 //!   reach a log.
