@@ -233,6 +233,21 @@ async fn past_its_deadline_a_request_is_refused_locally_and_a_token_is_enforced(
     );
 }
 
+/// A simulator with `symbols` contracts writing its request log into `name`'s scratch folder.
+async fn logged_simulator(
+    name: &str,
+    symbols: usize,
+) -> (bitget_poller::sim::Simulator, std::path::PathBuf) {
+    let log = crate::helpers::temp_dir(name).join("requests.jsonl");
+    let sim = simulator(SimConfig {
+        symbols,
+        request_log: Some(log.clone()),
+        ..SimConfig::default()
+    })
+    .await;
+    (sim, log)
+}
+
 /// Lines of the simulator's request log: (path, symbol, code).
 fn request_log(path: &std::path::Path) -> Vec<(String, String, String)> {
     std::fs::read_to_string(path)
@@ -249,14 +264,7 @@ fn request_log(path: &std::path::Path) -> Vec<(String, String, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dot_segments_and_escapes_are_resolved_before_the_budget_and_nothing_outside_api_is_relayed(
 ) {
-    let dir = crate::helpers::temp_dir("gateway-dots");
-    let log = dir.join("requests.jsonl");
-    let sim = simulator(SimConfig {
-        symbols: 40,
-        request_log: Some(log.clone()),
-        ..SimConfig::default()
-    })
-    .await;
+    let (sim, log) = logged_simulator("gateway-dots", 40).await;
     // The poller alone fills the market budget: a candle request charged to any other
     // budget would push Bitget over its 20/s.
     let cfg = config(
@@ -396,14 +404,7 @@ async fn queries_bitget_reads_otherwise_get_bitgets_answer_not_the_cache() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_symbols_are_not_watched_and_the_configured_series_stay_fresh() {
-    let dir = crate::helpers::temp_dir("gateway-fakes");
-    let log = dir.join("requests.jsonl");
-    let sim = simulator(SimConfig {
-        symbols: 10,
-        request_log: Some(log.clone()),
-        ..SimConfig::default()
-    })
-    .await;
+    let (sim, log) = logged_simulator("gateway-fakes", 10).await;
     let cfg = config(
         &sim.base_url(),
         "symbols = [\"BTCUSDT\", \"ETHUSDT\"]\ntickers_interval_secs = 0",

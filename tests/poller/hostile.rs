@@ -46,6 +46,32 @@ fn spawn_listening(mut command: Command, port: u16) -> Child {
     child
 }
 
+/// The simulator and `bitget-poller gateway` on a free port, with `extra` in `[gateway]`.
+struct Gateway {
+    sim: bitget_poller::sim::Simulator,
+    dir: PathBuf,
+    port: u16,
+    config: PathBuf,
+    child: Child,
+}
+
+async fn gateway(name: &str, extra: &str) -> Gateway {
+    let sim = simulator(SimConfig::default()).await;
+    let dir = temp_dir(name);
+    let port = free_port();
+    let config = write_config(&dir, &sim.base_url(), port, extra);
+    let mut command = binary();
+    command.args(["gateway", "--config"]).arg(&config);
+    let child = spawn_listening(command, port);
+    Gateway {
+        sim,
+        dir,
+        port,
+        config,
+        child,
+    }
+}
+
 fn signal(child: &Child, name: &str) {
     let status = Command::new("kill")
         .args([&format!("-{name}"), &child.id().to_string()])
@@ -151,13 +177,12 @@ async fn sigterm_ends_the_process_within_the_grace_though_requests_are_half_sent
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_signal_exits_at_once() {
-    let sim = simulator(SimConfig::default()).await;
-    let dir = temp_dir("hostile-second-signal");
-    let port = free_port();
-    let config = write_config(&dir, &sim.base_url(), port, "header_timeout_secs = 60");
-    let mut command = binary();
-    command.args(["gateway", "--config"]).arg(&config);
-    let mut child = spawn_listening(command, port);
+    let Gateway {
+        sim,
+        port,
+        mut child,
+        ..
+    } = gateway("hostile-second-signal", "header_timeout_secs = 60").await;
     // A request in progress (its body never ends) holds the first stop for the grace.
     let mut body = TcpStream::connect(("127.0.0.1", port)).unwrap();
     body.write_all(
@@ -237,14 +262,14 @@ async fn a_normal_client_is_served_while_1100_idle_connections_are_open_under_10
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invented_paths_grow_neither_memory_nor_the_log() {
-    let sim = simulator(SimConfig::default()).await;
-    let dir = temp_dir("hostile-unknown");
-    let port = free_port();
     // No queueing: every unknown path is refused at once from the default budget.
-    let config = write_config(&dir, &sim.base_url(), port, "queue_max_ms = 0");
-    let mut command = binary();
-    command.args(["gateway", "--config"]).arg(&config);
-    let mut child = spawn_listening(command, port);
+    let Gateway {
+        sim,
+        dir,
+        port,
+        mut child,
+        ..
+    } = gateway("hostile-unknown", "queue_max_ms = 0").await;
     let pid = child.id();
     std::thread::sleep(Duration::from_millis(500));
     let rss_before = rss_kb(pid);
@@ -352,13 +377,13 @@ async fn an_unreachable_exchange_gets_a_prompt_502_from_the_moment_of_binding() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn usage_counts_a_gateway_client_seen_once() {
-    let sim = simulator(SimConfig::default()).await;
-    let dir = temp_dir("hostile-usage");
-    let port = free_port();
-    let config = write_config(&dir, &sim.base_url(), port, "");
-    let mut command = binary();
-    command.args(["gateway", "--config"]).arg(&config);
-    let mut child = spawn_listening(command, port);
+    let Gateway {
+        sim,
+        port,
+        config,
+        mut child,
+        ..
+    } = gateway("hostile-usage", "").await;
     for _ in 0..4 {
         let (status, _) = raw_get(port, "/api/v2/public/time");
         assert_eq!(status, 200);
