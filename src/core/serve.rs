@@ -72,15 +72,12 @@ impl Default for ServeLimits {
 /// What the loop did to clients, cumulative; read for the logs.
 #[derive(Debug, Default)]
 pub struct ServeCounters {
-    pub accepted: AtomicU64,
     /// Closed at the cap to make room for a newer connection.
     pub evicted: AtomicU64,
     /// Refused at the cap, every connection having a request in progress.
     pub refused: AtomicU64,
     pub header_timeouts: AtomicU64,
     pub idle_timeouts: AtomicU64,
-    /// Closed at shutdown: without a request at once, the rest after the grace.
-    pub closed_at_shutdown: AtomicU64,
 }
 
 impl ServeCounters {
@@ -286,7 +283,6 @@ pub async fn serve(
                 }
             },
         };
-        counters.accepted.fetch_add(1, Ordering::Relaxed);
         let _ = stream.set_nodelay(true);
         if table.lock().len() >= limits.max_connections {
             if table.evict_one() {
@@ -353,17 +349,11 @@ pub async fn serve(
     for slot in &idle {
         slot.kill.notify_one();
     }
-    counters
-        .closed_at_shutdown
-        .fetch_add(idle.len() as u64, Ordering::Relaxed);
     if tokio::time::timeout(limits.grace, graceful.shutdown())
         .await
         .is_err()
     {
         let left = table.lock().len();
-        counters
-            .closed_at_shutdown
-            .fetch_add(left as u64, Ordering::Relaxed);
         tracing::warn!(
             connections = left,
             grace_ms = limits.grace.as_millis() as u64,

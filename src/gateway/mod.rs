@@ -881,26 +881,27 @@ async fn handle(
     let client = client_name(&parts.headers, peer);
     gateway.clients.count(&client, Served::Request);
     let now = gateway.server_now();
+    // The gateway answers itself: counted as refused for the client.
+    let refuse = |status: StatusCode, code: &str, msg: &str| {
+        gateway.clients.count(&client, Served::Refused);
+        bitget_error(status, code, msg, now)
+    };
     if let Some(token) = &gateway.config.token {
         let offered = parts.headers.get(TOKEN_HEADER).map(HeaderValue::as_bytes);
         if !offered.is_some_and(|t| token.matches(t)) {
-            gateway.clients.count(&client, Served::Refused);
-            return bitget_error(
+            return refuse(
                 StatusCode::UNAUTHORIZED,
                 "40001",
                 "the gateway needs its token in the X-Gateway-Token header",
-                now,
             );
         }
     }
     let target_len = parts.uri.path_and_query().map_or(0, |pq| pq.as_str().len());
     if target_len > MAX_URI_BYTES {
-        gateway.clients.count(&client, Served::Refused);
-        return bitget_error(
+        return refuse(
             StatusCode::URI_TOO_LONG,
             "414",
             &format!("request path and query of {target_len} bytes are over the gateway's {MAX_URI_BYTES} byte cap"),
-            now,
         );
     }
     // What Bitget will receive, judged before anything else: the budget, the cache and
@@ -908,12 +909,10 @@ async fn handle(
     let path = match endpoints::canonical_path(parts.uri.path()) {
         Ok(path) => path,
         Err(error) => {
-            gateway.clients.count(&client, Served::Refused);
-            return bitget_error(
+            return refuse(
                 StatusCode::NOT_FOUND,
                 "40404",
                 &format!("Request URL NOT FOUND ({error}; the gateway relays bitget's /api/v2/ and /api/v3/ paths only)"),
-                now,
             );
         }
     };
@@ -921,27 +920,23 @@ async fn handle(
     let body = match tokio::time::timeout(gateway.config.serve.header_timeout, read).await {
         Ok(Ok(body)) => body,
         Ok(Err(_)) => {
-            gateway.clients.count(&client, Served::Refused);
-            return bitget_error(
+            return refuse(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "40017",
                 &format!(
                     "request body over the gateway's {} byte cap ([gateway] max_request_body_kb)",
                     gateway.config.max_request_body
                 ),
-                now,
             );
         }
         Err(_) => {
-            gateway.clients.count(&client, Served::Refused);
-            return bitget_error(
+            return refuse(
                 StatusCode::REQUEST_TIMEOUT,
                 "408",
                 &format!(
                     "the request body did not arrive within {} s ([gateway] header_timeout_secs)",
                     gateway.config.serve.header_timeout.as_secs()
                 ),
-                now,
             );
         }
     };

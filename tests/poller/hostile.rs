@@ -72,6 +72,16 @@ async fn gateway(name: &str, extra: &str) -> Gateway {
     }
 }
 
+/// A request whose body stops 97 bytes short: in progress until the connection closes.
+fn half_sent_body(port: u16) -> TcpStream {
+    let mut body = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    body.write_all(
+        b"POST /api/v2/mix/order/place-order HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc",
+    )
+    .unwrap();
+    body
+}
+
 fn signal(child: &Child, name: &str) {
     let status = Command::new("kill")
         .args([&format!("-{name}"), &child.id().to_string()])
@@ -157,11 +167,7 @@ async fn sigterm_ends_the_process_within_the_grace_though_requests_are_half_sent
     scrape
         .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
         .unwrap();
-    let mut body = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    body.write_all(
-        b"POST /api/v2/mix/order/place-order HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc",
-    )
-    .unwrap();
+    let body = half_sent_body(port);
     std::thread::sleep(Duration::from_millis(300));
     signal(&child, "TERM");
     let (code, took) =
@@ -184,11 +190,7 @@ async fn a_second_signal_exits_at_once() {
         ..
     } = gateway("hostile-second-signal", "header_timeout_secs = 60").await;
     // A request in progress (its body never ends) holds the first stop for the grace.
-    let mut body = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    body.write_all(
-        b"POST /api/v2/mix/order/place-order HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc",
-    )
-    .unwrap();
+    let body = half_sent_body(port);
     std::thread::sleep(Duration::from_millis(300));
     signal(&child, "TERM");
     std::thread::sleep(Duration::from_millis(300));
