@@ -129,6 +129,7 @@ fn main() {
         .unwrap();
     let limits = Limits {
         per_second: [1_000_000; 4],
+        total_per_second: [None; 4],
         overall_per_minute: 1_000_000_000,
         safety_margin: 0.0,
     };

@@ -275,6 +275,7 @@ struct RawLimits {
     trade_per_sec: u32,
     default_per_sec: u32,
     overall_per_min: u32,
+    market_total_per_sec: Option<u32>,
     safety_margin: f64,
     backend: String,
     redis_url: String,
@@ -292,6 +293,7 @@ impl Default for RawLimits {
             trade_per_sec: l.per_second[2],
             default_per_sec: l.per_second[3],
             overall_per_min: l.overall_per_minute,
+            market_total_per_sec: None,
             safety_margin: l.safety_margin,
             backend: "local".to_owned(),
             redis_url: DEFAULT_REDIS_URL.to_owned(),
@@ -815,6 +817,9 @@ impl Config {
             c.range("limits.default_per_sec", l.default_per_sec, 1, 1000),
         ];
         c.range("limits.overall_per_min", l.overall_per_min, 1, 100_000);
+        let market_total = l
+            .market_total_per_sec
+            .map(|t| c.range("limits.market_total_per_sec", t, 1, 1000));
         if !(0.0..0.5).contains(&l.safety_margin) {
             c.problems.push(format!(
                 "limits.safety_margin = {} is out of range; allowed 0 to 0.5 (0.02 keeps 2 % spare on top of the measured margin)",
@@ -950,6 +955,7 @@ impl Config {
             },
             limits: Limits {
                 per_second,
+                total_per_second: [market_total, None, None, None],
                 overall_per_minute: l.overall_per_min,
                 safety_margin: l.safety_margin,
             },
@@ -1060,7 +1066,7 @@ mod tests {
         let e = parse(&format!("{MINIMAL}[limits]\nmarket_per_second = 20\n")).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "t.toml: line 4: limits.market_per_second: unknown field `market_per_second`, expected one of `market_per_sec`, `account_per_sec`, `trade_per_sec`, `default_per_sec`, `overall_per_min`, `safety_margin`, `backend`, `redis_url`, `redis_key_prefix`, `redis_expected_instances`, `redis_fallback_share`"
+            "t.toml: line 4: limits.market_per_second: unknown field `market_per_second`, expected one of `market_per_sec`, `account_per_sec`, `trade_per_sec`, `default_per_sec`, `overall_per_min`, `market_total_per_sec`, `safety_margin`, `backend`, `redis_url`, `redis_key_prefix`, `redis_expected_instances`, `redis_fallback_share`"
         );
         let e = parse(&format!("{MINIMAL}[limits]\nmarket_per_sec = \"fast\"\n")).unwrap_err();
         assert_eq!(

@@ -1,7 +1,7 @@
 //! Everything that can go wrong talking to Bitget, as one enum that classifies itself.
 //!
 //! The poller never inspects message text: each failure is sorted once, here, into what to do
-//! about it. A rate limit pauses the whole category; a transient failure (5xx, HTML from the
+//! about it. A rate limit holds the endpoint; a transient failure (5xx, HTML from the
 //! CDN, timeouts, resets, broken JSON, Bitget's "busy" codes) is retried with backoff; a bad
 //! symbol is parked; an auth failure stops the run with a message naming what to fix.
 //!
@@ -21,7 +21,7 @@ use crate::limiter::backoff::Backoff;
 /// What the caller should do about a failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorClass {
-    /// Pause the endpoint's whole category for the backoff delay, then retry.
+    /// Hold the endpoint until its window drains (or for the backoff delay), then retry.
     RateLimited,
     /// Retry this request with backoff.
     Transient,

@@ -880,19 +880,22 @@ impl Http {
             self.recent.record(permit.category);
         }
         match adjustment {
-            Some(Adjustment::EffectiveLimit { category, limit }) => {
-                tracing::info!(target: RATE_LOG, event = %"limit_follow", category = %category, effective_limit = limit, "following the server's remaining budget");
+            Some(Adjustment::EffectiveLimit {
+                category, limit, ..
+            }) => {
+                tracing::info!(target: RATE_LOG, event = %"limit_follow", category = %category, endpoint = %path, effective_limit = limit, "following the server's remaining budget for the endpoint");
             }
             Some(Adjustment::Paused {
                 category,
                 pause,
                 strike,
                 crowded,
+                ..
             }) => {
-                tracing::warn!(target: RATE_LOG, event = %"rate_limited", category = %category, endpoint = %path, symbol = %symbol, pause_ms = pause.as_millis() as u64, strike, crowded, recent_429 = self.recent.count(category), "rate limited; pausing the whole category");
+                tracing::warn!(target: RATE_LOG, event = %"rate_limited", category = %category, endpoint = %path, symbol = %symbol, pause_ms = pause.as_millis() as u64, strike, crowded, recent_429 = self.recent.count(category), "rate limited; the endpoint is held until its window drains");
             }
-            Some(Adjustment::InFlightRejection { category }) => {
-                tracing::warn!(target: RATE_LOG, event = %"rate_limited", category = %category, endpoint = %path, symbol = %symbol, in_flight = true, recent_429 = self.recent.count(category), "rate limited (already in flight when the category paused)");
+            Some(Adjustment::InFlightRejection { category, .. }) => {
+                tracing::warn!(target: RATE_LOG, event = %"rate_limited", category = %category, endpoint = %path, symbol = %symbol, in_flight = true, recent_429 = self.recent.count(category), "rate limited (already in flight when the endpoint was held)");
             }
             None => {}
         }

@@ -11,7 +11,10 @@ use std::time::Duration;
 use super::backoff::Backoff;
 use super::offset::{OffsetBounds, STAMP_RESOLUTION_US};
 use super::window::{WindowLog, SERVER_WINDOW_US};
-use super::{Adjustment, Category, CategoryCounters, EgressLoad, Feedback, Limits, Permit, Route};
+use super::{
+    Adjustment, Category, CategoryCounters, EgressLoad, EndpointCounters, Feedback, Limits, Permit,
+    Route,
+};
 
 /// Rejections in a row held only until the window drained, before the backoff adds to it.
 pub const PROBES_BEFORE_BACKOFF: u32 = 6;
@@ -27,25 +30,30 @@ pub fn probe_phase_us(jitter: f64) -> u64 {
 /// Waits shorter than this are scheduling noise, not waiting for the budget.
 const WAIT_NOISE: Duration = Duration::from_millis(1);
 
-/// The budgets of one client: per category and per slow endpoint under each scope key, and
-/// the overall per-IP one under each egress, with the clock-offset bounds they share (one
-/// server clock, whichever address a request leaves from).
+/// The budgets of one client: one window per endpoint under each scope key, a window per
+/// category where the operator caps a whole category, and the overall per-IP one under each
+/// egress, with the clock-offset bounds they share (one server clock, whichever address a
+/// request leaves from).
 ///
-/// Windows are created on first use, so a second egress or account needs nothing but its
-/// key in the route.
+/// Windows are created on first use, so a second egress, account or endpoint needs nothing
+/// but its key in the route.
 #[derive(Debug)]
 pub struct Budgets {
-    /// Per category, keyed by the scope key of the requests (egress or account).
-    categories: [BTreeMap<u16, WindowLog>; 4],
-    /// Per (scope key, endpoint), for endpoints documented below their category's rate.
-    endpoints: BTreeMap<(u16, u16), WindowLog>,
+    /// Per (category, scope key, endpoint): the endpoint's own paced window, which follows
+    /// the server's remaining counts and holds after a 429.
+    endpoints: BTreeMap<(Category, u16, u16), WindowLog>,
+    /// Per (category, scope key), for categories with a configured total.
+    totals: BTreeMap<(Category, u16), WindowLog>,
     /// Per egress.
     overall: BTreeMap<u16, WindowLog>,
     /// Per egress: admitted, rate limited.
     egress_stats: BTreeMap<u16, (u64, u64)>,
     counters: [CategoryCounters; 4],
-    /// Per category: its head request has category room and waits for the overall budget.
-    overall_waiting: [bool; 4],
+    /// Per (category, endpoint), over every scope key.
+    endpoint_stats: BTreeMap<(Category, u16), CategoryCounters>,
+    /// Per category: how many of its endpoints' head requests have their own room and wait
+    /// for the overall budget.
+    overall_waiting: [u32; 4],
     offset: OffsetBounds,
     next_id: u64,
     backoff: Backoff,
@@ -55,7 +63,7 @@ pub struct Budgets {
 }
 
 impl Budgets {
-    /// Full budgets for `limits`; a repeated rate-limit rejection pauses its category for
+    /// Full budgets for `limits`; a repeated rate-limit rejection pauses its endpoint for
     /// `backoff`'s delay.
     pub fn new(limits: &Limits, backoff: Backoff) -> Self {
         // An operator's extra margin stretches the windows; by default there is none, since
@@ -69,12 +77,13 @@ impl Budgets {
             ..CategoryCounters::default()
         });
         Self {
-            categories: Default::default(),
             endpoints: BTreeMap::new(),
+            totals: BTreeMap::new(),
             overall: BTreeMap::new(),
             egress_stats: BTreeMap::new(),
             counters,
-            overall_waiting: [false; 4],
+            endpoint_stats: BTreeMap::new(),
+            overall_waiting: [0; 4],
             offset: OffsetBounds::default(),
             next_id: 0,
             backoff,
@@ -84,11 +93,23 @@ impl Budgets {
         }
     }
 
-    fn category_log(&mut self, category: Category, key: u16) -> &mut WindowLog {
-        let (limit, window) = (self.limits.per_second(category), self.second_us);
-        self.categories[category.index()]
-            .entry(key)
+    /// The endpoint's own window under the route's scope key.
+    fn endpoint_log(&mut self, route: Route) -> &mut WindowLog {
+        let (limit, window) = (self.limits.endpoint_limit(&route), self.second_us);
+        self.endpoints
+            .entry((route.category, route.scope_key(), route.endpoint))
             .or_insert_with(|| WindowLog::new(limit, window, true))
+    }
+
+    /// The category's total window, when the operator caps the category.
+    fn total_log(&mut self, route: Route) -> Option<&mut WindowLog> {
+        let limit = self.limits.total(route.category)?;
+        let window = self.second_us;
+        Some(
+            self.totals
+                .entry((route.category, route.scope_key()))
+                .or_insert_with(|| WindowLog::new(limit, window, true)),
+        )
     }
 
     fn overall_log(&mut self, egress: u16) -> &mut WindowLog {
@@ -98,30 +119,19 @@ impl Budgets {
             .or_insert_with(|| WindowLog::new(limit, window, false))
     }
 
-    /// The endpoint's own window, when its documented limit is below its category's.
-    fn endpoint_log(&mut self, route: Route) -> Option<&mut WindowLog> {
-        let limit = self.limits.endpoint_window(&route)?;
-        let window = self.second_us;
-        Some(
-            self.endpoints
-                .entry((route.scope_key(), route.endpoint))
-                .or_insert_with(|| WindowLog::new(limit, window, true)),
-        )
+    /// The endpoint window `permit` was admitted under (it exists: admission made it).
+    fn permit_log(&mut self, permit: &Permit) -> Option<&mut WindowLog> {
+        self.endpoints
+            .get_mut(&(permit.category, permit.scope_key, permit.endpoint))
     }
 
-    /// The windows `permit` was admitted under, if they exist.
-    fn permit_endpoint_log(&mut self, permit: &Permit) -> Option<&mut WindowLog> {
-        self.endpoints.get_mut(&(permit.scope_key, permit.endpoint))
-    }
-
-    /// When `route`'s own budgets (category and endpoint) have room, as far as known now.
+    /// When `route`'s own budgets (endpoint, and category total if any) have room, as far
+    /// as known now.
     pub fn own_ready_at(&mut self, route: Route, now: u64) -> u64 {
-        let category = self
-            .category_log(route.category, route.scope_key())
-            .ready_at(now);
-        match self.endpoint_log(route) {
-            Some(log) => category.max(log.ready_at(now)),
-            None => category,
+        let endpoint = self.endpoint_log(route).ready_at(now);
+        match self.total_log(route) {
+            Some(log) => endpoint.max(log.ready_at(now)),
+            None => endpoint,
         }
     }
 
@@ -131,7 +141,7 @@ impl Budgets {
     }
 
     /// The egress among `route`'s candidates that has room first, with that time: on a tie
-    /// the one with fewer of `route`'s category in its window, then the lowest.
+    /// the one with fewer of `route`'s endpoint in its window, then the lowest.
     pub fn choose(&mut self, route: Route, now: u64) -> (Route, u64) {
         let mut best: Option<(u64, u32, Route)> = None;
         for egress in route.egress_candidates().collect::<Vec<_>>() {
@@ -139,9 +149,7 @@ impl Budgets {
             let ready = self
                 .own_ready_at(candidate, now)
                 .max(self.overall_ready_at(candidate, now));
-            let load = self
-                .category_log(route.category, candidate.scope_key())
-                .in_window(now);
+            let load = self.endpoint_log(candidate).in_window(now);
             if best.is_none_or(|(r, l, _)| (ready, load) < (r, l)) {
                 best = Some((ready, load, candidate));
             }
@@ -153,12 +161,18 @@ impl Budgets {
     pub fn outranked(&self, category: Category) -> bool {
         Category::ALL
             .iter()
-            .any(|c| c.priority() < category.priority() && self.overall_waiting[c.index()])
+            .any(|c| c.priority() < category.priority() && self.overall_waiting[c.index()] > 0)
     }
 
-    /// Marks or clears `category` as waiting for the overall budget.
+    /// Marks (`true`) or clears one of `category`'s heads waiting for the overall budget;
+    /// every mark is cleared exactly once.
     pub fn set_overall_waiting(&mut self, category: Category, waiting: bool) {
-        self.overall_waiting[category.index()] = waiting;
+        let count = &mut self.overall_waiting[category.index()];
+        *count = if waiting {
+            count.saturating_add(1)
+        } else {
+            count.saturating_sub(1)
+        };
     }
 
     /// Takes one of each of `route`'s budgets at `now`; the caller checked both ready times.
@@ -166,19 +180,27 @@ impl Budgets {
         let id = self.next_id;
         self.next_id += 1;
         let key = route.scope_key();
-        self.category_log(route.category, key)
-            .admit(now, id, route.endpoint);
-        if let Some(log) = self.endpoint_log(route) {
+        self.endpoint_log(route).admit(now, id, route.endpoint);
+        if let Some(log) = self.total_log(route) {
             log.admit(now, id, route.endpoint);
         }
         self.overall_log(route.keys.egress)
             .admit(now, id, route.endpoint);
         self.egress_stats.entry(route.keys.egress).or_default().0 += 1;
-        let counters = &mut self.counters[route.category.index()];
-        counters.admitted += 1;
-        if waited >= WAIT_NOISE {
-            counters.waited += 1;
-            counters.wait_total += waited;
+        let limit = self.limits.endpoint_limit(&route);
+        let stats = self
+            .endpoint_stats
+            .entry((route.category, route.endpoint))
+            .or_insert_with(|| CategoryCounters {
+                limit,
+                ..CategoryCounters::default()
+            });
+        for counters in [&mut self.counters[route.category.index()], stats] {
+            counters.admitted += 1;
+            if waited >= WAIT_NOISE {
+                counters.waited += 1;
+                counters.wait_total += waited;
+            }
         }
         Permit {
             id,
@@ -208,33 +230,31 @@ impl Budgets {
             }
         }
         let counted_by = self.counted_by(now, server_ms);
-        let i = permit.category.index();
-        self.category_log(permit.category, permit.scope_key)
-            .answered(permit.id, counted_by, server_ms);
-        if let Some(log) = self.permit_endpoint_log(permit) {
+        if let Some(log) = self.totals.get_mut(&(permit.category, permit.scope_key)) {
             log.answered(permit.id, counted_by, server_ms);
         }
         self.overall_log(permit.egress)
             .answered(permit.id, counted_by, server_ms);
+        let (category, endpoint) = (permit.category, permit.endpoint);
+        if matches!(feedback, Feedback::RateLimited { .. }) {
+            self.counters[category.index()].rate_limited += 1;
+            if let Some(stats) = self.endpoint_stats.get_mut(&(category, endpoint)) {
+                stats.rate_limited += 1;
+            }
+            self.egress_stats.entry(permit.egress).or_default().1 += 1;
+        }
+        let backoff = self.backoff;
+        let log = self.permit_log(permit)?;
+        log.answered(permit.id, counted_by, server_ms);
         match feedback {
-            Feedback::Accepted {
-                remaining: Some(remaining),
-                ..
-            } => {
-                self.category_log(permit.category, permit.scope_key)
-                    .record_success(permit.id);
-                // The header counts the endpoint's own budget: an endpoint with its own
-                // window follows it there, not in the category.
-                if let Some(log) = self.permit_endpoint_log(permit) {
-                    log.observe_remaining(permit.id, remaining, now);
-                    return None;
-                }
-                let changed = self
-                    .category_log(permit.category, permit.scope_key)
-                    .observe_remaining(permit.id, remaining, now)?;
+            Feedback::Accepted { remaining, .. } => {
+                log.record_success(permit.id);
+                // The header counts this endpoint's budget, which is what its window is.
+                let limit = log.observe_remaining(permit.id, remaining?, now)?;
                 Some(Adjustment::EffectiveLimit {
-                    category: permit.category,
-                    limit: changed,
+                    category,
+                    endpoint,
+                    limit,
                 })
             }
             Feedback::RateLimited {
@@ -242,16 +262,10 @@ impl Budgets {
                 jitter,
                 ..
             } => {
-                self.counters[i].rate_limited += 1;
-                self.egress_stats.entry(permit.egress).or_default().1 += 1;
-                let backoff = self.backoff;
-                let log = self.category_log(permit.category, permit.scope_key);
                 // This request itself is answered and still counted; anything else is ours.
                 let crowded = log.in_window(now) <= 1;
                 let Some(strike) = log.record_rejection(permit.id, now) else {
-                    return Some(Adjustment::InFlightRejection {
-                        category: permit.category,
-                    });
+                    return Some(Adjustment::InFlightRejection { category, endpoint });
                 };
                 // A rejection is a window question: hold until every request of ours the
                 // server may still count has left its window, which is then sure to have
@@ -278,16 +292,12 @@ impl Budgets {
                 }
                 log.pause_until(until);
                 Some(Adjustment::Paused {
-                    category: permit.category,
+                    category,
+                    endpoint,
                     pause: Duration::from_micros(until - now),
                     strike,
                     crowded,
                 })
-            }
-            Feedback::Accepted { .. } => {
-                self.category_log(permit.category, permit.scope_key)
-                    .record_success(permit.id);
-                None
             }
             Feedback::Other { .. } => None,
         }
@@ -306,27 +316,81 @@ impl Budgets {
         local.min(now)
     }
 
-    /// Counters for `category` at `now`, under its first scope key (the only one until
-    /// several egresses or accounts are configured).
-    pub fn counters(&mut self, category: Category, now: u64) -> CategoryCounters {
-        let i = category.index();
-        let key = self.categories[i].keys().next().copied().unwrap_or(0);
-        let overall = self.overall_log(0).available(now);
-        let log = self.category_log(category, key);
-        let available = log.available(now).min(overall);
-        let effective_limit = log.effective_limit();
+    /// The window figures of `log` at `now` on top of `base`.
+    fn window_figures(
+        &mut self,
+        base: CategoryCounters,
+        log: Option<(Category, u16, u16)>,
+        now: u64,
+    ) -> CategoryCounters {
+        let egress = log.map_or(0, |(_, key, _)| key);
+        let overall = self.overall_log(egress).available(now);
+        let clock_margin_us = self
+            .offset
+            .width(now)
+            .map(|w| w + STAMP_RESOLUTION_US as u64);
+        let Some(log) = log.and_then(|k| self.endpoints.get_mut(&k)) else {
+            return CategoryCounters {
+                available: base.limit.min(overall),
+                effective_limit: base.limit,
+                server_limit: base.limit,
+                clock_margin_us,
+                ..base
+            };
+        };
         let share = log.share();
+        let (foreign_milli, server_limit) = (
+            (share.foreign() * 1_000.0).round() as u32,
+            share.server_limit(),
+        );
         CategoryCounters {
-            available,
-            effective_limit,
-            foreign_milli: (share.foreign() * 1_000.0).round() as u32,
-            server_limit: share.server_limit(),
-            clock_margin_us: self
-                .offset
-                .width(now)
-                .map(|w| w + STAMP_RESOLUTION_US as u64),
-            ..self.counters[i]
+            available: log.available(now).min(overall),
+            effective_limit: log.effective_limit(),
+            foreign_milli,
+            server_limit,
+            clock_margin_us,
+            ..base
         }
+    }
+
+    /// The first window (lowest scope key) of `category`'s `endpoint`.
+    fn first_window(&self, category: Category, endpoint: u16) -> Option<(Category, u16, u16)> {
+        self.endpoints
+            .keys()
+            .find(|&&(c, _, e)| c == category && e == endpoint)
+            .copied()
+    }
+
+    /// Counters for `category` at `now`: its totals, with the window figures of its busiest
+    /// endpoint under its first scope key (the only one until several egresses or accounts
+    /// are configured).
+    pub fn counters(&mut self, category: Category, now: u64) -> CategoryCounters {
+        let busiest = self
+            .endpoint_stats
+            .iter()
+            .filter(|((c, _), _)| *c == category)
+            .max_by_key(|(_, s)| s.admitted)
+            .map(|(&(_, e), _)| e);
+        let log = busiest.and_then(|e| self.first_window(category, e));
+        let base = self.counters[category.index()];
+        self.window_figures(base, log, now)
+    }
+
+    /// Counters of every endpoint used so far, by category then endpoint.
+    pub fn endpoint_counters(&mut self, now: u64) -> Vec<EndpointCounters> {
+        let stats: Vec<((Category, u16), CategoryCounters)> =
+            self.endpoint_stats.iter().map(|(&k, &v)| (k, v)).collect();
+        stats
+            .into_iter()
+            .map(|((category, endpoint), base)| {
+                let log = self.first_window(category, endpoint);
+                EndpointCounters {
+                    category,
+                    endpoint,
+                    counters: self.window_figures(base, log, now),
+                }
+            })
+            .collect()
     }
 
     /// What each egress carried, lowest first.
@@ -339,9 +403,12 @@ impl Budgets {
                 egress,
                 admitted,
                 rate_limited,
-                in_window: self.categories[Category::Market.index()]
-                    .get_mut(&egress)
-                    .map_or(0, |log| log.in_window(now)),
+                in_window: self
+                    .endpoints
+                    .iter_mut()
+                    .filter(|((c, key, _), _)| *c == Category::Market && *key == egress)
+                    .map(|(_, log)| log.in_window(now))
+                    .sum(),
             })
             .collect()
     }

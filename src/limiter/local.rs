@@ -1,9 +1,10 @@
-//! The in-process limiter: [`Budgets`] behind a mutex, one FIFO gate per category.
+//! The in-process limiter: [`Budgets`] behind a mutex, one FIFO gate per endpoint.
 //!
 //! Waiting happens on tokio's clock (`sleep_until`), so tests run it on a paused clock. The
-//! per-category gate is a fair async mutex: requests of one category are admitted in
-//! arrival order and only the head of the queue holds a timer, while categories wait
-//! independently of each other and meet only in the overall budget, under one short lock.
+//! per-endpoint gate ([`Gates`]) is a fair async mutex: requests to one endpoint are
+//! admitted in arrival order and only the head of the queue holds a timer, while endpoints
+//! wait independently of each other and meet only in the overall budget (and a category's
+//! total, if configured), under one short lock.
 //! A reply can bring a ready time forward (a request in flight is held until answered), so
 //! every piece of feedback wakes the waiting heads to look again.
 //!
@@ -19,8 +20,10 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::budgets::Budgets;
+use super::gates::Gates;
 use super::{
-    Acquire, Adjustment, Category, CategoryCounters, Feedback, Limits, Permit, RateLimiter, Route,
+    Acquire, Adjustment, Category, CategoryCounters, EndpointCounters, Feedback, Limits, Permit,
+    RateLimiter, Route,
 };
 use crate::limiter::backoff::Backoff;
 
@@ -31,7 +34,7 @@ pub struct LocalLimiter {
     /// Wall-clock time at `origin`, in Unix µs, to report the server's offset from it.
     origin_wall_us: i64,
     state: Mutex<Budgets>,
-    gates: [tokio::sync::Mutex<()>; 4],
+    gates: Gates,
     /// Woken whenever a category stops waiting for the overall budget, or a reply arrives.
     changed: Notify,
 }
@@ -103,7 +106,7 @@ impl LocalLimiter {
     async fn acquire_inner(&self, route: Route) -> Permit {
         let category = route.category;
         let requested = Instant::now();
-        let _gate = self.gates[category.index()].lock().await;
+        let _gate = self.gates.enter(&route).await;
         let mut mark = WaitingMark {
             limiter: self,
             category,
@@ -168,6 +171,17 @@ impl RateLimiter for LocalLimiter {
         }
     }
 
+    fn endpoint_counters(&self) -> Vec<EndpointCounters> {
+        let now = self.now_us();
+        let state = &mut self.state();
+        let clock_offset_us = state.offset().from_wall(now, self.origin_wall_us);
+        let mut all = state.endpoint_counters(now);
+        for e in &mut all {
+            e.counters.clock_offset_us = clock_offset_us;
+        }
+        all
+    }
+
     fn egress_loads(&self) -> Vec<super::EgressLoad> {
         let now = self.now_us();
         self.state().egress_loads(now)
@@ -183,6 +197,7 @@ mod tests {
     fn limits(market: u32) -> Limits {
         Limits {
             per_second: [market, 10, 10, 10],
+            total_per_second: [None; 4],
             overall_per_minute: 6000,
             safety_margin: 0.0,
         }
@@ -267,6 +282,7 @@ mod tests {
             paused,
             Some(Adjustment::Paused {
                 category: Category::Market,
+                endpoint: u16::MAX,
                 pause: Duration::from_millis(1125),
                 strike: 0,
                 crowded: true
@@ -284,6 +300,7 @@ mod tests {
         let limiter = LocalLimiter::new(
             &Limits {
                 per_second: [20, 20, 20, 20],
+                total_per_second: [None; 4],
                 overall_per_minute: 3,
                 safety_margin: 0.0,
             },
@@ -311,6 +328,7 @@ mod tests {
             change,
             Some(Adjustment::EffectiveLimit {
                 category: Category::Market,
+                endpoint: u16::MAX,
                 limit: 5
             })
         );
@@ -347,6 +365,7 @@ mod tests {
     fn tight_overall(per_minute: u32) -> Limits {
         Limits {
             per_second: [20, 10, 10, 10],
+            total_per_second: [None; 4],
             overall_per_minute: per_minute,
             safety_margin: 0.0,
         }
@@ -409,7 +428,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn all_position_is_held_to_five_per_second_inside_the_account_budget() {
+    async fn all_position_is_held_to_five_per_second_beside_other_account_endpoints() {
         let limiter = LocalLimiter::new(&limits(20), Backoff::default());
         let positions = Route::new(Category::Account, 14, Some(5));
         let accounts = Route::new(Category::Account, 12, Some(10));
@@ -421,12 +440,96 @@ mod tests {
         }
         let gaps: Vec<u64> = position_times.windows(2).map(|w| w[1] - w[0]).collect();
         assert_eq!(gaps, vec![200_000; 5]);
-        // Other account endpoints keep their 10/s pace in between (100 ms after each).
+        // Bitget meters each account endpoint on its own (per UID): another one goes at once
+        // after each position read, within its own 10/s.
         let interleaved: Vec<u64> = position_times
             .iter()
             .zip(&account_times)
             .map(|(p, a)| a - p)
             .collect();
-        assert_eq!(interleaved, vec![100_000; 6]);
+        assert_eq!(interleaved, vec![0; 6]);
+    }
+
+    /// Admission times of `n` requests to each of two market endpoints, issued together.
+    async fn two_endpoints(limits: &Limits, n: usize) -> (Vec<u64>, Vec<u64>) {
+        let limiter = Arc::new(LocalLimiter::new(limits, Backoff::default()));
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..2 * n {
+            let limiter = Arc::clone(&limiter);
+            let endpoint = (i % 2) as u16;
+            tasks.spawn(async move {
+                let route = Route::new(Category::Market, endpoint, Some(20));
+                (endpoint, take(&limiter, route).await)
+            });
+        }
+        let mut a = Vec::new();
+        let mut b = Vec::new();
+        for (endpoint, at) in tasks.join_all().await {
+            if endpoint == 0 { a.push(at) } else { b.push(at) }
+        }
+        a.sort_unstable();
+        b.sort_unstable();
+        (a, b)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn two_endpoints_each_spend_their_own_budget_at_once() {
+        let (a, b) = two_endpoints(&limits(20), 40).await;
+        // Each endpoint paced 50 ms apart on its own: 40 of each in 39 steps, side by side.
+        assert_eq!(a[39] - a[0], 39 * 50_000);
+        assert_eq!(b[39] - b[0], 39 * 50_000);
+        assert!(b[39].abs_diff(a[39]) <= 50_000);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_category_total_caps_its_endpoints_together() {
+        let limits = Limits {
+            total_per_second: [Some(20), None, None, None],
+            ..limits(20)
+        };
+        let (a, b) = two_endpoints(&limits, 20).await;
+        let mut all: Vec<u64> = a.iter().chain(&b).copied().collect();
+        all.sort_unstable();
+        // 40 requests through one 20/s total: 50 ms apart, 39 steps.
+        assert_eq!(all[39] - all[0], 39 * 50_000);
+        assert!(all.windows(2).all(|w| w[1] - w[0] >= 25_000));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_on_one_endpoint_leaves_the_other_running() {
+        let limiter = LocalLimiter::new(&limits(20), Backoff::default());
+        let candles = Route::new(Category::Market, 4, Some(20));
+        let books = Route::new(Category::Market, 6, Some(20));
+        let permit = limiter.acquire(candles).await;
+        let held = limiter.feedback(
+            &permit,
+            Feedback::RateLimited {
+                retry_after: None,
+                jitter: 0.0,
+                server_time_ms: None,
+            },
+        );
+        assert!(matches!(
+            held,
+            Some(Adjustment::Paused { endpoint: 4, .. })
+        ));
+        // The other endpoint goes at once and keeps its pace; the held one waits a second.
+        let start = permit.admitted_at_us;
+        let mut book_times = Vec::new();
+        for _ in 0..10 {
+            book_times.push(take(&limiter, books).await - start);
+        }
+        assert_eq!(book_times[0], 0);
+        assert_eq!(book_times[9], 9 * 50_000);
+        let next = limiter.acquire(candles).await;
+        assert_eq!(next.admitted_at_us - start, 1_000_000);
+        let per_endpoint = limiter.endpoint_counters();
+        let candles_counters = per_endpoint.iter().find(|e| e.endpoint == 4).unwrap();
+        let books_counters = per_endpoint.iter().find(|e| e.endpoint == 6).unwrap();
+        assert_eq!(candles_counters.counters.rate_limited, 1);
+        assert_eq!(candles_counters.counters.admitted, 2);
+        assert_eq!(books_counters.counters.rate_limited, 0);
+        assert_eq!(books_counters.counters.admitted, 10);
+        assert_eq!(limiter.counters(Category::Market).admitted, 12);
     }
 }

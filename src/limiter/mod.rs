@@ -1,6 +1,12 @@
 //! Client-side rate limiting: which budget each endpoint spends, and a limiter that never
 //! lets a sliding one-second window *on the server's clock* exceed it.
 //!
+//! Bitget meters each endpoint on its own ("20 times/1s (IP)" on every market page), under
+//! the overall 6000/min per IP. So each endpoint has its own paced window, with its share of
+//! the server's budget, its holds after a 429 and its probe; the category only names the
+//! family (and its priority), and caps the whole family only when the operator asks for it
+//! (`market_total_per_sec`).
+//!
 //! Written by hand rather than with `governor`: governor's GCRA is a token bucket, whose
 //! burst plus refill admits more than the limit in some one-second windows unless the burst
 //! is 1, it cannot take two buckets (category and overall) all-or-nothing, it cannot pause a
@@ -11,6 +17,7 @@
 //! - [`window`]: the exact core, sliding windows in the server's frame;
 //! - [`share`]: the share of a budget left to us beside other clients;
 //! - [`budgets`]: all budgets of a client and what replies do to them, pure;
+//! - [`gates`]: one FIFO queue per endpoint;
 //! - [`local`]: the in-process async limiter on top;
 //! - [`model`]: a discrete-event model of clients, network and a Bitget-like meter, for
 //!   tests and the sharing curve.
@@ -22,6 +29,7 @@
 
 pub mod backoff;
 pub mod budgets;
+pub mod gates;
 pub mod local;
 pub mod model;
 pub mod offset;
@@ -107,10 +115,10 @@ pub struct Keys {
     pub account: u16,
 }
 
-/// Which budgets a request spends: its category's, its endpoint's when that is documented
-/// below the category's, and the overall per-IP one, each under the scope key the request
-/// goes out with. Bitget's remaining-budget header counts one endpoint, so following it
-/// needs to know which of the category's requests were to the same endpoint.
+/// Which budgets a request spends: its endpoint's own window, its category's total when the
+/// operator caps one, and the overall per-IP one, each under the scope key the request goes
+/// out with. Bitget's remaining-budget header counts one endpoint, which is the window it is
+/// followed in.
 ///
 /// The venue adapter builds routes from its endpoint table; the limiter knows no paths.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,9 +126,10 @@ pub struct Route {
     pub category: Category,
     /// The endpoint's id in the caller's table, or `u16::MAX` for anything else.
     pub endpoint: u16,
-    /// The endpoint's own documented limit per second, when it has one.
+    /// The endpoint's own documented limit per second, when it has one; the category's
+    /// configured limit applies otherwise (and caps it).
     pub endpoint_limit: Option<u32>,
-    /// Whose budget the category and endpoint windows are.
+    /// Whose budget the endpoint and category windows are.
     pub scope: Scope,
     pub keys: Keys,
     /// The egresses the request may leave from, as a bit mask (bit k for egress k); 0
@@ -243,8 +252,12 @@ pub struct EgressLoad {
 /// Limits the limiter enforces.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
-    /// Requests per second for each category, indexed like [`Category::ALL`].
+    /// Requests per second of *each endpoint* of a category, indexed like [`Category::ALL`]
+    /// (an endpoint documented lower keeps its own lower limit).
     pub per_second: [u32; 4],
+    /// Requests per second of a whole category, when the operator caps it; `None` lets every
+    /// endpoint spend its own budget.
+    pub total_per_second: [Option<u32>; 4],
     /// Bitget's per-IP cap over a minute, shared by all categories.
     pub overall_per_minute: u32,
     /// Extra fraction of each window kept free, on top of the margin the limiter measures
@@ -256,6 +269,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             per_second: [20, 10, 10, 10],
+            total_per_second: [None; 4],
             overall_per_minute: 6000,
             safety_margin: 0.0,
         }
@@ -267,12 +281,19 @@ impl Limits {
         self.per_second[category.index()]
     }
 
-    /// The limit of `route`'s own endpoint window: its documented limit when that is below
-    /// its category's (otherwise the category's window covers it).
-    pub fn endpoint_window(&self, route: &Route) -> Option<u32> {
+    /// The limit of `route`'s own endpoint window: the category's configured limit, or the
+    /// endpoint's documented one when that is lower.
+    pub fn endpoint_limit(&self, route: &Route) -> u32 {
+        let configured = self.per_second(route.category);
         route
             .endpoint_limit
-            .filter(|&l| l < self.per_second(route.category))
+            .map_or(configured, |l| l.min(configured))
+            .max(1)
+    }
+
+    /// The cap on `category` as a whole, when the operator set one.
+    pub fn total(&self, category: Category) -> Option<u32> {
+        self.total_per_second[category.index()]
     }
 }
 
@@ -296,13 +317,14 @@ pub struct Permit {
 /// `requestTime`, when it had one: it places the request on the server's clock.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Feedback {
-    /// Accepted; `remaining` is `x-mbx-used-remain-limit` when the server sent it.
+    /// Accepted; `remaining` is `x-mbx-used-remain-limit` when the server sent it (it counts
+    /// the request's endpoint).
     Accepted {
         remaining: Option<u32>,
         server_time_ms: Option<u64>,
     },
-    /// Rejected for rate: the limiter holds the whole category until the server's window has
-    /// room (or the server's `Retry-After`). `jitter` is a uniform draw in [0, 1) for the
+    /// Rejected for rate: the limiter holds the request's endpoint until the server's window
+    /// has room (or the server's `Retry-After`). `jitter` is a uniform draw in [0, 1) for the
     /// backoff of repeated rejections.
     RateLimited {
         retry_after: Option<Duration>,
@@ -328,22 +350,28 @@ impl Feedback {
 /// What feedback changed, for the rate log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Adjustment {
-    /// The category's effective limit moved to follow the server.
-    EffectiveLimit { category: Category, limit: u32 },
-    /// A new rate-limit event paused the category; `strike` counts events in a row from 0.
+    /// The endpoint's effective limit moved to follow the server.
+    EffectiveLimit {
+        category: Category,
+        endpoint: u16,
+        limit: u32,
+    },
+    /// A new rate-limit event paused the endpoint; `strike` counts events in a row from 0.
     Paused {
         category: Category,
+        endpoint: u16,
         pause: Duration,
         strike: u32,
         /// No other request of ours could be in the server's window: others filled it, and
         /// slowing our own pace down cannot help (the adaptive tiers do not count it).
         crowded: bool,
     },
-    /// A rejection of a request that was already in flight when the category paused.
-    InFlightRejection { category: Category },
+    /// A rejection of a request that was already in flight when the endpoint paused.
+    InFlightRejection { category: Category, endpoint: u16 },
 }
 
-/// Counters of one category since start.
+/// Counters of one category (or one endpoint, in [`EndpointCounters`]) since start. For a
+/// category, the window figures (`limit` … `server_limit`) are its busiest endpoint's.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CategoryCounters {
     /// Requests admitted.
@@ -354,7 +382,7 @@ pub struct CategoryCounters {
     pub wait_total: Duration,
     /// Replies that were rate-limit rejections.
     pub rate_limited: u64,
-    /// Configured limit per second.
+    /// Configured limit per second (of each endpoint).
     pub limit: u32,
     /// Limit in force after following the server.
     pub effective_limit: u32,
@@ -385,14 +413,23 @@ impl CategoryCounters {
     }
 }
 
+/// The counters of one endpoint (under its first scope key for the window figures).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndpointCounters {
+    pub category: Category,
+    /// The endpoint's id in the adapter's table, `u16::MAX` for anything else.
+    pub endpoint: u16,
+    pub counters: CategoryCounters,
+}
+
 /// A boxed future, so the trait stays object-safe for `Arc<dyn RateLimiter>`.
 pub type Acquire<'a> = Pin<Box<dyn Future<Output = Permit> + Send + 'a>>;
 
 /// Admits requests within the budgets. Cancel-safe: dropping an `acquire` future before it
 /// completes admits nothing.
 pub trait RateLimiter: Send + Sync + fmt::Debug {
-    /// Waits until the route's category and the overall budget both have room, then takes
-    /// one of each, atomically.
+    /// Waits until the route's endpoint window (and category cap, if any) and the overall
+    /// budget all have room, then takes one of each, atomically.
     fn acquire(&self, route: Route) -> Acquire<'_>;
 
     /// Reports the server's answer to a request admitted with `permit`.
@@ -400,6 +437,9 @@ pub trait RateLimiter: Send + Sync + fmt::Debug {
 
     /// Counters for `category`.
     fn counters(&self, category: Category) -> CategoryCounters;
+
+    /// Counters of every endpoint used so far, by category then endpoint.
+    fn endpoint_counters(&self) -> Vec<EndpointCounters>;
 
     /// What each egress carried, lowest first.
     fn egress_loads(&self) -> Vec<EgressLoad>;

@@ -2,7 +2,8 @@
 //! [`Budgets`] on explicit time.
 //!
 //! The limiter's promise is about the *server's* windows, which no unit test of the limiter
-//! alone can see. Here each client is a [`Budgets`] with saturating demand on one endpoint,
+//! alone can see. Here each client is a [`Budgets`] with saturating demand on one or more
+//! endpoints (metered each on its own, as Bitget does),
 //! its clock offset from the server's, and a network that delays each request's arrival and
 //! each reply by seeded draws; the server meters arrivals in strict sliding one-second
 //! windows per IP (as the simulator does), stamps `requestTime` in whole milliseconds, sends
@@ -53,6 +54,9 @@ pub struct Scenario {
     pub stalls: Option<Stalls>,
     pub duration_us: u64,
     pub seed: u64,
+    /// Endpoints each client saturates at once. The schedule is the first one's limit; the
+    /// others stay at `configured`.
+    pub endpoints: usize,
 }
 
 impl Scenario {
@@ -69,6 +73,7 @@ impl Scenario {
             stalls: None,
             duration_us: secs * S,
             seed,
+            endpoints: 1,
         }
     }
 
@@ -97,6 +102,10 @@ pub struct ClientOutcome {
     pub rejected_per_second: Vec<u32>,
     /// The client's effective limit at the end of each second.
     pub limit_per_second: Vec<u32>,
+    /// Accepted requests per endpoint, and per endpoint and second.
+    pub accepted_by_endpoint: Vec<Vec<u32>>,
+    /// Rejections per endpoint.
+    pub rejected_by_endpoint: Vec<u64>,
 }
 
 impl ClientOutcome {
@@ -182,18 +191,19 @@ struct Client {
 #[derive(Debug, Clone, Copy)]
 struct Request {
     permit: Permit,
+    endpoint: usize,
     feedback: Option<Feedback>,
 }
 
 struct Run<'a> {
     scenario: &'a Scenario,
-    route: Route,
+    routes: Vec<Route>,
     clients: Vec<Client>,
     requests: Vec<Request>,
     events: BinaryHeap<Reverse<(u64, u64, Event)>>,
     sequence: u64,
-    /// Accepted arrivals' millisecond stamps, for the strict window.
-    window: VecDeque<u64>,
+    /// Per endpoint: accepted arrivals' millisecond stamps, for the strict window.
+    windows: Vec<VecDeque<u64>>,
     rng: ChaCha8Rng,
 }
 
@@ -211,17 +221,23 @@ impl<'a> Run<'a> {
                 budgets: Budgets::new(&limits, Backoff::default()),
                 offset_us: scenario.offsets_us.get(i).copied().unwrap_or(0),
                 generation: 0,
-                outcome: ClientOutcome::default(),
+                outcome: ClientOutcome {
+                    accepted_by_endpoint: vec![Vec::new(); scenario.endpoints.max(1)],
+                    rejected_by_endpoint: vec![0; scenario.endpoints.max(1)],
+                    ..ClientOutcome::default()
+                },
             })
             .collect();
         Self {
             scenario,
-            route: Route::new(Category::Market, 4, None),
+            routes: (0..scenario.endpoints.max(1))
+                .map(|k| Route::new(Category::Market, 4 + k as u16, None))
+                .collect(),
             clients,
             requests: Vec::new(),
             events: BinaryHeap::new(),
             sequence: 0,
-            window: VecDeque::new(),
+            windows: vec![VecDeque::new(); scenario.endpoints.max(1)],
             rng: ChaCha8Rng::seed_from_u64(scenario.seed),
         }
     }
@@ -292,20 +308,30 @@ impl<'a> Run<'a> {
 
     fn wake(&mut self, client: usize, at: u64) {
         let now = self.local(client, at);
-        let route = self.route;
         let budgets = &mut self.clients[client].budgets;
-        let ready = budgets
-            .own_ready_at(route, now)
-            .max(budgets.overall_ready_at(route, now));
-        if ready > now {
-            let at = self.server(client, ready).max(at + 1);
+        // The first endpoint with room goes; otherwise wait for the earliest.
+        let mut earliest = u64::MAX;
+        let mut go = None;
+        for (k, &route) in self.routes.iter().enumerate() {
+            let ready = budgets
+                .own_ready_at(route, now)
+                .max(budgets.overall_ready_at(route, now));
+            if ready <= now {
+                go = Some((k, route));
+                break;
+            }
+            earliest = earliest.min(ready);
+        }
+        let Some((endpoint, route)) = go else {
+            let at = self.server(client, earliest).max(at + 1);
             self.wake_at(client, at);
             return;
-        }
+        };
         let permit = budgets.admit(route, now, Duration::ZERO);
         let delay = self.scenario.base_delay_us + self.draw(self.scenario.jitter_up_us);
         self.requests.push(Request {
             permit,
+            endpoint,
             feedback: None,
         });
         let request = self.requests.len() - 1;
@@ -340,22 +366,30 @@ impl<'a> Run<'a> {
             return;
         }
         let now_ms = at / 1_000;
-        while self.window.front().is_some_and(|&t| t + 1_000 <= now_ms) {
-            self.window.pop_front();
+        let endpoint = self.requests[request].endpoint;
+        let window = &mut self.windows[endpoint];
+        while window.front().is_some_and(|&t| t + 1_000 <= now_ms) {
+            window.pop_front();
         }
-        let limit = self.scenario.limit_at(at);
+        let limit = if endpoint == 0 {
+            self.scenario.limit_at(at)
+        } else {
+            self.scenario.configured
+        };
         let second = (at / S) as usize;
         let outcome = &mut self.clients[client].outcome;
-        let feedback = if (self.window.len() as u32) < limit {
-            self.window.push_back(now_ms);
+        let feedback = if (window.len() as u32) < limit {
+            window.push_back(now_ms);
             outcome.accepted += 1;
             bump(&mut outcome.accepted_per_second, second);
+            bump(&mut outcome.accepted_by_endpoint[endpoint], second);
             Feedback::Accepted {
-                remaining: Some(limit - self.window.len() as u32),
+                remaining: Some(limit - window.len() as u32),
                 server_time_ms: Some(now_ms),
             }
         } else {
             outcome.rejected += 1;
+            outcome.rejected_by_endpoint[endpoint] += 1;
             bump(&mut outcome.rejected_per_second, second);
             Feedback::RateLimited {
                 retry_after: None,
@@ -370,7 +404,9 @@ impl<'a> Run<'a> {
 
     fn reply(&mut self, client: usize, request: usize, at: u64) {
         let now = self.local(client, at);
-        let Request { permit, feedback } = self.requests[request];
+        let Request {
+            permit, feedback, ..
+        } = self.requests[request];
         let Some(feedback) = feedback else { return };
         let c = &mut self.clients[client];
         c.budgets.feedback(&permit, feedback, now);
@@ -527,6 +563,34 @@ mod tests {
             c.accepted_per_second
         );
         assert_eq!(c.limit_per_second[13], 10);
+    }
+
+    #[test]
+    fn two_endpoints_run_at_their_limits_at_once_and_a_429_on_one_leaves_the_other_running() {
+        // Endpoint 0's limit halves at 10 s; endpoint 1 stays at 20/s throughout.
+        let scenario = Scenario {
+            schedule: vec![(0, 20), (10 * S, 10)],
+            endpoints: 2,
+            ..Scenario::alone(20, 20, 30, 9)
+        };
+        let outcome = scenario.run();
+        let c = &outcome.clients[0];
+        let per = |k: usize, from: usize, to: usize| sum(&c.accepted_by_endpoint[k], from, to);
+        // Before the drop both endpoints carry their whole budget side by side.
+        assert!(per(0, 2, 10) >= 8 * 19, "{:?}", c.accepted_by_endpoint[0]);
+        assert!(per(1, 2, 10) >= 8 * 19, "{:?}", c.accepted_by_endpoint[1]);
+        // The drop costs endpoint 0 its one rejection and a held second; endpoint 1 never
+        // notices: no rejection, and every second from the drop on at its full rate.
+        assert!(c.rejected_by_endpoint[0] <= 2, "{:?}", c.rejected_by_endpoint);
+        assert_eq!(c.rejected_by_endpoint[1], 0);
+        for second in 10..20 {
+            assert!(
+                c.accepted_by_endpoint[1][second] >= 19,
+                "second {second}: {:?}",
+                c.accepted_by_endpoint[1]
+            );
+        }
+        assert!(per(0, 13, 20) >= 7 * 9, "{:?}", c.accepted_by_endpoint[0]);
     }
 
     proptest! {

@@ -6,9 +6,9 @@
 //! window after it was admitted; once answered, the instance that sent it lowers the score
 //! to when the server counted it (mapped from Bitget's `requestTime` with the clock-offset
 //! bounds, as in [`super::window`]) plus a window. So the server-frame correction one
-//! instance learns is what every other instance reads. All windows of a request (category,
-//! slow endpoint, overall per egress) are checked and taken in the same script, or none of
-//! them; a rate-limit rejection writes a hold (until the fleet's answered requests have
+//! instance learns is what every other instance reads. All windows of a request (its
+//! endpoint's, its category's total when one is configured, overall per egress) are checked
+//! and taken in the same script, or none of them; a rate-limit rejection writes a hold on its endpoint (until the fleet's answered requests have
 //! left the window) and a probe flag that every instance obeys. Among several candidate
 //! egresses the script takes the least-loaded one that has room.
 //!
@@ -40,11 +40,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::backoff::Backoff;
 use super::budgets::{probe_phase_us, Budgets};
+use super::gates::Gates;
 use super::local::LocalLimiter;
 use super::window::{IN_FLIGHT_MAX_US, SERVER_WINDOW_US};
 use super::{
-    Acquire, Adjustment, Backend, Category, CategoryCounters, EgressLoad, Feedback, Limits, Permit,
-    RateLimiter, Route, Scope,
+    Acquire, Adjustment, Backend, Category, CategoryCounters, EgressLoad, EndpointCounters,
+    Feedback, Limits, Permit, RateLimiter, Route, Scope,
 };
 use crate::core::text::redact_url;
 
@@ -159,16 +160,15 @@ async fn bounded<T>(
 }
 
 /// The admission script. KEYS[1] is the epoch key, then five per candidate egress:
-/// category window, endpoint window, overall window, hold, pace. ARGV: the epoch this
-/// instance knows, the member, the in-flight span, the candidate count, then eight per
-/// candidate: category limit and window, endpoint limit (0 for none) and window, overall
-/// limit and window, pacing spacing (0: not paced), the endpoint's id. Admitted and wait
-/// replies end with the first candidate's category limit in force (after the remaining
-/// counts, before a probe). A fresh effective
-/// limit in the hold hash (from the server's remaining counts) lowers the category's (or
-/// the endpoint window's) limit and spaces the pace to it. Returns {1, candidate, now, requests in the chosen
-/// category window}, {0, wait, now} or {2, 0, now, epoch} when the epoch is not the one
-/// known. Numbers go to Redis through `num` (`%.0f`): Lua's own conversion keeps only 14
+/// endpoint window, category total window, overall window, the endpoint's hold and pace.
+/// ARGV: the epoch this instance knows, the member, the in-flight span, the candidate count,
+/// then eight per candidate: endpoint limit and window, category total (0 for none) and
+/// window, overall limit and window, pacing spacing (0: not paced), the endpoint's id.
+/// Admitted and wait replies end with the first candidate's endpoint limit in force (after
+/// the remaining counts, before a probe). A fresh effective limit in the hold hash (from the
+/// server's remaining counts) lowers the endpoint's limit and spaces the pace to it. Returns
+/// {1, candidate, now, requests in the chosen endpoint window}, {0, wait, now} or
+/// {2, 0, now, epoch} when the epoch is not the one known. Numbers go to Redis through `num` (`%.0f`): Lua's own conversion keeps only 14
 /// digits, and Redis's clock in µs has 16.
 const ADMIT: &str = r"
 local function num(x) return string.format('%.0f', x) end
@@ -200,9 +200,7 @@ for c = 0, n - 1 do
   -- What the server's remaining counts leave the fleet, while fresh.
   if hold[3] and now - tonumber(hold[4]) < 2000000 then
     local e = tonumber(hold[3])
-    if ep_limit > 0 then
-      if e < ep_limit then ep_limit = e end
-    elseif e < cat_limit then
+    if e < cat_limit then
       cat_limit = e
       if spacing > 0 then spacing = math.floor(tonumber(ARGV[a + 2]) / e) end
     end
@@ -256,11 +254,11 @@ end
 return {1, best, now, taken, seen}
 ";
 
-/// The answer script. KEYS: category, endpoint, overall window, hold. ARGV: member, kind
-/// (0 accepted, 1 rejected for rate, 2 other), the three new scores (0: no endpoint
-/// window), when it was admitted on Redis's clock, the random phase and the least pause
-/// after a rejection, the category window, the remaining count (-1 for none), the
-/// endpoint's id. Returns the pause in µs after a new rejection, -1 for a rejection of a
+/// The answer script. KEYS: endpoint window, category total, overall window, the
+/// endpoint's hold. ARGV: member, kind (0 accepted, 1 rejected for rate, 2 other), the three
+/// new scores (0: no total window), when it was admitted on Redis's clock, the random phase
+/// and the least pause after a rejection, the endpoint window, the remaining count (-1 for
+/// none), the endpoint's id. Returns the pause in µs after a new rejection, -1 for a rejection of a
 /// request sent before the last one was known, the fleet's effective limit after an
 /// accepted reply with a remaining count, 0 otherwise.
 const ANSWER: &str = r"
@@ -279,9 +277,7 @@ if ARGV[2] == '0' then
   if rem < 0 then return 0 end
   -- The server leaves `rem` beside what it counted; the fleet's requests still in the
   -- window (counted or about to be) plus that is what it allows the fleet now.
-  local target = KEYS[1]
-  if tonumber(ARGV[4]) > 0 then target = KEYS[2] end
-  local eff = redis.call('ZCOUNT', target, '(' .. num(now), '+inf') + rem
+  local eff = redis.call('ZCOUNT', KEYS[1], '(' .. num(now), '+inf') + rem
   if eff < 1 then eff = 1 end
   redis.call('HSET', KEYS[4], 'eff:' .. ARGV[11], num(eff), 'eff_at:' .. ARGV[11], num(now))
   if redis.call('PTTL', KEYS[4]) < 60000 then redis.call('PEXPIRE', KEYS[4], 60000) end
@@ -384,7 +380,7 @@ pub struct RedisLimiter {
     share: LocalLimiter,
     link: Mutex<Link>,
     pending: Mutex<BTreeMap<u64, Pending>>,
-    gates: [tokio::sync::Mutex<()>; 4],
+    gates: Gates,
     changed: Notify,
     answers: mpsc::Sender<Answer>,
     /// Members are named by this counter, not the mirror's ids: categories admit
@@ -417,6 +413,7 @@ pub fn share_limits(limits: &Limits, share: f64) -> Limits {
     let scale = |limit: u32| ((f64::from(limit) * share).floor() as u32).max(1);
     Limits {
         per_second: limits.per_second.map(scale),
+        total_per_second: limits.total_per_second.map(|t| t.map(scale)),
         overall_per_minute: scale(limits.overall_per_minute),
         safety_margin: limits.safety_margin,
     }
@@ -516,22 +513,25 @@ impl RedisLimiter {
             .map_or("default", String::as_str)
     }
 
-    /// The keys of `route` on its egress: category, endpoint, overall, hold, pace.
+    /// The keys of `route` on its egress: endpoint, category total, overall, the endpoint's
+    /// hold and pace.
     fn keys(&self, route: &Route) -> [String; 5] {
         let p = &self.prefix;
         let cat = route.category.name();
         let scope = self.scope_name(route);
+        let ep = route.endpoint;
         [
+            format!("{p}:{cat}:{scope}:{ep}"),
             format!("{p}:{cat}:{scope}"),
-            format!("{p}:{cat}:{scope}:{}", route.endpoint),
             format!("{p}:overall:{}", self.egress_name(route.keys.egress)),
-            format!("{p}:hold:{cat}:{scope}"),
-            format!("{p}:pace:{cat}:{scope}"),
+            format!("{p}:hold:{cat}:{scope}:{ep}"),
+            format!("{p}:pace:{cat}:{scope}:{ep}"),
         ]
     }
 
-    fn endpoint_limit(&self, route: &Route) -> u32 {
-        self.limits.endpoint_window(route).unwrap_or(0)
+    /// The category's total, 0 for none.
+    fn total_limit(&self, route: &Route) -> u32 {
+        self.limits.total(route.category).unwrap_or(0)
     }
 
     async fn call_admit(
@@ -548,13 +548,13 @@ impl RedisLimiter {
             .arg(IN_FLIGHT_MAX_US)
             .arg(candidates.len());
         for route in candidates {
-            let [cat, ep, overall, hold, pace] = self.keys(route);
-            invocation.key(cat).key(ep).key(overall).key(hold).key(pace);
-            let limit = self.limits.per_second(route.category);
+            let [ep, total, overall, hold, pace] = self.keys(route);
+            invocation.key(ep).key(total).key(overall).key(hold).key(pace);
+            let limit = self.limits.endpoint_limit(route);
             invocation
                 .arg(limit)
                 .arg(SERVER_WINDOW_US)
-                .arg(self.endpoint_limit(route))
+                .arg(self.total_limit(route))
                 .arg(SERVER_WINDOW_US)
                 .arg(self.limits.overall_per_minute)
                 .arg(60 * SERVER_WINDOW_US)
@@ -675,7 +675,7 @@ impl RedisLimiter {
 
     async fn acquire_inner(&self, route: Route) -> Permit {
         let requested = Instant::now();
-        let _gate = self.gates[route.category.index()].lock().await;
+        let _gate = self.gates.enter(&route).await;
         let candidates: Vec<Route> = route
             .egress_candidates()
             .map(|e| route.on_egress(e))
@@ -849,8 +849,8 @@ impl RedisLimiter {
             .max(asked);
         // Measured from just before we asked Redis, so the mapping can only err late.
         let counted = redis_at + (counted_local - asked);
-        let [cat, ep, overall, hold, _] = self.keys(route);
-        let endpoint = self.endpoint_limit(route) > 0;
+        let [ep, total, overall, hold, _] = self.keys(route);
+        let has_total = self.total_limit(route) > 0;
         let (kind, phase_us, least_pause_us) = match feedback {
             Feedback::Accepted { .. } => (0, 0, 0),
             Feedback::RateLimited { jitter, .. } => {
@@ -863,12 +863,12 @@ impl RedisLimiter {
             Feedback::Other { .. } => (2, 0, 0),
         };
         let answer = Answer {
-            keys: [cat, ep, overall, hold],
+            keys: [ep, total, overall, hold],
             member: member.clone(),
             kind,
             scores: [
                 counted + SERVER_WINDOW_US,
-                if endpoint {
+                if has_total {
                     counted + SERVER_WINDOW_US
                 } else {
                     0
@@ -952,6 +952,19 @@ impl RateLimiter for RedisLimiter {
             counters.available = limit.saturating_sub(fleet);
         }
         counters
+    }
+
+    fn endpoint_counters(&self) -> Vec<EndpointCounters> {
+        let now = self.now_us();
+        let backend = self.backend();
+        let mirror = &mut Self::lock(&self.mirror);
+        let clock_offset_us = mirror.offset().from_wall(now, self.origin_wall_us);
+        let mut all = mirror.endpoint_counters(now);
+        for e in &mut all {
+            e.counters.clock_offset_us = clock_offset_us;
+            e.counters.backend = backend;
+        }
+        all
     }
 
     fn egress_loads(&self) -> Vec<EgressLoad> {
