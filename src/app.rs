@@ -28,7 +28,7 @@ use crate::core::TRADING_LOG;
 use crate::gateway::{Gateway, GatewayError, MeasuredClock, Parts};
 use crate::limiter::recent::RecentRateLimits;
 use crate::limiter::redis::{BackendConfig, RedisLimiter, ScopeNames};
-use crate::limiter::{Category, CategoryCounters, LocalLimiter, RateLimiter};
+use crate::limiter::{Category, CategoryCounters, EndpointCounters, LocalLimiter, RateLimiter};
 use crate::scheduler::{resolve_symbols, PollError, PollStats, Poller, Watch};
 use crate::store::{Store, Subscription};
 use crate::strategy::StrategySpec;
@@ -81,6 +81,8 @@ impl RunError {
 pub struct RunSummary {
     pub elapsed: Duration,
     pub categories: Vec<(Category, CategoryCounters)>,
+    /// Every endpoint used, each with its own budget.
+    pub endpoints: Vec<EndpointCounters>,
     pub symbols: usize,
     pub candle_replies: u64,
     /// New closed candles written into the store.
@@ -107,14 +109,25 @@ impl RunSummary {
             .map_or_else(CategoryCounters::default, |(_, k)| *k)
     }
 
-    /// Admitted requests of `category` per second over the session, as a fraction of its
-    /// limit.
+    /// The busiest endpoint of `category`, if it used any.
+    fn busiest(&self, category: Category) -> Option<&EndpointCounters> {
+        self.endpoints
+            .iter()
+            .filter(|e| e.category == category)
+            .max_by_key(|e| e.counters.admitted)
+    }
+
+    /// How full `category` ran over the session: its busiest endpoint's requests per second
+    /// as a fraction of that endpoint's limit (Bitget meters each endpoint on its own).
     pub fn utilization(&self, category: Category) -> f64 {
-        let k = self.counters(category);
-        if k.limit == 0 {
+        let Some(e) = self.busiest(category) else {
+            return 0.0;
+        };
+        let limit = e.counters.limit;
+        if limit == 0 {
             return 0.0;
         }
-        k.admitted as f64 / (f64::from(k.limit) * self.elapsed.as_secs_f64().max(1e-9))
+        e.counters.admitted as f64 / (f64::from(limit) * self.elapsed.as_secs_f64().max(1e-9))
     }
 
     /// The per-category table printed at exit.
@@ -141,6 +154,18 @@ impl RunSummary {
                 k.limit,
                 100.0 * self.utilization(*category)
             ));
+            let secs = self.elapsed.as_secs_f64().max(1e-9);
+            for e in self.endpoints.iter().filter(|e| e.category == *category) {
+                let limit = e.counters.limit.max(1);
+                out.push_str(&format!(
+                    "    {:<41} {:>9} {:>6} {:>5}/s {:>11.1}%\n",
+                    crate::bitget::endpoints::path_of(e.endpoint),
+                    e.counters.admitted,
+                    e.counters.rate_limited,
+                    limit,
+                    100.0 * e.counters.admitted as f64 / (f64::from(limit) * secs)
+                ));
+            }
         }
         out.push_str(&format!(
             "  closed candles stored {}, candle replies {}, tickers snapshots {}, superseded updates skipped by consumers {}, closed candles consumers missed {}, failed fetches {}, parked symbols {}, stale streams {}",
@@ -344,6 +369,7 @@ pub async fn poll_session(
         .into_iter()
         .map(|c| (c, limiter.counters(c)))
         .collect();
+    let endpoints = limiter.endpoint_counters();
     // The final partial interval, so the log's totals add up to the summary.
     for (category, counters) in &categories {
         if is_reported(*category, counters) {
@@ -358,6 +384,20 @@ pub async fn poll_session(
                 recent.count(*category),
                 stats.symbols_per_iteration.load(Ordering::Relaxed),
                 stats.tier(),
+            )
+            .by_endpoints(
+                endpoints
+                    .iter()
+                    .filter(|e| e.category == *category && e.counters.admitted > 0)
+                    .count(),
+                endpoints
+                    .iter()
+                    .filter(|e| e.category == *category && e.counters.limit > 0)
+                    .map(|e| {
+                        100.0 * e.counters.admitted as f64
+                            / (f64::from(e.counters.limit) * elapsed.as_secs_f64().max(1e-9))
+                    })
+                    .reduce(f64::max),
             )
             .emit_summary(config.ascii_status);
         }
@@ -377,6 +417,7 @@ pub async fn poll_session(
     Ok(RunSummary {
         elapsed,
         categories,
+        endpoints,
         symbols: symbol_count,
         candle_replies: stats.candle_replies.load(Ordering::Relaxed),
         closed_delivered: stats.closed_delivered.load(Ordering::Relaxed),

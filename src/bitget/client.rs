@@ -123,7 +123,63 @@ impl Client {
         rows: u32,
     ) -> Result<Stamped<Vec<Candle>>, RequestError> {
         let endpoint = endpoints::candles(market);
-        let limit = rows.min(endpoints::MAX_CANDLE_ROWS).to_string();
+        self.candles_from(
+            endpoint,
+            endpoints::MAX_CANDLE_ROWS,
+            market,
+            symbol,
+            timeframe,
+            granularity,
+            rows,
+        )
+        .await
+    }
+
+    /// The latest `rows` closed candles of `symbol` from `/history-candles`, which Bitget
+    /// meters apart from `/candles`; from `/candles` where `market` has no such endpoint.
+    ///
+    /// # Errors
+    /// The attempt failed, or its reply is unreadable.
+    pub async fn closed_candles(
+        &self,
+        market: Market,
+        symbol: &Symbol,
+        timeframe: &str,
+        granularity: Granularity,
+        rows: u32,
+    ) -> Result<Stamped<Vec<Candle>>, RequestError> {
+        match endpoints::history_candles(market) {
+            Some(endpoint) => {
+                self.candles_from(
+                    endpoint,
+                    endpoints::MAX_HISTORY_CANDLE_ROWS,
+                    market,
+                    symbol,
+                    timeframe,
+                    granularity,
+                    rows,
+                )
+                .await
+            }
+            None => {
+                self.candles(market, symbol, timeframe, granularity, rows)
+                    .await
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn candles_from(
+        &self,
+        endpoint: &'static endpoints::Endpoint,
+        max_rows: u32,
+        market: Market,
+        symbol: &Symbol,
+        timeframe: &str,
+        granularity: Granularity,
+        rows: u32,
+    ) -> Result<Stamped<Vec<Candle>>, RequestError> {
+        let limit = rows.min(max_rows).to_string();
         let mut query = vec![
             ("symbol", symbol.as_str()),
             ("granularity", timeframe),

@@ -154,6 +154,14 @@ pub const BASE_URL: &str = "https://api.bitget.com";
 /// Bitget's most candle rows per request on the recent-candles endpoints.
 pub const MAX_CANDLE_ROWS: u32 = 1000;
 
+/// Bitget's most candle rows per request on `/history-candles`.
+pub const MAX_HISTORY_CANDLE_ROWS: u32 = 200;
+
+/// The path of the endpoint with limiter id `id`; "other" for anything outside the table.
+pub fn path_of(id: u16) -> &'static str {
+    ENDPOINTS.get(usize::from(id)).map_or("other", |e| e.path)
+}
+
 /// The table entry for `path`, with its index.
 pub fn lookup(path: &str) -> Option<(u16, &'static Endpoint)> {
     ENDPOINTS
@@ -296,6 +304,17 @@ pub fn candles(market: Market) -> &'static Endpoint {
     match market {
         Market::Futures => &MIX_CANDLES,
         Market::Spot => &SPOT_CANDLES,
+    }
+}
+
+/// The closed-candles endpoint of `market`, where the adapter knows one: its own 20/s beside
+/// `/candles`, at most [`MAX_HISTORY_CANDLE_ROWS`] rows, never the forming bar.
+pub fn history_candles(market: Market) -> Option<&'static Endpoint> {
+    match market {
+        Market::Futures => Some(&MIX_HISTORY_CANDLES),
+        // Spot's `/history-candles` requires `endTime` and the simulator does not serve it
+        // yet; spot keeps to `/candles`.
+        Market::Spot => None,
     }
 }
 

@@ -184,6 +184,9 @@ pub struct RawReply {
     pub body: Bytes,
     /// How long the request waited for the budget before it was sent.
     pub waited: Duration,
+    /// What the reply was judged to be, with the configured rate-limit codes, when it came
+    /// from the exchange: readers use its `data` range instead of judging it again.
+    pub judged: Option<Judged>,
 }
 
 impl RawReply {
@@ -750,6 +753,7 @@ impl Http {
             headers,
             body: Bytes::from(body),
             waited: Duration::ZERO,
+            judged: None,
         })
     }
 
@@ -829,17 +833,27 @@ impl Http {
         if let Some(observer) = &self.observer {
             observer.request_done(route.category, started.elapsed());
         }
+        let result = result.map(|reply| {
+            let judged = self.classify(&reply, &request.path, None);
+            RawReply {
+                waited: permit.waited,
+                judged: Some(judged),
+                ..reply
+            }
+        });
         let sent = match &result {
             Ok(reply) => {
-                let judged = self.classify(reply, &request.path, None);
+                let judged = reply.judged.as_ref();
                 Sent {
-                    result: judged.verdict.map(|()| Checked {
-                        body: Bytes::new(),
-                        server_ms: None,
-                        data: None,
-                    }),
+                    result: judged
+                        .map_or(Ok(()), |j| j.verdict.clone())
+                        .map(|()| Checked {
+                            body: Bytes::new(),
+                            server_ms: None,
+                            data: None,
+                        }),
                     remaining: reply.remaining(),
-                    server_ms: judged.server_ms,
+                    server_ms: judged.and_then(|j| j.server_ms),
                 }
             }
             Err(error) => Sent {
@@ -849,12 +863,7 @@ impl Http {
             },
         };
         self.report(&permit, &request.path, None, &sent);
-        result
-            .map(|reply| RawReply {
-                waited: permit.waited,
-                ..reply
-            })
-            .map_err(|e| ForwardError::Call(CallError::Bitget(e)))
+        result.map_err(|e| ForwardError::Call(CallError::Bitget(e)))
     }
 
     fn report(&self, permit: &Permit, path: &str, symbol: Option<&str>, outcome: &Sent) {

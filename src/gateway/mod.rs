@@ -586,6 +586,7 @@ impl Gateway {
             headers: json_headers(),
             body: Bytes::from(body),
             waited: Duration::ZERO,
+            judged: None,
         };
         self.respond(category, &reply, "hit", age)
     }
@@ -636,27 +637,25 @@ impl Gateway {
         let Some((path, query)) = key.split_once('?') else {
             return;
         };
+        // Judged once, by the relay, with the operator's rate-limit codes: only a success
+        // is kept, and only its `data` is parsed.
+        let Some(judged) = &reply.judged else {
+            return;
+        };
+        let (Ok(()), Some(range)) = (&judged.verdict, judged.data.clone()) else {
+            return;
+        };
+        let data = || parse::Input::data(&reply.body[range.clone()], judged.server_ms);
         let all_tickers = endpoints::market_of(path, endpoints::tickers)
             .filter(|&m| cache::ticker_query(m, query) == Some(None));
         if let Some(market) = all_tickers {
-            let judged = crate::bitget::error::Classifier::default().judge_reply(
-                path,
-                None,
-                reply.status,
-                None,
-                &reply.body,
-            );
-            if let (Ok(()), Some(range)) = (judged.verdict, judged.data) {
-                // The envelope was read just now: only `data` is parsed.
-                let data = parse::Input::data(&reply.body[range.clone()], judged.server_ms);
-                if let Ok(tickers) = parse::tickers(data) {
-                    self.parts.store.absorb_tickers(
-                        market,
-                        tickers.server_time,
-                        Arc::new(tickers.data.tickers),
-                        Some(reply.body.slice(range)),
-                    );
-                }
+            if let Ok(tickers) = parse::tickers(data()) {
+                self.parts.store.absorb_tickers(
+                    market,
+                    tickers.server_time,
+                    Arc::new(tickers.data.tickers),
+                    Some(reply.body.slice(range)),
+                );
             }
             return;
         }
@@ -666,7 +665,7 @@ impl Gateway {
         let Some(q) = cache::candle_query(market, query) else {
             return;
         };
-        let parsed = parse::candles(&reply.body, &q.key.symbol, &q.timeframe, q.key.granularity);
+        let parsed = parse::candles(data(), &q.key.symbol, &q.timeframe, q.key.granularity);
         let Ok(stamped) = parsed else {
             return;
         };
@@ -728,6 +727,7 @@ impl Gateway {
                     headers,
                     body: Bytes::from(cache::too_many_requests(now)),
                     waited,
+                    judged: None,
                 };
                 self.respond(category, &reply, "refused", None)
             }
@@ -745,6 +745,7 @@ impl Gateway {
                     headers: json_headers(),
                     body: Bytes::from(cache::error_body(&status.to_string(), &msg, now)),
                     waited: Duration::ZERO,
+                    judged: None,
                 };
                 self.respond(category, &reply, "forwarded", None)
             }

@@ -74,6 +74,7 @@ impl Budgets {
         // The effective limit and the server view are read from the logs in `counters`.
         let counters = Category::ALL.map(|c| CategoryCounters {
             limit: limits.per_second(c),
+            total: limits.total(c),
             ..CategoryCounters::default()
         });
         Self {

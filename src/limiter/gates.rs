@@ -7,11 +7,14 @@ use std::sync::{Arc, Mutex};
 
 use super::{Category, Route};
 
+/// One endpoint's queue.
+type Gate = Arc<tokio::sync::Mutex<()>>;
+
 /// The gates, created on first use. Endpoint ids come from the adapter's table (plus one
 /// for anything else), so the map is bounded by it.
 #[derive(Debug, Default)]
 pub struct Gates {
-    gates: Mutex<HashMap<(Category, u16), Arc<tokio::sync::Mutex<()>>>>,
+    gates: Mutex<HashMap<(Category, u16), Gate>>,
 }
 
 impl Gates {

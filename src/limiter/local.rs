@@ -465,7 +465,11 @@ mod tests {
         let mut a = Vec::new();
         let mut b = Vec::new();
         for (endpoint, at) in tasks.join_all().await {
-            if endpoint == 0 { a.push(at) } else { b.push(at) }
+            if endpoint == 0 {
+                a.push(at)
+            } else {
+                b.push(at)
+            }
         }
         a.sort_unstable();
         b.sort_unstable();
@@ -509,10 +513,7 @@ mod tests {
                 server_time_ms: None,
             },
         );
-        assert!(matches!(
-            held,
-            Some(Adjustment::Paused { endpoint: 4, .. })
-        ));
+        assert!(matches!(held, Some(Adjustment::Paused { endpoint: 4, .. })));
         // The other endpoint goes at once and keeps its pace; the held one waits a second.
         let start = permit.admitted_at_us;
         let mut book_times = Vec::new();

@@ -581,7 +581,11 @@ mod tests {
         assert!(per(1, 2, 10) >= 8 * 19, "{:?}", c.accepted_by_endpoint[1]);
         // The drop costs endpoint 0 its one rejection and a held second; endpoint 1 never
         // notices: no rejection, and every second from the drop on at its full rate.
-        assert!(c.rejected_by_endpoint[0] <= 2, "{:?}", c.rejected_by_endpoint);
+        assert!(
+            c.rejected_by_endpoint[0] <= 2,
+            "{:?}",
+            c.rejected_by_endpoint
+        );
         assert_eq!(c.rejected_by_endpoint[1], 0);
         for second in 10..20 {
             assert!(

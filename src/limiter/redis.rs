@@ -549,7 +549,12 @@ impl RedisLimiter {
             .arg(candidates.len());
         for route in candidates {
             let [ep, total, overall, hold, pace] = self.keys(route);
-            invocation.key(ep).key(total).key(overall).key(hold).key(pace);
+            invocation
+                .key(ep)
+                .key(total)
+                .key(overall)
+                .key(hold)
+                .key(pace);
             let limit = self.limits.endpoint_limit(route);
             invocation
                 .arg(limit)

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use super::config::{Mode, PollConfig};
 use super::stats::PollStats;
 use super::tiers::{Pace, Tier, Tiers};
+use crate::bitget::endpoints;
 use crate::bitget::error::{BitgetError, ErrorClass};
 use crate::core::market::{Candle, Symbol, SymbolSelection};
 use crate::core::timeframe::Granularity;
@@ -47,6 +48,9 @@ pub enum Action {
         timeframe: String,
         granularity: Granularity,
         rows: u32,
+        /// From `/history-candles` (closed candles only, its own budget) instead of
+        /// `/candles`.
+        history: bool,
     },
     Tickers,
     /// Re-read the instrument list (`symbols = "all"`).
@@ -134,6 +138,9 @@ pub struct Core {
     /// Server clock minus ours, learned from every reply's `requestTime`.
     offset_ms: i64,
     round: Option<CloseRound>,
+    /// Closed mode: the next follow-up fetch goes to `/history-candles`, so the two
+    /// candle endpoints, metered apart, take turns.
+    history_turn: bool,
     next_close: Option<u64>,
     tickers_due: Option<u64>,
     tickers_busy: bool,
@@ -176,6 +183,7 @@ impl Core {
             resume_at: None,
             offset_ms: 0,
             round: None,
+            history_turn: false,
             next_close: None,
             tickers_due,
             tickers_busy: false,
@@ -423,6 +431,16 @@ impl Core {
 
     fn start_candles(&mut self, index: usize, now: Now) -> Action {
         let rows = self.rows_needed(&self.streams[index], now);
+        // Closed mode needs closed candles only, which Bitget also serves from
+        // `/history-candles` on a budget of its own: the two take turns. A read of more rows
+        // than it gives (a long first read, a long gap) goes to `/candles`.
+        let history = self.config.mode == Mode::Closed
+            && endpoints::history_candles(self.config.market).is_some()
+            && rows <= endpoints::MAX_HISTORY_CANDLE_ROWS
+            && {
+                self.history_turn = !self.history_turn;
+                !self.history_turn
+            };
         let stream = &mut self.streams[index];
         stream.busy = true;
         self.candle_tasks += 1;
@@ -433,6 +451,7 @@ impl Core {
             timeframe,
             granularity,
             rows,
+            history,
         }
     }
 
@@ -942,6 +961,51 @@ mod tests {
             30_000,
             "the candle close, 30 s away"
         );
+    }
+
+    fn history_flags(actions: &[Action]) -> Vec<(usize, bool)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Candles {
+                    stream, history, ..
+                } => Some((*stream, *history)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn closed_mode_reads_take_turns_between_the_two_candle_endpoints() {
+        let mut c = core(Mode::Closed, 8, &["A", "B", "C", "D"]);
+        let open = (T0 / MINUTE) * MINUTE;
+        // First reads of 100 rows fit /history-candles' 200: they take turns too.
+        let first = history_flags(&c.poll(at(0), 0));
+        assert_eq!(first, vec![(0, false), (1, true), (2, false), (3, true)]);
+        for (i, name) in ["A", "B", "C", "D"].iter().enumerate() {
+            c.candles_done(i, T0, vec![candle(name, open - MINUTE, true)], at(1));
+        }
+        // After the close, the follow-ups alternate, so each endpoint carries half.
+        let close = history_flags(&c.poll(at(30_002), 0));
+        assert_eq!(close, vec![(0, false), (1, true), (2, false), (3, true)]);
+        // More rows than /history-candles gives go to /candles, whatever the turn.
+        let mut long = Core::new(
+            PollConfig {
+                initial_candles: 500,
+                ..config(Mode::Closed, 4)
+            },
+            Backoff::default(),
+            Arc::default(),
+            &symbols(&["A", "B"]),
+            at(0),
+        );
+        assert_eq!(
+            history_flags(&long.poll(at(0), 0)),
+            vec![(0, false), (1, false)]
+        );
+        // Live mode wants the forming candle: /candles only.
+        let mut live = core(Mode::Live, 4, &["A", "B"]);
+        assert!(history_flags(&live.poll(at(0), 0)).iter().all(|(_, h)| !h));
     }
 
     #[test]

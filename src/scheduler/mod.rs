@@ -278,11 +278,18 @@ impl Shell {
                 timeframe,
                 granularity,
                 rows,
+                history,
             } => {
                 self.inflight.spawn(async move {
-                    let result = client
-                        .candles(market, &symbol, &timeframe, granularity, rows)
-                        .await;
+                    let result = if history {
+                        client
+                            .closed_candles(market, &symbol, &timeframe, granularity, rows)
+                            .await
+                    } else {
+                        client
+                            .candles(market, &symbol, &timeframe, granularity, rows)
+                            .await
+                    };
                     Outcome::Candles {
                         stream,
                         symbol,

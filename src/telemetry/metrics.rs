@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use crate::bitget::http::{Http, Observer};
 use crate::core::clock::Clock;
 use crate::core::serve::{raw_reply, serve, ServeLimits};
-use crate::limiter::{Backend, Category, EgressLoad, RateLimiter};
+use crate::limiter::{Backend, Category, CategoryCounters, EgressLoad, RateLimiter};
 use crate::scheduler::tiers::Tier;
 use crate::scheduler::PollStats;
 use crate::telemetry::clients::ClientStats;
@@ -176,6 +176,56 @@ impl Collector for MetricsSources {
             None,
             |c| ConstGauge::new(i64::from(k(c).server_limit)),
         )?;
+        // Bitget meters each endpoint on its own: the same figures per endpoint.
+        let endpoints = self.limiter.endpoint_counters();
+        for (name, help, value) in [
+            (
+                "endpoint_requests",
+                "Requests admitted, per endpoint.",
+                (|k: &CategoryCounters| k.admitted) as fn(&CategoryCounters) -> u64,
+            ),
+            (
+                "endpoint_rate_limited",
+                "Rate-limit rejections, per endpoint.",
+                |k: &CategoryCounters| k.rate_limited,
+            ),
+        ] {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for e in &endpoints {
+                let labels = [
+                    ("category", e.category.name()),
+                    ("endpoint", crate::bitget::endpoints::path_of(e.endpoint)),
+                ];
+                ConstCounter::new(value(&e.counters)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        for (name, help, value) in [
+            (
+                "endpoint_limit_per_second",
+                "Configured requests per second of the endpoint.",
+                (|k: &CategoryCounters| k.limit) as fn(&CategoryCounters) -> u32,
+            ),
+            (
+                "endpoint_effective_limit_per_second",
+                "Requests per second in force for the endpoint after following the server.",
+                |k: &CategoryCounters| k.effective_limit,
+            ),
+            (
+                "endpoint_tokens_available",
+                "Admissions available to the endpoint right now.",
+                |k: &CategoryCounters| k.available,
+            ),
+        ] {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for e in &endpoints {
+                let labels = [
+                    ("category", e.category.name()),
+                    ("endpoint", crate::bitget::endpoints::path_of(e.endpoint)),
+                ];
+                ConstGauge::new(i64::from(value(&e.counters)))
+                    .encode(family.encode_family(&labels)?)?;
+            }
+        }
         // The clock is one for all categories: any category's counters carry it.
         let market = k(Category::Market);
         if let Some(margin) = market.clock_margin_us {

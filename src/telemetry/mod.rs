@@ -32,7 +32,9 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
 
 use crate::core::clock::Clock;
-use crate::limiter::{Backend, Category, CategoryCounters, EgressLoad, RateLimiter};
+use crate::limiter::{
+    Backend, Category, CategoryCounters, EgressLoad, EndpointCounters, RateLimiter,
+};
 use crate::scheduler::tiers::Tier;
 use crate::scheduler::PollStats;
 
@@ -89,9 +91,23 @@ pub struct UsageLine {
     pub offset_ms: Option<(f64, f64)>,
     /// Where admissions came from at the end of the interval.
     pub backend: Backend,
+    /// Endpoints of the category that carried requests in the interval.
+    pub endpoints: usize,
 }
 
 impl UsageLine {
+    /// The same line judged by its endpoints: Bitget meters each on its own, so the
+    /// category is as full as its fullest endpoint (`fullest_pct` of that endpoint's limit),
+    /// whatever the category's total rate. `None` leaves the line as it is.
+    #[must_use]
+    pub fn by_endpoints(mut self, endpoints: usize, fullest_pct: Option<f64>) -> Self {
+        self.endpoints = endpoints;
+        if let Some(pct) = fullest_pct {
+            self.used_pct = pct;
+        }
+        self
+    }
+
     /// Figures for the interval between two counter snapshots `elapsed` apart.
     pub fn between(
         category: Category,
@@ -129,6 +145,7 @@ impl UsageLine {
                 .clock_offset_us
                 .map(|(lo, hi)| (lo as f64 / 1_000.0, hi as f64 / 1_000.0)),
             backend: after.backend,
+            endpoints: 0,
         }
     }
 
@@ -163,6 +180,7 @@ impl UsageLine {
             margin_ms = %OptMs(self.margin_ms),
             offset_ms = %OptRange(self.offset_ms),
             backend = %self.backend,
+            endpoints = self.endpoints,
             "rate usage"
         );
     }
@@ -218,6 +236,58 @@ pub fn emit_stale_summary(stats: &PollStats, wall: &dyn Clock) {
     }
 }
 
+/// Emits one line per endpoint that was used in the interval between the two snapshots:
+/// Bitget meters each endpoint on its own, so this is where a budget runs out. Returns, per
+/// category, how many endpoints were used and the fullest one's use of its limit (percent).
+fn emit_endpoint_usage(
+    before: &[EndpointCounters],
+    after: &[EndpointCounters],
+    elapsed: Duration,
+) -> [(usize, Option<f64>); 4] {
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    let mut used = [(0usize, None::<f64>); 4];
+    for e in after {
+        let old = before
+            .iter()
+            .find(|b| b.category == e.category && b.endpoint == e.endpoint)
+            .map(|b| b.counters)
+            .unwrap_or_default();
+        let (now, was) = (&e.counters, &old);
+        let requests = now.admitted - was.admitted;
+        let rate_limited = now.rate_limited - was.rate_limited;
+        if requests == 0 && rate_limited == 0 {
+            continue;
+        }
+        let per_second = requests as f64 / secs;
+        let used_pct = if now.limit == 0 {
+            0.0
+        } else {
+            100.0 * per_second / f64::from(now.limit)
+        };
+        let slot = &mut used[e.category.index()];
+        slot.0 += 1;
+        slot.1 = Some(slot.1.map_or(used_pct, |p: f64| p.max(used_pct)));
+        tracing::info!(
+            target: RATE_LOG,
+            event = %"endpoint_usage",
+            category = %e.category,
+            endpoint = %crate::bitget::endpoints::path_of(e.endpoint),
+            requests,
+            req_per_s = %format_args!("{per_second:.2}"),
+            limit = now.limit,
+            used_pct = %format_args!("{used_pct:.1}"),
+            waited = now.waited - was.waited,
+            wait_ms = now.wait_total.saturating_sub(was.wait_total).as_millis() as u64,
+            rate_limited,
+            effective_limit = now.effective_limit,
+            foreign_pct = %format_args!("{:.1}", now.foreign_pct()),
+            interval_ms = elapsed.as_millis() as u64,
+            "endpoint usage"
+        );
+    }
+    used
+}
+
 /// Emits one line per egress (when there are several) with what it carried in the
 /// interval between the two snapshots.
 fn emit_egress_usage(
@@ -268,6 +338,7 @@ pub async fn report_usage(
     stop: tokio_util::sync::CancellationToken,
 ) {
     let mut before = Category::ALL.map(|c| limiter.counters(c));
+    let mut endpoints_before = limiter.endpoint_counters();
     let mut egress_before = limiter.egress_loads();
     let mut last = Instant::now();
     let mut ticker = tokio::time::interval_at(last + interval, interval);
@@ -282,6 +353,13 @@ pub async fn report_usage(
         if stopping && now.duration_since(last) < MIN_FINAL_INTERVAL {
             return;
         }
+        let endpoints_after = limiter.endpoint_counters();
+        let used = emit_endpoint_usage(
+            &endpoints_before,
+            &endpoints_after,
+            now.duration_since(last),
+        );
+        endpoints_before = endpoints_after;
         for (i, category) in Category::ALL.into_iter().enumerate() {
             let after = limiter.counters(category);
             if is_reported(category, &after) {
@@ -294,6 +372,7 @@ pub async fn report_usage(
                     stats.symbols_per_iteration.load(Ordering::Relaxed),
                     stats.tier(),
                 )
+                .by_endpoints(used[i].0, used[i].1)
                 .emit(ascii);
             }
             before[i] = after;

@@ -88,7 +88,13 @@ async fn closed_mode_delivers_each_close_once_and_never_the_forming_candle() {
     assert_eq!(summary.superseded, 0);
     // Incremental: the round asked for 2 rows per symbol, not 100.
     let stats = sim.stop().await;
-    assert_eq!(stats.endpoints["/api/v2/mix/market/candles"].requests, 20);
+    // The first reads and the round took turns between the two candle endpoints: 10 on
+    // each, 20 in all.
+    assert_eq!(stats.endpoints["/api/v2/mix/market/candles"].requests, 10);
+    assert_eq!(
+        stats.endpoints["/api/v2/mix/market/history-candles"].requests,
+        10
+    );
     assert!(capture.text().contains("closed candles delivered"));
 }
 

@@ -54,6 +54,9 @@ pub struct Interval {
     pub requests: u64,
     pub duration: Duration,
     pub limit: u32,
+    /// How full the category ran, in percent: its fullest endpoint's use of its own limit
+    /// in lines that say (`used_pct`), the category's requests over its limit otherwise.
+    pub used_pct: f64,
     pub waited: u64,
     pub wait: Duration,
     pub tier: Option<Tier>,
@@ -121,6 +124,8 @@ pub struct RateLog {
     pub gateway_clients: BTreeMap<String, GatewayClientUsage>,
     /// What each egress carried, by name.
     pub egresses: BTreeMap<String, EgressUsage>,
+    /// What each endpoint carried, by category and path (`endpoint_usage` lines).
+    pub endpoints: BTreeMap<(Category, String), EndpointUsage>,
     /// Redis outages and state losses noticed (`redis_down`, `redis_reset`), and recoveries.
     pub redis_down: u64,
     pub redis_up: u64,
@@ -137,6 +142,34 @@ pub struct EgressUsage {
     pub requests: u64,
     pub rate_limited: u64,
     pub covered: Duration,
+}
+
+/// What one endpoint carried within the window.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct EndpointUsage {
+    pub requests: u64,
+    pub rate_limited: u64,
+    pub waited: u64,
+    pub covered: Duration,
+    /// Requests its limit offered over the covered time.
+    pub budget: f64,
+    /// The newest interval's limit.
+    pub limit: u32,
+}
+
+impl EndpointUsage {
+    pub fn mean_per_s(&self) -> f64 {
+        self.requests as f64 / self.covered.as_secs_f64().max(1e-9)
+    }
+
+    /// Requests as a percentage of what its limit offered.
+    pub fn used_pct(&self) -> f64 {
+        if self.budget > 0.0 {
+            100.0 * self.requests as f64 / self.budget
+        } else {
+            0.0
+        }
+    }
 }
 
 /// What one gateway client did within the window, by how it was served.
@@ -412,6 +445,20 @@ impl RateLog {
                 usage.rate_limited += number::<u64>(line, "rate_limited")?;
                 usage.covered += Duration::from_millis(number(line, "interval_ms")?);
             }
+            Some("endpoint_usage") => {
+                let key = (category(line)?, field(line, "endpoint")?.to_owned());
+                let covered = Duration::from_millis(number(line, "interval_ms")?);
+                let limit: u32 = number(line, "limit")?;
+                let usage = self.endpoints.entry(key).or_default();
+                usage.requests = usage.requests.saturating_add(number(line, "requests")?);
+                usage.rate_limited = usage
+                    .rate_limited
+                    .saturating_add(number(line, "rate_limited")?);
+                usage.waited = usage.waited.saturating_add(number(line, "waited")?);
+                usage.covered = usage.covered.saturating_add(covered);
+                usage.budget += f64::from(limit) * covered.as_secs_f64();
+                usage.limit = limit;
+            }
             Some("redis_down" | "redis_reset") => self.redis_down += 1,
             Some("redis_up") => self.redis_up += 1,
             Some("egress_out") => self.egress_out += 1,
@@ -459,12 +506,21 @@ fn usage_interval(line: &logline::LogLine) -> Result<Interval, String> {
         Some(name) => Some(Tier::from_name(name).ok_or_else(|| format!("unknown tier '{name}'"))?),
         None => None,
     };
+    let limit: u32 = number(line, "limit")?;
+    // Lines that name their endpoints say how full the fullest one ran; before endpoints
+    // were metered apart, the category's requests over its limit is the exact figure.
+    let used_pct = match (line.field("endpoints"), optional_number(line, "used_pct")?) {
+        (Some(_), Some(pct)) => pct,
+        _ if limit == 0 => 0.0,
+        _ => 100.0 * requests as f64 / (f64::from(limit) * duration.as_secs_f64()),
+    };
     Ok(Interval {
         end: line.time,
         category: category(line)?,
         requests,
         duration,
-        limit: number(line, "limit")?,
+        limit,
+        used_pct,
         waited: number(line, "waited")?,
         wait: Duration::from_millis(number(line, "wait_ms")?),
         tier,
@@ -637,6 +693,8 @@ pub struct Report {
     pub redis_down: u64,
     pub redis_up: u64,
     pub egresses: Vec<(String, EgressUsage)>,
+    /// Each endpoint's figures, by category then path.
+    pub endpoints: Vec<(Category, String, EndpointUsage)>,
     pub egress_out: u64,
     pub unreadable_count: u64,
     pub unreadable: Vec<Unreadable>,
@@ -677,10 +735,7 @@ impl Report {
             let requests = intervals
                 .iter()
                 .fold(0u64, |sum, i| sum.saturating_add(i.requests));
-            let budget: f64 = intervals
-                .iter()
-                .map(|i| f64::from(i.limit) * i.duration.as_secs_f64())
-                .sum();
+
             let rates: Vec<f64> = intervals.iter().map(|i| i.per_second()).collect();
             categories.push(CategoryUsage {
                 category,
@@ -694,11 +749,13 @@ impl Report {
                 },
                 p95_per_s: percentile(&rates, 95.0),
                 max_per_s: rates.iter().copied().fold(0.0, f64::max),
-                used_pct: if budget > 0.0 {
-                    100.0 * requests as f64 / budget
-                } else {
-                    0.0
-                },
+                // Each line says how full its fullest endpoint ran; over time, weighted.
+                used_pct: weighted_mean(
+                    intervals
+                        .iter()
+                        .map(|i| (i.used_pct, i.duration.as_secs_f64())),
+                )
+                .unwrap_or(0.0),
                 limit: intervals.last().map_or(0, |i| i.limit),
                 rate_limited,
                 waited: intervals
@@ -793,6 +850,11 @@ impl Report {
             redis_down: log.redis_down,
             redis_up: log.redis_up,
             egresses: log.egresses.iter().map(|(n, u)| (n.clone(), *u)).collect(),
+            endpoints: log
+                .endpoints
+                .iter()
+                .map(|((c, path), u)| (*c, path.clone(), *u))
+                .collect(),
             egress_out: log.egress_out,
             unreadable_count: log.unreadable_count,
             unreadable: log.unreadable.clone(),
@@ -860,6 +922,17 @@ impl Report {
                 "rate_limited": u.rate_limited,
             })).collect::<Vec<_>>(),
             "egresses_taken_out": self.egress_out,
+            "endpoints": self.endpoints.iter().map(|(c, path, u)| serde_json::json!({
+                "category": c.name(),
+                "endpoint": path,
+                "requests": u.requests,
+                "mean_per_s": u.mean_per_s(),
+                "limit": u.limit,
+                "used_pct": u.used_pct(),
+                "rate_limited": u.rate_limited,
+                "waited": u.waited,
+                "covered_s": u.covered.as_secs_f64(),
+            })).collect::<Vec<_>>(),
             "unreadable": {
                 "count": self.unreadable_count,
                 "first": self.unreadable.iter().map(|u| serde_json::json!({
@@ -923,6 +996,20 @@ impl Report {
                 c.waited,
                 c.wait.as_secs_f64()
             );
+            // Each endpoint spends its own budget: where one runs out shows here.
+            for (_, path, u) in self.endpoints.iter().filter(|e| e.0 == c.category) {
+                let _ = writeln!(
+                    out,
+                    "  {:<39} {:>9.2} {:>19} {:>4}/s {:>9.1}% {:>6} {:>9}",
+                    path,
+                    u.mean_per_s(),
+                    "",
+                    u.limit,
+                    u.used_pct(),
+                    u.rate_limited,
+                    u.waited
+                );
+            }
         }
         for c in &self.categories {
             let Some(foreign) = c.foreign_pct else {
@@ -1313,6 +1400,41 @@ mod tests {
         assert_eq!(short_duration(Duration::from_secs(42)), "42s");
         assert_eq!(short_duration(Duration::from_secs(200)), "3m 20s");
         assert_eq!(short_duration(Duration::from_secs(3725)), "1h 02m 05s");
+    }
+
+    #[test]
+    fn endpoints_are_reported_within_their_category() {
+        let text = "\
+2026-12-01T10:00:05.000Z  INFO bitget_poller::rate: endpoint usage event=endpoint_usage category=market endpoint=/api/v2/mix/market/candles requests=95 req_per_s=19.00 limit=20 used_pct=95.0 waited=3 wait_ms=10 rate_limited=0 effective_limit=20 foreign_pct=0.0 interval_ms=5000
+2026-12-01T10:00:05.000Z  INFO bitget_poller::rate: endpoint usage event=endpoint_usage category=market endpoint=/api/v2/mix/market/history-candles requests=85 req_per_s=17.00 limit=20 used_pct=85.0 waited=0 wait_ms=0 rate_limited=1 effective_limit=20 foreign_pct=0.0 interval_ms=5000
+2026-12-01T10:00:05.000Z  INFO bitget_poller::rate: rate usage event=usage category=market requests=180 req_per_s=36.00 limit=20 used_pct=95.0 status=[hot] waited=3 wait_ms=10 rate_limited_60s=1 symbols_per_iteration=10 tier=normal interval_ms=5000 endpoints=2
+2026-12-01T10:00:10.000Z  INFO bitget_poller::rate: endpoint usage event=endpoint_usage category=market endpoint=/api/v2/mix/market/candles requests=100 req_per_s=20.00 limit=20 used_pct=100.0 waited=0 wait_ms=0 rate_limited=0 effective_limit=20 foreign_pct=0.0 interval_ms=5000
+";
+        let log = RateLog::from_text("t.log", text, Window::default());
+        assert_eq!(log.unreadable_count, 0, "{:?}", log.unreadable);
+        let report = Report::new(&log);
+        assert_eq!(report.endpoints.len(), 2);
+        let (category, path, candles) = &report.endpoints[0];
+        assert_eq!(
+            (*category, path.as_str()),
+            (Category::Market, "/api/v2/mix/market/candles")
+        );
+        assert_eq!(candles.requests, 195);
+        assert!((candles.used_pct() - 97.5).abs() < 1e-9);
+        assert_eq!(report.endpoints[1].2.rate_limited, 1);
+        // The category ran as full as its fullest endpoint.
+        assert!((report.categories[0].used_pct - 95.0).abs() < 1e-9);
+        let text = report.render();
+        assert!(
+            text.contains("  /api/v2/mix/market/history-candles          17.00"),
+            "{text}"
+        );
+        let json = report.to_json();
+        assert_eq!(json["endpoints"][0]["requests"], 195);
+        assert_eq!(
+            json["endpoints"][1]["endpoint"],
+            "/api/v2/mix/market/history-candles"
+        );
     }
 
     #[test]

@@ -455,6 +455,7 @@ mod tests {
             requests,
             duration: Duration::from_secs(10),
             limit,
+            used_pct: 100.0 * requests as f64 / (f64::from(limit.max(1)) * 10.0),
             waited: 0,
             wait: Duration::ZERO,
             tier: Some(Tier::Normal),
