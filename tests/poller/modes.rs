@@ -49,12 +49,14 @@ async fn closed_mode_delivers_each_close_once_and_never_the_forming_candle() {
         async move { run_session(&cfg, wall, store, stop).await }
     });
     let mut events = Vec::new();
-    let first_window = 10 * 100; // the forming candle of each symbol is not closed
+    // The first reads take turns: /candles gives 99 closed rows and the forming one (not
+    // closed), /history-candles 100 closed rows.
+    let first_window = 5 * 99 + 5 * 100;
     while closed_by_symbol(&events)
         .values()
         .map(Vec::len)
         .sum::<usize>()
-        < first_window - 10
+        < first_window
     {
         events.push(rx.recv().await.unwrap());
     }
