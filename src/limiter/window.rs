@@ -29,10 +29,15 @@
 //! The limit itself comes from a [`ShareController`] fed by the server's remaining counts:
 //! the whole budget alone, a fair share with a little headroom beside other clients.
 //!
+//! Entries are indexed by when they leave, so an admission costs `O(log n)` however many a
+//! window holds (the 60 s overall window holds thousands) and an unanswered entry does not
+//! keep the answered ones behind it from expiring.
+//!
 //! Time is microseconds since an origin chosen by the caller, so this is tested exactly,
 //! and property-tested, without any runtime.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::ops::Bound;
 
 use super::share::ShareController;
 
@@ -58,7 +63,6 @@ enum Fate {
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
-    id: u64,
     sent: u64,
     /// The endpoint, so the remaining-count reading counts only that endpoint.
     endpoint: u16,
@@ -74,8 +78,13 @@ struct Entry {
 pub struct WindowLog {
     window_us: u64,
     paced: bool,
-    /// In admission order, so ids ascend.
-    entries: VecDeque<Entry>,
+    /// Every request that may still be in the window, or left it less than
+    /// [`KEEP_AFTER_LEAVE_US`] ago, by id.
+    entries: BTreeMap<u64, Entry>,
+    /// `(leaves_at, id)` of every entry that may still be in the window.
+    leaving: BTreeSet<(u64, u64)>,
+    /// `(forget_at, id)` of entries that left, in leaving order: kept for the readings.
+    left: VecDeque<(u64, u64)>,
     /// Grid time of the last admission; the next may leave one spacing later.
     grid: Option<u64>,
     last_admitted: Option<u64>,
@@ -97,7 +106,9 @@ impl WindowLog {
         Self {
             window_us: window_us.max(1),
             paced,
-            entries: VecDeque::with_capacity(limit.min(8192) as usize),
+            entries: BTreeMap::new(),
+            leaving: BTreeSet::new(),
+            left: VecDeque::new(),
             grid: None,
             last_admitted: None,
             paused_until: 0,
@@ -144,19 +155,34 @@ impl WindowLog {
     }
 
     fn expire(&mut self, now: u64) {
-        while let Some(front) = self.entries.front() {
-            if self.leaves_at(front) + KEEP_AFTER_LEAVE_US > now {
+        while let Some(&(leaves, id)) = self.leaving.first() {
+            if leaves > now {
                 break;
             }
-            self.entries.pop_front();
+            self.leaving.pop_first();
+            self.left.push_back((leaves + KEEP_AFTER_LEAVE_US, id));
+        }
+        while let Some(&(forget, id)) = self.left.front() {
+            if forget > now {
+                break;
+            }
+            self.left.pop_front();
+            // Unless it came back into the window (answered after it timed out).
+            if self
+                .entries
+                .get(&id)
+                .is_none_or(|e| self.leaves_at(e) <= now)
+            {
+                self.entries.remove(&id);
+            }
         }
     }
 
+    /// Entries still in the window at `at` (at or after the last expiry): all that have not
+    /// left, less the few that leave by `at`.
     fn present(&self, at: u64) -> usize {
-        self.entries
-            .iter()
-            .filter(|e| self.leaves_at(e) > at)
-            .count()
+        let gone = self.leaving.range(..=(at, u64::MAX)).count();
+        self.leaving.len() - gone
     }
 
     /// Admissions still available at `now`.
@@ -182,16 +208,13 @@ impl WindowLog {
             at = at.max((grid + spacing).max(last + spacing / 2));
         }
         let limit = self.effective_limit() as usize;
-        if self.present(at) >= limit {
-            let mut leaves: Vec<u64> = self
-                .entries
-                .iter()
-                .map(|e| self.leaves_at(e))
-                .filter(|&l| l > at)
-                .collect();
-            let k = leaves.len() - limit;
-            let (_, kth, _) = leaves.select_nth_unstable(k);
-            at = at.max(*kth);
+        let present = self.present(at);
+        if present >= limit {
+            // Room once all but `limit - 1` of those present have left.
+            let later = (Bound::Excluded((at, u64::MAX)), Bound::Unbounded);
+            if let Some(&(leaves, _)) = self.leaving.range(later).nth(present - limit) {
+                at = at.max(leaves);
+            }
         }
         at
     }
@@ -208,40 +231,58 @@ impl WindowLog {
             _ => now,
         });
         self.last_admitted = Some(now);
-        self.entries.push_back(Entry {
-            id,
+        let entry = Entry {
             sent: now,
             endpoint,
             fate: Fate::InFlight,
             accepted: true,
-        });
-    }
-
-    fn find(&self, id: u64) -> Option<usize> {
-        self.entries.binary_search_by_key(&id, |e| e.id).ok()
+        };
+        self.leaving.insert((self.leaves_at(&entry), id));
+        self.entries.insert(id, entry);
     }
 
     /// Request `id` was answered: the server counted it no later than local time
     /// `counted_by`; `server_ms` is the reply's `requestTime`, if it had one.
     pub fn answered(&mut self, id: u64, counted_by: u64, server_ms: Option<u64>) {
         let window = self.window_us;
-        if let Some(i) = self.find(id) {
-            let entry = &mut self.entries[i];
-            entry.fate = Fate::Answered {
+        let Some(entry) = self.entries.get(&id).copied() else {
+            return;
+        };
+        let answered = Entry {
+            fate: Fate::Answered {
                 leaves_at: counted_by.max(entry.sent) + window,
                 server_ms,
-            };
-        }
+            },
+            ..entry
+        };
+        self.leaving.remove(&(self.leaves_at(&entry), id));
+        self.leaving.insert((self.leaves_at(&answered), id));
+        self.entries.insert(id, answered);
+    }
+
+    fn is_answered(&self, id: u64) -> bool {
+        self.entries
+            .get(&id)
+            .is_some_and(|e| matches!(e.fate, Fate::Answered { .. }))
     }
 
     /// When every answered request of ours has left the window: after a rejection only an
     /// empty window guarantees room, whatever the server's limit has become.
     pub fn drained_at(&self) -> u64 {
-        self.entries
+        // The latest leaver that was answered: among those still in the window, else among
+        // those that left (in-flight entries, which leave last, are skipped).
+        self.leaving
             .iter()
-            .filter(|e| matches!(e.fate, Fate::Answered { .. }))
-            .map(|e| self.leaves_at(e))
-            .max()
+            .rev()
+            .find(|&&(_, id)| self.is_answered(id))
+            .map(|&(leaves, _)| leaves)
+            .or_else(|| {
+                self.left
+                    .iter()
+                    .rev()
+                    .find(|&&(_, id)| self.is_answered(id))
+                    .map(|&(forget, _)| forget - KEEP_AFTER_LEAVE_US)
+            })
             .unwrap_or(0)
     }
 
@@ -270,7 +311,7 @@ impl WindowLog {
     /// The server accepted request `id`: rejections in a row end, unless the request left
     /// before the last rejection was known.
     pub fn record_success(&mut self, id: u64) {
-        let Some(sent) = self.find(id).map(|i| self.entries[i].sent) else {
+        let Some(sent) = self.entries.get(&id).map(|e| e.sent) else {
             return;
         };
         if self.strike_at.is_none_or(|at| sent >= at) {
@@ -281,9 +322,9 @@ impl WindowLog {
 
     /// Marks request `id` rejected; returns its send time.
     pub fn mark_rejected(&mut self, id: u64) -> Option<u64> {
-        let i = self.find(id)?;
-        self.entries[i].accepted = false;
-        Some(self.entries[i].sent)
+        let entry = self.entries.get_mut(&id)?;
+        entry.accepted = false;
+        Some(entry.sent)
     }
 
     /// The server answered request `id` (already [`Self::answered`] with its server time)
@@ -293,7 +334,7 @@ impl WindowLog {
     ///
     /// Returns the new effective limit when it changed.
     pub fn observe_remaining(&mut self, id: u64, remain: u32, now: u64) -> Option<u32> {
-        let entry = *self.entries.get(self.find(id)?)?;
+        let entry = *self.entries.get(&id)?;
         let Fate::Answered {
             server_ms: Some(at),
             ..
@@ -306,7 +347,7 @@ impl WindowLog {
         // from mistaking our own late requests for someone else's.
         let ours = self
             .entries
-            .iter()
+            .values()
             .filter(|e| e.accepted && e.endpoint == entry.endpoint)
             .filter(|e| match e.fate {
                 Fate::InFlight => true,
@@ -433,6 +474,29 @@ mod tests {
         log.record_success(3);
         log.admit(5 * S, 4, 0);
         assert_eq!(log.record_rejection(4, 5 * S + 1_000), Some(0));
+    }
+
+    #[test]
+    fn an_unanswered_request_does_not_keep_answered_ones_behind_it() {
+        let mut log = WindowLog::new(20, S, true);
+        log.admit(0, 0, 0); // its reply never comes
+        let mut clock = 0;
+        for id in 1..=200 {
+            clock = log.ready_at(clock);
+            log.admit(clock, id, 0);
+            log.answered(id, clock, None);
+        }
+        // The lost one holds one slot: 19 of the others per window, about 10.5 s for 200.
+        assert!(clock > 10 * S && clock < 11 * S, "{clock}");
+        assert_eq!(log.in_window(clock), 20);
+        // Answered entries are forgotten two windows after they left, the lost one kept.
+        assert!(
+            log.entries.len() <= 1 + 19 + 2 * 19 + 1,
+            "{}",
+            log.entries.len()
+        );
+        assert!(log.entries.contains_key(&0));
+        assert_eq!(log.leaving.len(), 20);
     }
 
     #[test]
