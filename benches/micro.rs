@@ -15,7 +15,7 @@ use bitget_poller::bitget::endpoints::{
 };
 use bitget_poller::bitget::parse;
 use bitget_poller::core::market::Symbol;
-use bitget_poller::core::timeframe::{Granularity, Market};
+use bitget_poller::core::timeframe::{Market, Timeframe};
 use bitget_poller::limiter::backoff::Backoff;
 use bitget_poller::limiter::budgets::Budgets;
 use bitget_poller::limiter::{Feedback, Limits};
@@ -104,14 +104,14 @@ fn limiter(c: &mut Criterion) {
 
 fn parsing(c: &mut Criterion) {
     let symbol = Symbol::from_exchange("BTCUSDT");
-    let one_minute = Granularity::parse(Market::Futures, "1m").unwrap();
+    let one_minute = Timeframe::parse(Market::Futures, "1m").unwrap();
     let mut group = c.benchmark_group("parse");
     for rows in [100usize, 1000] {
         let body = candle_reply(rows);
         group.throughput(Throughput::Elements(rows as u64));
         group.bench_with_input(BenchmarkId::new("candles", rows), &body, |b, body| {
             b.iter(|| {
-                let parsed = parse::candles(body.as_bytes(), &symbol, "1m", one_minute).unwrap();
+                let parsed = parse::candles(body.as_bytes(), &symbol, one_minute).unwrap();
                 assert_eq!(parsed.data.len(), rows);
                 black_box(parsed)
             })

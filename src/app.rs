@@ -341,7 +341,7 @@ pub async fn poll_session(
         tracing::info!(
             symbols = symbol_count,
             mode = ?config.poll.mode,
-            timeframes = ?config.poll.timeframes.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>(),
+            timeframes = ?config.poll.timeframes.iter().map(|t| t.rest()).collect::<Vec<_>>(),
             base_url = client.base_url(),
             "polling started"
         );

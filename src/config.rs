@@ -24,7 +24,7 @@ use crate::core::market::Symbol;
 pub use crate::core::market::SymbolSelection;
 use crate::core::serve::ServeLimits;
 use crate::core::text::{describe_toml_error, one_line};
-use crate::core::timeframe::{Granularity, Market};
+use crate::core::timeframe::{Market, Timeframe};
 use crate::gateway::config::GatewayConfig;
 use crate::limiter::backoff::Backoff;
 use crate::limiter::redis::{
@@ -689,10 +689,8 @@ impl Config {
         }
         let mut timeframes = Vec::new();
         for tf in &raw.poll.timeframes {
-            match Granularity::parse(market, tf) {
-                Some(g) if !timeframes.iter().any(|(t, _)| t == tf) => {
-                    timeframes.push((tf.clone(), g));
-                }
+            match Timeframe::parse(market, tf) {
+                Some(t) if !timeframes.contains(&t) => timeframes.push(t),
                 Some(_) => c.problems.push(format!("poll.timeframes lists \"{tf}\" twice")),
                 None => c.problems.push(format!(
                     "poll.timeframes holds \"{tf}\", which Bitget does not offer for {}; allowed {}",
@@ -1047,7 +1045,7 @@ mod tests {
         assert_eq!(c.limits, Limits::default());
         assert_eq!(c.client.base_url, BITGET_BASE_URL);
         assert_eq!(c.poll.mode, Mode::Live);
-        assert_eq!(c.poll.timeframes[0].0, "1m");
+        assert_eq!(c.poll.timeframes[0].rest(), "1m");
         assert_eq!(c.poll.tiers, TierConfig::default());
         assert_eq!(c.usage_interval, Duration::from_secs(10));
         assert_eq!(c.metrics_addr, None);

@@ -21,7 +21,7 @@ use crate::core::market::{
     Balance, Candle, Instrument, Market, OrderAck, OrderDetail, OrderRequest, Position, Stamped,
     Symbol,
 };
-use crate::core::timeframe::Granularity;
+use crate::core::timeframe::Timeframe;
 use crate::limiter::backoff::Backoff;
 use crate::limiter::recent::RecentRateLimits;
 use crate::limiter::RateLimiter;
@@ -109,88 +109,75 @@ impl Client {
         self.http.sync_clock().await
     }
 
-    /// The latest `rows` candles of `symbol`, in one attempt: a failure is returned at once
-    /// for a caller that asks again anyway and must not hold a task while waiting.
+    /// The latest `rows` candles of `symbol` in `timeframe` (and its market), in one
+    /// attempt: a failure is returned at once for a caller that asks again anyway and must
+    /// not hold a task while waiting.
     ///
     /// # Errors
     /// The attempt failed, or its reply is unreadable.
     pub async fn candles(
         &self,
-        market: Market,
         symbol: &Symbol,
-        timeframe: &str,
-        granularity: Granularity,
+        timeframe: Timeframe,
         rows: u32,
     ) -> Result<Stamped<Vec<Candle>>, RequestError> {
-        let endpoint = endpoints::candles(market);
+        let endpoint = endpoints::candles(timeframe.market());
         self.candles_from(
             endpoint,
             endpoints::MAX_CANDLE_ROWS,
-            market,
             symbol,
             timeframe,
-            granularity,
             rows,
         )
         .await
     }
 
     /// The latest `rows` closed candles of `symbol` from `/history-candles`, which Bitget
-    /// meters apart from `/candles`; from `/candles` where `market` has no such endpoint.
+    /// meters apart from `/candles`; from `/candles` where the market has no such endpoint.
     ///
     /// # Errors
     /// The attempt failed, or its reply is unreadable.
     pub async fn closed_candles(
         &self,
-        market: Market,
         symbol: &Symbol,
-        timeframe: &str,
-        granularity: Granularity,
+        timeframe: Timeframe,
         rows: u32,
     ) -> Result<Stamped<Vec<Candle>>, RequestError> {
-        match endpoints::history_candles(market) {
+        match endpoints::history_candles(timeframe.market()) {
             Some(endpoint) => {
                 self.candles_from(
                     endpoint,
                     endpoints::MAX_HISTORY_CANDLE_ROWS,
-                    market,
                     symbol,
                     timeframe,
-                    granularity,
                     rows,
                 )
                 .await
             }
-            None => {
-                self.candles(market, symbol, timeframe, granularity, rows)
-                    .await
-            }
+            None => self.candles(symbol, timeframe, rows).await,
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn candles_from(
         &self,
         endpoint: &'static endpoints::Endpoint,
         max_rows: u32,
-        market: Market,
         symbol: &Symbol,
-        timeframe: &str,
-        granularity: Granularity,
+        timeframe: Timeframe,
         rows: u32,
     ) -> Result<Stamped<Vec<Candle>>, RequestError> {
         let limit = rows.min(max_rows).to_string();
         let mut query = vec![
             ("symbol", symbol.as_str()),
-            ("granularity", timeframe),
+            ("granularity", timeframe.rest()),
             ("limit", limit.as_str()),
         ];
-        query.extend_from_slice(market_query(market));
+        query.extend_from_slice(market_query(timeframe.market()));
         let reply = self
             .http
             .get_once(endpoint.path, &query, Some(symbol.as_str()))
             .await?;
-        parse::candles(reply.input(), symbol, timeframe, granularity).map_err(|e| {
+        parse::candles(reply.input(), symbol, timeframe).map_err(|e| {
             tracing::warn!(symbol = %symbol, endpoint = endpoint.path, class = "malformed", "{e}");
             RequestError::malformed(endpoint.path)(e)
         })

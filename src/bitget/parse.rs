@@ -19,7 +19,7 @@ use thiserror::Error;
 use crate::core::market::{
     Balance, Candle, Instrument, OrderAck, OrderDetail, Position, Stamped, Symbol, Ticker,
 };
-use crate::core::timeframe::Granularity;
+use crate::core::timeframe::Timeframe;
 
 /// Why a success reply could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -323,8 +323,7 @@ fn envelope<'a, T: Deserialize<'a>>(input: impl Into<Input<'a>>) -> Result<(u64,
 pub fn candles<'a>(
     body: impl Into<Input<'a>>,
     symbol: &Symbol,
-    timeframe: &str,
-    granularity: Granularity,
+    timeframe: Timeframe,
 ) -> Result<Stamped<Vec<Candle>>, ParseError> {
     let (server_time, rows): (u64, Vec<Vec<WireText<'_>>>) = envelope(body)?;
     let mut candles = Vec::with_capacity(rows.len());
@@ -338,7 +337,7 @@ pub fn candles<'a>(
         let open_time = row[0].millis("candle open time")?;
         candles.push(Candle {
             symbol: symbol.clone(),
-            timeframe: timeframe.to_owned(),
+            timeframe,
             open_time,
             open: row[1].decimal("candle open")?,
             high: row[2].decimal("candle high")?,
@@ -346,7 +345,7 @@ pub fn candles<'a>(
             close: row[4].decimal("candle close")?,
             base_volume: row[5].decimal("candle base volume")?,
             quote_volume: row[6].decimal("candle quote volume")?,
-            closed: granularity.next_open(open_time) <= server_time,
+            closed: timeframe.next_open(open_time) <= server_time,
         });
     }
     Ok(Stamped {
@@ -548,8 +547,8 @@ pub fn server_time<'a>(body: impl Into<Input<'a>>) -> Result<u64, ParseError> {
 pub fn run_every_parser(body: &[u8]) {
     let symbol = Symbol::from_exchange("BTCUSDT");
     for tf in ["1m", "1M", "1Wutc", "3D"] {
-        if let Some(g) = Granularity::parse(crate::core::timeframe::Market::Futures, tf) {
-            let _ = candles(body, &symbol, tf, g);
+        if let Some(tf) = Timeframe::parse(crate::core::timeframe::Market::Futures, tf) {
+            let _ = candles(body, &symbol, tf);
         }
     }
     let _ = tickers(body);
@@ -575,8 +574,8 @@ mod tests {
     use super::*;
     use crate::core::timeframe::Market;
 
-    fn one_minute() -> Granularity {
-        Granularity::parse(Market::Futures, "1m").unwrap()
+    fn one_minute() -> Timeframe {
+        Timeframe::parse(Market::Futures, "1m").unwrap()
     }
 
     #[test]
@@ -586,7 +585,7 @@ mod tests {
             r#"{"code":"00000","msg":"success","requestTime":120000,"data":[["60000","1","2","0.5","1.5","10","15"]]}"#,
             r#"{"code":"00000","msg":"success","requestTime":"120000","data":[["60000","1","2","0.5","1.5","10","15"]]}"#,
         ] {
-            let parsed = candles(body.as_bytes(), &sym, "1m", one_minute()).unwrap();
+            let parsed = candles(body.as_bytes(), &sym, one_minute()).unwrap();
             assert_eq!(parsed.server_time, 120_000);
             assert_eq!(parsed.data[0].close, Decimal::new(15, 1));
             assert!(parsed.data[0].closed);
@@ -601,16 +600,10 @@ mod tests {
         assert_eq!(judged.server_ms, Some(120_000));
         let data = &body[judged.data.unwrap()];
         let sym = Symbol::from_exchange("BTCUSDT");
-        let alone = candles(
-            Input::data(data, judged.server_ms),
-            &sym,
-            "1m",
-            one_minute(),
-        )
-        .unwrap();
-        assert_eq!(alone, candles(body, &sym, "1m", one_minute()).unwrap());
+        let alone = candles(Input::data(data, judged.server_ms), &sym, one_minute()).unwrap();
+        assert_eq!(alone, candles(body, &sym, one_minute()).unwrap());
         assert!(matches!(
-            candles(Input::data(data, None), &sym, "1m", one_minute()),
+            candles(Input::data(data, None), &sym, one_minute()),
             Err(ParseError::Field {
                 field: "requestTime",
                 ..
@@ -621,7 +614,7 @@ mod tests {
     #[test]
     fn the_forming_candle_is_not_closed() {
         let body = br#"{"code":"00000","msg":"success","requestTime":119999,"data":[["0","1","1","1","1","0","0"],["60000","1","2","0.5","1.5","10","15"]]}"#;
-        let parsed = candles(body, &Symbol::from_exchange("X"), "1m", one_minute()).unwrap();
+        let parsed = candles(body, &Symbol::from_exchange("X"), one_minute()).unwrap();
         assert_eq!(
             parsed.data.iter().map(|c| c.closed).collect::<Vec<_>>(),
             [true, false]
@@ -631,21 +624,20 @@ mod tests {
     #[test]
     fn bad_fields_name_the_field_and_value() {
         let body = br#"{"code":"00000","requestTime":1,"data":[["60000","1","2","zero","1.5","10","15"]]}"#;
-        let error = candles(body, &Symbol::from_exchange("X"), "1m", one_minute()).unwrap_err();
+        let error = candles(body, &Symbol::from_exchange("X"), one_minute()).unwrap_err();
         assert_eq!(
             error.to_string(),
             "field candle low holds 'zero', which is not a decimal"
         );
         let short = br#"{"code":"00000","requestTime":1,"data":[["60000","1"]]}"#;
         assert_eq!(
-            candles(short, &Symbol::from_exchange("X"), "1m", one_minute()).unwrap_err(),
+            candles(short, &Symbol::from_exchange("X"), one_minute()).unwrap_err(),
             ParseError::RowLength { row: 0, len: 2 }
         );
         assert!(matches!(
             candles(
                 b"{\"code\":\"00000\",\"requestTime\":1,\"data\":[[",
                 &Symbol::from_exchange("X"),
-                "1m",
                 one_minute()
             ),
             Err(ParseError::Json(_))

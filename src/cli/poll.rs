@@ -68,7 +68,7 @@ pub(super) fn check_config(path: &Path) -> ExitCode {
                     .poll
                     .timeframes
                     .iter()
-                    .map(|(t, _)| t.as_str())
+                    .map(|t| t.rest())
                     .collect::<Vec<_>>()
                     .join(" "),
                 config.limits.per_second[0],

@@ -9,6 +9,7 @@ use std::fmt;
 use rust_decimal::Decimal;
 
 pub use crate::core::timeframe::Market;
+use crate::core::timeframe::Timeframe;
 
 /// A symbol in Bitget's plain form, e.g. `BTCUSDT`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -76,8 +77,8 @@ pub enum SymbolError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Candle {
     pub symbol: Symbol,
-    /// Bitget's granularity spelling, e.g. `1m`.
-    pub timeframe: String,
+    /// Its timeframe (which knows its market and every spelling).
+    pub timeframe: Timeframe,
     /// Open time, Unix milliseconds.
     pub open_time: u64,
     pub open: Decimal,

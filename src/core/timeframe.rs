@@ -1,4 +1,5 @@
-//! Candle granularities, spelled as Bitget spells them, and where each candle opens.
+//! Candle timeframes: Bitget's periods with every spelling it uses for them (REST per
+//! market, WebSocket channels), and where each candle opens.
 //!
 //! Futures and spot spell the same periods differently (`1H` vs `1h`, `1D` vs `1day`), and the
 //! plain daily-and-longer periods open at 00:00 UTC+8 while the `…utc` variants open at 00:00
@@ -13,7 +14,7 @@ const UTC8: u64 = 8 * HOUR;
 const FIRST_MONDAY: u64 = 4 * DAY;
 
 /// Which product family a granularity string belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Market {
     /// `/api/v2/mix/...` spellings: `1m`, `1H`, `1D`, `1W`, `1M`, `6Hutc`...
     Futures,
@@ -33,38 +34,9 @@ pub enum Granularity {
 }
 
 impl Granularity {
-    /// Parses Bitget's spelling for `market`; `None` for anything Bitget would refuse.
+    /// Parses Bitget's REST spelling for `market`; `None` for anything Bitget would refuse.
     pub fn parse(market: Market, text: &str) -> Option<Self> {
-        let fixed = |ms, offset_ms| Some(Self::Fixed { ms, offset_ms });
-        // The UTC-aligned variants are spelled the same on both markets.
-        match text {
-            "6Hutc" => return fixed(6 * HOUR, 0),
-            "12Hutc" => return fixed(12 * HOUR, 0),
-            "1Dutc" => return fixed(DAY, 0),
-            "3Dutc" => return fixed(3 * DAY, 0),
-            "1Wutc" => return Some(Self::Week { offset_ms: 0 }),
-            "1Mutc" => return Some(Self::Month { offset_ms: 0 }),
-            "1M" => return Some(Self::Month { offset_ms: UTC8 }),
-            _ => {}
-        }
-        match (market, text) {
-            (Market::Futures, "1m") | (Market::Spot, "1min") => fixed(MINUTE, 0),
-            (Market::Futures, "3m") | (Market::Spot, "3min") => fixed(3 * MINUTE, 0),
-            (Market::Futures, "5m") | (Market::Spot, "5min") => fixed(5 * MINUTE, 0),
-            (Market::Futures, "15m") | (Market::Spot, "15min") => fixed(15 * MINUTE, 0),
-            (Market::Futures, "30m") | (Market::Spot, "30min") => fixed(30 * MINUTE, 0),
-            (Market::Futures, "1H") | (Market::Spot, "1h") => fixed(HOUR, 0),
-            (Market::Futures, "2H") => fixed(2 * HOUR, 0),
-            (Market::Futures, "4H") | (Market::Spot, "4h") => fixed(4 * HOUR, 0),
-            (Market::Futures, "6H") | (Market::Spot, "6h") => fixed(6 * HOUR, UTC8),
-            (Market::Futures, "12H") | (Market::Spot, "12h") => fixed(12 * HOUR, UTC8),
-            (Market::Futures, "1D") | (Market::Spot, "1day") => fixed(DAY, UTC8),
-            (Market::Futures, "3D") | (Market::Spot, "3day") => fixed(3 * DAY, UTC8),
-            (Market::Futures, "1W") | (Market::Spot, "1week") => {
-                Some(Self::Week { offset_ms: UTC8 })
-            }
-            _ => None,
-        }
+        Timeframe::parse(market, text).map(Timeframe::granularity)
     }
 
     /// Open time of the candle that contains `t` (Unix ms).
@@ -123,6 +95,220 @@ impl Granularity {
             Self::Week { .. } => 7 * 24 * 60,
             Self::Month { .. } => 30 * 24 * 60,
         }
+    }
+}
+
+/// One of Bitget's candle periods, with its spellings: the REST `granularity` of each
+/// market (`None` where that market has none) and the WebSocket channel (one spelling for
+/// both markets).
+struct Period {
+    futures: Option<&'static str>,
+    spot: Option<&'static str>,
+    channel: &'static str,
+    granularity: Granularity,
+}
+
+const fn period(
+    futures: Option<&'static str>,
+    spot: Option<&'static str>,
+    channel: &'static str,
+    granularity: Granularity,
+) -> Period {
+    Period {
+        futures,
+        spot,
+        channel,
+        granularity,
+    }
+}
+
+const fn fixed(ms: u64, offset_ms: u64) -> Granularity {
+    Granularity::Fixed { ms, offset_ms }
+}
+
+/// Every period, with Bitget's spellings (`../shared/bitget-api.md`; the WebSocket's from
+/// `ws-store-status-anchors.md` §1). The plain 6H and longer follow Beijing time; the `…utc`
+/// variants UTC. `2H` is futures-only on REST; `8H` exists only on the WebSocket and is left
+/// out, as nothing here can fetch it.
+const PERIODS: [Period; 20] = [
+    period(Some("1m"), Some("1min"), "candle1m", fixed(MINUTE, 0)),
+    period(Some("3m"), Some("3min"), "candle3m", fixed(3 * MINUTE, 0)),
+    period(Some("5m"), Some("5min"), "candle5m", fixed(5 * MINUTE, 0)),
+    period(
+        Some("15m"),
+        Some("15min"),
+        "candle15m",
+        fixed(15 * MINUTE, 0),
+    ),
+    period(
+        Some("30m"),
+        Some("30min"),
+        "candle30m",
+        fixed(30 * MINUTE, 0),
+    ),
+    period(Some("1H"), Some("1h"), "candle1H", fixed(HOUR, 0)),
+    period(Some("2H"), None, "candle2H", fixed(2 * HOUR, 0)),
+    period(Some("4H"), Some("4h"), "candle4H", fixed(4 * HOUR, 0)),
+    period(Some("6H"), Some("6h"), "candle6H", fixed(6 * HOUR, UTC8)),
+    period(
+        Some("12H"),
+        Some("12h"),
+        "candle12H",
+        fixed(12 * HOUR, UTC8),
+    ),
+    period(Some("1D"), Some("1day"), "candle1D", fixed(DAY, UTC8)),
+    period(Some("3D"), Some("3day"), "candle3D", fixed(3 * DAY, UTC8)),
+    period(
+        Some("1W"),
+        Some("1week"),
+        "candle1W",
+        Granularity::Week { offset_ms: UTC8 },
+    ),
+    period(
+        Some("1M"),
+        Some("1M"),
+        "candle1M",
+        Granularity::Month { offset_ms: UTC8 },
+    ),
+    period(
+        Some("6Hutc"),
+        Some("6Hutc"),
+        "candle6Hutc",
+        fixed(6 * HOUR, 0),
+    ),
+    period(
+        Some("12Hutc"),
+        Some("12Hutc"),
+        "candle12Hutc",
+        fixed(12 * HOUR, 0),
+    ),
+    period(Some("1Dutc"), Some("1Dutc"), "candle1Dutc", fixed(DAY, 0)),
+    period(
+        Some("3Dutc"),
+        Some("3Dutc"),
+        "candle3Dutc",
+        fixed(3 * DAY, 0),
+    ),
+    period(
+        Some("1Wutc"),
+        Some("1Wutc"),
+        "candle1Wutc",
+        Granularity::Week { offset_ms: 0 },
+    ),
+    period(
+        Some("1Mutc"),
+        Some("1Mutc"),
+        "candle1Mutc",
+        Granularity::Month { offset_ms: 0 },
+    ),
+];
+
+fn period_at(index: u8) -> &'static Period {
+    // Indices come from `period_indices` only.
+    &PERIODS[usize::from(index).min(PERIODS.len() - 1)]
+}
+
+/// Indices of every period.
+fn period_indices() -> impl Iterator<Item = u8> {
+    0..PERIODS.len() as u8
+}
+
+/// A candle timeframe of one market: parsed once where a spelling enters the program (the
+/// config, a gateway client's query, a WebSocket channel) and carried as this `Copy` value
+/// everywhere else, so no part of the program re-reads a spelling. It knows its market, its
+/// alignment ([`Granularity`]) and every spelling Bitget uses for it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Timeframe {
+    market: Market,
+    period: u8,
+}
+
+impl Timeframe {
+    /// Parses `market`'s REST spelling (`1m`, `1H`, `1Dutc` on futures; `1min`, `1h`,
+    /// `1day` on spot); `None` for anything Bitget would refuse.
+    pub fn parse(market: Market, text: &str) -> Option<Self> {
+        period_indices()
+            .find(|&i| {
+                let p = period_at(i);
+                let spelling = match market {
+                    Market::Futures => p.futures,
+                    Market::Spot => p.spot,
+                };
+                spelling == Some(text)
+            })
+            .map(|period| Self { market, period })
+    }
+
+    /// Parses a WebSocket candle channel (`candle1m`, `candle1H`, `candle1Dutc`), one
+    /// spelling for both markets; `None` for a channel Bitget refuses (`candle1h`) or one
+    /// `market` cannot fetch by REST.
+    pub fn from_channel(market: Market, channel: &str) -> Option<Self> {
+        period_indices()
+            .find(|&i| period_at(i).channel == channel)
+            .map(|period| Self { market, period })
+            .filter(|t| t.rest_spelling().is_some())
+    }
+
+    fn rest_spelling(self) -> Option<&'static str> {
+        let p = period_at(self.period);
+        match self.market {
+            Market::Futures => p.futures,
+            Market::Spot => p.spot,
+        }
+    }
+
+    /// The `granularity` Bitget's REST endpoints of its market take.
+    pub fn rest(self) -> &'static str {
+        // Parsing only makes timeframes their market spells.
+        self.rest_spelling().unwrap_or("?")
+    }
+
+    /// The WebSocket candle channel.
+    pub fn channel(self) -> &'static str {
+        period_at(self.period).channel
+    }
+
+    pub fn market(self) -> Market {
+        self.market
+    }
+
+    /// Where its candles open.
+    pub fn granularity(self) -> Granularity {
+        period_at(self.period).granularity
+    }
+
+    /// Open time of the candle that contains `t` (Unix ms).
+    pub fn open_of(self, t: u64) -> u64 {
+        self.granularity().open_of(t)
+    }
+
+    /// Open time of the candle after the one that opens at `open`.
+    pub fn next_open(self, open: u64) -> u64 {
+        self.granularity().next_open(open)
+    }
+
+    /// Open time of the candle before the one that opens at `open`.
+    pub fn prev_open(self, open: u64) -> u64 {
+        self.granularity().prev_open(open)
+    }
+
+    /// Every timeframe `market` spells, shortest first.
+    pub fn all(market: Market) -> impl Iterator<Item = Self> {
+        period_indices()
+            .map(move |period| Self { market, period })
+            .filter(|t| t.rest_spelling().is_some())
+    }
+}
+
+impl std::fmt::Display for Timeframe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.rest())
+    }
+}
+
+impl std::fmt::Debug for Timeframe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}:{}", self.market, self.rest())
     }
 }
 
@@ -214,6 +400,57 @@ mod tests {
         assert_eq!(g.next_open(dec), jan);
         assert_eq!(g.prev_open(jan), dec);
         assert_eq!(g.prev_open(dec), 1_698_796_800_000); // 2023-11-01
+    }
+
+    #[test]
+    fn every_spelling_parses_to_its_period_and_back() {
+        let cases: [(Market, &str, &str, Granularity); 8] = [
+            (Market::Futures, "1m", "candle1m", fixed(MINUTE, 0)),
+            (Market::Spot, "1min", "candle1m", fixed(MINUTE, 0)),
+            (Market::Futures, "1H", "candle1H", fixed(HOUR, 0)),
+            (Market::Spot, "1h", "candle1H", fixed(HOUR, 0)),
+            (Market::Futures, "2H", "candle2H", fixed(2 * HOUR, 0)),
+            (Market::Spot, "1day", "candle1D", fixed(DAY, UTC8)),
+            (Market::Futures, "1Dutc", "candle1Dutc", fixed(DAY, 0)),
+            (
+                Market::Spot,
+                "1Mutc",
+                "candle1Mutc",
+                Granularity::Month { offset_ms: 0 },
+            ),
+        ];
+        for (market, rest, channel, granularity) in cases {
+            let t = Timeframe::parse(market, rest).unwrap();
+            assert_eq!(
+                (t.rest(), t.channel(), t.granularity()),
+                (rest, channel, granularity)
+            );
+            assert_eq!(t.market(), market);
+            assert_eq!(Timeframe::from_channel(market, channel), Some(t));
+            assert_eq!(t.to_string(), rest);
+        }
+        // The WebSocket refuses REST spellings (30016), and spot has no 2H.
+        assert_eq!(Timeframe::from_channel(Market::Futures, "candle1h"), None);
+        assert_eq!(Timeframe::from_channel(Market::Futures, "candle1min"), None);
+        assert_eq!(Timeframe::from_channel(Market::Spot, "candle2H"), None);
+        assert_eq!(Timeframe::parse(Market::Spot, "2H"), None);
+        assert_eq!(Timeframe::parse(Market::Futures, "1min"), None);
+        // Every spelling of each market is one of its timeframes, and they are distinct.
+        assert_eq!(Timeframe::all(Market::Futures).count(), 20);
+        assert_eq!(Timeframe::all(Market::Spot).count(), 19);
+        for market in [Market::Futures, Market::Spot] {
+            for t in Timeframe::all(market) {
+                assert_eq!(Timeframe::parse(market, t.rest()), Some(t));
+            }
+        }
+        // The same period in two markets is two timeframes with one alignment.
+        let (f, s) = (
+            Timeframe::parse(Market::Futures, "1W").unwrap(),
+            Timeframe::parse(Market::Spot, "1week").unwrap(),
+        );
+        assert_ne!(f, s);
+        assert_eq!(f.granularity(), s.granularity());
+        assert_eq!(f.open_of(T), s.open_of(T));
     }
 
     #[test]

@@ -11,15 +11,14 @@ use std::fmt::Write as _;
 
 use crate::bitget::endpoints::{MAX_CANDLE_ROWS, USDT_FUTURES};
 use crate::core::market::{Market, Symbol};
-use crate::core::timeframe::Granularity;
+use crate::core::timeframe::Timeframe;
 use crate::store::{CandleRow, SeriesKey, SeriesRead};
 
 /// A candle request as the gateway reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CandleQuery {
+    /// The series, with the timeframe the client's `granularity` spells.
     pub key: SeriesKey,
-    /// The client's spelling of the granularity.
-    pub timeframe: String,
     pub limit: u32,
     pub start: u64,
     /// Exclusive on a candle's open time, as Bitget's.
@@ -41,7 +40,7 @@ pub fn candle_query(market: Market, query: &str) -> Option<CandleQuery> {
     for (k, v) in single_valued(query)? {
         match k.as_ref() {
             "symbol" => symbol = Some(canonical_symbol(&v)?),
-            "granularity" => granularity = Some(v.into_owned()),
+            "granularity" => granularity = Some(Timeframe::parse(market, &v)?),
             "limit" => limit = plain_number(&v).filter(|l| (1..=MAX_CANDLE_ROWS).contains(l))?,
             "startTime" => start = plain_number(&v)?,
             "endTime" => end = Some(plain_number(&v)?),
@@ -53,14 +52,8 @@ pub fn candle_query(market: Market, query: &str) -> Option<CandleQuery> {
     if !product_ok || end.is_some_and(|e| e < start) {
         return None;
     }
-    let timeframe = granularity?;
     Some(CandleQuery {
-        key: SeriesKey {
-            market,
-            symbol: symbol?,
-            granularity: Granularity::parse(market, &timeframe)?,
-        },
-        timeframe,
+        key: SeriesKey::new(symbol?, granularity?),
         limit,
         start,
         end,
@@ -97,7 +90,7 @@ fn plain_number<T: std::str::FromStr + ToString>(text: &str) -> Option<T> {
 
 /// The open times Bitget would return for `q` at server time `now`, oldest first.
 pub fn wanted_opens(q: &CandleQuery, now: u64) -> Vec<u64> {
-    let g = q.key.granularity;
+    let g = q.key.timeframe;
     let mut last = now;
     if let Some(end) = q.end {
         last = last.min(end.saturating_sub(1));
@@ -122,7 +115,7 @@ pub fn candle_data(
     max_age_ms: u64,
 ) -> Option<String> {
     let opens = wanted_opens(q, now);
-    let current = q.key.granularity.open_of(now);
+    let current = q.key.timeframe.open_of(now);
     let fresh = series
         .fetched_at
         .is_some_and(|at| now.saturating_sub(at) <= max_age_ms);
@@ -152,7 +145,7 @@ pub fn candle_data(
             row.base_volume,
             row.quote_volume
         );
-        if q.key.market == Market::Spot {
+        if q.key.market() == Market::Spot {
             let _ = write!(out, r#","{}""#, row.quote_volume);
         }
         out.push(']');
@@ -222,7 +215,7 @@ mod tests {
     fn forming(open_time: u64) -> Candle {
         Candle {
             symbol: Symbol::from_exchange("BTCUSDT"),
-            timeframe: "1m".into(),
+            timeframe: Timeframe::parse(Market::Futures, "1m").unwrap(),
             open_time,
             open: Decimal::ONE,
             high: Decimal::TWO,
@@ -268,8 +261,10 @@ mod tests {
         let spot = candle_query(Market::Spot, "symbol=BTCUSDT&granularity=1min&limit=5").unwrap();
         assert_eq!(spot.limit, 5);
         assert_eq!(
-            spot.key.granularity,
-            Granularity::parse(Market::Futures, "1m").unwrap()
+            spot.key.granularity(),
+            Timeframe::parse(Market::Futures, "1m")
+                .unwrap()
+                .granularity()
         );
     }
 

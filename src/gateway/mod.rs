@@ -187,7 +187,7 @@ pub struct Gateway {
     flights: Arc<Mutex<Flights>>,
     /// Series watched for clients, and when last asked for (local time): only series of
     /// listed symbols that Bitget or the store answered, at most `max_watched_series`.
-    asked: Mutex<HashMap<SeriesKey, (Instant, String)>>,
+    asked: Mutex<HashMap<SeriesKey, Instant>>,
     /// Each market's listed symbols, and when read.
     listed: Mutex<HashMap<Market, Listed>>,
     /// Bitget answered candles of a symbol the list lacks: read the list again soon.
@@ -359,7 +359,7 @@ impl Gateway {
                 let now = Instant::now();
                 let idle: Vec<SeriesKey> = asked
                     .iter()
-                    .filter(|(_, (at, _))| now.duration_since(*at) >= self.config.series_idle)
+                    .filter(|(_, at)| now.duration_since(**at) >= self.config.series_idle)
                     .map(|(k, _)| k.clone())
                     .collect();
                 for key in &idle {
@@ -371,7 +371,7 @@ impl Gateway {
                 for key in idle {
                     let _ = watches.try_send(Watch::Stop {
                         symbol: key.symbol,
-                        granularity: key.granularity,
+                        timeframe: key.timeframe,
                     });
                 }
             }
@@ -458,7 +458,7 @@ impl Gateway {
         if let Some(market) = endpoints::market_of(path, endpoints::candles) {
             let q = cache::candle_query(market, query)?;
             let max_age = self.config.candle_max_age.as_millis() as u64;
-            let period = q.key.granularity.open_of(now);
+            let period = q.key.timeframe.open_of(now);
             let (data, age) = self.parts.store.read(&q.key, |series| {
                 let series = series?;
                 let age = series.fetched_at.map(|t| now.saturating_sub(t));
@@ -542,12 +542,12 @@ impl Gateway {
     fn note_interest(&self, q: &cache::CandleQuery) {
         {
             let mut asked = lock(&self.asked);
-            if let Some((at, _)) = asked.get_mut(&q.key) {
+            if let Some(at) = asked.get_mut(&q.key) {
                 *at = Instant::now();
                 return;
             }
             let listed = lock(&self.listed)
-                .get(&q.key.market)
+                .get(&q.key.market())
                 .is_some_and(|(_, symbols)| symbols.contains(&q.key.symbol));
             if !listed {
                 // Answered but not listed (yet): a new listing, or a list not read yet.
@@ -560,17 +560,16 @@ impl Gateway {
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 return;
             }
-            asked.insert(q.key.clone(), (Instant::now(), q.timeframe.clone()));
+            asked.insert(q.key.clone(), Instant::now());
         }
         let Some((market, watches)) = &self.parts.watches else {
             return;
         };
-        if *market == q.key.market {
+        if *market == q.key.market() {
             // Full means the poller is busy taking the earlier ones; the next ask retries.
             let sent = watches.try_send(Watch::Start {
                 symbol: q.key.symbol.clone(),
-                timeframe: q.timeframe.clone(),
-                granularity: q.key.granularity,
+                timeframe: q.key.timeframe,
                 rows: q.limit,
             });
             if sent.is_err() {
@@ -665,7 +664,7 @@ impl Gateway {
         let Some(q) = cache::candle_query(market, query) else {
             return;
         };
-        let parsed = parse::candles(data(), &q.key.symbol, &q.timeframe, q.key.granularity);
+        let parsed = parse::candles(data(), &q.key.symbol, q.key.timeframe);
         let Ok(stamped) = parsed else {
             return;
         };

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::tiers::TierConfig;
 use crate::core::market::{Market, SymbolSelection};
-use crate::core::timeframe::Granularity;
+use crate::core::timeframe::Timeframe;
 
 /// How candles are polled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -25,8 +25,8 @@ pub enum Mode {
 pub struct PollConfig {
     pub market: Market,
     pub symbols: SymbolSelection,
-    /// Bitget spellings and their parsed periods.
-    pub timeframes: Vec<(String, Granularity)>,
+    /// Timeframes of `market`, parsed from the config.
+    pub timeframes: Vec<Timeframe>,
     pub mode: Mode,
     pub initial_candles: u32,
     /// `None`: tickers are not polled.

@@ -16,7 +16,7 @@ use super::tiers::{Pace, Tier, Tiers};
 use crate::bitget::endpoints;
 use crate::bitget::error::{BitgetError, ErrorClass};
 use crate::core::market::{Candle, Symbol, SymbolSelection};
-use crate::core::timeframe::Granularity;
+use crate::core::timeframe::Timeframe;
 use crate::core::RATE_LOG;
 use crate::limiter::backoff::Backoff;
 
@@ -45,8 +45,7 @@ pub enum Action {
     Candles {
         stream: usize,
         symbol: Symbol,
-        timeframe: String,
-        granularity: Granularity,
+        timeframe: Timeframe,
         rows: u32,
         /// From `/history-candles` (closed candles only, its own budget) instead of
         /// `/candles`.
@@ -165,10 +164,10 @@ impl Core {
             .flat_map(|symbol| (0..timeframes).map(|tf| Stream::new(symbol.clone(), tf)))
             .collect();
         for stream in &streams {
-            let (name, granularity) = &config.timeframes[stream.timeframe];
+            let timeframe = config.timeframes[stream.timeframe];
             stats
                 .freshness
-                .watch(stream.symbol.clone(), name, *granularity, now.wall_ms);
+                .watch(stream.symbol.clone(), timeframe, now.wall_ms);
         }
         let discovery_due = matches!(config.symbols, SymbolSelection::All)
             .then(|| now.local_ms + config.discovery_refresh.as_millis() as u64);
@@ -409,7 +408,7 @@ impl Core {
     }
 
     fn rows_needed(&self, stream: &Stream, now: Now) -> u32 {
-        let g = self.config.timeframes[stream.timeframe].1;
+        let g = self.config.timeframes[stream.timeframe];
         let Some(last) = stream.last_closed else {
             return stream
                 .first_rows
@@ -444,12 +443,11 @@ impl Core {
         let stream = &mut self.streams[index];
         stream.busy = true;
         self.candle_tasks += 1;
-        let (timeframe, granularity) = self.config.timeframes[stream.timeframe].clone();
+        let timeframe = self.config.timeframes[stream.timeframe];
         Action::Candles {
             stream: index,
             symbol: stream.symbol.clone(),
             timeframe,
-            granularity,
             rows,
             history,
         }
@@ -504,7 +502,7 @@ impl Core {
             self.stats.freshness.closed(index, newest);
         }
         if let (Some(last), Some(first)) = (last_before, delivery.closed.first()) {
-            let g = self.config.timeframes[self.streams[index].timeframe].1;
+            let g = self.config.timeframes[self.streams[index].timeframe];
             if first.open_time > g.next_open(last) {
                 tracing::warn!(symbol = %self.streams[index].symbol, after = last, next = first.open_time, "gap in closed candles");
             }
@@ -623,7 +621,7 @@ impl Core {
             .config
             .timeframes
             .iter()
-            .map(|(_, g)| g.next_open(g.open_of(server)))
+            .map(|g| g.next_open(g.open_of(server)))
             .min();
     }
 
@@ -640,7 +638,7 @@ impl Core {
         }
         let mut total = 0;
         for index in 0..self.streams.len() {
-            let g = self.config.timeframes[self.streams[index].timeframe].1;
+            let g = self.config.timeframes[self.streams[index].timeframe];
             if g.open_of(close_ms) != close_ms {
                 continue;
             }
@@ -706,30 +704,16 @@ impl Core {
         }
     }
 
-    /// A gateway client asked for `symbol`'s `granularity` candles, `rows` of them: poll the
+    /// A gateway client asked for `symbol`'s `timeframe` candles, `rows` of them: poll the
     /// series from now on, unless it is polled already. Returns whether it was new. It
     /// joins the back of the queue: the client's request was already answered (the
     /// gateway watches only what Bitget or the store answered), and the configured series
     /// keep their place however many clients ask for.
-    pub fn watch(
-        &mut self,
-        symbol: Symbol,
-        timeframe: &str,
-        granularity: Granularity,
-        rows: u32,
-        now: Now,
-    ) -> bool {
-        let tf = match self
-            .config
-            .timeframes
-            .iter()
-            .position(|(_, g)| *g == granularity)
-        {
+    pub fn watch(&mut self, symbol: Symbol, timeframe: Timeframe, rows: u32, now: Now) -> bool {
+        let tf = match self.config.timeframes.iter().position(|t| *t == timeframe) {
             Some(tf) => tf,
             None => {
-                self.config
-                    .timeframes
-                    .push((timeframe.to_owned(), granularity));
+                self.config.timeframes.push(timeframe);
                 self.config.timeframes.len() - 1
             }
         };
@@ -753,13 +737,10 @@ impl Core {
         self.streams.push(stream);
         let index = self.streams.len() - 1;
         self.queue.push_back(index);
-        let name = self.config.timeframes[tf].0.clone();
-        self.stats
-            .freshness
-            .watch(symbol, &name, granularity, now.wall_ms);
+        self.stats.freshness.watch(symbol, timeframe, now.wall_ms);
         tracing::info!(
             stream = index,
-            timeframe,
+            %timeframe,
             rows,
             "polling a series a gateway client asked for"
         );
@@ -768,9 +749,9 @@ impl Core {
 
     /// No gateway client asked for this series for a while: stop polling it, unless it is
     /// configured. Returns whether it was stopped.
-    pub fn unwatch(&mut self, symbol: &Symbol, granularity: Granularity) -> bool {
+    pub fn unwatch(&mut self, symbol: &Symbol, timeframe: Timeframe) -> bool {
         let Some(index) = self.streams.iter().position(|s| {
-            s.watched && &s.symbol == symbol && self.config.timeframes[s.timeframe].1 == granularity
+            s.watched && &s.symbol == symbol && self.config.timeframes[s.timeframe] == timeframe
         }) else {
             return false;
         };
@@ -800,12 +781,12 @@ impl Core {
             .cloned()
             .collect();
         for symbol in &new {
-            for (timeframe, (name, granularity)) in self.config.timeframes.iter().enumerate() {
-                self.streams.push(Stream::new(symbol.clone(), timeframe));
+            for (index, timeframe) in self.config.timeframes.iter().enumerate() {
+                self.streams.push(Stream::new(symbol.clone(), index));
                 self.queue.push_back(self.streams.len() - 1);
                 self.stats
                     .freshness
-                    .watch(symbol.clone(), name, *granularity, now.wall_ms);
+                    .watch(symbol.clone(), *timeframe, now.wall_ms);
             }
         }
         let added = new.len();
@@ -842,15 +823,15 @@ mod tests {
     /// 2025-06-15T12:00:00Z plus 30 s: mid-minute.
     const T0: u64 = 1_749_988_800_000 + 30_000;
 
-    fn g1m() -> Granularity {
-        Granularity::parse(Market::Futures, "1m").unwrap()
+    fn g1m() -> Timeframe {
+        Timeframe::parse(Market::Futures, "1m").unwrap()
     }
 
     fn config(mode: Mode, concurrency: usize) -> PollConfig {
         PollConfig {
             market: Market::Futures,
             symbols: SymbolSelection::List(Vec::new()),
-            timeframes: vec![("1m".into(), g1m())],
+            timeframes: vec![g1m()],
             mode,
             initial_candles: 100,
             tickers_interval: Some(Duration::from_secs(10)),
@@ -876,7 +857,7 @@ mod tests {
     fn candle(symbol: &str, open_time: u64, closed: bool) -> Candle {
         Candle {
             symbol: Symbol::from_exchange(symbol),
-            timeframe: "1m".into(),
+            timeframe: g1m(),
             open_time,
             open: Decimal::ONE,
             high: Decimal::ONE,
@@ -1104,14 +1085,11 @@ mod tests {
     ) {
         let mut c = core(Mode::Live, 1, &["A"]);
         c.tickers_due = None;
-        let g5 = Granularity::parse(Market::Futures, "5m").unwrap();
-        assert!(c.watch(Symbol::from_exchange("B"), "5m", g5, 300, at(0)));
+        let g5 = Timeframe::parse(Market::Futures, "5m").unwrap();
+        assert!(c.watch(Symbol::from_exchange("B"), g5, 300, at(0)));
+        assert!(!c.watch(Symbol::from_exchange("B"), g5, 300, at(0)), "once");
         assert!(
-            !c.watch(Symbol::from_exchange("B"), "5m", g5, 300, at(0)),
-            "once"
-        );
-        assert!(
-            !c.watch(Symbol::from_exchange("A"), "1m", g1m(), 50, at(0)),
+            !c.watch(Symbol::from_exchange("A"), g1m(), 50, at(0)),
             "configured"
         );
         // The configured series keeps its place at the front.
@@ -1128,10 +1106,7 @@ mod tests {
         else {
             panic!("{first:?}")
         };
-        assert_eq!(
-            (symbol.as_str(), timeframe.as_str(), *rows),
-            ("B", "5m", 300)
-        );
+        assert_eq!((symbol.as_str(), timeframe.rest(), *rows), ("B", "5m", 300));
         c.candles_done(1, T0, vec![], at(1));
         assert!(c.unwatch(&Symbol::from_exchange("B"), g5));
         assert!(
@@ -1144,7 +1119,7 @@ mod tests {
             assert_eq!(asked[0].0, 0, "only A once B went idle");
         }
         assert!(
-            c.watch(Symbol::from_exchange("B"), "5m", g5, 300, at(7)),
+            c.watch(Symbol::from_exchange("B"), g5, 300, at(7)),
             "asked again"
         );
         assert_eq!(candle_streams(&c.poll(at(7), 0))[0].0, 1);

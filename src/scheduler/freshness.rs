@@ -16,7 +16,7 @@
 use std::sync::Mutex;
 
 use crate::core::market::Symbol;
-use crate::core::timeframe::Granularity;
+use crate::core::timeframe::Timeframe;
 
 /// One stream's age at a moment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,7 +24,7 @@ pub struct StreamAge {
     /// The stream's index, which is the poller's.
     pub index: usize,
     pub symbol: Symbol,
-    pub timeframe: String,
+    pub timeframe: Timeframe,
     /// Milliseconds since its newest closed candle closed (or since it was first watched).
     pub age_ms: u64,
     /// Whether it has had a closed candle at all.
@@ -54,8 +54,7 @@ pub struct Changes {
 #[derive(Debug)]
 struct Entry {
     symbol: Symbol,
-    timeframe: String,
-    granularity: Granularity,
+    timeframe: Timeframe,
     /// Server-clock ms when the newest closed candle closed.
     last_close_ms: Option<u64>,
     watched_since_ms: u64,
@@ -83,19 +82,12 @@ impl Freshness {
 
     /// Starts watching a stream at wall time `now_ms`; returns its index, which is the
     /// poller's stream index as long as streams are only ever added.
-    pub fn watch(
-        &self,
-        symbol: Symbol,
-        timeframe: &str,
-        granularity: Granularity,
-        now_ms: u64,
-    ) -> usize {
+    pub fn watch(&self, symbol: Symbol, timeframe: Timeframe, now_ms: u64) -> usize {
         let mut state = self.lock();
         let since = server_ms(now_ms, state.offset_ms);
         state.entries.push(Entry {
             symbol,
-            timeframe: timeframe.to_owned(),
-            granularity,
+            timeframe,
             last_close_ms: None,
             watched_since_ms: since,
             stale: false,
@@ -110,7 +102,7 @@ impl Freshness {
         let mut state = self.lock();
         if let Some(entry) = state.entries.get_mut(index) {
             entry.retired = false;
-            let close = entry.granularity.next_open(open_ms);
+            let close = entry.timeframe.next_open(open_ms);
             if entry.last_close_ms.is_none_or(|last| close > last) {
                 entry.last_close_ms = Some(close);
             }
@@ -195,11 +187,12 @@ fn age_of(index: usize, entry: &Entry, now: u64) -> StreamAge {
     StreamAge {
         index,
         symbol: entry.symbol.clone(),
-        timeframe: entry.timeframe.clone(),
+        timeframe: entry.timeframe,
         age_ms: now.saturating_sub(entry.last_close_ms.unwrap_or(entry.watched_since_ms)),
         has_candle: entry.last_close_ms.is_some(),
         limit_ms: entry
-            .granularity
+            .timeframe
+            .granularity()
             .nominal_minutes()
             .saturating_mul(2 * 60_000),
     }
@@ -213,14 +206,14 @@ mod tests {
     const MIN: u64 = 60_000;
     const T0: u64 = 1_795_372_440_000; // a minute boundary
 
-    fn one_minute() -> Granularity {
-        Granularity::parse(Market::Futures, "1m").unwrap()
+    fn one_minute() -> Timeframe {
+        Timeframe::parse(Market::Futures, "1m").unwrap()
     }
 
     #[test]
     fn age_counts_from_the_close_and_turns_stale_after_two_timeframes() {
         let fresh = Freshness::default();
-        let btc = fresh.watch(Symbol::from_exchange("BTCUSDT"), "1m", one_minute(), T0);
+        let btc = fresh.watch(Symbol::from_exchange("BTCUSDT"), one_minute(), T0);
         // The candle that opened at T0 closes at T0 + 1 min.
         fresh.closed(btc, T0);
         let ages = fresh.ages(T0 + MIN + 30_000);
@@ -245,7 +238,7 @@ mod tests {
     #[test]
     fn an_older_candle_never_moves_the_age_back_and_offsets_apply() {
         let fresh = Freshness::default();
-        let s = fresh.watch(Symbol::from_exchange("ETHUSDT"), "1m", one_minute(), T0);
+        let s = fresh.watch(Symbol::from_exchange("ETHUSDT"), one_minute(), T0);
         fresh.closed(s, T0 + MIN);
         fresh.closed(s, T0);
         assert_eq!(fresh.ages(T0 + 2 * MIN)[0].age_ms, 0);
@@ -257,8 +250,8 @@ mod tests {
     #[test]
     fn a_stream_without_candles_counts_from_when_it_was_watched_and_retired_ones_vanish() {
         let fresh = Freshness::default();
-        let a = fresh.watch(Symbol::from_exchange("AUSDT"), "1m", one_minute(), T0);
-        fresh.watch(Symbol::from_exchange("BUSDT"), "1m", one_minute(), T0);
+        let a = fresh.watch(Symbol::from_exchange("AUSDT"), one_minute(), T0);
+        fresh.watch(Symbol::from_exchange("BUSDT"), one_minute(), T0);
         let changes = fresh.check(T0 + 2 * MIN + 1);
         assert_eq!(changes.newly_stale.len(), 2);
         assert!(!changes.newly_stale[0].has_candle);

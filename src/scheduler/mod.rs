@@ -44,7 +44,7 @@ use crate::bitget::http::CallError;
 use crate::bitget::parse::Tickers;
 use crate::core::clock::Clock;
 use crate::core::market::{Candle, Stamped, Symbol, SymbolSelection};
-use crate::core::timeframe::Granularity;
+use crate::core::timeframe::Timeframe;
 use crate::limiter::recent::RecentRateLimits;
 use crate::store::{SeriesKey, Store};
 use config::PollConfig;
@@ -67,13 +67,12 @@ pub enum PollError {
 pub enum Watch {
     Start {
         symbol: Symbol,
-        timeframe: String,
-        granularity: Granularity,
+        timeframe: Timeframe,
         rows: u32,
     },
     Stop {
         symbol: Symbol,
-        granularity: Granularity,
+        timeframe: Timeframe,
     },
 }
 
@@ -81,8 +80,7 @@ enum Outcome {
     Candles {
         stream: usize,
         symbol: Symbol,
-        timeframe: String,
-        granularity: Granularity,
+        timeframe: Timeframe,
         result: Result<Stamped<Vec<Candle>>, RequestError>,
     },
     Tickers(Result<(Stamped<Tickers>, Bytes), RequestError>),
@@ -252,16 +250,12 @@ impl Shell {
             Watch::Start {
                 symbol,
                 timeframe,
-                granularity,
                 rows,
             } => {
-                self.core.watch(symbol, &timeframe, granularity, rows, now);
+                self.core.watch(symbol, timeframe, rows, now);
             }
-            Watch::Stop {
-                symbol,
-                granularity,
-            } => {
-                if self.core.unwatch(&symbol, granularity) {
+            Watch::Stop { symbol, timeframe } => {
+                if self.core.unwatch(&symbol, timeframe) {
                     tracing::info!(symbol = %symbol, "no gateway client asked for a series for a while; not polling it any more");
                 }
             }
@@ -276,25 +270,19 @@ impl Shell {
                 stream,
                 symbol,
                 timeframe,
-                granularity,
                 rows,
                 history,
             } => {
                 self.inflight.spawn(async move {
                     let result = if history {
-                        client
-                            .closed_candles(market, &symbol, &timeframe, granularity, rows)
-                            .await
+                        client.closed_candles(&symbol, timeframe, rows).await
                     } else {
-                        client
-                            .candles(market, &symbol, &timeframe, granularity, rows)
-                            .await
+                        client.candles(&symbol, timeframe, rows).await
                     };
                     Outcome::Candles {
                         stream,
                         symbol,
                         timeframe,
-                        granularity,
                         result,
                     }
                 });
@@ -341,14 +329,9 @@ impl Shell {
                 stream,
                 symbol,
                 timeframe,
-                granularity,
                 result: Ok(stamped),
             } => {
-                let key = SeriesKey {
-                    market,
-                    symbol,
-                    granularity,
-                };
+                let key = SeriesKey::new(symbol, timeframe);
                 let server_time = stamped.server_time;
                 let delivery =
                     self.core
@@ -364,7 +347,7 @@ impl Shell {
                 if let Some(candle) = delivery.forming {
                     self.p.store.write_forming(market, candle);
                 }
-                self.p.store.mark_fetched(&key, &timeframe, server_time);
+                self.p.store.mark_fetched(&key, server_time);
             }
             Outcome::Candles {
                 stream,

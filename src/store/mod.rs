@@ -25,7 +25,7 @@ use tokio::sync::Notify;
 
 use crate::core::events::MarketEvent;
 use crate::core::market::{Candle, Market, Symbol, Ticker};
-use crate::core::timeframe::Granularity;
+use crate::core::timeframe::{Granularity, Timeframe};
 
 /// The store's sizes; `config` reads them from `[store]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,23 +47,30 @@ impl Default for StoreConfig {
     }
 }
 
-/// One series: a symbol's candles of one granularity in one market. Keyed by the parsed
-/// granularity, so `1m` asked by one client and `1min` by another (spot) are one series.
+/// One series: a symbol's candles of one timeframe (which carries its market).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SeriesKey {
-    pub market: Market,
     pub symbol: Symbol,
-    pub granularity: Granularity,
+    pub timeframe: Timeframe,
 }
 
 impl SeriesKey {
-    /// The series of `candle`, or `None` if its timeframe is not a spelling of `market`.
+    pub fn new(symbol: Symbol, timeframe: Timeframe) -> Self {
+        Self { symbol, timeframe }
+    }
+
+    /// The series of `candle`, or `None` if its timeframe is not of `market`.
     pub fn of(market: Market, candle: &Candle) -> Option<Self> {
-        Some(Self {
-            market,
-            symbol: candle.symbol.clone(),
-            granularity: Granularity::parse(market, &candle.timeframe)?,
-        })
+        (candle.timeframe.market() == market)
+            .then(|| Self::new(candle.symbol.clone(), candle.timeframe))
+    }
+
+    pub fn market(&self) -> Market {
+        self.timeframe.market()
+    }
+
+    pub fn granularity(&self) -> Granularity {
+        self.timeframe.granularity()
     }
 }
 
@@ -93,10 +100,10 @@ impl CandleRow {
         }
     }
 
-    fn candle(&self, key: &SeriesKey, timeframe: &str) -> Candle {
+    fn candle(&self, key: &SeriesKey) -> Candle {
         Candle {
             symbol: key.symbol.clone(),
-            timeframe: timeframe.to_owned(),
+            timeframe: key.timeframe,
             open_time: self.open_time,
             open: self.open,
             high: self.high,
@@ -115,8 +122,6 @@ struct Series {
     version: u64,
     /// The newest closed candle journalled to subscribers.
     journaled_through: Option<u64>,
-    /// The spelling the writer used, for the candles handed back.
-    timeframe: String,
     closed: VecDeque<CandleRow>,
     forming: Option<Candle>,
     /// The server's `requestTime` of the newest reply that refreshed this series.
@@ -251,16 +256,13 @@ impl Store {
     /// already holds a candle at or after its open time (a repeat).
     pub fn write_closed(&self, market: Market, candle: Candle) -> bool {
         let Some(key) = SeriesKey::of(market, &candle) else {
-            tracing::warn!(timeframe = %candle.timeframe, "a candle with a timeframe its market does not spell; not stored");
+            tracing::warn!(timeframe = ?candle.timeframe, ?market, "a candle of another market's timeframe; not stored");
             return false;
         };
         {
             let mut inner = self.lock();
             let series = inner.series.entry(key).or_default();
             series.version += 1;
-            if series.timeframe.is_empty() {
-                series.timeframe.clone_from(&candle.timeframe);
-            }
             if series
                 .journaled_through
                 .is_some_and(|last| last >= candle.open_time)
@@ -295,9 +297,6 @@ impl Store {
             };
             let series = inner.series.entry(key).or_default();
             series.version += 1;
-            if series.timeframe.is_empty() {
-                series.timeframe.clone_from(&candle.timeframe);
-            }
             series.fetched_at = series.fetched_at.max(Some(server_time));
             if candle.closed {
                 series.hold(CandleRow::of(&candle), self.config.candles_per_series);
@@ -351,9 +350,6 @@ impl Store {
             let mut inner = self.lock();
             let series = inner.series.entry(key.clone()).or_default();
             series.version += 1;
-            if series.timeframe.is_empty() {
-                series.timeframe.clone_from(&candle.timeframe);
-            }
             if series
                 .closed
                 .back()
@@ -375,13 +371,10 @@ impl Store {
 
     /// Notes that a reply with `requestTime` `server_time` refreshed `key` (whether or not
     /// it brought anything new), so readers know how current the series is.
-    pub fn mark_fetched(&self, key: &SeriesKey, timeframe: &str, server_time: u64) {
+    pub fn mark_fetched(&self, key: &SeriesKey, server_time: u64) {
         let mut inner = self.lock();
         let series = inner.series.entry(key.clone()).or_default();
         series.version += 1;
-        if series.timeframe.is_empty() {
-            timeframe.clone_into(&mut series.timeframe);
-        }
         if series.fetched_at.is_none_or(|t| t < server_time) {
             series.fetched_at = Some(server_time);
         }
@@ -486,12 +479,7 @@ impl Store {
         let s = inner.series.get(key)?;
         let skip = s.closed.len().saturating_sub(limit);
         Some(SeriesView {
-            closed: s
-                .closed
-                .iter()
-                .skip(skip)
-                .map(|r| r.candle(key, &s.timeframe))
-                .collect(),
+            closed: s.closed.iter().skip(skip).map(|r| r.candle(key)).collect(),
             forming: s.forming.clone(),
             fetched_at: s.fetched_at,
             held: s.closed.len(),
@@ -624,7 +612,7 @@ mod tests {
     fn candle(symbol: &str, open_time: u64, close: i64, closed: bool) -> Candle {
         Candle {
             symbol: Symbol::from_exchange(symbol),
-            timeframe: "1m".into(),
+            timeframe: Timeframe::parse(Market::Futures, "1m").unwrap(),
             open_time,
             open: Decimal::from(close),
             high: Decimal::from(close),
@@ -689,17 +677,16 @@ mod tests {
         let mut sub = store.subscribe();
         for i in 0..10 {
             let mut c = candle("ETHUSDT", i * 60_000, i as i64, true);
-            c.timeframe = "1min".into();
+            c.timeframe = Timeframe::parse(Market::Spot, "1min").unwrap();
             store.write_closed(Market::Spot, c);
         }
         let got = opens(&drain(&mut sub));
         assert_eq!(got, (6..10).map(|i| (true, i * 60_000)).collect::<Vec<_>>());
         assert_eq!(store.stats().closed_missed.load(Ordering::Relaxed), 6);
-        let key = SeriesKey {
-            market: Market::Spot,
-            symbol: Symbol::from_exchange("ETHUSDT"),
-            granularity: Granularity::parse(Market::Spot, "1min").unwrap(),
-        };
+        let key = SeriesKey::new(
+            Symbol::from_exchange("ETHUSDT"),
+            Timeframe::parse(Market::Spot, "1min").unwrap(),
+        );
         let held: Vec<u64> = store
             .closed_candles(&key, 10)
             .iter()
@@ -751,11 +738,10 @@ mod tests {
         }
         let got = opens(&drain(&mut sub));
         assert_eq!(got, (0..9).map(|i| (true, i * 60_000)).collect::<Vec<_>>());
-        let key = SeriesKey {
-            market: Market::Futures,
-            symbol: Symbol::from_exchange("BTCUSDT"),
-            granularity: Granularity::parse(Market::Futures, "1m").unwrap(),
-        };
+        let key = SeriesKey::new(
+            Symbol::from_exchange("BTCUSDT"),
+            Timeframe::parse(Market::Futures, "1m").unwrap(),
+        );
         let view = store.view(&key, 100).unwrap();
         assert_eq!(view.held, 9, "each open once");
         assert_eq!(view.fetched_at, Some(555));

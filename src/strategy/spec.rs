@@ -31,7 +31,7 @@ use super::Strategy;
 use crate::core::market::Symbol;
 use crate::core::market::SymbolSelection;
 use crate::core::text::{describe_toml_error, one_line};
-use crate::core::timeframe::{Granularity, Market};
+use crate::core::timeframe::{Market, Timeframe};
 
 /// The strategy kinds `kind = "..."` may name.
 pub const KINDS: &[&str] = &[supertrend::KIND];
@@ -78,8 +78,8 @@ pub struct StrategySpec {
     pub name: String,
     pub file: PathBuf,
     pub symbols: SymbolFilter,
-    /// Bitget's spelling, e.g. `1m`.
-    pub timeframe: String,
+    /// Parsed from the file's spelling, e.g. `1m`.
+    pub timeframe: Timeframe,
     /// Notional of one position in USDT.
     pub position_usdt: Decimal,
     pub params: StrategyParams,
@@ -152,7 +152,7 @@ struct RawSuperTrend {
 #[derive(Debug, Clone, Copy)]
 pub struct Polled<'a> {
     pub market: Market,
-    pub timeframes: &'a [(String, Granularity)],
+    pub timeframes: &'a [Timeframe],
     pub symbols: &'a SymbolSelection,
 }
 
@@ -252,21 +252,22 @@ pub fn parse(
             }
         }
     };
-    let timeframe = raw.timeframe.trim().to_owned();
-    if Granularity::parse(polled.market, &timeframe).is_none() {
-        problems.push(format!(
-            "timeframe = \"{timeframe}\" is not a Bitget timeframe for this market; e.g. \"1m\", \"5m\", \"1H\""
-        ));
-    } else if !polled.timeframes.iter().any(|(t, _)| *t == timeframe) {
-        problems.push(format!(
-            "timeframe = \"{timeframe}\" is not polled; add it to [poll] timeframes (polled: {})",
+    let spelled = raw.timeframe.trim();
+    let timeframe = Timeframe::parse(polled.market, spelled);
+    match timeframe {
+        None => problems.push(format!(
+            "timeframe = \"{spelled}\" is not a Bitget timeframe for this market; e.g. \"1m\", \"5m\", \"1H\""
+        )),
+        Some(t) if !polled.timeframes.contains(&t) => problems.push(format!(
+            "timeframe = \"{spelled}\" is not polled; add it to [poll] timeframes (polled: {})",
             polled
                 .timeframes
                 .iter()
-                .map(|(t, _)| t.as_str())
+                .map(|t| t.rest())
                 .collect::<Vec<_>>()
                 .join(", ")
-        ));
+        )),
+        Some(_) => {}
     }
     let position_usdt = match raw.position_usdt.0 {
         Some(v) if v > Decimal::ZERO && v <= Decimal::from(10_000_000) => Some(v),
@@ -278,15 +279,17 @@ pub fn parse(
     if !problems.is_empty() {
         return Err(problems.into_iter().map(at).collect());
     }
-    match (params, symbols, position_usdt) {
-        (Some(params), Some(symbols), Some(position_usdt)) => Ok(Some(StrategySpec {
-            name,
-            file: file.to_owned(),
-            symbols,
-            timeframe,
-            position_usdt,
-            params,
-        })),
+    match (params, symbols, position_usdt, timeframe) {
+        (Some(params), Some(symbols), Some(position_usdt), Some(timeframe)) => {
+            Ok(Some(StrategySpec {
+                name,
+                file: file.to_owned(),
+                symbols,
+                timeframe,
+                position_usdt,
+                params,
+            }))
+        }
         _ => Err(vec![at("invalid strategy".into())]),
     }
 }
@@ -384,10 +387,7 @@ mod tests {
     }
 
     fn check(text: &str, symbols: &SymbolSelection) -> Result<Option<StrategySpec>, Vec<String>> {
-        let timeframes = vec![(
-            "1m".to_owned(),
-            Granularity::parse(Market::Futures, "1m").unwrap(),
-        )];
+        let timeframes = vec![Timeframe::parse(Market::Futures, "1m").unwrap()];
         parse(
             text,
             Path::new("strategies/st.toml"),

@@ -261,7 +261,11 @@ mod tests {
     fn candle(t: u64, o: &str, h: &str, l: &str, c: &str) -> Candle {
         Candle {
             symbol: Symbol::from_exchange("BTCUSDT"),
-            timeframe: "1m".into(),
+            timeframe: crate::core::timeframe::Timeframe::parse(
+                crate::core::timeframe::Market::Futures,
+                "1m",
+            )
+            .unwrap(),
             open_time: t * 60_000,
             open: d(o),
             high: d(h),

@@ -321,7 +321,7 @@ impl Collector for MetricsSources {
         for age in &ages {
             let labels = [
                 ("symbol", age.symbol.as_str()),
-                ("timeframe", age.timeframe.as_str()),
+                ("timeframe", age.timeframe.rest()),
             ];
             ConstGauge::new(age.age_ms as f64 / 1000.0).encode(family.encode_family(&labels)?)?;
         }

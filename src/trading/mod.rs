@@ -25,7 +25,7 @@ use crate::bitget::error::BitgetError;
 use crate::core::clock::Clock;
 use crate::core::events::MarketEvent;
 use crate::core::market::{Candle, Instrument, Symbol};
-use crate::core::timeframe::{Granularity, Market};
+use crate::core::timeframe::Market;
 use crate::store::Subscription;
 use crate::strategy::{Intent, Strategy, StrategySpec, Target};
 use live::{place_order, OrderOutcome, OrderRequest};
@@ -117,7 +117,6 @@ impl TradingSummary {
 struct Instance {
     spec: StrategySpec,
     strategy: Box<dyn Strategy>,
-    granularity: Granularity,
 }
 
 #[derive(Debug, Default)]
@@ -178,13 +177,10 @@ impl Engine {
     ) -> Self {
         let instances = specs
             .into_iter()
-            .filter_map(|spec| {
-                let granularity = Granularity::parse(market, &spec.timeframe)?;
-                Some(Instance {
-                    strategy: spec.build(),
-                    spec,
-                    granularity,
-                })
+            .filter(|spec| spec.timeframe.market() == market)
+            .map(|spec| Instance {
+                strategy: spec.build(),
+                spec,
             })
             .collect();
         let live = matches!(execution, Execution::Live(_));
@@ -248,11 +244,7 @@ impl Engine {
         match event {
             MarketEvent::CandleClosed(c) => {
                 self.observe(&c.symbol, c.open_time, c.open);
-                self.observe(
-                    &c.symbol,
-                    close_time(c, &self.instances).saturating_sub(1),
-                    c.close,
-                );
+                self.observe(&c.symbol, close_time(c).saturating_sub(1), c.close);
                 for i in 0..self.instances.len() {
                     let inst = &mut self.instances[i];
                     if inst.spec.timeframe != c.timeframe || !inst.spec.symbols.matches(&c.symbol) {
@@ -343,8 +335,8 @@ impl Engine {
 
     fn on_intent(&mut self, i: usize, intent: Intent) {
         let name = self.instances[i].spec.name.clone();
-        let granularity = self.instances[i].granularity;
-        let closed_at = granularity.next_open(intent.candle_open_time);
+        let timeframe = self.instances[i].spec.timeframe;
+        let closed_at = timeframe.next_open(intent.candle_open_time);
         let period = closed_at
             .saturating_sub(intent.candle_open_time)
             .max(60_000);
@@ -395,7 +387,8 @@ impl Engine {
         }
         self.summary.orders += 1;
         let after_ms = self.instances[i]
-            .granularity
+            .spec
+            .timeframe
             .next_open(intent.candle_open_time);
         let holding = self.holdings.entry(key).or_default();
         holding.busy = true;
@@ -537,14 +530,9 @@ impl Engine {
     }
 }
 
-/// When `candle` closes, by the timeframe of the first instance that uses it (or one minute).
-fn close_time(candle: &Candle, instances: &[Instance]) -> u64 {
-    instances
-        .iter()
-        .find(|i| i.spec.timeframe == candle.timeframe)
-        .map_or(candle.open_time.saturating_add(60_000), |i| {
-            i.granularity.next_open(candle.open_time)
-        })
+/// When `candle` closes: its timeframe knows.
+fn close_time(candle: &Candle) -> u64 {
+    candle.timeframe.next_open(candle.open_time)
 }
 
 /// `bp-<instance>-<symbol>-<session>-<seq>`: unique per order of this run and across runs,

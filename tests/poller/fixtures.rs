@@ -2,7 +2,7 @@ use std::path::PathBuf;
 
 use bitget_poller::bitget::parse::{self, WireInstrument};
 use bitget_poller::core::market::Symbol;
-use bitget_poller::core::timeframe::{Granularity, Market};
+use bitget_poller::core::timeframe::{Market, Timeframe};
 use rust_decimal::Decimal;
 
 fn fixture(rel: &str) -> Vec<u8> {
@@ -12,8 +12,8 @@ fn fixture(rel: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-fn g(market: Market, text: &str) -> Granularity {
-    Granularity::parse(market, text).unwrap()
+fn g(market: Market, text: &str) -> Timeframe {
+    Timeframe::parse(market, text).unwrap()
 }
 
 #[test]
@@ -22,7 +22,6 @@ fn recorded_and_documented_candles_parse() {
     let rows = parse::candles(
         &fixture("recorded/mix_market_candles.BTCUSDT_5m_30rows.ai-rates.json"),
         &btc,
-        "5m",
         g(Market::Futures, "5m"),
     )
     .unwrap();
@@ -37,7 +36,7 @@ fn recorded_and_documented_candles_parse() {
         "doc-examples/mix_market_candles.json",
         "doc-examples/mix_market_history-candles.json",
     ] {
-        let parsed = parse::candles(&fixture(file), &btc, "1m", g(Market::Futures, "1m"))
+        let parsed = parse::candles(&fixture(file), &btc, g(Market::Futures, "1m"))
             .unwrap_or_else(|e| panic!("{file}: {e}"));
         assert!(!parsed.data.is_empty(), "{file}");
     }
@@ -46,7 +45,7 @@ fn recorded_and_documented_candles_parse() {
         "doc-examples/spot_market_candles.json",
         "doc-examples/spot_market_history-candles.json",
     ] {
-        let parsed = parse::candles(&fixture(file), &btc, "1min", g(Market::Spot, "1min"))
+        let parsed = parse::candles(&fixture(file), &btc, g(Market::Spot, "1min"))
             .unwrap_or_else(|e| panic!("{file}: {e}"));
         assert!(!parsed.data.is_empty(), "{file}");
     }

@@ -403,7 +403,7 @@ fn a_bad_redis_url_is_one_line_and_exit_2() {
 async fn signed_requests_keep_to_the_signed_egress_while_market_data_rotates() {
     use bitget_poller::bitget::credential::{Credentials, Signer};
     use bitget_poller::core::market::Symbol;
-    use bitget_poller::core::timeframe::{Granularity, Market};
+    use bitget_poller::core::timeframe::{Market, Timeframe};
     use bitget_poller::sim::{DEMO_API_KEY, DEMO_API_PASSPHRASE, DEMO_API_SECRET};
 
     let dir = temp_dir("signed-egress");
@@ -427,13 +427,10 @@ async fn signed_requests_keep_to_the_signed_egress_while_market_data_rotates() {
     ));
     let client = wiring.client.clone().with_signer(signer);
     let btc = Symbol::parse("BTCUSDT").unwrap();
-    let one_minute = Granularity::parse(Market::Futures, "1m").unwrap();
+    let one_minute = Timeframe::parse(Market::Futures, "1m").unwrap();
     for _ in 0..6 {
         client.balances().await.unwrap();
-        client
-            .candles(Market::Futures, &btc, "1m", one_minute, 5)
-            .await
-            .unwrap();
+        client.candles(&btc, one_minute, 5).await.unwrap();
     }
     drop(client);
     sim.stop().await;

@@ -7,7 +7,7 @@ use std::path::Path;
 use bitget_poller::bitget::parse;
 use bitget_poller::config::{Config, SymbolSelection};
 use bitget_poller::core::market::Symbol;
-use bitget_poller::core::timeframe::{Granularity, Market};
+use bitget_poller::core::timeframe::{Market, Timeframe};
 use bitget_poller::strategy::spec::{self, Polled};
 use bitget_poller::telemetry::usage::{plot, RateLog, Report, Window};
 use proptest::prelude::*;
@@ -72,8 +72,8 @@ proptest! {
                 .collect::<Vec<_>>()
                 .join(",")
         );
-        let g = Granularity::parse(Market::Futures, "1m").unwrap();
-        let parsed = parse::candles(body.as_bytes(), &Symbol::from_exchange("BTCUSDT"), "1m", g).unwrap();
+        let g = Timeframe::parse(Market::Futures, "1m").unwrap();
+        let parsed = parse::candles(body.as_bytes(), &Symbol::from_exchange("BTCUSDT"), g).unwrap();
         prop_assert_eq!(parsed.server_time, request_time);
         prop_assert_eq!(parsed.data.len(), rows.len());
         for (c, r) in parsed.data.iter().zip(&rows) {
@@ -111,7 +111,7 @@ proptest! {
 
     #[test]
     fn the_strategy_loader_never_panics(text in "[ -~\n]{0,300}") {
-        let timeframes = vec![("1m".to_owned(), Granularity::parse(Market::Futures, "1m").unwrap())];
+        let timeframes = vec![Timeframe::parse(Market::Futures, "1m").unwrap()];
         let _ = spec::parse(&text, Path::new("s.toml"), Polled {
             market: Market::Futures,
             timeframes: &timeframes,
@@ -124,12 +124,12 @@ proptest! {
 fn extreme_open_times_do_not_panic() {
     // Regression: found by the properties above.
     for tf in ["1m", "1M", "1Wutc", "3D"] {
-        let g = Granularity::parse(Market::Futures, tf).unwrap();
+        let g = Timeframe::parse(Market::Futures, tf).unwrap();
         for t in [0, 1, u64::MAX / 2, u64::MAX - 1, u64::MAX] {
             let body = format!(
                 r#"{{"code":"00000","msg":"success","requestTime":"{t}","data":[["{t}","1","1","1","1","1","1"]]}}"#
             );
-            let parsed = parse::candles(body.as_bytes(), &Symbol::from_exchange("BTCUSDT"), tf, g);
+            let parsed = parse::candles(body.as_bytes(), &Symbol::from_exchange("BTCUSDT"), g);
             assert_eq!(parsed.unwrap().data.len(), 1, "{tf} {t}");
         }
     }

@@ -9,7 +9,7 @@ use bitget_poller::bitget::error::ErrorClass;
 use bitget_poller::bitget::http::CallError;
 use bitget_poller::config::SymbolSelection;
 use bitget_poller::core::clock::{Clock, SystemClock};
-use bitget_poller::core::timeframe::{Granularity, Market};
+use bitget_poller::core::timeframe::{Market, Timeframe};
 use bitget_poller::sim::{SimConfig, Simulator, DEMO_API_KEY};
 use bitget_poller::store::{Store, StoreConfig};
 use bitget_poller::strategy::spec::{parse, Polled};
@@ -117,10 +117,7 @@ async fn each_wrong_credential_is_named_and_not_retried() {
 }
 
 fn spec(name: &str, position_usdt: &str) -> StrategySpec {
-    let timeframes = vec![(
-        "1m".to_owned(),
-        Granularity::parse(Market::Futures, "1m").unwrap(),
-    )];
+    let timeframes = vec![Timeframe::parse(Market::Futures, "1m").unwrap()];
     let text = format!(
         "kind = \"supertrend_pullback\"\nsymbols = [\"BTCUSDT\", \"ETHUSDT\"]\ntimeframe = \"1m\"\nposition_usdt = \"{position_usdt}\"\n"
     );

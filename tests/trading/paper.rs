@@ -7,7 +7,7 @@ use bitget_poller::config::SymbolSelection;
 use bitget_poller::core::clock::{Clock, SystemClock};
 use bitget_poller::core::events::MarketEvent;
 use bitget_poller::core::market::{Candle, Symbol, Ticker};
-use bitget_poller::core::timeframe::{Granularity, Market};
+use bitget_poller::core::timeframe::{Market, Timeframe};
 use bitget_poller::strategy::spec::{parse, Polled};
 use bitget_poller::strategy::Target;
 use bitget_poller::trading::paper::PaperBook;
@@ -21,10 +21,7 @@ fn d(s: &str) -> Decimal {
 }
 
 fn engine() -> Engine {
-    let timeframes = vec![(
-        "1m".to_owned(),
-        Granularity::parse(Market::Futures, "1m").unwrap(),
-    )];
+    let timeframes = vec![Timeframe::parse(Market::Futures, "1m").unwrap()];
     let spec = parse(
         "kind = \"supertrend_pullback\"\nsymbols = [\"BTCUSDT\"]\ntimeframe = \"1m\"\nposition_usdt = \"200\"\n",
         Path::new("strategies/st.toml"),
@@ -48,7 +45,7 @@ fn engine() -> Engine {
 fn candle(open_time: u64, open: &str, close: &str, closed: bool) -> Candle {
     Candle {
         symbol: Symbol::from_exchange("BTCUSDT"),
-        timeframe: "1m".into(),
+        timeframe: Timeframe::parse(Market::Futures, "1m").unwrap(),
         open_time,
         open: d(open),
         high: d(open).max(d(close)),

@@ -4,6 +4,7 @@
 use std::str::FromStr;
 
 use bitget_poller::core::market::{Candle, Symbol};
+use bitget_poller::core::timeframe::{Market, Timeframe};
 use bitget_poller::strategy::{Strategy, SuperTrend, SuperTrendParams, SuperTrendPullback, Target};
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
@@ -20,7 +21,7 @@ fn candles() -> Vec<Candle> {
             let d = |i: usize| Decimal::from_str(f[i]).unwrap();
             Candle {
                 symbol: Symbol::from_exchange("BTCUSDT"),
-                timeframe: "1m".into(),
+                timeframe: Timeframe::parse(Market::Futures, "1m").unwrap(),
                 open_time: f[0].parse().unwrap(),
                 open: d(1),
                 high: d(2),
