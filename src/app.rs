@@ -500,7 +500,7 @@ pub async fn run(
                 store: Arc::clone(&store),
                 clients: Arc::clone(&wiring.clients),
                 clock: Arc::new(MeasuredClock {
-                    limiter,
+                    clock: limiter.server_clock(),
                     wall: Arc::clone(&wall),
                 }),
                 watches: Some((config.poll.market, sender)),

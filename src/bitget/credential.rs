@@ -7,12 +7,10 @@
 //!
 //! Credentials come only from the environment ([`Credentials::from_env`]), are redacted in
 //! `Debug` and wiped from memory on drop. Bitget refuses timestamps more than 30 s from its
-//! clock, so a [`Signer`] stamps requests with local time plus an offset measured against
-//! `/api/v2/public/time`.
+//! clock, so a [`Signer`] stamps requests with the server's time as the process's one
+//! [`crate::core::clock::ServerClock`] knows it (the HTTP layer reads it).
 
 use std::fmt;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
@@ -20,8 +18,6 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use thiserror::Error;
 use zeroize::Zeroize;
-
-use crate::core::clock::Clock;
 
 /// Environment variable holding the API key id.
 pub const API_KEY_VAR: &str = "BITGET_API_KEY";
@@ -159,52 +155,34 @@ impl fmt::Debug for SignedHeaders<'_> {
     }
 }
 
-/// Signs requests with one key, stamping them with the server's time as best known.
+/// Signs requests with one key. The time it stamps is given: the caller reads it from the
+/// process's one server clock, so the signature and the limiter agree on Bitget's time.
 #[derive(Debug)]
 pub struct Signer {
     credentials: Credentials,
-    wall: Arc<dyn Clock>,
-    /// Server time minus local time, in milliseconds.
-    offset_ms: AtomicI64,
 }
 
 impl Signer {
-    /// A signer for `credentials`, reading local time from `wall`, with no offset yet.
-    pub fn new(credentials: Credentials, wall: Arc<dyn Clock>) -> Self {
-        Self {
-            credentials,
-            wall,
-            offset_ms: AtomicI64::new(0),
-        }
+    /// A signer for `credentials`.
+    pub fn new(credentials: Credentials) -> Self {
+        Self { credentials }
     }
 
     pub fn api_key(&self) -> &str {
         &self.credentials.api_key
     }
 
-    /// The current estimate of server time minus local time.
-    pub fn offset_ms(&self) -> i64 {
-        self.offset_ms.load(Ordering::Relaxed)
-    }
-
-    /// Local time as read now, in Unix milliseconds.
-    pub fn local_ms(&self) -> u64 {
-        self.wall.now_ms()
-    }
-
-    /// Records a server time read between `sent_ms` and `received_ms` (local): the server
-    /// read its clock about halfway through the round trip. Returns the new offset.
-    pub fn observe_server_time(&self, server_ms: u64, sent_ms: u64, received_ms: u64) -> i64 {
-        let midpoint = sent_ms / 2 + received_ms / 2 + (sent_ms % 2 + received_ms % 2) / 2;
-        let offset = server_ms as i64 - midpoint as i64;
-        self.offset_ms.store(offset, Ordering::Relaxed);
-        offset
-    }
-
-    /// Headers for one request; `query` and `body` exactly as they will be sent.
-    pub fn headers(&self, method: &str, path: &str, query: &str, body: &[u8]) -> SignedHeaders<'_> {
-        let now = self.wall.now_ms() as i64 + self.offset_ms();
-        let timestamp = now.max(0).to_string();
+    /// Headers for one request stamped `timestamp_ms` (Bitget's clock, Unix ms); `query`
+    /// and `body` exactly as they will be sent.
+    pub fn headers(
+        &self,
+        method: &str,
+        path: &str,
+        query: &str,
+        body: &[u8],
+        timestamp_ms: u64,
+    ) -> SignedHeaders<'_> {
+        let timestamp = timestamp_ms.to_string();
         let sign = self.credentials.sign(&timestamp, method, path, query, body);
         SignedHeaders {
             key: &self.credentials.api_key,
@@ -337,21 +315,23 @@ mod tests {
     }
 
     #[test]
-    fn the_signer_stamps_with_the_measured_offset() {
-        let wall = Arc::new(crate::core::clock::ManualClock::new(1_700_000_000_000));
-        let signer = Signer::new(
-            Credentials::new("bg_test_key", "test-secret-123", "test-pass"),
-            wall,
-        );
-        // The server read 1_700_000_045_000 while our clock went from 0 to 100 ms past.
-        let offset =
-            signer.observe_server_time(1_700_000_045_000, 1_699_999_999_950, 1_700_000_000_050);
-        assert_eq!(offset, 45_000);
+    fn the_signer_stamps_with_the_server_clock_it_is_given() {
+        let signer = Signer::new(Credentials::new(
+            "bg_test_key",
+            "test-secret-123",
+            "test-pass",
+        ));
+        // The server read 1_700_000_045_000 while our clock went from 50 ms before to 50 ms
+        // after 1_700_000_000_000.
+        let clock = crate::core::clock::ServerClock::default();
+        clock.observe_round_trip(1_700_000_045_000, 1_699_999_999_950, 1_700_000_000_050);
+        assert_eq!(clock.offset_ms(), Some(45_000));
         let headers = signer.headers(
             "GET",
             "/api/v2/mix/account/accounts",
             "productType=USDT-FUTURES",
             b"",
+            clock.server_ms(1_700_000_000_000),
         );
         assert_eq!(headers.timestamp, "1700000045000");
         assert_eq!(

@@ -30,6 +30,7 @@ use super::egress::{self, Change, EgressConfig, Health};
 use super::endpoints::{route_of, BASE_URL, REMAIN_HEADER, SERVER_TIME};
 use super::error::{BitgetError, Classifier, ErrorClass, Judged};
 use super::parse::Input;
+use crate::core::clock::{Clock, ServerClock, SystemClock};
 use crate::core::RATE_LOG;
 use crate::limiter::backoff::Backoff;
 use crate::limiter::recent::RecentRateLimits;
@@ -256,6 +257,8 @@ pub struct Http {
     recent: Arc<RecentRateLimits>,
     stop: CancellationToken,
     signer: Option<Arc<Signer>>,
+    /// This machine's wall clock, in the frame the limiter's offset bounds are kept in.
+    wall: SystemClock,
     observer: Option<Arc<dyn Observer>>,
     max_body: usize,
     /// Whether any reply at all came back, and the last transport failure: a session that
@@ -312,6 +315,7 @@ impl Http {
             recent,
             stop,
             signer: None,
+            wall: SystemClock::new(),
             observer: None,
             max_body: config.max_body_bytes,
             contact: Arc::default(),
@@ -369,25 +373,36 @@ impl Http {
         self.signer.as_ref()
     }
 
+    /// The process's one server clock (the limiter's offset bounds).
+    pub fn server_clock(&self) -> Arc<ServerClock> {
+        self.limiter.server_clock()
+    }
+
     /// Measures the offset between local time and Bitget's with `/api/v2/public/time`, and
     /// signs from then on with it. Returns the offset in milliseconds.
     ///
     /// # Errors
     /// The time request failed, or its reply has no readable server time.
     pub async fn sync_clock(&self) -> Result<i64, CallError> {
-        let Some(signer) = &self.signer else {
+        if self.signer.is_none() {
             return Err(CallError::NoCredentials(SERVER_TIME.path.to_owned()));
-        };
-        let sent = signer.local_ms();
+        }
+        let sent = self.wall.now_ms();
         let reply = self.get(SERVER_TIME.path, &[], None).await?;
-        let received = signer.local_ms();
+        let received = self.wall.now_ms();
         let server = super::parse::server_time(reply.input()).map_err(|e| {
             CallError::Bitget(BitgetError::Malformed {
                 endpoint: SERVER_TIME.path.to_owned(),
                 detail: e.to_string(),
             })
         })?;
-        let offset = signer.observe_server_time(server, sent, received);
+        // The reply's `requestTime` went to the limiter's bounds, which are the clock; a
+        // reply without one gives the round trip instead.
+        let clock = self.server_clock();
+        if clock.offset_ms().is_none() {
+            clock.observe_round_trip(server, sent, received);
+        }
+        let offset = clock.offset_ms().unwrap_or(0);
         tracing::info!(
             offset_ms = offset,
             round_trip_ms = received.saturating_sub(sent),
@@ -634,8 +649,14 @@ impl Http {
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
         if let Some(signer) = self.signer.as_ref().filter(|_| request.signed) {
-            let signed =
-                signer.headers(request.method.as_str(), path, &request.query, &request.body);
+            let stamp = self.server_clock().server_ms(self.wall.now_ms());
+            let signed = signer.headers(
+                request.method.as_str(),
+                path,
+                &request.query,
+                &request.body,
+                stamp,
+            );
             let sensitive = |value: &str| {
                 HeaderValue::from_str(value).map(|mut v| {
                     v.set_sensitive(true);

@@ -56,7 +56,7 @@ use crate::bitget::client::Client;
 use crate::bitget::endpoints::{self, route_of, REMAIN_HEADER};
 use crate::bitget::http::{CallError, ForwardError, RawReply, RawRequest};
 use crate::bitget::parse;
-use crate::core::clock::Clock;
+use crate::core::clock::{Clock, ServerClock};
 use crate::core::market::{Market, Symbol};
 use crate::core::serve::{raw_reply, serve, ServeCounters};
 use crate::core::RATE_LOG;
@@ -157,7 +157,7 @@ type Rendered = (u64, u64, Arc<str>);
 type Flights = HashMap<String, Arc<watch::Sender<Option<Flight>>>>;
 
 /// Where the server's clock is, for `requestTime` of replies the gateway makes itself.
-pub trait ServerClock: Send + Sync + std::fmt::Debug {
+pub trait ServerNow: Send + Sync + std::fmt::Debug {
     /// Bitget's clock now (Unix ms), and whether it was measured rather than assumed.
     fn server_now_ms(&self) -> (u64, bool);
 }
@@ -168,7 +168,7 @@ pub struct Parts {
     pub client: Client,
     pub limiter: Arc<dyn RateLimiter>,
     pub store: Arc<Store>,
-    pub clock: Arc<dyn ServerClock>,
+    pub clock: Arc<dyn ServerNow>,
     /// Where the per-client counters go (metrics and the rate log read them too).
     pub clients: Arc<ClientStats>,
     /// The market the poller polls, and where to ask it for a series; `None`: the
@@ -954,22 +954,17 @@ fn bitget_error(status: StatusCode, code: &str, msg: &str, now: u64) -> Response
     (status, json_headers(), cache::error_body(code, msg, now)).into_response()
 }
 
-/// [`ServerClock`] from the limiter's clock-offset bounds and the wall clock.
+/// [`ServerNow`] from the process's one [`ServerClock`] (the limiter's offset bounds) and
+/// the wall clock.
 #[derive(Debug)]
 pub struct MeasuredClock {
-    pub limiter: Arc<dyn RateLimiter>,
+    pub clock: Arc<ServerClock>,
     pub wall: Arc<dyn Clock>,
 }
 
-impl ServerClock for MeasuredClock {
+impl ServerNow for MeasuredClock {
     fn server_now_ms(&self) -> (u64, bool) {
-        let wall = self.wall.now_ms() as i64;
-        match self.limiter.counters(Category::Market).clock_offset_us {
-            Some((lower, upper)) => {
-                let offset_ms = (lower + upper) / 2 / 1000;
-                ((wall + offset_ms).max(0) as u64, true)
-            }
-            None => (wall.max(0) as u64, false),
-        }
+        let wall = self.wall.now_ms();
+        (self.clock.server_ms(wall), self.clock.offset_ms().is_some())
     }
 }

@@ -13,7 +13,7 @@
 //! lower-ranked category does not take an overall slot while a higher one is marked. So an
 //! order never waits behind a market-data backlog, however long the backlog.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -25,6 +25,7 @@ use super::{
     Acquire, Adjustment, Category, CategoryCounters, EndpointCounters, Feedback, Limits, Permit,
     RateLimiter, Route,
 };
+use crate::core::clock::ServerClock;
 use crate::limiter::backoff::Backoff;
 
 /// Rate limiter for one process.
@@ -35,6 +36,8 @@ pub struct LocalLimiter {
     origin_wall_us: i64,
     state: Mutex<Budgets>,
     gates: Gates,
+    /// The offset bounds, published for every reader of the server's time.
+    clock: Arc<ServerClock>,
     /// Woken whenever a category stops waiting for the overall budget, or a reply arrives.
     changed: Notify,
 }
@@ -82,6 +85,7 @@ impl LocalLimiter {
             origin_wall_us,
             state: Mutex::new(Budgets::new(limits, backoff)),
             gates: Default::default(),
+            clock: Arc::default(),
             changed: Notify::new(),
         }
     }
@@ -156,9 +160,20 @@ impl RateLimiter for LocalLimiter {
 
     fn feedback(&self, permit: &Permit, feedback: Feedback) -> Option<Adjustment> {
         let now = self.now_us();
-        let adjustment = self.state().feedback(permit, feedback, now);
+        let adjustment = {
+            let mut state = self.state();
+            let adjustment = state.feedback(permit, feedback, now);
+            if let Some((lower, upper)) = state.offset().from_wall(now, self.origin_wall_us) {
+                self.clock.set_bounds_us(lower, upper);
+            }
+            adjustment
+        };
         self.changed.notify_waiters();
         adjustment
+    }
+
+    fn server_clock(&self) -> Arc<ServerClock> {
+        Arc::clone(&self.clock)
     }
 
     fn counters(&self, category: Category) -> CategoryCounters {
@@ -190,7 +205,6 @@ impl RateLimiter for LocalLimiter {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use super::*;
 

@@ -443,6 +443,10 @@ pub trait RateLimiter: Send + Sync + fmt::Debug {
     /// Counters of every endpoint used so far, by category then endpoint.
     fn endpoint_counters(&self) -> Vec<EndpointCounters>;
 
+    /// Bitget's clock as this limiter's offset bounds know it: the process's one estimate,
+    /// which every reply narrows.
+    fn server_clock(&self) -> std::sync::Arc<crate::core::clock::ServerClock>;
+
     /// What each egress carried, lowest first.
     fn egress_loads(&self) -> Vec<EgressLoad>;
 }

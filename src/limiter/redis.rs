@@ -47,6 +47,7 @@ use super::{
     Acquire, Adjustment, Backend, Category, CategoryCounters, EgressLoad, EndpointCounters,
     Feedback, Limits, Permit, RateLimiter, Route, Scope,
 };
+use crate::core::clock::ServerClock;
 use crate::core::text::redact_url;
 
 /// The default Redis server.
@@ -377,6 +378,8 @@ pub struct RedisLimiter {
     instance: String,
     url: String,
     mirror: Mutex<Budgets>,
+    /// The mirror's offset bounds, published for every reader of the server's time.
+    clock: Arc<ServerClock>,
     share: LocalLimiter,
     link: Mutex<Link>,
     pending: Mutex<BTreeMap<u64, Pending>>,
@@ -461,6 +464,7 @@ impl RedisLimiter {
             instance,
             url: config.url.clone(),
             mirror: Mutex::new(Budgets::new(limits, backoff)),
+            clock: Arc::default(),
             share: LocalLimiter::new(&share_limits(limits, config.fallback_share), backoff),
             link: Mutex::new(Link::Unknown),
             pending: Mutex::new(BTreeMap::new()),
@@ -909,7 +913,14 @@ impl RateLimiter for RedisLimiter {
 
     fn feedback(&self, permit: &Permit, feedback: Feedback) -> Option<Adjustment> {
         let now = self.now_us();
-        let adjustment = Self::lock(&self.mirror).feedback(permit, feedback, now);
+        let adjustment = {
+            let mut mirror = Self::lock(&self.mirror);
+            let adjustment = mirror.feedback(permit, feedback, now);
+            if let Some((lower, upper)) = mirror.offset().from_wall(now, self.origin_wall_us) {
+                self.clock.set_bounds_us(lower, upper);
+            }
+            adjustment
+        };
         let pending = Self::lock(&self.pending).remove(&permit.id);
         // The mirror takes the other instances for strangers; the fleet's limit is
         // followed in Redis instead.
@@ -975,6 +986,10 @@ impl RateLimiter for RedisLimiter {
     fn egress_loads(&self) -> Vec<EgressLoad> {
         let now = self.now_us();
         Self::lock(&self.mirror).egress_loads(now)
+    }
+
+    fn server_clock(&self) -> Arc<ServerClock> {
+        Arc::clone(&self.clock)
     }
 }
 

@@ -119,7 +119,7 @@ pub async fn prepare(
             if poll.market != Market::Futures {
                 return Err(SetupError::SpotLive);
             }
-            let signer = Arc::new(Signer::new(credentials, Arc::clone(&wall)));
+            let signer = Arc::new(Signer::new(credentials));
             let signed = client.clone().with_signer(signer);
             signed.sync_clock().await.map_err(SetupError::Clock)?;
             // Also proves the credentials before the first candle.

@@ -113,16 +113,19 @@ async fn candles_are_served_from_the_store_after_one_miss_and_signed_calls_pass_
     assert_eq!(rows(&direct)[..19], rows(&second)[..19]);
 
     // A signed request from another program passes unchanged, signature and all.
-    let bot = Signer::new(
-        bitget_poller::bitget::credential::Credentials::new(
-            DEMO_API_KEY,
-            DEMO_API_SECRET,
-            DEMO_API_PASSPHRASE,
-        ),
-        Arc::new(SystemClock::new()),
-    );
+    let bot = Signer::new(bitget_poller::bitget::credential::Credentials::new(
+        DEMO_API_KEY,
+        DEMO_API_SECRET,
+        DEMO_API_PASSPHRASE,
+    ));
     let (path, query) = ("/api/v2/mix/account/accounts", "productType=USDT-FUTURES");
-    let signed = bot.headers("GET", path, query, b"");
+    let signed = bot.headers(
+        "GET",
+        path,
+        query,
+        b"",
+        bitget_poller::core::clock::Clock::now_ms(&SystemClock::new()),
+    );
     let reply = http
         .get(format!("{}{path}?{query}", gw.base))
         .header("ACCESS-KEY", signed.key)

@@ -421,10 +421,11 @@ async fn signed_requests_keep_to_the_signed_egress_while_market_data_rotates() {
     .unwrap();
     let stop = CancellationToken::new();
     let wiring = Wiring::new(&cfg, Store::new(StoreConfig::default()), stop).unwrap();
-    let signer = Arc::new(Signer::new(
-        Credentials::new(DEMO_API_KEY, DEMO_API_SECRET, DEMO_API_PASSPHRASE),
-        Arc::new(SystemClock::new()),
-    ));
+    let signer = Arc::new(Signer::new(Credentials::new(
+        DEMO_API_KEY,
+        DEMO_API_SECRET,
+        DEMO_API_PASSPHRASE,
+    )));
     let client = wiring.client.clone().with_signer(signer);
     let btc = Symbol::parse("BTCUSDT").unwrap();
     let one_minute = Timeframe::parse(Market::Futures, "1m").unwrap();

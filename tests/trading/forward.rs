@@ -47,10 +47,16 @@ async fn a_request_signed_elsewhere_is_forwarded_unchanged_and_spends_our_budget
     let sim = simulator(SimConfig::default()).await;
     let (client, limiter) = unsigned_client(sim.base_url(), 16 << 20);
     // Signed by "another bot": our client holds no credentials at all.
-    let bot = Signer::new(demo_credentials(), Arc::new(SystemClock::new()));
+    let bot = Signer::new(demo_credentials());
     let path = "/api/v2/mix/account/accounts";
     let query = "productType=USDT-FUTURES";
-    let signed = bot.headers("GET", path, query, b"");
+    let signed = bot.headers(
+        "GET",
+        path,
+        query,
+        b"",
+        bitget_poller::core::clock::Clock::now_ms(&SystemClock::new()),
+    );
     let mut headers = HeaderMap::new();
     headers.insert("ACCESS-KEY", HeaderValue::from_str(signed.key).unwrap());
     headers.insert("ACCESS-SIGN", HeaderValue::from_str(&signed.sign).unwrap());

@@ -58,10 +58,7 @@ pub fn signed_client(sim: &Simulator, credentials: Credentials) -> Client {
         CancellationToken::new(),
     )
     .unwrap();
-    client.with_signer(Arc::new(Signer::new(
-        credentials,
-        Arc::new(SystemClock::new()),
-    )))
+    client.with_signer(Arc::new(Signer::new(credentials)))
 }
 
 /// An intent on a candle that closed a moment ago, so it is traded, not taken as warm-up.

@@ -36,6 +36,42 @@ impl Clock for Ahead {
 }
 
 #[tokio::test]
+async fn one_server_clock_stamps_signed_requests_from_the_first_public_reply() {
+    // Bitget's clock 45 s ahead: a public reply's requestTime sets the limiter's bounds,
+    // and the signer stamps from those, so the first signed request is accepted at once.
+    let dir = temp_dir("one-clock");
+    let log = dir.join("requests.jsonl");
+    let sim = simulator_with_clock(
+        SimConfig {
+            request_log: Some(log.clone()),
+            ..SimConfig::default()
+        },
+        Arc::new(Ahead {
+            offset_ms: 45_000,
+            inner: SystemClock::new(),
+        }),
+    )
+    .await;
+    let client = signed_client(&sim, demo_credentials());
+    let http = client.http();
+    assert_eq!(http.server_clock().offset_ms(), None);
+    http.get("/api/v2/public/time", &[], None).await.unwrap();
+    let offset = http.server_clock().offset_ms().unwrap();
+    assert!((44_000..=46_000).contains(&offset), "offset {offset}");
+    let reply = http
+        .signed_get(ACCOUNTS, &[("productType", "USDT-FUTURES")], None)
+        .await
+        .expect("stamped with the server's clock");
+    assert_eq!(reply.attempts, 1);
+    sim.stop().await;
+    let codes: Vec<String> = request_log(&log)
+        .into_iter()
+        .map(|(_, _, code, _)| code)
+        .collect();
+    assert_eq!(codes, vec!["00000", "00000"]);
+}
+
+#[tokio::test]
 async fn a_clock_45_s_off_is_resynced_and_the_request_retried_once() {
     let dir = temp_dir("skew");
     let log = dir.join("requests.jsonl");
@@ -57,7 +93,7 @@ async fn a_clock_45_s_off_is_resynced_and_the_request_retried_once() {
         .await
         .expect("accepted after the resync");
     assert_eq!(reply.attempts, 2);
-    let offset = client.http().signer().unwrap().offset_ms();
+    let offset = client.http().server_clock().offset_ms().unwrap();
     assert!((44_000..=46_000).contains(&offset), "offset {offset}");
     sim.stop().await;
     let requests: Vec<_> = request_log(&log)
