@@ -5,13 +5,17 @@
 //!
 //! Layout, in layers that only point down (a test, `tests/poller/layers.rs`, reads the
 //! `use` lines of every file and fails on an upward or circular import):
-//! - [`core`]: symbols, timeframes, candles, tickers, events, the injected clock, shared
-//!   diagnostics, and the bounded accept loop our own listeners (gateway, metrics) run.
-//!   Depends on nothing else here.
-//! - [`limiter`]: admission in the server's frame, keyed by scope (clock-offset bounds from
-//!   `requestTime`, windows of arrivals, the share beside other clients, backoff, recent
-//!   429s), pure, under an async shell; or the same windows in Redis, shared by every
-//!   instance on any host, with a local fallback share. Knows nothing of Bitget's paths.
+//! - [`core`]: symbols, the one `Timeframe` type (every Bitget spelling of a period),
+//!   candles, tickers, events, the injected clock and the process's one `ServerClock`,
+//!   shared diagnostics, and the bounded accept loop our own listeners (gateway, metrics)
+//!   run. Depends on nothing else here.
+//! - [`limiter`]: admission in the server's frame, one window per endpoint as Bitget
+//!   meters them (plus an optional category cap and the overall per-IP minute), keyed by
+//!   scope (clock-offset bounds from `requestTime`, which it publishes as the server clock,
+//!   windows of arrivals indexed by leave time, the share beside other clients, backoff,
+//!   recent 429s), pure, under an async shell; or the same windows in Redis, shared by
+//!   every instance on any host, with a local fallback share. Knows nothing of Bitget's
+//!   paths.
 //! - [`store`]: the in-memory source of truth for candles and tickers, with subscribers
 //!   that catch up from it.
 //! - [`bitget`]: the venue adapter — endpoint table, codes, signing, wire shapes, parsing,

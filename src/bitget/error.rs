@@ -94,7 +94,7 @@ pub fn default_rate_limit_codes() -> Vec<String> {
 /// One failed Bitget request, with what is needed to report and handle it.
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum BitgetError {
-    #[error("bitget rate-limited {endpoint} (http {status}, code {code}); pausing the category")]
+    #[error("bitget rate-limited {endpoint} (http {status}, code {code})")]
     RateLimited {
         endpoint: String,
         status: u16,
@@ -120,9 +120,9 @@ pub enum BitgetError {
         code: String,
         msg: String,
     },
-    #[error("bitget says the local clock is off (code {code}: {msg}); resyncing with /api/v2/public/time")]
+    #[error("bitget says the local clock is off (code {code}: {msg})")]
     ClockSkew { code: String, msg: String },
-    #[error("bitget cannot serve symbol {symbol} (code {code}: {msg}); parking it")]
+    #[error("bitget cannot serve symbol {symbol} (code {code}: {msg})")]
     BadSymbol {
         symbol: String,
         code: String,
@@ -563,10 +563,7 @@ mod tests {
             .check("/e", Some("FOOUSDT"), 400, None, &envelope("40034"))
             .unwrap_err()
             .to_string();
-        assert_eq!(
-            parked,
-            "bitget cannot serve symbol FOOUSDT (code 40034: m); parking it"
-        );
+        assert_eq!(parked, "bitget cannot serve symbol FOOUSDT (code 40034: m)");
         assert!(!BitgetError::Auth {
             code: "40009".into(),
             msg: String::new()

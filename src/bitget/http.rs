@@ -465,7 +465,7 @@ impl Http {
 
     /// GETs `path?query` once: a failure is returned at once, for a caller that will ask
     /// again anyway (the live poller's next pass) and must not hold a task while waiting.
-    /// A rate limit still pauses the whole category in the limiter.
+    /// A rate limit still holds the endpoint in the limiter.
     ///
     /// # Errors
     /// The attempt's failure, or shutdown.
@@ -579,7 +579,10 @@ impl Http {
                     return Err(error.into());
                 }
                 resynced = true;
-                tracing::warn!(endpoint = path, "{error}");
+                tracing::warn!(
+                    endpoint = path,
+                    "{error}; resyncing with /api/v2/public/time"
+                );
                 Box::pin(self.sync_clock()).await?;
                 continue;
             }
@@ -592,9 +595,9 @@ impl Http {
             };
             retry += 1;
             if error.class() == ErrorClass::RateLimited {
-                // The limiter already holds the whole category for `delay`; the retry
-                // simply queues behind that pause.
-                tracing::info!(target: RATE_LOG, event = %"backoff", category = %category, endpoint = %path, symbol = %symbol.unwrap_or("-"), retry, "retrying once the category pause ends");
+                // The limiter already holds the endpoint for `delay`; the retry simply
+                // queues behind that hold.
+                tracing::info!(target: RATE_LOG, event = %"backoff", category = %category, endpoint = %path, symbol = %symbol.unwrap_or("-"), retry, "retrying once the endpoint's hold ends");
                 continue;
             }
             tracing::warn!(endpoint = path, symbol = symbol.unwrap_or("-"), class = ?error.class(), retry, delay_ms = delay.as_millis() as u64, "{error}; retrying with backoff");

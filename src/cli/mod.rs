@@ -1,7 +1,7 @@
 //! The `bitget-poller` command line: parsing, logging setup, signals and exit codes.
 //!
 //! Exit codes: 0 success, 2 bad usage or configuration (nothing was started), 1 a runtime
-//! failure. `anyhow` is used only here, at the edge.
+//! failure.
 
 use std::process::ExitCode;
 

@@ -13,7 +13,12 @@
 //!
 //! Besides the journal, the store keeps each series' most recent closed candles (up to
 //! `candles_per_series`, as compact rows) and its forming candle, and the latest tickers,
-//! for readers that ask instead of subscribing.
+//! for readers that ask instead of subscribing: the newest N, or a range by open time
+//! ([`Store::range`]), the newest closed open time ([`Store::last_closed`]) and the holes
+//! the exchange's replies left ([`Store::gaps`]).
+//!
+//! A persistent backend attaches a [`WriteThrough`] hook: unlike a subscriber, which may
+//! fall off the journal, it is handed every new closed candle as it is kept, in order.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -116,10 +121,23 @@ impl CandleRow {
     }
 }
 
+/// Holes kept per series: the oldest are forgotten beyond this.
+const GAPS_KEPT: usize = 64;
+
+/// Receives every new closed candle the store keeps, in order, for a persistent backend.
+/// Called under the store's lock, so it must not block: it owns its own queue (a disk
+/// writer buffers there and writes on its own thread), and nothing it is handed is lost
+/// to a slow reader, as journal entries can be.
+pub trait WriteThrough: Send + Sync + std::fmt::Debug {
+    fn closed(&self, candle: &Candle);
+}
+
 #[derive(Debug, Default)]
 struct Series {
     /// Bumped on every change, so a reader can tell it holds the same as before.
     version: u64,
+    /// Holes between journalled closed candles, `[from, to)` by open time, oldest first.
+    gaps: VecDeque<(u64, u64)>,
     /// The newest closed candle journalled to subscribers.
     journaled_through: Option<u64>,
     closed: VecDeque<CandleRow>,
@@ -154,17 +172,33 @@ pub struct SeriesView {
 
 impl Series {
     /// Holds `row` in open-time order (a repeat replaces nothing), dropping the oldest
-    /// beyond `cap`.
-    fn hold(&mut self, row: CandleRow, cap: usize) {
+    /// beyond `cap`. Returns whether it was new.
+    fn hold(&mut self, row: CandleRow, cap: usize) -> bool {
         match self
             .closed
             .binary_search_by_key(&row.open_time, |r| r.open_time)
         {
-            Ok(_) => return,
+            Ok(_) => return false,
             Err(at) => self.closed.insert(at, row),
         }
         while self.closed.len() > cap {
             self.closed.pop_front();
+        }
+        true
+    }
+
+    /// A closed candle opening at `open` follows the one journalled last: notes the hole
+    /// between them, if any.
+    fn note_gap(&mut self, timeframe: Timeframe, open: u64) {
+        let Some(last) = self.journaled_through else {
+            return;
+        };
+        let expected = timeframe.next_open(last);
+        if open > expected {
+            self.gaps.push_back((expected, open));
+            while self.gaps.len() > GAPS_KEPT {
+                self.gaps.pop_front();
+            }
         }
     }
 }
@@ -224,6 +258,7 @@ pub struct StoreStats {
 #[derive(Debug)]
 pub struct Store {
     inner: Mutex<Inner>,
+    write_through: std::sync::OnceLock<Arc<dyn WriteThrough>>,
     written: Notify,
     config: StoreConfig,
     stats: StoreStats,
@@ -233,6 +268,7 @@ impl Store {
     pub fn new(config: StoreConfig) -> Arc<Self> {
         Arc::new(Self {
             inner: Mutex::default(),
+            write_through: std::sync::OnceLock::new(),
             written: Notify::new(),
             config: StoreConfig {
                 journal_capacity: config.journal_capacity.max(1),
@@ -252,6 +288,18 @@ impl Store {
         &self.stats
     }
 
+    /// Attaches the persistent backend's hook; one per store. Returns false (attaching
+    /// nothing) when one is attached already.
+    pub fn set_write_through(&self, hook: Arc<dyn WriteThrough>) -> bool {
+        self.write_through.set(hook).is_ok()
+    }
+
+    fn persist(&self, candle: &Candle) {
+        if let Some(hook) = self.write_through.get() {
+            hook.closed(candle);
+        }
+    }
+
     /// Records a closed candle of `market`. Returns false, storing nothing, when the series
     /// already holds a candle at or after its open time (a repeat).
     pub fn write_closed(&self, market: Market, candle: Candle) -> bool {
@@ -269,8 +317,10 @@ impl Store {
             {
                 return false;
             }
+            series.note_gap(candle.timeframe, candle.open_time);
             series.journaled_through = Some(candle.open_time);
             series.hold(CandleRow::of(&candle), self.config.candles_per_series);
+            self.persist(&candle);
             if series
                 .forming
                 .as_ref()
@@ -299,7 +349,9 @@ impl Store {
             series.version += 1;
             series.fetched_at = series.fetched_at.max(Some(server_time));
             if candle.closed {
-                series.hold(CandleRow::of(&candle), self.config.candles_per_series);
+                if series.hold(CandleRow::of(&candle), self.config.candles_per_series) {
+                    self.persist(&candle);
+                }
             } else if series
                 .forming
                 .as_ref()
@@ -484,6 +536,42 @@ impl Store {
             fetched_at: s.fetched_at,
             held: s.closed.len(),
         })
+    }
+
+    /// Closed candles of `key` opening in `[from, until)`, oldest first, the newest `limit`
+    /// of them: what a `startTime`/`endTime` query asks. Answered from what is held; a
+    /// persistent backend will answer the rest.
+    pub fn range(&self, key: &SeriesKey, from: u64, until: u64, limit: usize) -> Vec<Candle> {
+        let inner = self.lock();
+        let Some(s) = inner.series.get(key) else {
+            return Vec::new();
+        };
+        let start = s.closed.partition_point(|r| r.open_time < from);
+        let end = s.closed.partition_point(|r| r.open_time < until);
+        let start = start.max(end.saturating_sub(limit));
+        s.closed
+            .range(start..end.max(start))
+            .map(|r| r.candle(key))
+            .collect()
+    }
+
+    /// The open time of `key`'s newest closed candle held, if any.
+    pub fn last_closed(&self, key: &SeriesKey) -> Option<u64> {
+        let inner = self.lock();
+        let s = inner.series.get(key)?;
+        s.closed
+            .back()
+            .map(|r| r.open_time)
+            .max(s.journaled_through)
+    }
+
+    /// The holes between the closed candles the poller wrote for `key`, `[from, to)` by
+    /// open time, oldest first (at most the newest 64): what a backfill has to fetch.
+    pub fn gaps(&self, key: &SeriesKey) -> Vec<(u64, u64)> {
+        self.lock()
+            .series
+            .get(key)
+            .map_or_else(Vec::new, |s| s.gaps.iter().copied().collect())
     }
 
     /// The forming candle of `key`, if one is held.
@@ -695,6 +783,85 @@ mod tests {
         assert_eq!(held, vec![420_000, 480_000, 540_000]);
         assert_eq!(store.closed_candles(&key, 1)[0].close, Decimal::from(9));
         assert!(store.closed_candles(&key, 1)[0].closed);
+    }
+
+    /// Keeps what it is handed, as a disk writer would.
+    #[derive(Debug, Default)]
+    struct Kept(Mutex<Vec<u64>>);
+
+    impl WriteThrough for Kept {
+        fn closed(&self, candle: &Candle) {
+            self.0.lock().unwrap().push(candle.open_time);
+        }
+    }
+
+    fn btc_1m() -> SeriesKey {
+        SeriesKey::new(
+            Symbol::from_exchange("BTCUSDT"),
+            Timeframe::parse(Market::Futures, "1m").unwrap(),
+        )
+    }
+
+    #[test]
+    fn the_write_through_hook_gets_every_new_closed_candle_where_a_slow_subscriber_misses_some() {
+        let store = Store::new(StoreConfig {
+            journal_capacity: 4,
+            candles_per_series: 1000,
+        });
+        let kept = Arc::new(Kept::default());
+        assert!(store.set_write_through(kept.clone()));
+        assert!(
+            !store.set_write_through(Arc::new(Kept::default())),
+            "one hook"
+        );
+        let mut sub = store.subscribe();
+        for i in 0..10 {
+            store.write_closed(Market::Futures, candle("BTCUSDT", i * 60_000, 1, true));
+        }
+        // A repeat is not handed on again; a candle the gateway absorbed is, once.
+        store.write_closed(Market::Futures, candle("BTCUSDT", 9 * 60_000, 1, true));
+        store.absorb(
+            Market::Futures,
+            vec![
+                candle("BTCUSDT", 9 * 60_000, 1, true),
+                candle("BTCUSDT", 10 * 60_000, 1, true),
+            ],
+            1,
+        );
+        assert_eq!(
+            drain(&mut sub).len(),
+            4,
+            "the subscriber fell off the journal"
+        );
+        let all: Vec<u64> = (0..=10).map(|i| i * 60_000).collect();
+        assert_eq!(*kept.0.lock().unwrap(), all);
+    }
+
+    #[test]
+    fn ranges_by_open_time_the_newest_closed_and_the_gaps_are_read_from_the_store() {
+        let store = Store::new(StoreConfig::default());
+        let key = btc_1m();
+        // Minutes 0-4, then 8-9: minutes 5-7 never came.
+        for i in (0..5).chain(8..10) {
+            store.write_closed(
+                Market::Futures,
+                candle("BTCUSDT", i * 60_000, i as i64, true),
+            );
+        }
+        let opens = |v: Vec<Candle>| v.iter().map(|c| c.open_time / 60_000).collect::<Vec<_>>();
+        assert_eq!(
+            opens(store.range(&key, 2 * 60_000, 9 * 60_000, 100)),
+            [2, 3, 4, 8]
+        );
+        // `until` is exclusive, as Bitget's endTime; `limit` keeps the newest.
+        assert_eq!(opens(store.range(&key, 0, 4 * 60_000, 2)), [2, 3]);
+        assert!(store.range(&key, 20 * 60_000, 30 * 60_000, 5).is_empty());
+        assert!(store.range(&key, 5 * 60_000, 2 * 60_000, 5).is_empty());
+        assert_eq!(store.last_closed(&key), Some(9 * 60_000));
+        assert_eq!(store.gaps(&key), vec![(5 * 60_000, 8 * 60_000)]);
+        let other = SeriesKey::new(Symbol::from_exchange("ETHUSDT"), key.timeframe);
+        assert_eq!(store.last_closed(&other), None);
+        assert!(store.gaps(&other).is_empty());
     }
 
     #[test]
