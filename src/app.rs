@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use thiserror::Error;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -29,7 +28,7 @@ use crate::gateway::{Gateway, GatewayError, MeasuredClock, Parts};
 use crate::limiter::recent::RecentRateLimits;
 use crate::limiter::redis::{BackendConfig, RedisLimiter, ScopeNames};
 use crate::limiter::{Category, CategoryCounters, EndpointCounters, LocalLimiter, RateLimiter};
-use crate::scheduler::{resolve_symbols, PollError, PollStats, Poller, Watch};
+use crate::scheduler::{resolve_symbols, PollError, PollStats, Poller};
 use crate::store::{Store, Subscription};
 use crate::strategy::StrategySpec;
 use crate::telemetry::clients::ClientStats;
@@ -38,9 +37,6 @@ use crate::telemetry::{is_reported, report_usage, UsageLine};
 use crate::trading::live::poll_account;
 use crate::trading::setup::{prepare, SetupError, Venue};
 use crate::trading::TradingSummary;
-
-/// Series requests from the gateway the poller has not taken yet, at most.
-const WATCH_QUEUE: usize = 1024;
 
 /// Why a session ended in failure.
 #[derive(Debug, Error)]
@@ -299,7 +295,7 @@ pub async fn run_session(
 ) -> Result<RunSummary, RunError> {
     let started = Instant::now();
     let wiring = Wiring::new(config, Arc::clone(&store), stop.clone())?;
-    let result = poll_session(config, &wiring, wall, started, stop, None).await;
+    let result = poll_session(config, &wiring, wall, started, stop, false).await;
     store.close();
     wiring.close().await;
     result
@@ -317,7 +313,7 @@ pub async fn poll_session(
     wall: Arc<dyn Clock>,
     started: Instant,
     stop: CancellationToken,
-    watches: Option<mpsc::Receiver<Watch>>,
+    follow_interest: bool,
 ) -> Result<RunSummary, RunError> {
     let limiter = &wiring.limiter;
     let limiter_dyn: Arc<dyn RateLimiter> = Arc::clone(limiter);
@@ -354,9 +350,10 @@ pub async fn poll_session(
             Arc::clone(&stats),
             stop.clone(),
         );
-        let poller = match watches {
-            Some(watches) => poller.with_watches(watches),
-            None => poller,
+        let poller = if follow_interest {
+            poller.following_interest()
+        } else {
+            poller
         };
         poller.run(symbols).await?;
         Ok::<_, PollError>(symbol_count)
@@ -488,11 +485,8 @@ pub async fn run(
     let wiring = Wiring::new(config, Arc::clone(&store), shutdown.clone())?;
 
     // Built before any task starts, so a refusal leaves nothing running; served below.
-    let mut watches = None;
     let gateway = match gateway {
         Some(listener) => {
-            let (sender, receiver) = mpsc::channel(WATCH_QUEUE);
-            watches = Some(receiver);
             let limiter: Arc<dyn RateLimiter> = Arc::clone(&wiring.limiter);
             let parts = Parts {
                 client: wiring.client.clone(),
@@ -503,7 +497,7 @@ pub async fn run(
                     clock: limiter.server_clock(),
                     wall: Arc::clone(&wall),
                 }),
-                watches: Some((config.poll.market, sender)),
+                poll_market: Some(config.poll.market),
             };
             Some((Gateway::new(config.gateway.clone(), parts)?, listener))
         }
@@ -579,7 +573,16 @@ pub async fn run(
         })
     });
 
-    let poll = poll_session(config, &wiring, wall, started, shutdown.clone(), watches).await;
+    let follow_interest = gateway.is_some();
+    let poll = poll_session(
+        config,
+        &wiring,
+        wall,
+        started,
+        shutdown.clone(),
+        follow_interest,
+    )
+    .await;
     shutdown.cancel();
     gateway_stop.cancel();
     if let Some(task) = gateway {

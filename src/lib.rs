@@ -16,13 +16,14 @@
 //!   recent 429s), pure, under an async shell; or the same windows in Redis, shared by
 //!   every instance on any host, with a local fallback share. Knows nothing of Bitget's
 //!   paths.
-//! - [`store`]: the in-memory source of truth for candles and tickers, with subscribers
-//!   that catch up from it.
+//! - [`store`]: the in-memory source of truth for candles and tickers (newest N, ranges by
+//!   time, holes), with subscribers that catch up from it, a lossless write-through hook
+//!   for a persistent backend, and the interest: which series clients want kept fresh.
 //! - [`bitget`]: the venue adapter — endpoint table, codes, signing, wire shapes, parsing,
 //!   the raw HTTP layer (`forward`), the egress addresses and proxies it leaves from, and
 //!   the typed client.
 //! - [`scheduler`]: what to request next, a pure core under a thin async shell that
-//!   writes into the store.
+//!   writes into the store and follows its interest.
 //! - [`strategy`]: pure strategies over core types.
 //! - [`telemetry`]: log files, rate-usage lines, the `usage` report, Prometheus metrics.
 //! - [`trading`]: the engine, paper book and live orders.

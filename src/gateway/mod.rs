@@ -9,8 +9,9 @@
 //! - Market data is answered from the store when it can be answered exactly (candles,
 //!   tickers), or from memory (instrument lists for `instruments_max_age`, the server
 //!   time from the measured clock offset). A candle series of a listed symbol that the
-//!   store or Bitget answered for a client is polled by the poller from then on (at most
-//!   `max_watched_series`), until no client asked for it for `series_idle`.
+//!   store or Bitget answered for a client is wanted in the store's interest, which the
+//!   poller follows (at most `max_watched_series`), until no client asked for it for
+//!   `series_idle`.
 //! - A miss goes to Bitget through the limiter; identical public requests in flight are
 //!   merged into one. Everything else (signed requests, orders, unknown paths) is
 //!   forwarded unchanged: method, path, query, body and headers (Bitget signs timestamp,
@@ -46,7 +47,7 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 use thiserror::Error;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -61,8 +62,7 @@ use crate::core::market::{Market, Symbol};
 use crate::core::serve::{raw_reply, serve, ServeCounters};
 use crate::core::RATE_LOG;
 use crate::limiter::{Category, RateLimiter};
-use crate::scheduler::Watch;
-use crate::store::{SeriesKey, Store};
+use crate::store::{Store, Want};
 use crate::telemetry::clients::{ClientCounters, ClientStats, Served};
 
 /// How often the gateway reads the server clock and budget from the limiter.
@@ -173,7 +173,7 @@ pub struct Parts {
     pub clients: Arc<ClientStats>,
     /// The market the poller polls, and where to ask it for a series; `None`: the
     /// gateway only serves what is polled anyway.
-    pub watches: Option<(Market, mpsc::Sender<Watch>)>,
+    pub poll_market: Option<Market>,
 }
 
 /// The gateway's state, shared by every connection.
@@ -185,9 +185,6 @@ pub struct Gateway {
     /// Upstream requests in flight, by method-less key (public GETs only); clients
     /// subscribe to one to share its reply.
     flights: Arc<Mutex<Flights>>,
-    /// Series watched for clients, and when last asked for (local time): only series of
-    /// listed symbols that Bitget or the store answered, at most `max_watched_series`.
-    asked: Mutex<HashMap<SeriesKey, Instant>>,
     /// Each market's listed symbols, and when read.
     listed: Mutex<HashMap<Market, Listed>>,
     /// Bitget answered candles of a symbol the list lacks: read the list again soon.
@@ -224,7 +221,6 @@ impl Gateway {
             parts,
             clients,
             flights: Arc::default(),
-            asked: Mutex::default(),
             listed: Mutex::default(),
             unlisted_answered: AtomicBool::new(false),
             unwatched: AtomicU64::new(0),
@@ -295,10 +291,9 @@ impl Gateway {
     /// start-up path waits for the exchange), then every [`LISTED_REFRESH`], or sooner when
     /// Bitget answered candles for a symbol the list lacks (a new listing).
     async fn refresh_listed(self: Arc<Self>, stop: CancellationToken) {
-        let Some((market, _)) = &self.parts.watches else {
+        let Some(market) = self.parts.poll_market else {
             return;
         };
-        let market = *market;
         let mut tick = tokio::time::interval(LISTED_RETRY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -354,27 +349,11 @@ impl Gateway {
                 () = stop.cancelled() => true,
                 _ = tick.tick() => false,
             };
-            let idle: Vec<SeriesKey> = {
-                let mut asked = lock(&self.asked);
-                let now = Instant::now();
-                let idle: Vec<SeriesKey> = asked
-                    .iter()
-                    .filter(|(_, at)| now.duration_since(**at) >= self.config.series_idle)
-                    .map(|(k, _)| k.clone())
-                    .collect();
-                for key in &idle {
-                    asked.remove(key);
-                }
-                idle
-            };
-            if let Some((_, watches)) = &self.parts.watches {
-                for key in idle {
-                    let _ = watches.try_send(Watch::Stop {
-                        symbol: key.symbol,
-                        timeframe: key.timeframe,
-                    });
-                }
-            }
+            // The store tells the poller, which lets them go.
+            self.parts.store.drop_idle(
+                self.server_now(),
+                self.config.series_idle.as_millis() as u64,
+            );
             // One line per client that did something since the last, with what it did in
             // the interval (`counts=interval`): its refusals are counted here, not logged one
             // by one (one client could bury the rate log). The last interval is written at
@@ -400,7 +379,7 @@ impl Gateway {
             }
             let unwatched = self.unwatched.swap(0, std::sync::atomic::Ordering::Relaxed);
             if unwatched > 0 {
-                tracing::warn!(target: RATE_LOG, event = %"gateway_unwatched", series = unwatched, watched = lock(&self.asked).len(), max_watched_series = self.config.max_watched_series, "series clients asked for that are not polled ahead: the [gateway] max_watched_series cap is reached (they are still served, by forwarding)");
+                tracing::warn!(target: RATE_LOG, event = %"gateway_unwatched", series = unwatched, watched = self.parts.store.wanted().1.len(), max_watched_series = self.config.max_watched_series, "series clients asked for that are not polled ahead: the [gateway] max_watched_series cap is reached (they are still served, by forwarding)");
             }
             if stopping {
                 break;
@@ -540,41 +519,23 @@ impl Gateway {
     /// A client's request for `q`'s series was answered by the store or by Bitget: have
     /// the poller keep it fresh, if its symbol is listed and the cap allows.
     fn note_interest(&self, q: &cache::CandleQuery) {
-        {
-            let mut asked = lock(&self.asked);
-            if let Some(at) = asked.get_mut(&q.key) {
-                *at = Instant::now();
-                return;
-            }
-            let listed = lock(&self.listed)
-                .get(&q.key.market())
-                .is_some_and(|(_, symbols)| symbols.contains(&q.key.symbol));
-            if !listed {
-                // Answered but not listed (yet): a new listing, or a list not read yet.
-                self.unlisted_answered
-                    .store(true, std::sync::atomic::Ordering::Relaxed);
-                return;
-            }
-            if asked.len() >= self.config.max_watched_series {
-                self.unwatched
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                return;
-            }
-            asked.insert(q.key.clone(), Instant::now());
-        }
-        let Some((market, watches)) = &self.parts.watches else {
+        if self.parts.poll_market != Some(q.key.market()) {
             return;
-        };
-        if *market == q.key.market() {
-            // Full means the poller is busy taking the earlier ones; the next ask retries.
-            let sent = watches.try_send(Watch::Start {
-                symbol: q.key.symbol.clone(),
-                timeframe: q.key.timeframe,
-                rows: q.limit,
-            });
-            if sent.is_err() {
-                lock(&self.asked).remove(&q.key);
-            }
+        }
+        let listed = lock(&self.listed)
+            .get(&q.key.market())
+            .is_some_and(|(_, symbols)| symbols.contains(&q.key.symbol));
+        if !listed {
+            // Answered but not listed (yet): a new listing, or a list not read yet.
+            self.unlisted_answered
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            return;
+        }
+        let now = self.server_now();
+        let cap = self.config.max_watched_series;
+        if self.parts.store.want(&q.key, q.limit, now, cap) == Want::Full {
+            self.unwatched
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 

@@ -25,13 +25,13 @@ pub mod freshness;
 pub mod stats;
 pub mod tiers;
 
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use thiserror::Error;
-use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -62,20 +62,6 @@ pub enum PollError {
     Fatal(BitgetError),
 }
 
-/// What a gateway asks the poller: keep a series fresh from now on, or not any more.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Watch {
-    Start {
-        symbol: Symbol,
-        timeframe: Timeframe,
-        rows: u32,
-    },
-    Stop {
-        symbol: Symbol,
-        timeframe: Timeframe,
-    },
-}
-
 enum Outcome {
     Candles {
         stream: usize,
@@ -97,7 +83,8 @@ pub struct Poller {
     store: Arc<Store>,
     stats: Arc<PollStats>,
     stop: CancellationToken,
-    watches: Option<mpsc::Receiver<Watch>>,
+    /// Also poll the series clients want (the store's interest).
+    follow_interest: bool,
 }
 
 impl Poller {
@@ -118,14 +105,15 @@ impl Poller {
             store,
             stats,
             stop,
-            watches: None,
+            follow_interest: false,
         }
     }
 
-    /// The same poller, also polling the series a gateway asks for on `watches`.
+    /// The same poller, also polling the series clients want ([`Store::want`]) while they
+    /// want them.
     #[must_use]
-    pub fn with_watches(mut self, watches: mpsc::Receiver<Watch>) -> Self {
-        self.watches = Some(watches);
+    pub fn following_interest(mut self) -> Self {
+        self.follow_interest = true;
         self
     }
 
@@ -139,7 +127,7 @@ impl Poller {
     /// # Errors
     /// Bitget refuses the credentials (nothing else stops polling: failures are logged with
     /// their symbol and retried later).
-    pub async fn run(mut self, symbols: Vec<Symbol>) -> Result<(), PollError> {
+    pub async fn run(self, symbols: Vec<Symbol>) -> Result<(), PollError> {
         let started = Instant::now();
         let now = now(started, self.wall.as_ref());
         let core = Core::new(
@@ -149,13 +137,13 @@ impl Poller {
             &symbols,
             now,
         );
-        let watches = self.watches.take();
         let mut shell = Shell {
             p: self,
             core,
             started,
             inflight: JoinSet::new(),
-            watches,
+            interest_seen: 0,
+            following: HashSet::new(),
         };
         let result = shell.run().await;
         shell.shutdown().await;
@@ -167,20 +155,6 @@ fn now(started: Instant, wall: &dyn Clock) -> Now {
     Now {
         local_ms: Instant::now().duration_since(started).as_millis() as u64,
         wall_ms: wall.now_ms(),
-    }
-}
-
-/// The next watch request, or never once the channel is closed (or there is none).
-async fn recv_watch(watches: &mut Option<mpsc::Receiver<Watch>>) -> Option<Watch> {
-    match watches {
-        Some(receiver) => match receiver.recv().await {
-            Some(watch) => Some(watch),
-            None => {
-                *watches = None;
-                std::future::pending().await
-            }
-        },
-        None => std::future::pending().await,
     }
 }
 
@@ -211,7 +185,9 @@ struct Shell {
     core: Core,
     started: Instant,
     inflight: JoinSet<Outcome>,
-    watches: Option<mpsc::Receiver<Watch>>,
+    /// The version of the store's interest last followed, and the series taken from it.
+    interest_seen: u64,
+    following: HashSet<SeriesKey>,
 }
 
 impl Shell {
@@ -238,28 +214,37 @@ impl Shell {
                         Err(error) => tracing::error!("a fetch task failed: {error}"),
                     }
                 }
-                Some(watch) = recv_watch(&mut self.watches) => self.watch(watch),
+                () = self.p.store.interest_changed(self.interest_seen), if self.p.follow_interest => {
+                    self.follow_interest();
+                }
                 () = tokio::time::sleep_until(deadline) => {}
             }
         }
     }
 
-    fn watch(&mut self, watch: Watch) {
+    /// Takes up the series clients want now and lets go of those they stopped wanting.
+    fn follow_interest(&mut self) {
         let now = self.now();
-        match watch {
-            Watch::Start {
-                symbol,
-                timeframe,
-                rows,
-            } => {
-                self.core.watch(symbol, timeframe, rows, now);
+        let (version, wanted) = self.p.store.wanted();
+        self.interest_seen = version;
+        let market = self.p.config.market;
+        let mut current = HashSet::new();
+        for (key, rows) in wanted {
+            if key.market() != market {
+                continue;
             }
-            Watch::Stop { symbol, timeframe } => {
-                if self.core.unwatch(&symbol, timeframe) {
-                    tracing::info!(symbol = %symbol, "no gateway client asked for a series for a while; not polling it any more");
-                }
+            if !self.following.contains(&key) {
+                self.core
+                    .watch(key.symbol.clone(), key.timeframe, rows, now);
+            }
+            current.insert(key);
+        }
+        for key in self.following.difference(&current) {
+            if self.core.unwatch(&key.symbol, key.timeframe) {
+                tracing::info!(symbol = %key.symbol, timeframe = %key.timeframe, "no gateway client asked for a series for a while; not polling it any more");
             }
         }
+        self.following = current;
     }
 
     fn start(&mut self, action: Action) {

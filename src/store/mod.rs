@@ -17,6 +17,10 @@
 //! ([`Store::range`]), the newest closed open time ([`Store::last_closed`]) and the holes
 //! the exchange's replies left ([`Store::gaps`]).
 //!
+//! **Interest** lives here too: which series a client (a gateway's bot) wants kept fresh, and
+//! when it last asked ([`Store::want`]). The poller follows it ([`Store::wanted`],
+//! [`Store::interest_changed`]); whoever serves the clients drops what went idle.
+//!
 //! A persistent backend attaches a [`WriteThrough`] hook: unlike a subscriber, which may
 //! fall off the journal, it is handed every new closed candle as it is kept, in order.
 
@@ -230,9 +234,32 @@ struct Entry {
     event: MarketEvent,
 }
 
+/// A series a client wants kept fresh.
+#[derive(Debug, Clone, Copy)]
+struct Wanted {
+    /// Rows its client read, so the first fetch brings as many.
+    rows: u32,
+    /// When it last asked (the caller's clock, ms).
+    asked_ms: u64,
+}
+
+/// What [`Store::want`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Want {
+    /// Wanted from now on.
+    New,
+    /// Wanted already; its time was renewed.
+    Again,
+    /// Not taken: `cap` series are wanted already.
+    Full,
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     series: HashMap<SeriesKey, Series>,
+    interest: HashMap<SeriesKey, Wanted>,
+    /// Bumped whenever the set of wanted series changes.
+    interest_version: u64,
     tickers: HashMap<Market, TickerSnapshot>,
     journal: VecDeque<Entry>,
     next_seq: u64,
@@ -259,6 +286,7 @@ pub struct StoreStats {
 pub struct Store {
     inner: Mutex<Inner>,
     write_through: std::sync::OnceLock<Arc<dyn WriteThrough>>,
+    interest_changed: Notify,
     written: Notify,
     config: StoreConfig,
     stats: StoreStats,
@@ -269,6 +297,7 @@ impl Store {
         Arc::new(Self {
             inner: Mutex::default(),
             write_through: std::sync::OnceLock::new(),
+            interest_changed: Notify::new(),
             written: Notify::new(),
             config: StoreConfig {
                 journal_capacity: config.journal_capacity.max(1),
@@ -574,6 +603,75 @@ impl Store {
             .map_or_else(Vec::new, |s| s.gaps.iter().copied().collect())
     }
 
+    /// A client asked for `key` (reading `rows` rows) at `now_ms`: want it kept fresh, unless
+    /// `cap` series are wanted already.
+    pub fn want(&self, key: &SeriesKey, rows: u32, now_ms: u64, cap: usize) -> Want {
+        let mut inner = self.lock();
+        if let Some(wanted) = inner.interest.get_mut(key) {
+            wanted.asked_ms = wanted.asked_ms.max(now_ms);
+            return Want::Again;
+        }
+        if inner.interest.len() >= cap {
+            return Want::Full;
+        }
+        inner.interest.insert(
+            key.clone(),
+            Wanted {
+                rows,
+                asked_ms: now_ms,
+            },
+        );
+        inner.interest_version += 1;
+        drop(inner);
+        self.interest_changed.notify_waiters();
+        Want::New
+    }
+
+    /// Stops wanting what nobody asked for in the `idle_ms` before `now_ms`; returns those.
+    pub fn drop_idle(&self, now_ms: u64, idle_ms: u64) -> Vec<SeriesKey> {
+        let mut inner = self.lock();
+        let idle: Vec<SeriesKey> = inner
+            .interest
+            .iter()
+            .filter(|(_, w)| now_ms.saturating_sub(w.asked_ms) >= idle_ms)
+            .map(|(k, _)| k.clone())
+            .collect();
+        if idle.is_empty() {
+            return idle;
+        }
+        for key in &idle {
+            inner.interest.remove(key);
+        }
+        inner.interest_version += 1;
+        drop(inner);
+        self.interest_changed.notify_waiters();
+        idle
+    }
+
+    /// The wanted series with the rows their clients read, and the version of that set.
+    pub fn wanted(&self) -> (u64, Vec<(SeriesKey, u32)>) {
+        let inner = self.lock();
+        let list = inner
+            .interest
+            .iter()
+            .map(|(k, w)| (k.clone(), w.rows))
+            .collect();
+        (inner.interest_version, list)
+    }
+
+    /// Returns once the set of wanted series is not the one of version `seen`.
+    pub async fn interest_changed(&self, seen: u64) {
+        loop {
+            let notified = self.interest_changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.lock().interest_version != seen {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     /// The forming candle of `key`, if one is held.
     pub fn forming(&self, key: &SeriesKey) -> Option<Candle> {
         self.lock().series.get(key).and_then(|s| s.forming.clone())
@@ -862,6 +960,35 @@ mod tests {
         let other = SeriesKey::new(Symbol::from_exchange("ETHUSDT"), key.timeframe);
         assert_eq!(store.last_closed(&other), None);
         assert!(store.gaps(&other).is_empty());
+    }
+
+    #[tokio::test]
+    async fn interest_is_held_until_idle_capped_and_announced() {
+        let store = Store::new(StoreConfig::default());
+        let btc = btc_1m();
+        let eth = SeriesKey::new(Symbol::from_exchange("ETHUSDT"), btc.timeframe);
+        let (v0, none) = store.wanted();
+        assert!(none.is_empty());
+        assert_eq!(store.want(&btc, 300, 1_000, 1), Want::New);
+        // Asked again: renewed, the set (and its version) unchanged; a second one is over the cap.
+        assert_eq!(store.want(&btc, 50, 5_000, 1), Want::Again);
+        assert_eq!(store.want(&eth, 50, 5_000, 1), Want::Full);
+        let (v1, wanted) = store.wanted();
+        assert_ne!(v1, v0);
+        assert_eq!(wanted, vec![(btc.clone(), 300)]);
+        // A change wakes a follower that saw the old set; the current one is not a change.
+        store.interest_changed(v0).await;
+        let follower = {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.interest_changed(v1).await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!follower.is_finished());
+        // Idle for 60 s counted from the renewal at 5 s, not the first ask.
+        assert!(store.drop_idle(64_999, 60_000).is_empty());
+        assert_eq!(store.drop_idle(65_000, 60_000), vec![btc]);
+        follower.await.unwrap();
+        assert!(store.wanted().1.is_empty());
     }
 
     #[test]

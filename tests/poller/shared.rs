@@ -72,7 +72,7 @@ fn start(config: &Config) -> Instance {
         let (wiring, stop, config) = (Arc::clone(&wiring), stop.clone(), config.clone());
         tokio::spawn(async move {
             let wall: Arc<dyn Clock> = Arc::new(SystemClock::new());
-            let summary = poll_session(&config, &wiring, wall, Instant::now(), stop, None)
+            let summary = poll_session(&config, &wiring, wall, Instant::now(), stop, false)
                 .await
                 .expect("session runs");
             store.close();

@@ -377,7 +377,7 @@ async fn the_metrics_endpoint_counters_move_as_requests_are_made() {
         let wall = Arc::clone(&wall);
         let config = config.clone();
         async move {
-            let summary = poll_session(&config, &wiring, wall, Instant::now(), stop, None)
+            let summary = poll_session(&config, &wiring, wall, Instant::now(), stop, false)
                 .await
                 .unwrap();
             store.close();
