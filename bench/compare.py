@@ -16,7 +16,7 @@ Per client, from the simulator's request log (what the server saw) and wait4(): 
 candle replies per second, utilization of the limit, 429s, CPU ms per accepted reply, peak
 RSS. ccxt's CPU counts only its polling loop (after import and load_markets), which favours
 ccxt. bitget-poller fetches 100 rows on a symbol's first request and only new rows after;
-ccxt refetches 100 rows every time, as its users do. Writes bench/compare.json.
+ccxt refetches 100 rows every time, as its users do. Writes bench/results/compare.json.
 """
 import argparse
 import json
@@ -148,7 +148,7 @@ def main():
             "rss_ccxt_over_ours": round(b["max_rss_mb"] / max(1e-9, a["max_rss_mb"]), 1),
         }
         print("  ratios " + json.dumps(results[name]["ratios"]), flush=True)
-    (ROOT / "bench" / "compare.json").write_text(json.dumps(results, indent=2) + "\n")
+    (ROOT / "bench" / "results" / "compare.json").write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":

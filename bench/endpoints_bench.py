@@ -22,13 +22,12 @@ server saw from its request log.
                         through it: candle replies and order books per second over the steady
                         state (from 5 s after the first request to 2 s before the end).
 
-Writes bench/endpoints.json; with --repeat, numeric figures are medians (every run listed).
+Writes bench/results/endpoints.json; with --repeat, numeric figures are medians (every run listed).
 """
 import argparse
 import json
 import os
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gateway_bench import announced  # noqa: E402
+from network_bench import median_of  # noqa: E402
 from poller_bench import BIN, ROOT, read_log, start_sim, stop_sim  # noqa: E402
 
 CANDLES = "/api/v2/mix/market/candles"
@@ -147,15 +148,6 @@ def closed1000(extra):
     return run
 
 
-def announced(process, pattern):
-    for _ in range(40):
-        line = process.stdout.readline()
-        found = re.search(pattern, line)
-        if found:
-            return found.group(1)
-    sys.exit(f"never saw {pattern}")
-
-
 def liveccxt(args, work):
     if not args.ccxt:
         return {"skipped": "needs --ccxt PYTHON with ccxt installed"}
@@ -201,20 +193,6 @@ SCENARIOS = {
 }
 
 
-def median_of(runs):
-    if len(runs) == 1:
-        return runs[0]
-    out = {}
-    for key, first in runs[0].items():
-        values = [r.get(key) for r in runs]
-        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-            out[key] = statistics.median(values)
-            out[key + "_runs"] = values
-        else:
-            out[key] = first
-    return out
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=list(SCENARIOS), action="append")
@@ -224,7 +202,7 @@ def main():
     args = parser.parse_args()
     if not BIN.exists():
         sys.exit(f"{BIN} is missing; run cargo build --release first")
-    out_path = ROOT / "bench" / "endpoints.json"
+    out_path = ROOT / "bench" / "results" / "endpoints.json"
     results = json.loads(out_path.read_text()) if out_path.exists() else {}
     for name, fn in SCENARIOS.items():
         if args.only and name not in args.only:

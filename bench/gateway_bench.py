@@ -14,7 +14,7 @@ is on 127.0.0.1, so all share one budget, as on one VPS.
     cargo build --release
     python3 bench/gateway_bench.py --ccxt /path/to/python-with-ccxt [--seconds 60] [--jitter-ms 30]
 
-Writes bench/gateway.json. Freshness: the share of successful replies whose newest closed
+Writes bench/results/gateway.json. Freshness: the share of successful replies whose newest closed
 candle is the newest one the exchange had closed when the reply arrived.
 """
 
@@ -166,7 +166,7 @@ def main():
             print(f"running {name} ...", flush=True)
             results[name] = scenario(args.ccxt, args.seconds, gateway, Path(tmp), args.jitter_ms)
             print(json.dumps(results[name], indent=2), flush=True)
-    (ROOT / "bench" / "gateway.json").write_text(json.dumps(results, indent=2) + "\n")
+    (ROOT / "bench" / "results" / "gateway.json").write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":

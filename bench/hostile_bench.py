@@ -20,7 +20,7 @@ poller alone spends the whole 20/s candle budget.
     cargo build --release
     python3 bench/hostile_bench.py [--repeat 3]
 
-Writes bench/hostile.json (each figure the median of the runs, and every run).
+Writes bench/results/hostile.json (each figure the median of the runs, and every run).
 """
 
 import argparse
@@ -267,7 +267,7 @@ def main():
         print(name, json.dumps(results[name]["median"]), flush=True)
     results["machine"] = f"{os.cpu_count()} cores, " + os.uname().machine
     results["command"] = "python3 bench/hostile_bench.py " + " ".join(sys.argv[1:])
-    (ROOT / "bench" / "hostile.json").write_text(json.dumps(results, indent=2) + "\n")
+    (ROOT / "bench" / "results" / "hostile.json").write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ end. Scenarios:
               than the budget, which must still never be rejected
   ccxt30      ccxt alone with 0-30 ms jitter (needs --ccxt)
   ccxtpair    bitget-poller beside ccxt on one IP, 0-30 ms jitter (needs --ccxt)
-Writes bench/network.json.
+Writes bench/results/network.json.
 """
 import argparse
 import json
@@ -263,7 +263,7 @@ def main():
     args = parser.parse_args()
     if not BIN.exists():
         sys.exit(f"{BIN} is missing; run cargo build --release first")
-    out_path = ROOT / "bench" / "network.json"
+    out_path = ROOT / "bench" / "results" / "network.json"
     results = json.loads(out_path.read_text()) if out_path.exists() else {}
     for name, fn in SCENARIOS.items():
         if args.only and name not in args.only:

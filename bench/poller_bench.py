@@ -10,7 +10,7 @@ Scenarios (strict sliding one-second windows at 20/s, 200 symbols):
 
 The simulator and the poller run as separate processes; the poller's CPU time and peak RSS
 come from wait4() on its process alone, and acceptance figures from the simulator's request
-log (what the server saw). Prints a table and writes bench/results.json.
+log (what the server saw). Prints a table and writes bench/results/poller.json.
 """
 import argparse
 import collections
@@ -202,7 +202,7 @@ def main():
             print(f"running {name} ...", flush=True)
             results[name] = fn(args, Path(tmp))
             print(json.dumps(results[name], indent=2), flush=True)
-    (ROOT / "bench" / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (ROOT / "bench" / "results" / "poller.json").write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ candle replies they got. Scenarios:
   outage    redis3, with Redis stopped 1/3 into the run for 10 s and started again
   egress4   one instance with 4 egress addresses (127.0.0.2-5 as local addresses)
   wide2     1000 symbols x 1m/5m/15m in closed mode with 2 egresses, 150 s
-Writes bench/redis.json (or --out).
+Writes bench/results/redis.json (or --out).
 """
 import argparse
 import json
@@ -253,7 +253,7 @@ def main():
     parser.add_argument("--only", choices=list(SCENARIOS), action="append")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--jitter-ms", type=int, default=30)
-    parser.add_argument("--out", default=str(ROOT / "bench" / "redis.json"))
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "redis.json"))
     args = parser.parse_args()
     args.sim_args = ["--jitter-ms", str(args.jitter_ms)] if args.jitter_ms else []
     if not BIN.exists():

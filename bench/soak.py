@@ -11,7 +11,7 @@ the poller's log and /proc:
     timeframe plus the backoff cap (2 x 60 s + 30 s);
   - memory: RSS at the end within 10 % of RSS after the first minute;
   - every failure logged with its class and symbol.
-Writes bench/soak.json.
+Writes bench/results/soak.json.
 """
 import argparse
 import collections
@@ -118,7 +118,7 @@ def main():
         and result["rss_growth"] is not None and abs(result["rss_growth"]) <= 0.10
         and logged >= result["failures_injected"])
     print(json.dumps(result, indent=2))
-    (ROOT / "bench" / "soak.json").write_text(json.dumps(result, indent=2) + "\n")
+    (ROOT / "bench" / "results" / "soak.json").write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

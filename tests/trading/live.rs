@@ -35,15 +35,11 @@ impl Clock for Ahead {
     }
 }
 
-#[tokio::test]
-async fn one_server_clock_stamps_signed_requests_from_the_first_public_reply() {
-    // Bitget's clock 45 s ahead: a public reply's requestTime sets the limiter's bounds,
-    // and the signer stamps from those, so the first signed request is accepted at once.
-    let dir = temp_dir("one-clock");
-    let log = dir.join("requests.jsonl");
-    let sim = simulator_with_clock(
+/// A simulator whose clock runs 45 s ahead of ours, logging requests to `log`.
+async fn simulator_45_s_ahead(log: &Path) -> Simulator {
+    simulator_with_clock(
         SimConfig {
-            request_log: Some(log.clone()),
+            request_log: Some(log.to_owned()),
             ..SimConfig::default()
         },
         Arc::new(Ahead {
@@ -51,7 +47,16 @@ async fn one_server_clock_stamps_signed_requests_from_the_first_public_reply() {
             inner: SystemClock::new(),
         }),
     )
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn one_server_clock_stamps_signed_requests_from_the_first_public_reply() {
+    // Bitget's clock 45 s ahead: a public reply's requestTime sets the limiter's bounds,
+    // and the signer stamps from those, so the first signed request is accepted at once.
+    let dir = temp_dir("one-clock");
+    let log = dir.join("requests.jsonl");
+    let sim = simulator_45_s_ahead(&log).await;
     let client = signed_client(&sim, demo_credentials());
     let http = client.http();
     assert_eq!(http.server_clock().offset_ms(), None);
@@ -75,17 +80,7 @@ async fn one_server_clock_stamps_signed_requests_from_the_first_public_reply() {
 async fn a_clock_45_s_off_is_resynced_and_the_request_retried_once() {
     let dir = temp_dir("skew");
     let log = dir.join("requests.jsonl");
-    let sim = simulator_with_clock(
-        SimConfig {
-            request_log: Some(log.clone()),
-            ..SimConfig::default()
-        },
-        Arc::new(Ahead {
-            offset_ms: 45_000,
-            inner: SystemClock::new(),
-        }),
-    )
-    .await;
+    let sim = simulator_45_s_ahead(&log).await;
     let client = signed_client(&sim, demo_credentials());
     let reply = client
         .http()
