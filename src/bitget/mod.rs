@@ -7,6 +7,7 @@
 //! Nothing outside this module spells a Bitget path, a product type or an error code.
 
 pub mod client;
+pub mod config;
 pub mod credential;
 pub mod discovery;
 pub mod egress;

@@ -4,6 +4,7 @@
 //! here because both the gateway and telemetry's metrics endpoint run it. Every other
 //! layer points down here; nothing here points up.
 
+pub mod check;
 pub mod clock;
 pub mod events;
 pub mod market;

@@ -29,6 +29,7 @@
 
 pub mod backoff;
 pub mod budgets;
+pub mod config;
 pub mod gates;
 pub mod local;
 pub mod model;

@@ -32,6 +32,8 @@ use bytes::Bytes;
 use rust_decimal::Decimal;
 use tokio::sync::Notify;
 
+pub mod config;
+
 use crate::core::events::MarketEvent;
 use crate::core::market::{Candle, Market, Symbol, Ticker};
 use crate::core::timeframe::{Granularity, Timeframe};

@@ -14,6 +14,7 @@
 //! non-blocking writer, in blocking mode so no line is dropped, flushed when the guards drop.
 
 pub mod clients;
+pub mod config;
 pub mod metrics;
 pub mod usage;
 

@@ -9,6 +9,7 @@
 //! tasks in a `JoinSet` owned by the engine, so candles keep flowing while an order is being
 //! placed or reconciled, and none outlives the engine.
 
+pub mod config;
 pub mod live;
 pub mod paper;
 pub mod setup;
