@@ -20,8 +20,9 @@
 //!   time, holes), with subscribers that catch up from it, a lossless write-through hook
 //!   for a persistent backend, and the interest: which series clients want kept fresh.
 //! - [`bitget`]: the venue adapter — endpoint table, codes, signing, wire shapes, parsing,
-//!   the raw HTTP layer (`forward`), the egress addresses and proxies it leaves from, and
-//!   the typed client.
+//!   the query structs the client writes and the gateway reads, the reply envelopes, the
+//!   raw HTTP layer (`forward`), the egress addresses and proxies it leaves from, the
+//!   typed client, and its own configuration sections.
 //! - [`scheduler`]: what to request next, a pure core under a thin async shell that
 //!   writes into the store and follows its interest.
 //! - [`strategy`]: pure strategies over core types.

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::http::{BuildError, CallError, ClientConfig, Http, Observer};
 use super::parse::{self, ParseError, Tickers};
+use super::query::CandleQuery;
 use crate::core::market::{
     Balance, Candle, Instrument, Market, OrderAck, OrderDetail, OrderRequest, Position, Stamped,
     Symbol,
@@ -166,13 +167,8 @@ impl Client {
         timeframe: Timeframe,
         rows: u32,
     ) -> Result<Stamped<Vec<Candle>>, RequestError> {
-        let limit = rows.min(max_rows).to_string();
-        let mut query = vec![
-            ("symbol", symbol.as_str()),
-            ("granularity", timeframe.rest()),
-            ("limit", limit.as_str()),
-        ];
-        query.extend_from_slice(market_query(timeframe.market()));
+        let pairs = CandleQuery::latest(symbol.clone(), timeframe, rows.min(max_rows)).to_pairs();
+        let query: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let reply = self
             .http
             .get_once(endpoint.path, &query, Some(symbol.as_str()))

@@ -133,6 +133,9 @@ pub enum BitgetError {
         auth_advice(code)
     )]
     Auth { code: String, msg: String },
+    /// Our own credentials cannot be used, found before anything was sent (no venue code).
+    #[error("the api credentials cannot be used: {detail}; check BITGET_API_KEY, BITGET_API_SECRET and BITGET_API_PASSPHRASE")]
+    LocalCredentials { detail: String },
     #[error("bitget rejected the request to {endpoint} (http {status}, code {code}: {msg})")]
     Rejected {
         endpoint: String,
@@ -154,7 +157,7 @@ impl BitgetError {
             | Self::Busy { .. } => ErrorClass::Transient,
             Self::ClockSkew { .. } => ErrorClass::ClockSkew,
             Self::BadSymbol { .. } => ErrorClass::BadSymbol,
-            Self::Auth { .. } => ErrorClass::Auth,
+            Self::Auth { .. } | Self::LocalCredentials { .. } => ErrorClass::Auth,
             Self::Rejected { .. } => ErrorClass::Rejected,
         }
     }

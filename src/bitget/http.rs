@@ -672,9 +672,8 @@ impl Http {
                 sensitive(signed.passphrase),
                 HeaderValue::from_str(&signed.timestamp),
             ) else {
-                return Err(BitgetError::Auth {
-                    code: "local".to_owned(),
-                    msg: "a credential contains characters an http header cannot carry".to_owned(),
+                return Err(BitgetError::LocalCredentials {
+                    detail: "one contains characters an http header cannot carry".to_owned(),
                 });
             };
             headers.insert("ACCESS-KEY", key);

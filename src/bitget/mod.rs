@@ -15,3 +15,5 @@ pub mod endpoints;
 pub mod error;
 pub mod http;
 pub mod parse;
+pub mod query;
+pub mod reply;

@@ -9,88 +9,20 @@
 
 use std::fmt::Write as _;
 
-use crate::bitget::endpoints::{MAX_CANDLE_ROWS, USDT_FUTURES};
-use crate::core::market::{Market, Symbol};
-use crate::core::timeframe::Timeframe;
-use crate::store::{CandleRow, SeriesKey, SeriesRead};
+pub use crate::bitget::query::{candle_query, ticker_query, CandleQuery};
+pub use crate::bitget::reply::{envelope, error_body, too_many_requests};
+use crate::core::market::Market;
+use crate::store::SeriesKey;
+use crate::store::{CandleRow, SeriesRead};
 
-/// A candle request as the gateway reads it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CandleQuery {
-    /// The series, with the timeframe the client's `granularity` spells.
-    pub key: SeriesKey,
-    pub limit: u32,
-    pub start: u64,
-    /// Exclusive on a candle's open time, as Bitget's.
-    pub end: Option<u64>,
-}
-
-/// Reads a `/candles` query; `None` when it is one the store cannot answer, or one that
-/// Bitget might read otherwise than we would (then Bitget says what it makes of it): a
-/// repeated key (Bitget takes the first value, form parsers the last), a symbol not in
-/// Bitget's spelling (`btcusdt`, `BTC/USDT:USDT`: Bitget answers 40034), a number not
-/// written plainly.
-pub fn candle_query(market: Market, query: &str) -> Option<CandleQuery> {
-    let mut symbol = None;
-    let mut granularity = None;
-    let mut limit = 100u32;
-    let mut start = 0u64;
-    let mut end = None;
-    let mut product_ok = market == Market::Spot;
-    for (k, v) in single_valued(query)? {
-        match k.as_ref() {
-            "symbol" => symbol = Some(canonical_symbol(&v)?),
-            "granularity" => granularity = Some(Timeframe::parse(market, &v)?),
-            "limit" => limit = plain_number(&v).filter(|l| (1..=MAX_CANDLE_ROWS).contains(l))?,
-            "startTime" => start = plain_number(&v)?,
-            "endTime" => end = Some(plain_number(&v)?),
-            "productType" => product_ok = v.eq_ignore_ascii_case(USDT_FUTURES),
-            "kLineType" if v.as_ref() == "MARKET" => {}
-            _ => return None,
-        }
-    }
-    if !product_ok || end.is_some_and(|e| e < start) {
-        return None;
-    }
-    Some(CandleQuery {
-        key: SeriesKey::new(symbol?, granularity?),
-        limit,
-        start,
-        end,
-    })
-}
-
-/// The query's pairs, or `None` when a key appears twice.
-fn single_valued(
-    query: &str,
-) -> Option<Vec<(std::borrow::Cow<'_, str>, std::borrow::Cow<'_, str>)>> {
-    let pairs: Vec<_> = form_urlencoded::parse(query.as_bytes()).collect();
-    for (i, (k, _)) in pairs.iter().enumerate() {
-        if pairs[..i].iter().any(|(seen, _)| seen == k) {
-            return None;
-        }
-    }
-    Some(pairs)
-}
-
-/// `text` if it is a symbol as Bitget spells it: upper-case letters and digits only.
-fn canonical_symbol(text: &str) -> Option<Symbol> {
-    let plain = !text.is_empty()
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
-    plain.then(|| Symbol::from_exchange(text))
-}
-
-/// A number written plainly (digits only, no sign, no leading zero).
-fn plain_number<T: std::str::FromStr + ToString>(text: &str) -> Option<T> {
-    let n: T = text.parse().ok()?;
-    (n.to_string() == text).then_some(n)
+/// The series `q` reads.
+pub fn series(q: &CandleQuery) -> SeriesKey {
+    SeriesKey::new(q.symbol.clone(), q.timeframe)
 }
 
 /// The open times Bitget would return for `q` at server time `now`, oldest first.
 pub fn wanted_opens(q: &CandleQuery, now: u64) -> Vec<u64> {
-    let g = q.key.timeframe;
+    let g = q.timeframe;
     let mut last = now;
     if let Some(end) = q.end {
         last = last.min(end.saturating_sub(1));
@@ -115,7 +47,7 @@ pub fn candle_data(
     max_age_ms: u64,
 ) -> Option<String> {
     let opens = wanted_opens(q, now);
-    let current = q.key.timeframe.open_of(now);
+    let current = q.timeframe.open_of(now);
     let fresh = series
         .fetched_at
         .is_some_and(|at| now.saturating_sub(at) <= max_age_ms);
@@ -145,46 +77,13 @@ pub fn candle_data(
             row.base_volume,
             row.quote_volume
         );
-        if q.key.market() == Market::Spot {
+        if q.timeframe.market() == Market::Spot {
             let _ = write!(out, r#","{}""#, row.quote_volume);
         }
         out.push(']');
     }
     out.push(']');
     Some(out)
-}
-
-/// A Bitget success envelope around `data` (JSON text).
-pub fn envelope(request_time: u64, data: &str) -> String {
-    format!(r#"{{"code":"00000","msg":"success","requestTime":{request_time},"data":{data}}}"#)
-}
-
-/// Bitget's own rate-limit reply, as the gateway sends it when it refuses locally.
-pub fn too_many_requests(request_time: u64) -> String {
-    format!(
-        r#"{{"code":"429","msg":"Too Many Requests","requestTime":{request_time},"data":null}}"#
-    )
-}
-
-/// A Bitget-style error reply for what the gateway itself refuses.
-pub fn error_body(code: &str, msg: &str, request_time: u64) -> String {
-    let msg = serde_json::to_string(msg).unwrap_or_else(|_| "\"\"".to_owned());
-    format!(r#"{{"code":"{code}","msg":{msg},"requestTime":{request_time},"data":null}}"#)
-}
-
-/// Which ticker a request names, if one: `symbol` (spot `/tickers`, futures `/ticker`).
-/// `None` when the query is not one the snapshot answers (another product type, other keys).
-pub fn ticker_query(market: Market, query: &str) -> Option<Option<String>> {
-    let mut symbol = None;
-    let mut product_ok = market == Market::Spot;
-    for (k, v) in single_valued(query)? {
-        match k.as_ref() {
-            "symbol" => symbol = Some(canonical_symbol(&v)?.as_str().to_owned()),
-            "productType" => product_ok = v.eq_ignore_ascii_case(USDT_FUTURES),
-            _ => return None,
-        }
-    }
-    product_ok.then_some(symbol)
 }
 
 #[cfg(test)]
@@ -194,7 +93,8 @@ mod tests {
     use rust_decimal::Decimal;
 
     use super::*;
-    use crate::core::market::Candle;
+    use crate::core::market::{Candle, Symbol};
+    use crate::core::timeframe::Timeframe;
 
     const MIN: u64 = 60_000;
     const NOW: u64 = 1_750_000_000_000 + 30_000; // mid-minute
@@ -261,7 +161,7 @@ mod tests {
         let spot = candle_query(Market::Spot, "symbol=BTCUSDT&granularity=1min&limit=5").unwrap();
         assert_eq!(spot.limit, 5);
         assert_eq!(
-            spot.key.granularity(),
+            spot.timeframe.granularity(),
             Timeframe::parse(Market::Futures, "1m")
                 .unwrap()
                 .granularity()
@@ -287,7 +187,7 @@ mod tests {
             assert_eq!(candle_query(Market::Futures, &query), None, "{query}");
         }
         let plain = q(&format!("symbol=BTCUSDT&{base}&limit=5&kLineType=MARKET"));
-        assert_eq!(plain.key.symbol.as_str(), "BTCUSDT");
+        assert_eq!(plain.symbol.as_str(), "BTCUSDT");
         assert_eq!(plain.limit, 5);
         // productType is case-insensitive on Bitget (its docs send it in lower case).
         assert!(candle_query(

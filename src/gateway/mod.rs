@@ -56,7 +56,7 @@ use self::config::{GatewayConfig, CLIENT_HEADER, TOKEN_HEADER};
 use crate::bitget::client::Client;
 use crate::bitget::endpoints::{self, route_of, REMAIN_HEADER};
 use crate::bitget::http::{CallError, ForwardError, RawReply, RawRequest};
-use crate::bitget::parse;
+use crate::bitget::{parse, reply};
 use crate::core::clock::{Clock, ServerClock};
 use crate::core::market::{Market, Symbol};
 use crate::core::serve::{raw_reply, serve, ServeCounters};
@@ -437,8 +437,8 @@ impl Gateway {
         if let Some(market) = endpoints::market_of(path, endpoints::candles) {
             let q = cache::candle_query(market, query)?;
             let max_age = self.config.candle_max_age.as_millis() as u64;
-            let period = q.key.timeframe.open_of(now);
-            let (data, age) = self.parts.store.read(&q.key, |series| {
+            let period = q.timeframe.open_of(now);
+            let (data, age) = self.parts.store.read(&cache::series(&q), |series| {
                 let series = series?;
                 let age = series.fetched_at.map(|t| now.saturating_sub(t));
                 if age.is_none_or(|a| a > max_age) && series.forming.is_some() {
@@ -519,12 +519,12 @@ impl Gateway {
     /// A client's request for `q`'s series was answered by the store or by Bitget: have
     /// the poller keep it fresh, if its symbol is listed and the cap allows.
     fn note_interest(&self, q: &cache::CandleQuery) {
-        if self.parts.poll_market != Some(q.key.market()) {
+        if self.parts.poll_market != Some(q.timeframe.market()) {
             return;
         }
         let listed = lock(&self.listed)
-            .get(&q.key.market())
-            .is_some_and(|(_, symbols)| symbols.contains(&q.key.symbol));
+            .get(&q.timeframe.market())
+            .is_some_and(|(_, symbols)| symbols.contains(&q.symbol));
         if !listed {
             // Answered but not listed (yet): a new listing, or a list not read yet.
             self.unlisted_answered
@@ -533,7 +533,7 @@ impl Gateway {
         }
         let now = self.server_now();
         let cap = self.config.max_watched_series;
-        if self.parts.store.want(&q.key, q.limit, now, cap) == Want::Full {
+        if self.parts.store.want(&cache::series(q), q.limit, now, cap) == Want::Full {
             self.unwatched
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
@@ -625,7 +625,7 @@ impl Gateway {
         let Some(q) = cache::candle_query(market, query) else {
             return;
         };
-        let parsed = parse::candles(data(), &q.key.symbol, q.key.timeframe);
+        let parsed = parse::candles(data(), &q.symbol, q.timeframe);
         let Ok(stamped) = parsed else {
             return;
         };
@@ -852,7 +852,7 @@ async fn handle(
         if !offered.is_some_and(|t| token.matches(t)) {
             return refuse(
                 StatusCode::UNAUTHORIZED,
-                "40001",
+                reply::CODE_UNAUTHORIZED,
                 "the gateway needs its token in the X-Gateway-Token header",
             );
         }
@@ -872,7 +872,7 @@ async fn handle(
         Err(error) => {
             return refuse(
                 StatusCode::NOT_FOUND,
-                "40404",
+                reply::CODE_NOT_FOUND,
                 &format!("Request URL NOT FOUND ({error}; the gateway relays bitget's /api/v2/ and /api/v3/ paths only)"),
             );
         }
@@ -883,7 +883,7 @@ async fn handle(
         Ok(Err(_)) => {
             return refuse(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "40017",
+                reply::CODE_TOO_LARGE,
                 &format!(
                     "request body over the gateway's {} byte cap ([gateway] max_request_body_kb)",
                     gateway.config.max_request_body

@@ -70,9 +70,8 @@ pub async fn place_order(
             }
             Err(RequestError::Call(CallError::ShuttingDown)) => return Ok(OrderOutcome::NotSent),
             Err(RequestError::Call(CallError::NoCredentials(what))) => {
-                return Err(BitgetError::Auth {
-                    code: "local".into(),
-                    msg: format!("{what} needs credentials"),
+                return Err(BitgetError::LocalCredentials {
+                    detail: format!("none are set, and {what} needs them"),
                 })
             }
             Err(RequestError::Call(CallError::Bitget(error))) => error,
