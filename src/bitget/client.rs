@@ -171,7 +171,7 @@ impl Client {
         let query: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let reply = self
             .http
-            .get_once(endpoint.path, &query, Some(symbol.as_str()))
+            .get_once(endpoint, &query, Some(symbol.as_str()))
             .await?;
         parse::candles(reply.input(), symbol, timeframe).map_err(|e| {
             tracing::warn!(symbol = %symbol, endpoint = endpoint.path, class = "malformed", "{e}");
@@ -196,10 +196,7 @@ impl Client {
         market: Market,
     ) -> Result<(Stamped<Tickers>, Bytes), RequestError> {
         let endpoint = endpoints::tickers(market);
-        let reply = self
-            .http
-            .get(endpoint.path, market_query(market), None)
-            .await?;
+        let reply = self.http.get(endpoint, market_query(market), None).await?;
         let tickers =
             parse::tickers(reply.input()).map_err(RequestError::malformed(endpoint.path))?;
         let raw = reply
@@ -215,10 +212,7 @@ impl Client {
     /// Retries are used up, or the reply is unreadable.
     pub async fn instruments(&self, market: Market) -> Result<Vec<Instrument>, RequestError> {
         let endpoint = endpoints::instruments(market);
-        let reply = self
-            .http
-            .get(endpoint.path, market_query(market), None)
-            .await?;
+        let reply = self.http.get(endpoint, market_query(market), None).await?;
         Ok(parse::instruments(reply.input())
             .map_err(RequestError::malformed(endpoint.path))?
             .data)
@@ -230,10 +224,11 @@ impl Client {
     /// The attempt failed, or Bitget accepted it with an unreadable acknowledgement (the
     /// order exists all the same).
     pub async fn place_order(&self, order: &OrderRequest) -> Result<OrderAck, RequestError> {
-        let path = endpoints::MIX_PLACE_ORDER.path;
+        let endpoint = &endpoints::MIX_PLACE_ORDER;
+        let path = endpoint.path;
         let reply = self
             .http
-            .signed_post(path, order_body(order), Some(order.symbol.as_str()))
+            .signed_post(endpoint, order_body(order), Some(order.symbol.as_str()))
             .await?;
         parse::order_ack(reply.input()).map_err(RequestError::malformed(path))
     }
@@ -247,7 +242,8 @@ impl Client {
         symbol: &Symbol,
         client_oid: &str,
     ) -> Result<OrderDetail, RequestError> {
-        let path = endpoints::MIX_ORDER_DETAIL.path;
+        let endpoint = &endpoints::MIX_ORDER_DETAIL;
+        let path = endpoint.path;
         let query = [
             ("symbol", symbol.as_str()),
             ("productType", USDT_FUTURES),
@@ -255,7 +251,7 @@ impl Client {
         ];
         let reply = self
             .http
-            .signed_get(path, &query, Some(symbol.as_str()))
+            .signed_get(endpoint, &query, Some(symbol.as_str()))
             .await?;
         parse::order_detail(reply.input()).map_err(RequestError::malformed(path))
     }
@@ -265,10 +261,11 @@ impl Client {
     /// # Errors
     /// The request failed, or the reply is unreadable.
     pub async fn balances(&self) -> Result<Vec<Balance>, RequestError> {
-        let path = endpoints::MIX_ACCOUNTS.path;
+        let endpoint = &endpoints::MIX_ACCOUNTS;
+        let path = endpoint.path;
         let reply = self
             .http
-            .signed_get(path, market_query(Market::Futures), None)
+            .signed_get(endpoint, market_query(Market::Futures), None)
             .await?;
         Ok(parse::balances(reply.input())
             .map_err(RequestError::malformed(path))?
@@ -280,10 +277,11 @@ impl Client {
     /// # Errors
     /// The request failed, or the reply is unreadable.
     pub async fn positions(&self) -> Result<Vec<Position>, RequestError> {
-        let path = endpoints::MIX_ALL_POSITIONS.path;
+        let endpoint = &endpoints::MIX_ALL_POSITIONS;
+        let path = endpoint.path;
         let reply = self
             .http
-            .signed_get(path, market_query(Market::Futures), None)
+            .signed_get(endpoint, market_query(Market::Futures), None)
             .await?;
         Ok(parse::positions(reply.input())
             .map_err(RequestError::malformed(path))?

@@ -33,6 +33,8 @@ impl Method {
 /// One Bitget endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Endpoint {
+    /// Its index in [`ENDPOINTS`], which is its id in the limiter (a test checks they agree).
+    pub id: u16,
     pub path: &'static str,
     pub method: Method,
     /// The budget family it draws from.
@@ -45,8 +47,9 @@ pub struct Endpoint {
     pub signed: bool,
 }
 
-const fn public(path: &'static str, limit: u32) -> Endpoint {
+const fn public(id: u16, path: &'static str, limit: u32) -> Endpoint {
     Endpoint {
+        id,
         path,
         method: Method::Get,
         category: Category::Market,
@@ -56,8 +59,9 @@ const fn public(path: &'static str, limit: u32) -> Endpoint {
     }
 }
 
-const fn account(path: &'static str, limit: u32) -> Endpoint {
+const fn account(id: u16, path: &'static str, limit: u32) -> Endpoint {
     Endpoint {
+        id,
         path,
         method: Method::Get,
         category: Category::Account,
@@ -67,8 +71,9 @@ const fn account(path: &'static str, limit: u32) -> Endpoint {
     }
 }
 
-const fn trade(path: &'static str, limit: u32) -> Endpoint {
+const fn trade(id: u16, path: &'static str, limit: u32) -> Endpoint {
     Endpoint {
+        id,
         path,
         method: Method::Post,
         category: Category::Trade,
@@ -78,37 +83,37 @@ const fn trade(path: &'static str, limit: u32) -> Endpoint {
     }
 }
 
-pub const SERVER_TIME: Endpoint = public("/api/v2/public/time", 20);
-pub const MIX_CONTRACTS: Endpoint = public("/api/v2/mix/market/contracts", 20);
-pub const MIX_TICKERS: Endpoint = public("/api/v2/mix/market/tickers", 20);
-pub const MIX_TICKER: Endpoint = public("/api/v2/mix/market/ticker", 20);
-pub const MIX_CANDLES: Endpoint = public("/api/v2/mix/market/candles", 20);
-pub const MIX_HISTORY_CANDLES: Endpoint = public("/api/v2/mix/market/history-candles", 20);
-pub const MIX_MERGE_DEPTH: Endpoint = public("/api/v2/mix/market/merge-depth", 20);
-pub const MIX_CURRENT_FUND_RATE: Endpoint = public("/api/v2/mix/market/current-fund-rate", 20);
-pub const MIX_OPEN_INTEREST: Endpoint = public("/api/v2/mix/market/open-interest", 20);
-pub const SPOT_SYMBOLS: Endpoint = public("/api/v2/spot/public/symbols", 20);
-pub const SPOT_TICKERS: Endpoint = public("/api/v2/spot/market/tickers", 20);
-pub const SPOT_CANDLES: Endpoint = public("/api/v2/spot/market/candles", 20);
-pub const MIX_FILLS_HISTORY: Endpoint = public("/api/v2/mix/market/fills-history", 10);
-pub const MIX_HISTORY_FUND_RATE: Endpoint = public("/api/v2/mix/market/history-fund-rate", 20);
+pub const SERVER_TIME: Endpoint = public(0, "/api/v2/public/time", 20);
+pub const MIX_CONTRACTS: Endpoint = public(1, "/api/v2/mix/market/contracts", 20);
+pub const MIX_TICKERS: Endpoint = public(2, "/api/v2/mix/market/tickers", 20);
+pub const MIX_TICKER: Endpoint = public(3, "/api/v2/mix/market/ticker", 20);
+pub const MIX_CANDLES: Endpoint = public(4, "/api/v2/mix/market/candles", 20);
+pub const MIX_HISTORY_CANDLES: Endpoint = public(5, "/api/v2/mix/market/history-candles", 20);
+pub const MIX_MERGE_DEPTH: Endpoint = public(6, "/api/v2/mix/market/merge-depth", 20);
+pub const MIX_CURRENT_FUND_RATE: Endpoint = public(7, "/api/v2/mix/market/current-fund-rate", 20);
+pub const MIX_OPEN_INTEREST: Endpoint = public(8, "/api/v2/mix/market/open-interest", 20);
+pub const SPOT_SYMBOLS: Endpoint = public(9, "/api/v2/spot/public/symbols", 20);
+pub const SPOT_TICKERS: Endpoint = public(10, "/api/v2/spot/market/tickers", 20);
+pub const SPOT_CANDLES: Endpoint = public(11, "/api/v2/spot/market/candles", 20);
+pub const MIX_FILLS_HISTORY: Endpoint = public(12, "/api/v2/mix/market/fills-history", 10);
+pub const MIX_HISTORY_FUND_RATE: Endpoint = public(13, "/api/v2/mix/market/history-fund-rate", 20);
 pub const MIX_QUERY_POSITION_LEVER: Endpoint =
-    public("/api/v2/mix/market/query-position-lever", 10);
+    public(14, "/api/v2/mix/market/query-position-lever", 10);
 pub const MIX_HISTORY_MARK_CANDLES: Endpoint =
-    public("/api/v2/mix/market/history-mark-candles", 20);
+    public(15, "/api/v2/mix/market/history-mark-candles", 20);
 pub const MIX_HISTORY_INDEX_CANDLES: Endpoint =
-    public("/api/v2/mix/market/history-index-candles", 20);
-pub const SPOT_COINS: Endpoint = public("/api/v2/spot/public/coins", 3);
-pub const SPOT_ORDERBOOK: Endpoint = public("/api/v2/spot/market/orderbook", 20);
-pub const SPOT_ASSETS: Endpoint = account("/api/v2/spot/account/assets", 10);
-pub const UTA_SETTINGS: Endpoint = account("/api/v3/account/settings", 10);
-pub const MIX_ACCOUNTS: Endpoint = account("/api/v2/mix/account/accounts", 10);
-pub const MIX_ACCOUNT: Endpoint = account("/api/v2/mix/account/account", 10);
-pub const MIX_ALL_POSITIONS: Endpoint = account("/api/v2/mix/position/all-position", 5);
-pub const MIX_ORDER_DETAIL: Endpoint = account("/api/v2/mix/order/detail", 10);
-pub const MIX_ORDERS_PENDING: Endpoint = account("/api/v2/mix/order/orders-pending", 10);
-pub const MIX_PLACE_ORDER: Endpoint = trade("/api/v2/mix/order/place-order", 10);
-pub const MIX_CANCEL_ORDER: Endpoint = trade("/api/v2/mix/order/cancel-order", 10);
+    public(16, "/api/v2/mix/market/history-index-candles", 20);
+pub const SPOT_COINS: Endpoint = public(17, "/api/v2/spot/public/coins", 3);
+pub const SPOT_ORDERBOOK: Endpoint = public(18, "/api/v2/spot/market/orderbook", 20);
+pub const SPOT_ASSETS: Endpoint = account(19, "/api/v2/spot/account/assets", 10);
+pub const UTA_SETTINGS: Endpoint = account(20, "/api/v3/account/settings", 10);
+pub const MIX_ACCOUNTS: Endpoint = account(21, "/api/v2/mix/account/accounts", 10);
+pub const MIX_ACCOUNT: Endpoint = account(22, "/api/v2/mix/account/account", 10);
+pub const MIX_ALL_POSITIONS: Endpoint = account(23, "/api/v2/mix/position/all-position", 5);
+pub const MIX_ORDER_DETAIL: Endpoint = account(24, "/api/v2/mix/order/detail", 10);
+pub const MIX_ORDERS_PENDING: Endpoint = account(25, "/api/v2/mix/order/orders-pending", 10);
+pub const MIX_PLACE_ORDER: Endpoint = trade(26, "/api/v2/mix/order/place-order", 10);
+pub const MIX_CANCEL_ORDER: Endpoint = trade(27, "/api/v2/mix/order/cancel-order", 10);
 
 /// Every endpoint this program calls. An endpoint's index here is its id in the limiter.
 pub const ENDPOINTS: &[Endpoint] = &[
@@ -181,18 +186,23 @@ const UNKNOWN_SHOWN: usize = 96;
 /// Unknown paths seen past [`UNKNOWN_KEPT`].
 static UNKNOWN_UNNAMED: AtomicU64 = AtomicU64::new(0);
 
-/// The limiter route of `path`: its budget, scope and documented limit. A path outside the
-/// table spends the default budget, and the first request to it is logged.
+/// The limiter route of `endpoint`: its budget, scope and documented limit, with no lookup.
+pub fn route(endpoint: &Endpoint) -> Route {
+    Route {
+        category: endpoint.category,
+        endpoint: endpoint.id,
+        scope: endpoint.scope,
+        endpoint_limit: Some(endpoint.limit),
+        keys: Keys::default(),
+        candidates: 0,
+    }
+}
+
+/// The limiter route of a raw `path` (a relayed request): its endpoint's when it is in the
+/// table; otherwise the default budget, and the first request to it is logged.
 pub fn route_of(path: &str) -> Route {
     match lookup(path) {
-        Some((id, e)) => Route {
-            category: e.category,
-            endpoint: id,
-            scope: e.scope,
-            endpoint_limit: Some(e.limit),
-            keys: Keys::default(),
-            candidates: 0,
-        },
+        Some((_, e)) => route(e),
         None => {
             report_unknown(path);
             Route::from(Category::Default)
@@ -352,6 +362,14 @@ pub fn market_query(market: Market) -> &'static [(&'static str, &'static str)] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_endpoint_knows_its_place_in_the_table() {
+        for (i, e) in ENDPOINTS.iter().enumerate() {
+            assert_eq!(usize::from(e.id), i, "{}", e.path);
+            assert_eq!(route(e), route_of(e.path), "{}", e.path);
+        }
+    }
 
     #[test]
     fn paths_are_sent_as_bitget_reads_them_or_refused() {

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::credential::Signer;
 use super::egress::{self, Change, EgressConfig, Health};
-use super::endpoints::{route_of, BASE_URL, REMAIN_HEADER, SERVER_TIME};
+use super::endpoints::{self, route_of, Endpoint, BASE_URL, REMAIN_HEADER, SERVER_TIME};
 use super::error::{BitgetError, Classifier, ErrorClass, Judged};
 use super::parse::Input;
 use crate::core::clock::{Clock, ServerClock, SystemClock};
@@ -127,20 +127,22 @@ enum RetryPolicy {
 }
 
 /// One request, with its query string and body fixed before signing.
-struct Request<'a> {
+struct Request {
     method: Method,
-    path: &'a str,
+    endpoint: &'static Endpoint,
+    path: &'static str,
     /// Without the `?`; empty when there is none.
     query: String,
     body: Bytes,
     signed: bool,
 }
 
-impl<'a> Request<'a> {
-    fn get(path: &'a str, query: &[(&str, &str)], signed: bool) -> Self {
+impl Request {
+    fn get(endpoint: &'static Endpoint, query: &[(&str, &str)], signed: bool) -> Self {
         Self {
             method: Method::GET,
-            path,
+            endpoint,
+            path: endpoint.path,
             query: query_string(query),
             body: Bytes::new(),
             signed,
@@ -388,7 +390,7 @@ impl Http {
             return Err(CallError::NoCredentials(SERVER_TIME.path.to_owned()));
         }
         let sent = self.wall.now_ms();
-        let reply = self.get(SERVER_TIME.path, &[], None).await?;
+        let reply = self.get(&SERVER_TIME, &[], None).await?;
         let received = self.wall.now_ms();
         let server = super::parse::server_time(reply.input()).map_err(|e| {
             CallError::Bitget(BitgetError::Malformed {
@@ -417,11 +419,11 @@ impl Http {
     /// As [`Self::get`], plus [`CallError::NoCredentials`].
     pub async fn signed_get(
         &self,
-        path: &str,
+        endpoint: &'static Endpoint,
         query: &[(&str, &str)],
         symbol: Option<&str>,
     ) -> Result<Reply, CallError> {
-        let request = Request::get(path, query, true);
+        let request = Request::get(endpoint, query, true);
         self.call(&request, symbol, RetryPolicy::Backoff).await
     }
 
@@ -433,13 +435,14 @@ impl Http {
     /// The failure of the (last) attempt, or [`CallError::NoCredentials`].
     pub async fn signed_post(
         &self,
-        path: &str,
+        endpoint: &'static Endpoint,
         body: String,
         symbol: Option<&str>,
     ) -> Result<Reply, CallError> {
         let request = Request {
             method: Method::POST,
-            path,
+            endpoint,
+            path: endpoint.path,
             query: String::new(),
             body: Bytes::from(body),
             signed: true,
@@ -455,11 +458,11 @@ impl Http {
     /// The failure that ended the call: not retryable, or retries used up; or shutdown.
     pub async fn get(
         &self,
-        path: &str,
+        endpoint: &'static Endpoint,
         query: &[(&str, &str)],
         symbol: Option<&str>,
     ) -> Result<Reply, CallError> {
-        let request = Request::get(path, query, false);
+        let request = Request::get(endpoint, query, false);
         self.call(&request, symbol, RetryPolicy::Backoff).await
     }
 
@@ -471,11 +474,11 @@ impl Http {
     /// The attempt's failure, or shutdown.
     pub async fn get_once(
         &self,
-        path: &str,
+        endpoint: &'static Endpoint,
         query: &[(&str, &str)],
         symbol: Option<&str>,
     ) -> Result<Reply, CallError> {
-        let request = Request::get(path, query, false);
+        let request = Request::get(endpoint, query, false);
         self.call(&request, symbol, RetryPolicy::ClockSkewOnly)
             .await
     }
@@ -494,10 +497,9 @@ impl Http {
         self.origin.elapsed().as_micros() as u64
     }
 
-    /// The limiter route of a request to `path`: signed ones keep to the account's egress,
-    /// others may take any healthy one.
-    fn route(&self, path: &str, signed: bool) -> Route {
-        let route = route_of(path);
+    /// `route` on the egresses: signed requests keep to the account's egress, others may
+    /// take any healthy one.
+    fn spread(&self, route: Route, signed: bool) -> Route {
         if self.egresses.len() <= 1 {
             return route;
         }
@@ -540,7 +542,7 @@ impl Http {
 
     async fn call(
         &self,
-        request: &Request<'_>,
+        request: &Request,
         symbol: Option<&str>,
         policy: RetryPolicy,
     ) -> Result<Reply, CallError> {
@@ -548,7 +550,7 @@ impl Http {
             return Err(CallError::NoCredentials(request.path.to_owned()));
         }
         let path = request.path;
-        let route = self.route(path, request.signed);
+        let route = self.spread(endpoints::route(request.endpoint), request.signed);
         let category = route.category;
         let mut retry = 0;
         let mut resynced = false;
@@ -557,7 +559,7 @@ impl Http {
             attempts += 1;
             // Health may have changed since the last attempt.
             let route = if retry > 0 {
-                self.route(path, request.signed)
+                self.spread(endpoints::route(request.endpoint), request.signed)
             } else {
                 route
             };
@@ -612,7 +614,7 @@ impl Http {
     async fn attempt(
         &self,
         route: Route,
-        request: &Request<'_>,
+        request: &Request,
         symbol: Option<&str>,
     ) -> Result<Result<Checked, BitgetError>, CallError> {
         let permit = tokio::select! {
@@ -629,7 +631,7 @@ impl Http {
         Ok(outcome.result)
     }
 
-    async fn send(&self, request: &Request<'_>, symbol: Option<&str>, egress: u16) -> Sent {
+    async fn send(&self, request: &Request, symbol: Option<&str>, egress: u16) -> Sent {
         match self.send_inner(request, symbol, egress).await {
             Ok(sent) => sent,
             Err(error) => Sent {
@@ -642,7 +644,7 @@ impl Http {
 
     async fn send_inner(
         &self,
-        request: &Request<'_>,
+        request: &Request,
         symbol: Option<&str>,
         egress: u16,
     ) -> Result<Sent, BitgetError> {
@@ -819,7 +821,7 @@ impl Http {
     ) -> Result<RawReply, ForwardError> {
         // A bot's own signed request keeps to the account's egress, like ours.
         let signed = request.headers.contains_key("ACCESS-KEY");
-        let route = self.route(&request.path, signed);
+        let route = self.spread(route_of(&request.path), signed);
         let wait = async {
             match max_wait {
                 // The acquire future is cancel-safe: dropped at the deadline, it took nothing.

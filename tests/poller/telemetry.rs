@@ -363,7 +363,7 @@ async fn the_metrics_endpoint_counters_move_as_requests_are_made() {
         wiring
             .client
             .http()
-            .get(SERVER_TIME.path, &[], None)
+            .get(&SERVER_TIME, &[], None)
             .await
             .unwrap();
     }

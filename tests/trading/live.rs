@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bitget_poller::bitget::credential::Credentials;
+use bitget_poller::bitget::endpoints::{MIX_ACCOUNTS, MIX_ALL_POSITIONS, SERVER_TIME};
 use bitget_poller::bitget::error::ErrorClass;
 use bitget_poller::bitget::http::CallError;
 use bitget_poller::config::SymbolSelection;
@@ -60,11 +61,11 @@ async fn one_server_clock_stamps_signed_requests_from_the_first_public_reply() {
     let client = signed_client(&sim, demo_credentials());
     let http = client.http();
     assert_eq!(http.server_clock().offset_ms(), None);
-    http.get("/api/v2/public/time", &[], None).await.unwrap();
+    http.get(&SERVER_TIME, &[], None).await.unwrap();
     let offset = http.server_clock().offset_ms().unwrap();
     assert!((44_000..=46_000).contains(&offset), "offset {offset}");
     let reply = http
-        .signed_get(ACCOUNTS, &[("productType", "USDT-FUTURES")], None)
+        .signed_get(&MIX_ACCOUNTS, &[("productType", "USDT-FUTURES")], None)
         .await
         .expect("stamped with the server's clock");
     assert_eq!(reply.attempts, 1);
@@ -84,7 +85,7 @@ async fn a_clock_45_s_off_is_resynced_and_the_request_retried_once() {
     let client = signed_client(&sim, demo_credentials());
     let reply = client
         .http()
-        .signed_get(ACCOUNTS, &[("productType", "USDT-FUTURES")], None)
+        .signed_get(&MIX_ACCOUNTS, &[("productType", "USDT-FUTURES")], None)
         .await
         .expect("accepted after the resync");
     assert_eq!(reply.attempts, 2);
@@ -130,7 +131,7 @@ async fn each_wrong_credential_is_named_and_not_retried() {
         let client = signed_client(&sim, credentials);
         let error = client
             .http()
-            .signed_get(ACCOUNTS, &[("productType", "USDT-FUTURES")], None)
+            .signed_get(&MIX_ACCOUNTS, &[("productType", "USDT-FUTURES")], None)
             .await
             .unwrap_err();
         let CallError::Bitget(error) = error else {
@@ -314,11 +315,7 @@ async fn a_position_found_at_start_is_taken_over_not_opened_again() {
     let client = signed_client(&sim, demo_credentials());
     let reply = client
         .http()
-        .signed_get(
-            "/api/v2/mix/position/all-position",
-            &[("productType", "USDT-FUTURES")],
-            None,
-        )
+        .signed_get(&MIX_ALL_POSITIONS, &[("productType", "USDT-FUTURES")], None)
         .await
         .unwrap();
     let held = bitget_poller::bitget::parse::positions(&reply.body)
