@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bitget_poller::sim::SimConfig;
 
-use crate::helpers::{binary, simulator, temp_dir};
+use super::helpers::{binary, simulator, temp_dir};
 
 fn write_config(dir: &Path) -> PathBuf {
     let path = dir.join("poll.toml");

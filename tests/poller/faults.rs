@@ -3,7 +3,7 @@ use std::time::Duration;
 use bitget_poller::sim::faults::FaultConfig;
 use bitget_poller::sim::SimConfig;
 
-use crate::helpers::{closed_by_symbol, config, run_for, simulator};
+use super::helpers::{closed_by_symbol, config, run_for, simulator};
 
 #[tokio::test(flavor = "current_thread")]
 async fn html_truncated_reset_slow_and_busy_replies_never_stop_polling() {

@@ -15,7 +15,7 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{config, simulator};
+use super::helpers::{config, simulator};
 
 const CANDLES: &str = "/api/v2/mix/market/candles";
 
@@ -241,7 +241,7 @@ async fn logged_simulator(
     name: &str,
     symbols: usize,
 ) -> (bitget_poller::sim::Simulator, std::path::PathBuf) {
-    let log = crate::helpers::temp_dir(name).join("requests.jsonl");
+    let log = super::helpers::temp_dir(name).join("requests.jsonl");
     let sim = simulator(SimConfig {
         symbols,
         request_log: Some(log.clone()),

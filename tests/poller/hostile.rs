@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bitget_poller::sim::SimConfig;
 use serde_json::Value;
 
-use crate::helpers::{binary, free_port, simulator, temp_dir};
+use super::helpers::{binary, free_port, simulator, temp_dir};
 
 /// A gateway config polling BTCUSDT from `base_url`, logging under `dir`.
 fn write_config(dir: &Path, base_url: &str, port: u16, extra: &str) -> PathBuf {

@@ -5,7 +5,7 @@ use bitget_poller::sim::limits::LimitConfig;
 use bitget_poller::sim::network::NetworkConfig;
 use bitget_poller::sim::SimConfig;
 
-use crate::helpers::{closed_by_symbol, config, run_for, simulator};
+use super::helpers::{closed_by_symbol, config, run_for, simulator};
 
 const CANDLES: &str = "/api/v2/mix/market/candles";
 

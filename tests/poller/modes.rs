@@ -9,7 +9,7 @@ use bitget_poller::sim::{SimConfig, Simulator};
 use bitget_poller::store::{Store, StoreConfig};
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{closed_by_symbol, config, simulator, LogCapture};
+use super::helpers::{closed_by_symbol, config, simulator, LogCapture};
 
 /// 40.25 s into a minute.
 const T0: u64 = 1_750_000_000_250;

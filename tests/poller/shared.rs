@@ -20,7 +20,7 @@ use bitget_poller::telemetry::metrics::render;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{binary, config, free_port, simulator, temp_dir, RedisServer};
+use super::helpers::{binary, config, free_port, simulator, temp_dir, RedisServer};
 
 const CANDLES: &str = "/api/v2/mix/market/candles";
 

@@ -35,7 +35,7 @@ use bitget_poller::telemetry::usage::{log_files, RateLog, Report, Window};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{binary, config, run_with_clock, simulator, temp_dir};
+use super::helpers::{binary, config, run_with_clock, simulator, temp_dir};
 
 fn sample_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/usage")

@@ -3,7 +3,7 @@
 use bitget_poller::sim::codes::TEMPLATES;
 use bitget_poller::sim::SimConfig;
 
-use crate::helpers::*;
+use super::helpers::*;
 
 const M: &str = "/api/v2/mix/market";
 

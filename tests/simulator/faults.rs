@@ -5,7 +5,7 @@ use std::time::Duration;
 use bitget_poller::sim::faults::FaultConfig;
 use bitget_poller::sim::SimConfig;
 
-use crate::helpers::*;
+use super::helpers::*;
 
 async fn with_fault(
     faults: FaultConfig,

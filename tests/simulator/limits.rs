@@ -6,7 +6,7 @@ use bitget_poller::bitget::credential::Credentials;
 use bitget_poller::sim::limits::LimitConfig;
 use bitget_poller::sim::SimConfig;
 
-use crate::helpers::*;
+use super::helpers::*;
 
 /// A simulator with `limits` and everything else default.
 async fn start_with_limits(

@@ -3,7 +3,7 @@
 use bitget_poller::sim::SimConfig;
 use serde_json::Value;
 
-use crate::helpers::*;
+use super::helpers::*;
 
 #[tokio::test]
 async fn every_request_is_logged_as_one_json_line() {

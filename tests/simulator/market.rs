@@ -4,7 +4,7 @@ use bitget_poller::core::timeframe::{Granularity, Market};
 use bitget_poller::sim::SimConfig;
 use serde_json::Value;
 
-use crate::helpers::*;
+use super::helpers::*;
 
 fn rows(reply: &Reply) -> Vec<Vec<String>> {
     let body = reply.json();

@@ -5,7 +5,7 @@ use bitget_poller::bitget::credential::Credentials;
 use bitget_poller::sim::SimConfig;
 use serde_json::Value;
 
-use crate::helpers::*;
+use super::helpers::*;
 
 /// Checks that `actual` has every key of `expected`, recursively, with the same JSON type.
 /// Doc examples sometimes write strings as numbers; `loose` accepts that one difference.

@@ -4,7 +4,7 @@ use bitget_poller::bitget::credential::{self, Credentials};
 use bitget_poller::sim::SimConfig;
 use serde_json::Value;
 
-use crate::helpers::*;
+use super::helpers::*;
 
 fn vectors() -> (Credentials, u64, Vec<Value>) {
     let file = fixture("reference/signing_test_vectors.computed.json");

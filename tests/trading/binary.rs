@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 use bitget_poller::bitget::credential::Credentials;
 use bitget_poller::sim::SimConfig;
 
-use crate::helpers::{simulator, temp_dir};
+use super::helpers::{simulator, temp_dir};
 
 const SECRET: &str = "sEcReT-9f8e7d6c5b4a";
 const PASSPHRASE: &str = "pA55-phrase-x1y2";

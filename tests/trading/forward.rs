@@ -18,7 +18,7 @@ use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{demo_credentials, simulator};
+use super::helpers::{demo_credentials, simulator};
 
 fn unsigned_client(base_url: String, max_body_bytes: usize) -> (Client, Arc<LocalLimiter>) {
     let config = ClientConfig {

@@ -17,7 +17,7 @@ use bitget_poller::strategy::spec::{parse, Polled};
 use bitget_poller::strategy::{StrategySpec, Target};
 use bitget_poller::trading::{Engine, Execution, TradingSummary};
 
-use crate::helpers::*;
+use super::helpers::*;
 
 const ACCOUNTS: &str = "/api/v2/mix/account/accounts";
 const PLACE: &str = "/api/v2/mix/order/place-order";

@@ -14,7 +14,7 @@ use bitget_poller::trading::paper::PaperBook;
 use bitget_poller::trading::{Engine, Execution};
 use rust_decimal::Decimal;
 
-use crate::helpers::intent;
+use super::helpers::intent;
 
 fn d(s: &str) -> Decimal {
     s.parse().unwrap()
