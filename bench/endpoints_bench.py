@@ -36,9 +36,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gateway_bench import announced  # noqa: E402
-from network_bench import median_of  # noqa: E402
-from poller_bench import BIN, ROOT, read_log, start_sim, stop_sim  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from harness import (BIN, ROOT, announced, limited, median_of, per_s, read_log,  # noqa: E402
+                     start_sim, stop_sim)
 
 CANDLES = "/api/v2/mix/market/candles"
 HISTORY = "/api/v2/mix/market/history-candles"
@@ -83,14 +83,6 @@ asyncio.run(main())
 
 def ok(rows, path):
     return [r for r in rows if r["path"] == path and r["status"] == 200 and r["code"] == "00000"]
-
-
-def limited(rows):
-    return [r for r in rows if r["status"] == 429 or r["code"] == "429"]
-
-
-def per_s(rows, t0, t1):
-    return sum(1 for r in rows if t0 <= r["ts"] < t1) / max(1e-9, (t1 - t0) / 1000.0)
 
 
 def config(work, mode, extra=""):

@@ -28,8 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-BIN = ROOT / "target" / "release" / "bitget-poller"
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from harness import BIN, ROOT, announced, rss_mb  # noqa: E402,F401
 
 BOT = r'''
 import asyncio, json, sys, time
@@ -74,26 +74,6 @@ async def main():
 
 asyncio.run(main())
 '''
-
-
-def announced(process, pattern):
-    for _ in range(40):
-        line = process.stdout.readline()
-        found = re.search(pattern, line)
-        if found:
-            return found.group(1)
-    sys.exit(f"never saw {pattern}")
-
-
-def rss_mb(pid):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
 
 
 def scenario(python, seconds, through_gateway, tmp, jitter_ms):

@@ -39,17 +39,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gateway_bench import BIN, ROOT, announced, rss_mb  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from harness import BIN, ROOT, announced, free_port, median_of, rss_mb  # noqa: E402
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "XRPUSDT", "SOLUSDT", "DOGEUSDT", "ADAUSDT", "LINKUSDT",
            "AVAXUSDT", "DOTUSDT", "LTCUSDT", "BCHUSDT", "TRXUSDT", "UNIUSDT", "ATOMUSDT",
            "NEARUSDT", "APTUSDT", "ARBUSDT", "OPUSDT", "FILUSDT", "SUIUSDT"]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Setup:
@@ -236,17 +231,6 @@ def sigterm(tmp):
     head.close()
     body.close()
     return {"exit_after_sigterm_s": round(took, 2), "exit_code": s.gateway.returncode}
-
-
-def median_of(runs):
-    out = {}
-    for key, value in runs[0].items():
-        values = [r[key] for r in runs]
-        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-            out[key] = statistics.median(values)
-        else:
-            out[key] = values[0]
-    return out
 
 
 def main():

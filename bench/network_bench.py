@@ -36,7 +36,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from poller_bench import BIN, CANDLES, ROOT, read_log, start_sim, stop_sim  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from harness import BIN, CANDLES, ROOT, limited, median_of, per_s, read_log, start_sim, stop_sim  # noqa: E402,F401
 
 JITTER30 = ["--jitter-ms", "30"]
 
@@ -75,16 +76,8 @@ def start_ccxt(python, port, seconds):
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
 
 
-def limited(rows):
-    return [r for r in rows if r["status"] == 429 or r["code"] == "429"]
-
-
 def candles_ok(rows):
     return [r for r in rows if r["path"] == CANDLES and r["status"] == 200 and r["code"] == "00000"]
-
-
-def per_s(rows, t0, t1):
-    return sum(1 for r in rows if t0 <= r["ts"] < t1) / ((t1 - t0) / 1000.0)
 
 
 def usage_lines(logs_dir):
@@ -235,22 +228,6 @@ SCENARIOS = {
     "ccxt30": scenario_ccxt(False),
     "ccxtpair": scenario_ccxt(True),
 }
-
-
-def median_of(runs):
-    """One result per key: the median of numeric figures (with every run's value listed),
-    the first run's value otherwise."""
-    if len(runs) == 1:
-        return runs[0]
-    out = {}
-    for key, first in runs[0].items():
-        values = [r.get(key) for r in runs]
-        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-            out[key] = statistics.median(values)
-            out[key + "_runs"] = values
-        else:
-            out[key] = first
-    return out
 
 
 def main():

@@ -24,29 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-BIN = ROOT / "target" / "release" / "bitget-poller"
-CANDLES = "/api/v2/mix/market/candles"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_sim(symbols, extra, work):
-    port = free_port()
-    log = work / "requests.jsonl"
-    stats = work / "sim_stats.json"
-    before = time.time()
-    sim = subprocess.Popen(
-        [str(BIN), "sim", "--addr", f"127.0.0.1:{port}", "--symbols", str(symbols),
-         "--request-log", str(log), "--stats-json", str(stats), *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    sim.stdout.readline()  # "listening on ..."
-    started = (before + time.time()) / 2
-    return sim, port, log, stats, started
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from harness import BIN, CANDLES, ROOT, free_port, read_log, start_sim, stop_sim  # noqa: E402,F401
 
 
 def write_config(work, mode, seconds):
@@ -89,20 +68,6 @@ def run_poller(cfg, port, seconds):
         "wall_s": elapsed,
         "stdout": out,
     }
-
-
-def stop_sim(sim, stats_path):
-    sim.send_signal(2)
-    sim.wait(timeout=30)
-    return json.loads(Path(stats_path).read_text())
-
-
-def read_log(path):
-    rows = []
-    with open(path) as f:
-        for line in f:
-            rows.append(json.loads(line))
-    return rows
 
 
 def accepted_candles(rows):

@@ -32,15 +32,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from poller_bench import BIN, CANDLES, ROOT, read_log, start_sim, stop_sim  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from harness import BIN, CANDLES, ROOT, free_port, read_log, start_sim, stop_sim  # noqa: E402
 import network_bench  # noqa: E402
 from network_bench import candles_ok, limited, median_of, per_s  # noqa: E402
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Redis:

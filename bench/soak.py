@@ -26,15 +26,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from poller_bench import CANDLES, ROOT, poller_command, read_log, start_sim, stop_sim, write_config  # noqa: E402
-
-STUCK_LIMIT_S = 2 * 60 + 30
+import harness  # noqa: E402
 
 
 def rss_mb(pid):
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024.0
-    return 0.0
+    return harness.rss_mb(pid) or 0.0
+
+STUCK_LIMIT_S = 2 * 60 + 30
 
 
 def main():

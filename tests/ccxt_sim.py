@@ -17,21 +17,15 @@ import subprocess
 import sys
 import tempfile
 
+import harness
+from harness import check
+
 import ccxt
 
 ARGS = [a for a in sys.argv[1:] if not a.startswith("--")]
 GATEWAY = "--gateway" in sys.argv[1:]
 BIN = ARGS[0] if ARGS else os.path.join("target", "release", "bitget-poller")
 KEY, SECRET, PASSPHRASE = "ccxt_key", "ccxt_secret", "ccxt_pass"
-checks = 0
-
-
-def check(condition, what):
-    global checks
-    if not condition:
-        raise AssertionError(what)
-    checks += 1
-    print(f"ok - {what}")
 
 
 def exchange(base, secret=SECRET):
@@ -134,7 +128,7 @@ def main():
     check(len(lines) == stats["total"]["requests"], f"request log has every request ({len(lines)})")
     check(any(l["path"] == "/api/v2/mix/account/accounts" and l["code"] == "40009" for l in lines),
           "the server logged the bad signature as 40009")
-    print(f"{checks} passed, 0 failed")
+    print(f"{harness.checks} passed, 0 failed")
 
 
 if __name__ == "__main__":
@@ -142,5 +136,5 @@ if __name__ == "__main__":
         main()
     except AssertionError as error:
         print(f"not ok - {error}")
-        print(f"{checks} passed, 1 failed")
+        print(f"{harness.checks} passed, 1 failed")
         sys.exit(1)

@@ -19,11 +19,13 @@ import subprocess
 import sys
 import tempfile
 
+import harness
+from harness import check
+
 BIN, FREQTRADE = sys.argv[1], sys.argv[2]
 TRADE_SECONDS = int(sys.argv[3]) if len(sys.argv) > 3 else 40
 # Every URL key of ccxt 4.5's bitget: a partial set leaves some calls going to Bitget.
 URL_KEYS = ["spot", "mix", "user", "p2p", "broker", "margin", "common", "tax", "convert", "copy", "earn", "uta"]
-checks = 0
 
 STRATEGY = '''
 from freqtrade.strategy import IStrategy
@@ -50,23 +52,6 @@ class TinyStrategy(IStrategy):
         dataframe["exit_long"] = 0
         return dataframe
 '''
-
-
-def check(condition, what):
-    global checks
-    if not condition:
-        raise AssertionError(what)
-    checks += 1
-    print(f"ok - {what}")
-
-
-def announced(process, pattern):
-    for _ in range(30):
-        line = process.stdout.readline()
-        found = re.search(pattern, line)
-        if found:
-            return found.group(1)
-    return None
 
 
 def config(workdir, mode, gateway):
@@ -110,7 +95,7 @@ def main():
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     gateway = None
     try:
-        sim_url = announced(sim, r"listening on (http://\S+)")
+        sim_url = harness.announced(sim, r"listening on (http://\S+)", lines=30)
         check(sim_url is not None, f"the simulator announces its address ({sim_url})")
         gateway_config = os.path.join(workdir, "gateway.toml")
         with open(gateway_config, "w") as f:
@@ -121,7 +106,7 @@ def main():
             [BIN, "gateway", "--config", gateway_config, "--base-url", sim_url, "--listen", "127.0.0.1:0",
              "--duration", "900"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
             env={**os.environ, "RUST_LOG": "warn"})
-        gateway_url = announced(gateway, r"^gateway: (http://\S+)")
+        gateway_url = harness.announced(gateway, r"^gateway: (http://\S+)", lines=30)
         check(gateway_url is not None, f"the gateway announces its address ({gateway_url})")
 
         userdir = os.path.join(workdir, "user_data")
@@ -169,7 +154,7 @@ def main():
         paths = {json.loads(line)["path"] for line in f}
     check(stats["total"]["rate_limited"] == 0, "nobody was rate-limited by the simulator")
     check("<unknown>" not in stats["endpoints"], f"every path freqtrade called is served ({sorted(paths)})")
-    print(f"{checks} passed, 0 failed")
+    print(f"{harness.checks} passed, 0 failed")
 
 
 if __name__ == "__main__":
@@ -177,5 +162,5 @@ if __name__ == "__main__":
         main()
     except AssertionError as error:
         print(f"not ok - {error}")
-        print(f"{checks} passed, 1 failed")
+        print(f"{harness.checks} passed, 1 failed")
         sys.exit(1)
