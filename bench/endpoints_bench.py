@@ -30,14 +30,13 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from harness import (BIN, ROOT, announced, limited, median_of, per_s, read_log,  # noqa: E402
+from harness import (BIN, ROOT, announced, limited, per_s, read_log, run_scenarios,  # noqa: E402
                      start_sim, stop_sim)
 
 CANDLES = "/api/v2/mix/market/candles"
@@ -192,21 +191,7 @@ def main():
     parser.add_argument("--seconds", type=int, default=60, help="length of liveccxt")
     parser.add_argument("--repeat", type=int, default=1)
     args = parser.parse_args()
-    if not BIN.exists():
-        sys.exit(f"{BIN} is missing; run cargo build --release first")
-    out_path = ROOT / "bench" / "results" / "endpoints.json"
-    results = json.loads(out_path.read_text()) if out_path.exists() else {}
-    for name, fn in SCENARIOS.items():
-        if args.only and name not in args.only:
-            continue
-        runs = []
-        for i in range(max(1, args.repeat)):
-            with tempfile.TemporaryDirectory() as tmp:
-                print(f"running {name} ({i + 1} of {args.repeat}) ...", flush=True)
-                runs.append(fn(args, Path(tmp)))
-                print(json.dumps(runs[-1], indent=2), flush=True)
-        results[name] = median_of(runs)
-        out_path.write_text(json.dumps(results, indent=2) + "\n")
+    run_scenarios(SCENARIOS, args, ROOT / "bench" / "results" / "endpoints.json")
 
 
 if __name__ == "__main__":

@@ -31,13 +31,13 @@ import re
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from harness import BIN, CANDLES, ROOT, limited, median_of, per_s, read_log, start_sim, stop_sim  # noqa: E402,F401
+from harness import (BIN, CANDLES, ROOT, limited, median_of, per_s, read_log,  # noqa: E402,F401
+                     run_scenarios, start_sim, stop_sim)
 
 JITTER30 = ["--jitter-ms", "30"]
 
@@ -238,21 +238,7 @@ def main():
     parser.add_argument("--repeat", type=int, default=1,
                         help="runs per scenario; numeric figures are reported as their median")
     args = parser.parse_args()
-    if not BIN.exists():
-        sys.exit(f"{BIN} is missing; run cargo build --release first")
-    out_path = ROOT / "bench" / "results" / "network.json"
-    results = json.loads(out_path.read_text()) if out_path.exists() else {}
-    for name, fn in SCENARIOS.items():
-        if args.only and name not in args.only:
-            continue
-        runs = []
-        for i in range(max(1, args.repeat)):
-            with tempfile.TemporaryDirectory() as tmp:
-                print(f"running {name} ({i + 1} of {args.repeat}) ...", flush=True)
-                runs.append(fn(args, Path(tmp)))
-                print(json.dumps(runs[-1], indent=2), flush=True)
-        results[name] = median_of(runs)
-        out_path.write_text(json.dumps(results, indent=2) + "\n")
+    run_scenarios(SCENARIOS, args, ROOT / "bench" / "results" / "network.json")
 
 
 if __name__ == "__main__":

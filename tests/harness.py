@@ -106,3 +106,25 @@ def median_of(runs):
         else:
             out[key] = first
     return out
+
+
+def run_scenarios(scenarios, args, out_path):
+    """Runs each scenario `args.only` names (all without it) `args.repeat` times, each in a
+    fresh temporary folder, printing every run, and merges the medians into `out_path`."""
+    import sys
+    import tempfile
+
+    if not BIN.exists():
+        sys.exit(f"{BIN} is missing; run cargo build --release first")
+    results = json.loads(out_path.read_text()) if out_path.exists() else {}
+    for name, fn in scenarios.items():
+        if args.only and name not in args.only:
+            continue
+        runs = []
+        for i in range(max(1, args.repeat)):
+            with tempfile.TemporaryDirectory() as tmp:
+                print(f"running {name} ({i + 1} of {args.repeat}) ...", flush=True)
+                runs.append(fn(args, Path(tmp)))
+                print(json.dumps(runs[-1], indent=2), flush=True)
+        results[name] = median_of(runs)
+        out_path.write_text(json.dumps(results, indent=2) + "\n")
