@@ -29,14 +29,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
-use rust_decimal::Decimal;
 use tokio::sync::Notify;
 
 pub mod config;
+mod interest;
+mod series;
+
+pub use interest::Want;
+use interest::Wanted;
+use series::Series;
+pub use series::{CandleRow, SeriesKey, SeriesRead, SeriesView, WriteThrough};
 
 use crate::core::events::MarketEvent;
-use crate::core::market::{Candle, Market, Symbol, Ticker};
-use crate::core::timeframe::{Granularity, Timeframe};
+use crate::core::market::{Candle, Market, Ticker};
 
 /// The store's sizes; `config` reads them from `[store]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,157 +59,6 @@ impl Default for StoreConfig {
         Self {
             journal_capacity: 65_536,
             candles_per_series: 1000,
-        }
-    }
-}
-
-/// One series: a symbol's candles of one timeframe (which carries its market).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct SeriesKey {
-    pub symbol: Symbol,
-    pub timeframe: Timeframe,
-}
-
-impl SeriesKey {
-    pub fn new(symbol: Symbol, timeframe: Timeframe) -> Self {
-        Self { symbol, timeframe }
-    }
-
-    /// The series of `candle`, or `None` if its timeframe is not of `market`.
-    pub fn of(market: Market, candle: &Candle) -> Option<Self> {
-        (candle.timeframe.market() == market)
-            .then(|| Self::new(candle.symbol.clone(), candle.timeframe))
-    }
-
-    pub fn market(&self) -> Market {
-        self.timeframe.market()
-    }
-
-    pub fn granularity(&self) -> Granularity {
-        self.timeframe.granularity()
-    }
-}
-
-/// A closed candle without its series, as a series holds it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CandleRow {
-    pub open_time: u64,
-    pub open: Decimal,
-    pub high: Decimal,
-    pub low: Decimal,
-    pub close: Decimal,
-    pub base_volume: Decimal,
-    pub quote_volume: Decimal,
-}
-
-impl CandleRow {
-    /// The row of `c`, without its series.
-    pub fn of(c: &Candle) -> Self {
-        Self {
-            open_time: c.open_time,
-            open: c.open,
-            high: c.high,
-            low: c.low,
-            close: c.close,
-            base_volume: c.base_volume,
-            quote_volume: c.quote_volume,
-        }
-    }
-
-    fn candle(&self, key: &SeriesKey) -> Candle {
-        Candle {
-            symbol: key.symbol.clone(),
-            timeframe: key.timeframe,
-            open_time: self.open_time,
-            open: self.open,
-            high: self.high,
-            low: self.low,
-            close: self.close,
-            base_volume: self.base_volume,
-            quote_volume: self.quote_volume,
-            closed: true,
-        }
-    }
-}
-
-/// Holes kept per series: the oldest are forgotten beyond this.
-const GAPS_KEPT: usize = 64;
-
-/// Receives every new closed candle the store keeps, in order, for a persistent backend.
-/// Called under the store's lock, so it must not block: it owns its own queue (a disk
-/// writer buffers there and writes on its own thread), and nothing it is handed is lost
-/// to a slow reader, as journal entries can be.
-pub trait WriteThrough: Send + Sync + std::fmt::Debug {
-    fn closed(&self, candle: &Candle);
-}
-
-#[derive(Debug, Default)]
-struct Series {
-    /// Bumped on every change, so a reader can tell it holds the same as before.
-    version: u64,
-    /// Holes between journalled closed candles, `[from, to)` by open time, oldest first.
-    gaps: VecDeque<(u64, u64)>,
-    /// The newest closed candle journalled to subscribers.
-    journaled_through: Option<u64>,
-    closed: VecDeque<CandleRow>,
-    forming: Option<Candle>,
-    /// The server's `requestTime` of the newest reply that refreshed this series.
-    fetched_at: Option<u64>,
-}
-
-/// A series as it is held, for a reader that works under the store's lock (briefly).
-#[derive(Debug, Clone, Copy)]
-pub struct SeriesRead<'a> {
-    /// Closed candles, oldest first, without gaps unless the exchange had them.
-    pub closed: &'a VecDeque<CandleRow>,
-    pub forming: Option<&'a Candle>,
-    /// The server's `requestTime` of the newest reply that refreshed the series.
-    pub fetched_at: Option<u64>,
-    /// Changes whenever anything in the series does.
-    pub version: u64,
-}
-
-/// What a reader gets of one series.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SeriesView {
-    /// Closed candles, oldest first, the newest `limit`.
-    pub closed: Vec<Candle>,
-    pub forming: Option<Candle>,
-    /// The server's `requestTime` of the newest reply that refreshed the series.
-    pub fetched_at: Option<u64>,
-    /// Closed candles held in all.
-    pub held: usize,
-}
-
-impl Series {
-    /// Holds `row` in open-time order (a repeat replaces nothing), dropping the oldest
-    /// beyond `cap`. Returns whether it was new.
-    fn hold(&mut self, row: CandleRow, cap: usize) -> bool {
-        match self
-            .closed
-            .binary_search_by_key(&row.open_time, |r| r.open_time)
-        {
-            Ok(_) => return false,
-            Err(at) => self.closed.insert(at, row),
-        }
-        while self.closed.len() > cap {
-            self.closed.pop_front();
-        }
-        true
-    }
-
-    /// A closed candle opening at `open` follows the one journalled last: notes the hole
-    /// between them, if any.
-    fn note_gap(&mut self, timeframe: Timeframe, open: u64) {
-        let Some(last) = self.journaled_through else {
-            return;
-        };
-        let expected = timeframe.next_open(last);
-        if open > expected {
-            self.gaps.push_back((expected, open));
-            while self.gaps.len() > GAPS_KEPT {
-                self.gaps.pop_front();
-            }
         }
     }
 }
@@ -234,26 +88,6 @@ struct Entry {
     closed_before: u64,
     market: Market,
     event: MarketEvent,
-}
-
-/// A series a client wants kept fresh.
-#[derive(Debug, Clone, Copy)]
-struct Wanted {
-    /// Rows its client read, so the first fetch brings as many.
-    rows: u32,
-    /// When it last asked (the caller's clock, ms).
-    asked_ms: u64,
-}
-
-/// What [`Store::want`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Want {
-    /// Wanted from now on.
-    New,
-    /// Wanted already; its time was renewed.
-    Again,
-    /// Not taken: `cap` series are wanted already.
-    Full,
 }
 
 #[derive(Debug, Default)]
@@ -495,6 +329,8 @@ impl Store {
         self.written.notify_waiters();
     }
 
+    /// Ends every subscription once it has read what was written; later writes are kept
+    /// for readers but not journalled to subscribers any more.
     fn journal(
         &self,
         inner: &mut Inner,
@@ -522,8 +358,6 @@ impl Store {
         }
     }
 
-    /// Ends every subscription once it has read what was written; later writes are kept
-    /// for readers but not journalled to subscribers any more.
     pub fn close(&self) {
         self.lock().closed = true;
         self.written.notify_waiters();
@@ -795,7 +629,11 @@ impl Subscription {
 
 #[cfg(test)]
 mod tests {
+    use rust_decimal::Decimal;
+
     use super::*;
+    use crate::core::market::Symbol;
+    use crate::core::timeframe::Timeframe;
 
     fn candle(symbol: &str, open_time: u64, close: i64, closed: bool) -> Candle {
         Candle {
