@@ -13,7 +13,7 @@ use super::offset::{OffsetBounds, STAMP_RESOLUTION_US};
 use super::window::{WindowLog, SERVER_WINDOW_US};
 use super::{
     Adjustment, Category, CategoryCounters, EgressLoad, EndpointCounters, Feedback, Limits, Permit,
-    Route,
+    Route, Scope,
 };
 
 /// Rejections in a row held only until the window drained, before the backoff adds to it.
@@ -74,7 +74,6 @@ impl Budgets {
         // The effective limit and the server view are read from the logs in `counters`.
         let counters = Category::ALL.map(|c| CategoryCounters {
             limit: limits.per_second(c),
-            total: limits.total(c),
             ..CategoryCounters::default()
         });
         Self {
@@ -324,7 +323,12 @@ impl Budgets {
         log: Option<(Category, u16, u16)>,
         now: u64,
     ) -> CategoryCounters {
-        let egress = log.map_or(0, |(_, key, _)| key);
+        // The scope key is an egress only for IP-metered windows; account windows report
+        // beside the first egress's overall budget.
+        let egress = match log {
+            Some((category, key, _)) if Route::from(category).scope == Scope::Ip => key,
+            _ => 0,
+        };
         let overall = self.overall_log(egress).available(now);
         let clock_margin_us = self
             .offset
@@ -417,5 +421,31 @@ impl Budgets {
     /// The bounds on the clock offset to the server, for tests and reports.
     pub fn offset(&self) -> &OffsetBounds {
         &self.offset
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limiter::Keys;
+
+    #[test]
+    fn an_account_windows_figures_are_read_beside_the_egress_it_leaves_from() {
+        let limits = Limits {
+            overall_per_minute: 2,
+            ..Limits::default()
+        };
+        let mut budgets = Budgets::new(&limits, Backoff::default());
+        // The second account's requests leave from egress 0 and spend its overall budget.
+        let route = Route::new(Category::Account, 21, Some(10)).with_keys(Keys {
+            egress: 0,
+            account: 1,
+        });
+        budgets.admit(route, 0, Duration::ZERO);
+        budgets.admit(route, 100_000, Duration::ZERO);
+        let account = budgets.counters(Category::Account, 200_000);
+        assert_eq!(account.admitted, 2);
+        // Its own window has room for 8 more, the egress's minute none.
+        assert_eq!(account.available, 0);
     }
 }

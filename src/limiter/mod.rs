@@ -401,8 +401,6 @@ pub struct CategoryCounters {
     pub clock_offset_us: Option<(i64, i64)>,
     /// Where admissions come from now.
     pub backend: Backend,
-    /// The operator's cap on the whole category, if any.
-    pub total: Option<u32>,
 }
 
 impl CategoryCounters {
