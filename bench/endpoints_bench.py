@@ -36,6 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from network_bench import config  # noqa: E402
 from harness import (BIN, ROOT, announced, limited, per_s, read_log, run_scenarios,  # noqa: E402
                      start_sim, stop_sim)
 
@@ -84,24 +85,6 @@ def ok(rows, path):
     return [r for r in rows if r["path"] == path and r["status"] == 200 and r["code"] == "00000"]
 
 
-def config(work, mode, extra=""):
-    cfg = work / "poll.toml"
-    cfg.write_text(f"""
-[poll]
-symbols = "all"
-timeframes = ["1m"]
-mode = "{mode}"
-tickers_interval_secs = 10
-discovery_cache = "{work / 'cache.json'}"
-[logging]
-dir = "{work / 'logs'}"
-usage_interval_secs = 5
-[trading]
-enabled = false
-{extra}
-""")
-    return cfg
-
 
 def closed1000(extra):
     def run(args, work):
@@ -110,13 +93,13 @@ def closed1000(extra):
         now = time.time()
         seconds = int(120 - (now % 60) + 40)
         proc = subprocess.run(
-            [str(BIN), "run", "--config", str(config(work, "closed", extra)),
+            [str(BIN), "run", "--config", str(config(work, "poll", mode="closed", extra=extra)),
              "--base-url", f"http://127.0.0.1:{port}", "--duration", str(seconds)],
             capture_output=True, text=True, env={**os.environ, "RUST_LOG": "warn"})
         stats = stop_sim(sim, stats_path)
         rows = read_log(log)
         candle_ok = ok(rows, CANDLES) + ok(rows, HISTORY)
-        unified = (work / "logs" / "trading_unified.log").read_text()
+        unified = (work / "poll-logs" / "trading_unified.log").read_text()
         rounds = [(int(c), int(s), int(l)) for c, s, l in re.findall(
             r"closed candles delivered close_ms=(\d+) symbols=(\d+).*?latency_ms=(\d+)", unified)]
         # Whole rounds only: the first close may fall in the first reads.
@@ -145,7 +128,7 @@ def liveccxt(args, work):
     seconds = args.seconds
     sim, port, log, stats_path, start = start_sim(200, JITTER30, work)
     gateway = subprocess.Popen(
-        [str(BIN), "gateway", "--config", str(config(work, "live")), "--base-url",
+        [str(BIN), "gateway", "--config", str(config(work, "poll")), "--base-url",
          f"http://127.0.0.1:{port}", "--listen", "127.0.0.1:0", "--duration", str(seconds + 20)],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         env={**os.environ, "RUST_LOG": "warn"})

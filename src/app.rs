@@ -33,7 +33,7 @@ use crate::store::{Store, Subscription};
 use crate::strategy::StrategySpec;
 use crate::telemetry::clients::ClientStats;
 use crate::telemetry::metrics::{MetricsServer, MetricsSources, RequestLatency};
-use crate::telemetry::{is_reported, report_usage, UsageLine};
+use crate::telemetry::{endpoint_use, is_reported, report_usage, used_pct, UsageLine};
 use crate::trading::live::poll_account;
 use crate::trading::setup::{prepare, SetupError, Venue};
 use crate::trading::TradingSummary;
@@ -116,14 +116,9 @@ impl RunSummary {
     /// How full `category` ran over the session: its busiest endpoint's requests per second
     /// as a fraction of that endpoint's limit (Bitget meters each endpoint on its own).
     pub fn utilization(&self, category: Category) -> f64 {
-        let Some(e) = self.busiest(category) else {
-            return 0.0;
-        };
-        let limit = e.counters.limit;
-        if limit == 0 {
-            return 0.0;
-        }
-        e.counters.admitted as f64 / (f64::from(limit) * self.elapsed.as_secs_f64().max(1e-9))
+        self.busiest(category).map_or(0.0, |e| {
+            used_pct(e.counters.admitted, e.counters.limit, self.elapsed) / 100.0
+        })
     }
 
     /// The per-category table printed at exit.
@@ -150,16 +145,14 @@ impl RunSummary {
                 k.limit,
                 100.0 * self.utilization(*category)
             ));
-            let secs = self.elapsed.as_secs_f64().max(1e-9);
             for e in self.endpoints.iter().filter(|e| e.category == *category) {
-                let limit = e.counters.limit.max(1);
                 out.push_str(&format!(
                     "    {:<41} {:>9} {:>6} {:>5}/s {:>11.1}%\n",
                     crate::bitget::endpoints::path_of(e.endpoint),
                     e.counters.admitted,
                     e.counters.rate_limited,
-                    limit,
-                    100.0 * e.counters.admitted as f64 / (f64::from(limit) * secs)
+                    e.counters.limit,
+                    used_pct(e.counters.admitted, e.counters.limit, self.elapsed)
                 ));
             }
         }
@@ -367,6 +360,7 @@ pub async fn poll_session(
         .map(|c| (c, limiter.counters(c)))
         .collect();
     let endpoints = limiter.endpoint_counters();
+    let used = endpoint_use(&[], &endpoints, elapsed);
     // The final partial interval, so the log's totals add up to the summary.
     for (category, counters) in &categories {
         if is_reported(*category, counters) {
@@ -382,20 +376,7 @@ pub async fn poll_session(
                 stats.symbols_per_iteration.load(Ordering::Relaxed),
                 stats.tier(),
             )
-            .by_endpoints(
-                endpoints
-                    .iter()
-                    .filter(|e| e.category == *category && e.counters.admitted > 0)
-                    .count(),
-                endpoints
-                    .iter()
-                    .filter(|e| e.category == *category && e.counters.limit > 0)
-                    .map(|e| {
-                        100.0 * e.counters.admitted as f64
-                            / (f64::from(e.counters.limit) * elapsed.as_secs_f64().max(1e-9))
-                    })
-                    .reduce(f64::max),
-            )
+            .by_endpoints(used[category.index()].0, used[category.index()].1)
             .emit_summary(config.ascii_status);
         }
     }

@@ -130,7 +130,6 @@ enum RetryPolicy {
 struct Request {
     method: Method,
     endpoint: &'static Endpoint,
-    path: &'static str,
     /// Without the `?`; empty when there is none.
     query: String,
     body: Bytes,
@@ -142,7 +141,6 @@ impl Request {
         Self {
             method: Method::GET,
             endpoint,
-            path: endpoint.path,
             query: query_string(query),
             body: Bytes::new(),
             signed,
@@ -442,7 +440,6 @@ impl Http {
         let request = Request {
             method: Method::POST,
             endpoint,
-            path: endpoint.path,
             query: String::new(),
             body: Bytes::from(body),
             signed: true,
@@ -547,9 +544,9 @@ impl Http {
         policy: RetryPolicy,
     ) -> Result<Reply, CallError> {
         if request.signed && self.signer.is_none() {
-            return Err(CallError::NoCredentials(request.path.to_owned()));
+            return Err(CallError::NoCredentials(request.endpoint.path.to_owned()));
         }
-        let path = request.path;
+        let path = request.endpoint.path;
         let route = self.spread(endpoints::route(request.endpoint), request.signed);
         let category = route.category;
         let mut retry = 0;
@@ -627,7 +624,7 @@ impl Http {
         if let Some(observer) = &self.observer {
             observer.request_done(route.category, sent.elapsed());
         }
-        self.report(&permit, request.path, symbol, &outcome);
+        self.report(&permit, request.endpoint.path, symbol, &outcome);
         Ok(outcome.result)
     }
 
@@ -648,7 +645,7 @@ impl Http {
         symbol: Option<&str>,
         egress: u16,
     ) -> Result<Sent, BitgetError> {
-        let path = request.path;
+        let path = request.endpoint.path;
         let mut headers = HeaderMap::new();
         if !request.body.is_empty() {
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

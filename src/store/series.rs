@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use rust_decimal::Decimal;
 
 use crate::core::market::{Candle, Market, Symbol};
-use crate::core::timeframe::{Granularity, Timeframe};
+use crate::core::timeframe::Timeframe;
 
 /// One series: a symbol's candles of one timeframe (which carries its market).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -29,10 +29,6 @@ impl SeriesKey {
 
     pub fn market(&self) -> Market {
         self.timeframe.market()
-    }
-
-    pub fn granularity(&self) -> Granularity {
-        self.timeframe.granularity()
     }
 }
 

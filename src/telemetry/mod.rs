@@ -237,56 +237,77 @@ pub fn emit_stale_summary(stats: &PollStats, wall: &dyn Clock) {
     }
 }
 
-/// Emits one line per endpoint that was used in the interval between the two snapshots:
-/// Bitget meters each endpoint on its own, so this is where a budget runs out. Returns, per
-/// category, how many endpoints were used and the fullest one's use of its limit (percent).
-fn emit_endpoint_usage(
-    before: &[EndpointCounters],
-    after: &[EndpointCounters],
-    elapsed: Duration,
-) -> [(usize, Option<f64>); 4] {
-    let secs = elapsed.as_secs_f64().max(1e-9);
-    let mut used = [(0usize, None::<f64>); 4];
-    for e in after {
-        let old = before
+/// `requests` over `elapsed` as a percentage of `limit` per second; 0 without a limit.
+pub fn used_pct(requests: u64, limit: u32, elapsed: Duration) -> f64 {
+    if limit == 0 {
+        return 0.0;
+    }
+    100.0 * requests as f64 / (f64::from(limit) * elapsed.as_secs_f64().max(1e-9))
+}
+
+/// One endpoint that was used between two snapshots: its counters after, and before.
+fn endpoint_intervals<'a>(
+    before: &'a [EndpointCounters],
+    after: &'a [EndpointCounters],
+) -> impl Iterator<Item = (&'a EndpointCounters, CategoryCounters)> + 'a {
+    after.iter().filter_map(move |e| {
+        let was = before
             .iter()
             .find(|b| b.category == e.category && b.endpoint == e.endpoint)
             .map(|b| b.counters)
             .unwrap_or_default();
-        let (now, was) = (&e.counters, &old);
-        let requests = now.admitted - was.admitted;
-        let rate_limited = now.rate_limited - was.rate_limited;
-        if requests == 0 && rate_limited == 0 {
-            continue;
-        }
-        let per_second = requests as f64 / secs;
-        let used_pct = if now.limit == 0 {
-            0.0
-        } else {
-            100.0 * per_second / f64::from(now.limit)
-        };
+        let used = e.counters.admitted > was.admitted || e.counters.rate_limited > was.rate_limited;
+        used.then_some((e, was))
+    })
+}
+
+/// Per category, between two snapshots `elapsed` apart: how many endpoints carried
+/// requests, and the fullest one's use of its own limit (percent). Bitget meters each
+/// endpoint on its own, so that is how full the category ran.
+pub fn endpoint_use(
+    before: &[EndpointCounters],
+    after: &[EndpointCounters],
+    elapsed: Duration,
+) -> [(usize, Option<f64>); 4] {
+    let mut used = [(0usize, None::<f64>); 4];
+    for (e, was) in endpoint_intervals(before, after) {
+        let pct = used_pct(
+            e.counters.admitted - was.admitted,
+            e.counters.limit,
+            elapsed,
+        );
         let slot = &mut used[e.category.index()];
         slot.0 += 1;
-        slot.1 = Some(slot.1.map_or(used_pct, |p: f64| p.max(used_pct)));
+        slot.1 = Some(slot.1.map_or(pct, |p: f64| p.max(pct)));
+    }
+    used
+}
+
+/// Emits one line per endpoint that was used in the interval between the two snapshots:
+/// this is where a budget runs out.
+fn emit_endpoint_usage(before: &[EndpointCounters], after: &[EndpointCounters], elapsed: Duration) {
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    for (e, was) in endpoint_intervals(before, after) {
+        let now = &e.counters;
+        let requests = now.admitted - was.admitted;
         tracing::info!(
             target: RATE_LOG,
             event = %"endpoint_usage",
             category = %e.category,
             endpoint = %crate::bitget::endpoints::path_of(e.endpoint),
             requests,
-            req_per_s = %format_args!("{per_second:.2}"),
+            req_per_s = %format_args!("{:.2}", requests as f64 / secs),
             limit = now.limit,
-            used_pct = %format_args!("{used_pct:.1}"),
+            used_pct = %format_args!("{:.1}", used_pct(requests, now.limit, elapsed)),
             waited = now.waited - was.waited,
             wait_ms = now.wait_total.saturating_sub(was.wait_total).as_millis() as u64,
-            rate_limited,
+            rate_limited = now.rate_limited - was.rate_limited,
             effective_limit = now.effective_limit,
             foreign_pct = %format_args!("{:.1}", now.foreign_pct()),
             interval_ms = elapsed.as_millis() as u64,
             "endpoint usage"
         );
     }
-    used
 }
 
 /// Emits one line per egress (when there are several) with what it carried in the
@@ -355,11 +376,9 @@ pub async fn report_usage(
             return;
         }
         let endpoints_after = limiter.endpoint_counters();
-        let used = emit_endpoint_usage(
-            &endpoints_before,
-            &endpoints_after,
-            now.duration_since(last),
-        );
+        let elapsed = now.duration_since(last);
+        emit_endpoint_usage(&endpoints_before, &endpoints_after, elapsed);
+        let used = endpoint_use(&endpoints_before, &endpoints_after, elapsed);
         endpoints_before = endpoints_after;
         for (i, category) in Category::ALL.into_iter().enumerate() {
             let after = limiter.counters(category);
