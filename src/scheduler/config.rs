@@ -114,9 +114,9 @@ fn default_discovery_cache() -> PathBuf {
 }
 
 impl PollSection {
-    /// What to poll in `market`, with the default tiers and rest for a refused symbol until
-    /// `[tiers]` and `[retry]` are composed in; problems go to `c`, notes (keys no longer
-    /// used) to `notes`.
+    /// What to poll in `market`, without the tiers and the rest for a refused symbol, which
+    /// `config` composes in from `[tiers]` and `[retry]`; problems go to `c`, notes (keys no
+    /// longer used) to `notes`.
     pub fn check(&self, c: &mut Checker, market: Market, notes: &mut Vec<String>) -> PollConfig {
         let symbols = match &self.symbols {
             RawSymbols::All => SymbolSelection::All,
@@ -189,7 +189,8 @@ impl PollSection {
             concurrency,
             discovery_refresh: Duration::from_secs(discovery_refresh),
             discovery_cache: self.discovery_cache.clone(),
-            bad_symbol_retry: Duration::from_secs(900),
+            // Both are their own sections' ([retry], [tiers]), composed in by `config`.
+            bad_symbol_retry: Duration::ZERO,
             tiers: TierConfig::default(),
         }
     }
