@@ -202,12 +202,16 @@ impl Wiring {
     /// The HTTP client cannot be built.
     pub fn new(
         config: &Config,
+        wall: Arc<dyn Clock>,
         store: Arc<Store>,
         stop: CancellationToken,
     ) -> Result<Self, RunError> {
         let (limiter, writer): (Arc<dyn RateLimiter>, _) = match &config.limiter {
             BackendConfig::Local => (
-                Arc::new(LocalLimiter::new(&config.limits, config.client.backoff)),
+                Arc::new(
+                    LocalLimiter::new(&config.limits, config.client.backoff)
+                        .with_wall(Arc::clone(&wall)),
+                ),
                 None,
             ),
             BackendConfig::Redis(redis) => {
@@ -227,7 +231,7 @@ impl Wiring {
                 let writer_stop = CancellationToken::new();
                 let task = tokio::spawn(writer.run(writer_stop.clone()));
                 (
-                    Arc::new(limiter),
+                    Arc::new(limiter.with_wall(Arc::clone(&wall))),
                     Some((writer_stop, std::sync::Mutex::new(Some(task)))),
                 )
             }
@@ -236,6 +240,7 @@ impl Wiring {
         let recent = Arc::new(RecentRateLimits::default());
         let latency = Arc::new(RequestLatency::default());
         let client = Client::new(&config.client, limiter_dyn, Arc::clone(&recent), stop)?
+            .with_wall(wall)
             .with_observer(latency.clone());
         Ok(Self {
             limiter,
@@ -267,6 +272,7 @@ impl Wiring {
             limiter: self.limiter.clone(),
             latency: Arc::clone(&self.latency),
             stats: Arc::clone(&self.stats),
+            store: Arc::clone(&self.store),
             wall,
             gateway_clients: Some(Arc::clone(&self.clients)),
             egresses: Some(self.client.http().clone()),
@@ -287,7 +293,7 @@ pub async fn run_session(
     stop: CancellationToken,
 ) -> Result<RunSummary, RunError> {
     let started = Instant::now();
-    let wiring = Wiring::new(config, Arc::clone(&store), stop.clone())?;
+    let wiring = Wiring::new(config, Arc::clone(&wall), Arc::clone(&store), stop.clone())?;
     let result = poll_session(config, &wiring, wall, started, stop, false).await;
     store.close();
     wiring.close().await;
@@ -318,6 +324,7 @@ pub async fn poll_session(
         Arc::clone(&limiter_dyn),
         Arc::clone(&recent),
         Arc::clone(&stats),
+        Arc::clone(&wiring.store),
         Arc::clone(&wall),
         config.usage_interval,
         config.ascii_status,
@@ -406,7 +413,10 @@ pub async fn poll_session(
         parked: stats.parked.load(Ordering::Relaxed),
         close_rounds: stats.close_rounds.load(Ordering::Relaxed),
         last_close_latency_ms: stats.last_close_latency_ms.load(Ordering::Relaxed),
-        stale_at_exit: stats.freshness.stale(wall.now_ms()).len(),
+        stale_at_exit: wiring
+            .store
+            .stale(limiter.server_clock().server_ms(wall.now_ms()))
+            .len(),
     })
 }
 
@@ -463,7 +473,12 @@ pub async fn run(
         gateway,
     } = options;
     let store = Store::new(config.store);
-    let wiring = Wiring::new(config, Arc::clone(&store), shutdown.clone())?;
+    let wiring = Wiring::new(
+        config,
+        Arc::clone(&wall),
+        Arc::clone(&store),
+        shutdown.clone(),
+    )?;
 
     // Built before any task starts, so a refusal leaves nothing running; served below.
     let gateway = match gateway {

@@ -17,14 +17,16 @@
 //!   every instance on any host, with a local fallback share. Knows nothing of Bitget's
 //!   paths.
 //! - [`store`]: the in-memory source of truth for candles and tickers (newest N, ranges by
-//!   time, holes), with subscribers that catch up from it, a lossless write-through hook
-//!   for a persistent backend, and the interest: which series clients want kept fresh.
+//!   time, holes, what was delivered and repeats dropped), a journal subscribers catch up
+//!   from, a lossless write-through hook for a persistent backend, freshness (every watched
+//!   series' age) and the interest: which series clients want kept fresh.
 //! - [`bitget`]: the venue adapter — endpoint table, codes, signing, wire shapes, parsing,
 //!   the query structs the client writes and the gateway reads, the reply envelopes, the
 //!   raw HTTP layer (`forward`), the egress addresses and proxies it leaves from, the
 //!   typed client, and its own configuration sections.
-//! - [`scheduler`]: what to request next, a pure core under a thin async shell that
-//!   writes into the store and follows its interest.
+//! - [`scheduler`]: what to request next, a pure core on explicit time (the limiter's
+//!   server clock) under a thin async shell; it writes into the store, reads from it where
+//!   each series stands, and follows its interest.
 //! - [`strategy`]: pure strategies over core types.
 //! - [`telemetry`]: log files, rate-usage lines, the `usage` report, Prometheus metrics.
 //! - [`trading`]: the engine, paper book and live orders.

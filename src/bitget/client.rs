@@ -72,6 +72,14 @@ impl Client {
         Http::new(config, limiter, recent, stop).map(Self::from)
     }
 
+    /// The same client, reading `wall` for signature stamps (see [`Http::with_wall`]).
+    #[must_use]
+    pub fn with_wall(self, wall: Arc<dyn crate::core::clock::Clock>) -> Self {
+        Self {
+            http: self.http.with_wall(wall),
+        }
+    }
+
     /// The same client, telling `observer` about every round trip.
     #[must_use]
     pub fn with_observer(self, observer: Arc<dyn Observer>) -> Self {

@@ -257,8 +257,8 @@ pub struct Http {
     recent: Arc<RecentRateLimits>,
     stop: CancellationToken,
     signer: Option<Arc<Signer>>,
-    /// This machine's wall clock, in the frame the limiter's offset bounds are kept in.
-    wall: SystemClock,
+    /// The wall clock the limiter publishes the server's offset against.
+    wall: Arc<dyn Clock>,
     observer: Option<Arc<dyn Observer>>,
     max_body: usize,
     /// Whether any reply at all came back, and the last transport failure: a session that
@@ -315,11 +315,19 @@ impl Http {
             recent,
             stop,
             signer: None,
-            wall: SystemClock::new(),
+            wall: Arc::new(SystemClock::new()),
             observer: None,
             max_body: config.max_body_bytes,
             contact: Arc::default(),
         })
+    }
+
+    /// The same layer, reading `wall` for signature stamps and round trips: the wall
+    /// clock its limiter publishes the server's offset against.
+    #[must_use]
+    pub fn with_wall(mut self, wall: Arc<dyn Clock>) -> Self {
+        self.wall = wall;
+        self
     }
 
     /// The same layer, telling `observer` about every round trip.

@@ -14,6 +14,11 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 pub trait Clock: Send + Sync + 'static {
     /// The current time in Unix milliseconds.
     fn now_ms(&self) -> u64;
+
+    /// The current time in Unix microseconds, for offsets finer than a millisecond.
+    fn now_us(&self) -> u64 {
+        self.now_ms().saturating_mul(1_000)
+    }
 }
 
 /// Bitget's clock as this process knows it: bounds on server time minus wall time, which
@@ -65,19 +70,19 @@ impl ServerClock {
 /// Wall time read once at start, then advanced by a monotonic clock.
 #[derive(Debug, Clone, Copy)]
 pub struct SystemClock {
-    anchor_epoch_ms: u64,
+    anchor_epoch_us: u64,
     anchor: Instant,
 }
 
 impl SystemClock {
     /// Anchors the clock to the current wall time.
     pub fn new() -> Self {
-        let anchor_epoch_ms = SystemTime::now()
+        let anchor_epoch_us = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
+            .map(|d| d.as_micros() as u64)
             .unwrap_or(0);
         Self {
-            anchor_epoch_ms,
+            anchor_epoch_us,
             anchor: Instant::now(),
         }
     }
@@ -91,7 +96,11 @@ impl Default for SystemClock {
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> u64 {
-        self.anchor_epoch_ms + self.anchor.elapsed().as_millis() as u64
+        self.now_us() / 1_000
+    }
+
+    fn now_us(&self) -> u64 {
+        self.anchor_epoch_us + self.anchor.elapsed().as_micros() as u64
     }
 }
 

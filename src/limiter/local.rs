@@ -25,15 +25,16 @@ use super::{
     Acquire, Adjustment, Category, CategoryCounters, EndpointCounters, Feedback, Limits, Permit,
     RateLimiter, Route,
 };
-use crate::core::clock::ServerClock;
+use crate::core::clock::{Clock, ServerClock, SystemClock};
 use crate::limiter::backoff::Backoff;
 
 /// Rate limiter for one process.
 #[derive(Debug)]
 pub struct LocalLimiter {
     origin: Instant,
-    /// Wall-clock time at `origin`, in Unix µs, to report the server's offset from it.
-    origin_wall_us: i64,
+    /// The wall clock the server's offset is published against: the one the scheduler,
+    /// the signer and the gateway read.
+    wall: Arc<dyn Clock>,
     state: Mutex<Budgets>,
     gates: Gates,
     /// The offset bounds, published for every reader of the server's time.
@@ -77,12 +78,9 @@ impl LocalLimiter {
     /// A limiter enforcing `limits`, starting with full budgets; a repeated rate-limit
     /// rejection pauses its category for `backoff`'s delay.
     pub fn new(limits: &Limits, backoff: Backoff) -> Self {
-        let origin_wall_us = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as i64);
         Self {
             origin: Instant::now(),
-            origin_wall_us,
+            wall: Arc::new(SystemClock::new()),
             state: Mutex::new(Budgets::new(limits, backoff)),
             gates: Default::default(),
             clock: Arc::default(),
@@ -90,8 +88,23 @@ impl LocalLimiter {
         }
     }
 
+    /// Publishes the server's clock against `wall` instead of the system clock: the clock
+    /// the rest of the process reads (a simulated one in tests).
+    #[must_use]
+    pub fn with_wall(mut self, wall: Arc<dyn Clock>) -> Self {
+        self.wall = wall;
+        self
+    }
+
     fn now_us(&self) -> u64 {
         Instant::now().duration_since(self.origin).as_micros() as u64
+    }
+
+    /// What the wall clock read at this limiter's origin, worked out from its reading now,
+    /// so an offset is always published against the wall clock as it reads (a simulated
+    /// one may jump).
+    fn wall_at_origin(&self, now_us: u64) -> i64 {
+        self.wall.now_us() as i64 - now_us as i64
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, Budgets> {
@@ -163,7 +176,7 @@ impl RateLimiter for LocalLimiter {
         let adjustment = {
             let mut state = self.state();
             let adjustment = state.feedback(permit, feedback, now);
-            if let Some((lower, upper)) = state.offset().from_wall(now, self.origin_wall_us) {
+            if let Some((lower, upper)) = state.offset().from_wall(now, self.wall_at_origin(now)) {
                 self.clock.set_bounds_us(lower, upper);
             }
             adjustment
@@ -179,7 +192,7 @@ impl RateLimiter for LocalLimiter {
     fn counters(&self, category: Category) -> CategoryCounters {
         let now = self.now_us();
         let state = &mut self.state();
-        let clock_offset_us = state.offset().from_wall(now, self.origin_wall_us);
+        let clock_offset_us = state.offset().from_wall(now, self.wall_at_origin(now));
         CategoryCounters {
             clock_offset_us,
             ..state.counters(category, now)
@@ -189,7 +202,7 @@ impl RateLimiter for LocalLimiter {
     fn endpoint_counters(&self) -> Vec<EndpointCounters> {
         let now = self.now_us();
         let state = &mut self.state();
-        let clock_offset_us = state.offset().from_wall(now, self.origin_wall_us);
+        let clock_offset_us = state.offset().from_wall(now, self.wall_at_origin(now));
         let mut all = state.endpoint_counters(now);
         for e in &mut all {
             e.counters.clock_offset_us = clock_offset_us;

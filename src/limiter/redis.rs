@@ -47,7 +47,7 @@ use super::{
     Acquire, Adjustment, Backend, Category, CategoryCounters, EgressLoad, EndpointCounters,
     Feedback, Limits, Permit, RateLimiter, Route, Scope,
 };
-use crate::core::clock::ServerClock;
+use crate::core::clock::{Clock, ServerClock, SystemClock};
 use crate::core::text::redact_url;
 
 /// The default Redis server.
@@ -369,7 +369,8 @@ enum Verdict {
 #[derive(Debug)]
 pub struct RedisLimiter {
     origin: Instant,
-    origin_wall_us: i64,
+    /// The wall clock the server's offset is published against.
+    wall: Arc<dyn Clock>,
     conn: ConnectionManager,
     admit: Script,
     prefix: String,
@@ -449,13 +450,10 @@ impl RedisLimiter {
             })?;
         let (tx, rx) = mpsc::channel(ANSWER_QUEUE);
         let fleet_limit: Arc<[AtomicU64; 4]> = Arc::default();
-        let origin_wall_us = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as i64);
         let instance = format!("{:08x}-{}", rand::random::<u32>(), std::process::id());
         let limiter = Self {
             origin: Instant::now(),
-            origin_wall_us,
+            wall: Arc::new(SystemClock::new()),
             conn: conn.clone(),
             admit: Script::new(ADMIT),
             prefix: format!("{{{}}}", config.key_prefix),
@@ -484,8 +482,21 @@ impl RedisLimiter {
         Ok((limiter, writer))
     }
 
+    /// Publishes the server's clock against `wall` instead of the system clock: the clock
+    /// the rest of the process reads (a simulated one in tests).
+    #[must_use]
+    pub fn with_wall(mut self, wall: Arc<dyn Clock>) -> Self {
+        self.wall = wall;
+        self
+    }
+
     fn now_us(&self) -> u64 {
         Instant::now().duration_since(self.origin).as_micros() as u64
+    }
+
+    /// What the wall clock read at this limiter's origin, worked out from its reading now.
+    fn wall_at_origin(&self, now_us: u64) -> i64 {
+        self.wall.now_us() as i64 - now_us as i64
     }
 
     fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -916,7 +927,7 @@ impl RateLimiter for RedisLimiter {
         let adjustment = {
             let mut mirror = Self::lock(&self.mirror);
             let adjustment = mirror.feedback(permit, feedback, now);
-            if let Some((lower, upper)) = mirror.offset().from_wall(now, self.origin_wall_us) {
+            if let Some((lower, upper)) = mirror.offset().from_wall(now, self.wall_at_origin(now)) {
                 self.clock.set_bounds_us(lower, upper);
             }
             adjustment
@@ -943,7 +954,7 @@ impl RateLimiter for RedisLimiter {
         let now = self.now_us();
         let backend = self.backend();
         let mirror = &mut Self::lock(&self.mirror);
-        let clock_offset_us = mirror.offset().from_wall(now, self.origin_wall_us);
+        let clock_offset_us = mirror.offset().from_wall(now, self.wall_at_origin(now));
         let mut counters = CategoryCounters {
             clock_offset_us,
             backend,
@@ -974,7 +985,7 @@ impl RateLimiter for RedisLimiter {
         let now = self.now_us();
         let backend = self.backend();
         let mirror = &mut Self::lock(&self.mirror);
-        let clock_offset_us = mirror.offset().from_wall(now, self.origin_wall_us);
+        let clock_offset_us = mirror.offset().from_wall(now, self.wall_at_origin(now));
         let mut all = mirror.endpoint_counters(now);
         for e in &mut all {
             e.counters.clock_offset_us = clock_offset_us;

@@ -3,8 +3,13 @@
 //! [`super::Poller`] runs it, and the unit tests below drive it by hand.
 //!
 //! Time comes in as [`Now`]: a monotonic local millisecond count for timers (so a wall-clock
-//! step never fires one early) and the wall clock, which plus the offset learned from
-//! every reply's `requestTime` is the server's clock that decides what "closed" means.
+//! step never fires one early) and the server's clock, which decides what "closed" means.
+//! The shell reads the latter from the process's one [`ServerClock`](crate::core::clock::ServerClock)
+//! (the limiter's offset bounds); the core keeps no estimate of its own.
+//!
+//! What has been delivered is the [`Store`]'s: the core writes closed candles there, the
+//! store drops repeats, and the next read of a series starts after the newest closed candle
+//! the store delivered. Freshness is read from the store too.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::Ordering;
@@ -19,6 +24,7 @@ use crate::core::market::{Candle, Symbol, SymbolSelection};
 use crate::core::timeframe::Timeframe;
 use crate::core::RATE_LOG;
 use crate::limiter::backoff::Backoff;
+use crate::store::{SeriesKey, Store};
 
 /// Bitget returns at most this many candle rows per request.
 const MAX_ROWS: u32 = crate::bitget::endpoints::MAX_CANDLE_ROWS;
@@ -35,8 +41,8 @@ const PARK_AFTER_STRIKES: u32 = 3;
 pub struct Now {
     /// Monotonic milliseconds since the scheduler started; timers are in this base.
     pub local_ms: u64,
-    /// Unix milliseconds on this machine's (injected) clock.
-    pub wall_ms: u64,
+    /// Unix milliseconds on the server's clock, as the process knows it.
+    pub server_ms: u64,
 }
 
 /// A request the shell should start.
@@ -69,12 +75,10 @@ pub struct Delivery {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fatal(pub BitgetError);
 
-/// One (symbol, timeframe) the poller keeps fresh.
+/// One series the poller keeps fresh.
 #[derive(Debug)]
 struct Stream {
-    symbol: Symbol,
-    timeframe: usize,
-    last_closed: Option<u64>,
+    key: SeriesKey,
     busy: bool,
     parked_until: Option<u64>,
     /// Symbol errors in a row on a symbol that has been served before.
@@ -92,13 +96,11 @@ struct Stream {
 }
 
 impl Stream {
-    fn new(symbol: Symbol, timeframe: usize) -> Self {
+    fn new(symbol: Symbol, timeframe: Timeframe) -> Self {
         Self {
             watched: false,
             first_rows: None,
-            symbol,
-            timeframe,
-            last_closed: None,
+            key: SeriesKey::new(symbol, timeframe),
             busy: false,
             parked_until: None,
             strikes: 0,
@@ -125,6 +127,8 @@ pub struct Core {
     config: PollConfig,
     backoff: Backoff,
     stats: Arc<PollStats>,
+    /// Where candles go, and what has been delivered.
+    store: Arc<Store>,
     streams: Vec<Stream>,
     queue: VecDeque<usize>,
     candle_tasks: usize,
@@ -134,8 +138,6 @@ pub struct Core {
     batch_left: usize,
     iteration_open: bool,
     resume_at: Option<u64>,
-    /// Server clock minus ours, learned from every reply's `requestTime`.
-    offset_ms: i64,
     round: Option<CloseRound>,
     /// Closed mode: the next follow-up fetch goes to `/history-candles`, so the two
     /// candle endpoints, metered apart, take turns.
@@ -149,25 +151,27 @@ pub struct Core {
 }
 
 impl Core {
-    /// A scheduler for `symbols` under `config`, starting at `now`; `backoff` spaces a live
-    /// symbol's retries after transient failures.
+    /// A scheduler for `symbols` under `config`, writing into `store`, starting at `now`;
+    /// `backoff` spaces a live symbol's retries after transient failures.
     pub fn new(
         config: PollConfig,
         backoff: Backoff,
         stats: Arc<PollStats>,
+        store: Arc<Store>,
         symbols: &[Symbol],
         now: Now,
     ) -> Self {
-        let timeframes = config.timeframes.len();
         let streams: Vec<Stream> = symbols
             .iter()
-            .flat_map(|symbol| (0..timeframes).map(|tf| Stream::new(symbol.clone(), tf)))
+            .flat_map(|symbol| {
+                config
+                    .timeframes
+                    .iter()
+                    .map(|tf| Stream::new(symbol.clone(), *tf))
+            })
             .collect();
         for stream in &streams {
-            let timeframe = config.timeframes[stream.timeframe];
-            stats
-                .freshness
-                .watch(stream.symbol.clone(), timeframe, now.wall_ms);
+            store.watch(&stream.key, now.server_ms);
         }
         let discovery_due = matches!(config.symbols, SymbolSelection::All)
             .then(|| now.local_ms + config.discovery_refresh.as_millis() as u64);
@@ -180,7 +184,6 @@ impl Core {
             batch_left: 0,
             iteration_open: false,
             resume_at: None,
-            offset_ms: 0,
             round: None,
             history_turn: false,
             next_close: None,
@@ -191,6 +194,7 @@ impl Core {
             freshness_due: now.local_ms + FRESHNESS_CHECK_MS,
             backoff,
             stats,
+            store,
             config,
         };
         if core.config.mode == Mode::Closed {
@@ -200,7 +204,7 @@ impl Core {
     }
 
     fn server_ms(&self, now: Now) -> u64 {
-        (now.wall_ms as i64 + self.offset_ms).max(0) as u64
+        now.server_ms
     }
 
     /// The local time at which the server's clock reads `server_ms`.
@@ -208,14 +212,9 @@ impl Core {
         now.local_ms + server_ms.saturating_sub(self.server_ms(now))
     }
 
-    fn learn_offset(&mut self, server_time: u64, now: Now) {
-        self.offset_ms = server_time as i64 - now.wall_ms as i64;
-        self.stats.freshness.set_offset(self.offset_ms);
-    }
-
-    /// The server's clock minus ours, as last learned.
-    pub fn offset_ms(&self) -> i64 {
-        self.offset_ms
+    /// The open time of the newest closed candle the store delivered for stream `index`.
+    fn delivered(&self, index: usize) -> Option<u64> {
+        self.store.delivered_through(&self.streams[index].key)
     }
 
     /// Streams polled (delisted ones included, parked).
@@ -287,9 +286,13 @@ impl Core {
 
     /// Warns once when a stream turns stale, and says when it recovers.
     fn check_freshness(&self, now: Now) {
-        let changes = self.stats.freshness.check(now.wall_ms);
+        let changes = self.store.check_freshness(now.server_ms);
         for age in changes.newly_stale {
-            let why = self.streams.get(age.index).map_or("", |s| {
+            let stream = self
+                .streams
+                .iter()
+                .find(|s| s.key.symbol == age.symbol && s.key.timeframe == age.timeframe);
+            let why = stream.map_or("", |s| {
                 if s.parked_until.is_some() {
                     "parked after bitget refused it"
                 } else if s.retry_at.is_some_and(|t| t > now.local_ms) {
@@ -376,6 +379,7 @@ impl Core {
                 }
                 return None;
             };
+            let delivered = self.delivered(index).is_some();
             let stream = &mut self.streams[index];
             if stream.busy {
                 if self.config.mode == Mode::Closed && stream.awaiting.is_some() {
@@ -395,21 +399,19 @@ impl Core {
                     continue;
                 }
                 stream.parked_until = None;
-                tracing::info!(symbol = %stream.symbol, "retrying a parked symbol");
+                tracing::info!(symbol = %stream.key.symbol, "retrying a parked symbol");
             }
-            if self.config.mode == Mode::Closed
-                && stream.awaiting.is_none()
-                && stream.last_closed.is_some()
-            {
+            if self.config.mode == Mode::Closed && stream.awaiting.is_none() && delivered {
                 continue;
             }
             return Some(index);
         }
     }
 
-    fn rows_needed(&self, stream: &Stream, now: Now) -> u32 {
-        let g = self.config.timeframes[stream.timeframe];
-        let Some(last) = stream.last_closed else {
+    fn rows_needed(&self, index: usize, now: Now) -> u32 {
+        let stream = &self.streams[index];
+        let g = stream.key.timeframe;
+        let Some(last) = self.delivered(index) else {
             return stream
                 .first_rows
                 .map_or(self.config.initial_candles, |rows| {
@@ -429,7 +431,7 @@ impl Core {
     }
 
     fn start_candles(&mut self, index: usize, now: Now) -> Action {
-        let rows = self.rows_needed(&self.streams[index], now);
+        let rows = self.rows_needed(index, now);
         // Closed mode needs closed candles only, which Bitget also serves from
         // `/history-candles` on a budget of its own: the two take turns. A read of more rows
         // than it gives (a long first read, a long gap) goes to `/candles`.
@@ -443,75 +445,59 @@ impl Core {
         let stream = &mut self.streams[index];
         stream.busy = true;
         self.candle_tasks += 1;
-        let timeframe = self.config.timeframes[stream.timeframe];
         Action::Candles {
             stream: index,
-            symbol: stream.symbol.clone(),
-            timeframe,
+            symbol: stream.key.symbol.clone(),
+            timeframe: stream.key.timeframe,
             rows,
             history,
         }
     }
 
-    /// A ticker request ended; `server_time` is its reply's `requestTime` if it succeeded.
-    pub fn tickers_done(&mut self, server_time: Option<u64>, now: Now) {
+    /// A ticker request ended.
+    pub fn tickers_done(&mut self, now: Now) {
         self.tickers_busy = false;
         self.tickers_due = self
             .config
             .tickers_interval
             .map(|i| now.local_ms + i.as_millis() as u64);
-        if let Some(server_time) = server_time {
-            self.learn_offset(server_time, now);
-        }
     }
 
-    /// A candle request of `stream` succeeded: what is new in it.
-    pub fn candles_done(
-        &mut self,
-        index: usize,
-        server_time: u64,
-        candles: Vec<Candle>,
-        now: Now,
-    ) -> Delivery {
+    /// A candle request of `stream` succeeded: its closed candles go into the store, which
+    /// keeps what is new (and, in live mode, the forming one); returns what was new.
+    pub fn candles_done(&mut self, index: usize, candles: Vec<Candle>, now: Now) -> Delivery {
         self.candle_tasks = self.candle_tasks.saturating_sub(1);
         let s = &mut self.streams[index];
         s.busy = false;
         s.strikes = 0;
         s.failures = 0;
         self.stats.candle_replies.fetch_add(1, Ordering::Relaxed);
-        self.learn_offset(server_time, now);
+        let market = self.config.market;
+        let last_before = self.delivered(index);
         let mut delivery = Delivery::default();
-        let last_before = self.streams[index].last_closed;
         for candle in candles {
-            let open = candle.open_time;
-            if candle.closed {
-                if self.streams[index]
-                    .last_closed
-                    .is_some_and(|last| open <= last)
-                {
-                    continue;
-                }
-                self.streams[index].last_closed = Some(open);
-                delivery.closed.push(candle);
-            } else {
+            if !candle.closed {
                 delivery.forming = Some(candle);
+            } else if self.store.write_closed(market, candle.clone()) {
+                delivery.closed.push(candle);
             }
         }
-        if let Some(newest) = delivery.closed.last().map(|c| c.open_time) {
-            // Once per reply, not per candle: only the newest close sets the age.
-            self.stats.freshness.closed(index, newest);
-        }
+        self.stats
+            .closed_delivered
+            .fetch_add(delivery.closed.len() as u64, Ordering::Relaxed);
         if let (Some(last), Some(first)) = (last_before, delivery.closed.first()) {
-            let g = self.config.timeframes[self.streams[index].timeframe];
-            if first.open_time > g.next_open(last) {
-                tracing::warn!(symbol = %self.streams[index].symbol, after = last, next = first.open_time, "gap in closed candles");
+            if first.open_time > self.streams[index].key.timeframe.next_open(last) {
+                tracing::warn!(symbol = %self.streams[index].key.symbol, after = last, next = first.open_time, "gap in closed candles");
             }
         }
         if self.config.mode != Mode::Live {
             delivery.forming = None;
         }
+        if let Some(forming) = &delivery.forming {
+            self.store.write_forming(market, forming.clone());
+        }
         if let Some((wanted, _)) = self.streams[index].awaiting {
-            if self.streams[index].last_closed.is_some_and(|l| l >= wanted) {
+            if self.delivered(index).is_some_and(|l| l >= wanted) {
                 self.streams[index].awaiting = None;
                 self.close_delivered(now);
             } else {
@@ -567,7 +553,10 @@ impl Core {
         error: &BitgetError,
         now: Now,
     ) -> Result<(), Fatal> {
-        let symbol = stream.map_or_else(|| "-".to_owned(), |i| self.streams[i].symbol.to_string());
+        let symbol = stream.map_or_else(
+            || "-".to_owned(),
+            |i| self.streams[i].key.symbol.to_string(),
+        );
         match error.class() {
             ErrorClass::Auth => return Err(Fatal(error.clone())),
             ErrorClass::BadSymbol | ErrorClass::Rejected => {
@@ -638,13 +627,14 @@ impl Core {
         }
         let mut total = 0;
         for index in 0..self.streams.len() {
-            let g = self.config.timeframes[self.streams[index].timeframe];
+            let g = self.streams[index].key.timeframe;
             if g.open_of(close_ms) != close_ms {
                 continue;
             }
             let wanted = g.prev_open(close_ms);
+            let delivered = self.delivered(index);
             let s = &mut self.streams[index];
-            if s.parked_until.is_some() || s.last_closed.is_some_and(|l| l >= wanted) {
+            if s.parked_until.is_some() || delivered.is_some_and(|l| l >= wanted) {
                 continue;
             }
             s.awaiting = Some((wanted, 0));
@@ -670,7 +660,7 @@ impl Core {
             return;
         };
         if tries + 1 >= MAX_CLOSE_RETRIES {
-            tracing::warn!(symbol = %self.streams[index].symbol, wanted, "closed candle still not available; giving up for this close");
+            tracing::warn!(symbol = %self.streams[index].key.symbol, wanted, "closed candle still not available; giving up for this close");
             self.streams[index].awaiting = None;
             self.close_delivered(now);
             return;
@@ -710,34 +700,29 @@ impl Core {
     /// gateway watches only what Bitget or the store answered), and the configured series
     /// keep their place however many clients ask for.
     pub fn watch(&mut self, symbol: Symbol, timeframe: Timeframe, rows: u32, now: Now) -> bool {
-        let tf = match self.config.timeframes.iter().position(|t| *t == timeframe) {
-            Some(tf) => tf,
-            None => {
-                self.config.timeframes.push(timeframe);
-                self.config.timeframes.len() - 1
-            }
-        };
-        if let Some(index) = self
-            .streams
-            .iter()
-            .position(|s| s.symbol == symbol && s.timeframe == tf)
-        {
+        if !self.config.timeframes.contains(&timeframe) {
+            // Closed-mode rounds follow every timeframe polled.
+            self.config.timeframes.push(timeframe);
+        }
+        let key = SeriesKey::new(symbol, timeframe);
+        if let Some(index) = self.streams.iter().position(|s| s.key == key) {
             let s = &mut self.streams[index];
             if s.watched && s.parked_until == Some(u64::MAX) {
                 // Asked for again after it went idle.
                 s.parked_until = None;
+                self.store.watch(&key, now.server_ms);
                 self.queue.push_back(index);
                 return true;
             }
             return false;
         }
-        let mut stream = Stream::new(symbol.clone(), tf);
+        self.store.watch(&key, now.server_ms);
+        let mut stream = Stream::new(key.symbol, timeframe);
         stream.watched = true;
         stream.first_rows = Some(rows);
         self.streams.push(stream);
         let index = self.streams.len() - 1;
         self.queue.push_back(index);
-        self.stats.freshness.watch(symbol, timeframe, now.wall_ms);
         tracing::info!(
             stream = index,
             %timeframe,
@@ -750,9 +735,11 @@ impl Core {
     /// No gateway client asked for this series for a while: stop polling it, unless it is
     /// configured. Returns whether it was stopped.
     pub fn unwatch(&mut self, symbol: &Symbol, timeframe: Timeframe) -> bool {
-        let Some(index) = self.streams.iter().position(|s| {
-            s.watched && &s.symbol == symbol && self.config.timeframes[s.timeframe] == timeframe
-        }) else {
+        let Some(index) = self
+            .streams
+            .iter()
+            .position(|s| s.watched && &s.key.symbol == symbol && s.key.timeframe == timeframe)
+        else {
             return false;
         };
         let s = &mut self.streams[index];
@@ -761,7 +748,7 @@ impl Core {
         }
         s.parked_until = Some(u64::MAX);
         s.awaiting = None;
-        self.stats.freshness.retire(index);
+        self.store.retire(&s.key);
         true
     }
 
@@ -774,29 +761,28 @@ impl Core {
         let Some(symbols) = symbols else {
             return;
         };
-        let known: HashSet<&Symbol> = self.streams.iter().map(|s| &s.symbol).collect();
+        let known: HashSet<&Symbol> = self.streams.iter().map(|s| &s.key.symbol).collect();
         let new: Vec<Symbol> = symbols
             .iter()
             .filter(|s| !known.contains(s))
             .cloned()
             .collect();
         for symbol in &new {
-            for (index, timeframe) in self.config.timeframes.iter().enumerate() {
-                self.streams.push(Stream::new(symbol.clone(), index));
+            for timeframe in &self.config.timeframes {
+                let stream = Stream::new(symbol.clone(), *timeframe);
+                self.store.watch(&stream.key, now.server_ms);
+                self.streams.push(stream);
                 self.queue.push_back(self.streams.len() - 1);
-                self.stats
-                    .freshness
-                    .watch(symbol.clone(), *timeframe, now.wall_ms);
             }
         }
         let added = new.len();
         let listed: HashSet<&Symbol> = symbols.iter().collect();
         let far = now.local_ms + self.config.discovery_refresh.as_millis() as u64;
         let mut removed = 0;
-        for (index, stream) in self.streams.iter_mut().enumerate() {
-            if !listed.contains(&stream.symbol) && stream.parked_until.is_none() {
+        for stream in &mut self.streams {
+            if !listed.contains(&stream.key.symbol) && stream.parked_until.is_none() {
                 stream.parked_until = Some(far);
-                self.stats.freshness.retire(index);
+                self.store.retire(&stream.key);
                 removed += 1;
             }
         }
@@ -818,6 +804,7 @@ mod tests {
     use super::*;
     use crate::core::market::Market;
     use crate::scheduler::tiers::TierConfig;
+    use crate::store::StoreConfig;
 
     const MINUTE: u64 = 60_000;
     /// 2025-06-15T12:00:00Z plus 30 s: mid-minute.
@@ -850,7 +837,7 @@ mod tests {
     fn at(local_ms: u64) -> Now {
         Now {
             local_ms,
-            wall_ms: T0 + local_ms,
+            server_ms: T0 + local_ms,
         }
     }
 
@@ -884,6 +871,7 @@ mod tests {
             config(mode, concurrency),
             Backoff::default(),
             Arc::default(),
+            Store::new(StoreConfig::default()),
             &symbols(names),
             at(0),
         )
@@ -900,7 +888,6 @@ mod tests {
         let open = (T0 / MINUTE) * MINUTE;
         let delivery = c.candles_done(
             0,
-            T0 + 5,
             vec![
                 candle("A", open - 2 * MINUTE, true),
                 candle("A", open - MINUTE, true),
@@ -912,18 +899,59 @@ mod tests {
         assert_eq!(delivery.forming.map(|c| c.open_time), Some(open));
         // C is next, then A again, now asking for 1 row plus 1 of overlap.
         assert_eq!(candle_streams(&c.poll(at(6), 0)), vec![(2, 100)]);
-        c.candles_done(1, T0 + 7, vec![], at(7));
+        c.candles_done(1, vec![], at(7));
         assert_eq!(candle_streams(&c.poll(at(8), 0)), vec![(0, 2)]);
         // A repeat of the same closed candles delivers nothing new.
-        let again = c.candles_done(0, T0 + 9, vec![candle("A", open - MINUTE, true)], at(9));
+        let again = c.candles_done(0, vec![candle("A", open - MINUTE, true)], at(9));
         assert!(again.closed.is_empty());
+    }
+
+    #[test]
+    fn closes_and_repeats_are_judged_by_the_server_clock_it_is_given_and_the_store() {
+        // The server's clock runs 5 s ahead of local time: its minute closes 5 s earlier
+        // on our timers, and the round starts then.
+        let ahead = |local_ms: u64| Now {
+            local_ms,
+            server_ms: T0 + local_ms + 5_000,
+        };
+        let store = Store::new(StoreConfig::default());
+        let mut c = Core::new(
+            config(Mode::Closed, 4),
+            Backoff::default(),
+            Arc::default(),
+            Arc::clone(&store),
+            &symbols(&["A"]),
+            ahead(0),
+        );
+        c.poll(ahead(0), 0);
+        let open = (T0 / MINUTE) * MINUTE;
+        c.candles_done(0, vec![candle("A", open - MINUTE, true)], ahead(1));
+        c.freshness_due = u64::MAX;
+        c.tickers_due = None;
+        assert_eq!(
+            c.next_deadline(ahead(1)),
+            25_000,
+            "30 s by our clock, 25 s by the server's"
+        );
+        assert!(candle_streams(&c.poll(ahead(24_999), 0)).is_empty());
+        assert_eq!(candle_streams(&c.poll(ahead(25_000), 0)), vec![(0, 3)]);
+        // The store decides what is new: a candle someone else delivered is not delivered
+        // again, and the next read starts after it.
+        assert!(store.write_closed(Market::Futures, candle("A", open, true)));
+        let delivery = c.candles_done(0, vec![candle("A", open, true)], ahead(25_010));
+        assert!(delivery.closed.is_empty());
+        assert_eq!(
+            store.delivered_through(&SeriesKey::new(Symbol::from_exchange("A"), g1m())),
+            Some(open)
+        );
+        assert_eq!(c.stats.closed_delivered.load(Ordering::Relaxed), 1);
     }
 
     #[test]
     fn the_shell_sleeps_to_the_next_timer_not_on_a_fixed_tick() {
         let mut c = core(Mode::Closed, 4, &["A"]);
         c.poll(at(0), 0);
-        c.tickers_done(Some(T0), at(0));
+        c.tickers_done(at(0));
         assert_eq!(
             c.next_deadline(at(0)),
             1000,
@@ -933,7 +961,7 @@ mod tests {
         assert_eq!(c.next_deadline(at(1000)), 2000);
         let mut c = core(Mode::Closed, 4, &["A"]);
         c.poll(at(0), 0);
-        c.tickers_done(None, at(0));
+        c.tickers_done(at(0));
         c.freshness_due = u64::MAX;
         assert_eq!(c.next_deadline(at(0)), 10_000, "tickers every 10 s");
         c.tickers_due = None;
@@ -964,7 +992,7 @@ mod tests {
         let first = history_flags(&c.poll(at(0), 0));
         assert_eq!(first, vec![(0, false), (1, true), (2, false), (3, true)]);
         for (i, name) in ["A", "B", "C", "D"].iter().enumerate() {
-            c.candles_done(i, T0, vec![candle(name, open - MINUTE, true)], at(1));
+            c.candles_done(i, vec![candle(name, open - MINUTE, true)], at(1));
         }
         // After the close, the follow-ups alternate, so each endpoint carries half.
         let close = history_flags(&c.poll(at(30_002), 0));
@@ -977,6 +1005,7 @@ mod tests {
             },
             Backoff::default(),
             Arc::default(),
+            Store::new(StoreConfig::default()),
             &symbols(&["A", "B"]),
             at(0),
         );
@@ -996,8 +1025,8 @@ mod tests {
         // Start: both fetched once to learn their history.
         let first = candle_streams(&c.poll(at(0), 0));
         assert_eq!(first, vec![(0, 100), (1, 100)]);
-        c.candles_done(0, T0, vec![candle("A", open - MINUTE, true)], at(1));
-        c.candles_done(1, T0, vec![candle("B", open - MINUTE, true)], at(1));
+        c.candles_done(0, vec![candle("A", open - MINUTE, true)], at(1));
+        c.candles_done(1, vec![candle("B", open - MINUTE, true)], at(1));
         assert!(
             candle_streams(&c.poll(at(2), 0)).is_empty(),
             "nothing until the close"
@@ -1009,25 +1038,10 @@ mod tests {
             vec![0, 1]
         );
         // A's server had not closed it yet: A goes to the back and is asked again.
-        c.candles_done(
-            0,
-            open + MINUTE - 1,
-            vec![candle("A", open, false)],
-            at(30_010),
-        );
+        c.candles_done(0, vec![candle("A", open, false)], at(30_010));
         assert_eq!(candle_streams(&c.poll(at(30_011), 0)).len(), 1);
-        c.candles_done(
-            1,
-            open + MINUTE + 5,
-            vec![candle("B", open, true)],
-            at(30_020),
-        );
-        c.candles_done(
-            0,
-            open + MINUTE + 5,
-            vec![candle("A", open, true)],
-            at(30_030),
-        );
+        c.candles_done(1, vec![candle("B", open, true)], at(30_020));
+        c.candles_done(0, vec![candle("A", open, true)], at(30_030));
         assert_eq!(c.stats.close_rounds.load(Ordering::Relaxed), 1);
         assert_eq!(c.stats.last_close_latency_ms.load(Ordering::Relaxed), 28);
     }
@@ -1047,7 +1061,7 @@ mod tests {
             // B in between.
             let b = candle_streams(&c.poll(at(strike * 10 + 2), 0));
             assert_eq!(b[0].0, 1);
-            c.candles_done(1, T0, vec![], at(strike * 10 + 3));
+            c.candles_done(1, vec![], at(strike * 10 + 3));
         }
         assert_eq!(c.stats.parked.load(Ordering::Relaxed), 1);
         assert_eq!(candle_streams(&c.poll(at(100), 0))[0].0, 1, "A is parked");
@@ -1095,7 +1109,7 @@ mod tests {
         // The configured series keeps its place at the front.
         let configured = candle_streams(&c.poll(at(0), 0));
         assert_eq!(configured[0].0, 0, "A first");
-        c.candles_done(0, T0, vec![], at(0));
+        c.candles_done(0, vec![], at(0));
         let first = c.poll(at(0), 0);
         let Action::Candles {
             symbol,
@@ -1107,7 +1121,7 @@ mod tests {
             panic!("{first:?}")
         };
         assert_eq!((symbol.as_str(), timeframe.rest(), *rows), ("B", "5m", 300));
-        c.candles_done(1, T0, vec![], at(1));
+        c.candles_done(1, vec![], at(1));
         assert!(c.unwatch(&Symbol::from_exchange("B"), g5));
         assert!(
             !c.unwatch(&Symbol::from_exchange("A"), g1m()),
@@ -1115,7 +1129,7 @@ mod tests {
         );
         for t in 2..6 {
             let asked = candle_streams(&c.poll(at(t), 0));
-            c.candles_done(asked[0].0, T0, vec![], at(t));
+            c.candles_done(asked[0].0, vec![], at(t));
             assert_eq!(asked[0].0, 0, "only A once B went idle");
         }
         assert!(
@@ -1133,8 +1147,8 @@ mod tests {
         let batch = candle_streams(&c.poll(at(0), 6));
         assert_eq!(batch.len(), 2);
         assert_eq!(c.tier(), Tier::Slow);
-        c.candles_done(batch[0].0, T0, vec![], at(10));
-        c.candles_done(batch[1].0, T0, vec![], at(20));
+        c.candles_done(batch[0].0, vec![], at(10));
+        c.candles_done(batch[1].0, vec![], at(20));
         assert!(candle_streams(&c.poll(at(21), 6)).is_empty(), "pausing");
         assert_eq!(c.resume_at, Some(521));
         assert_eq!(candle_streams(&c.poll(at(521), 6)).len(), 2);

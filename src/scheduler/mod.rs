@@ -21,7 +21,6 @@
 
 pub mod config;
 pub mod core;
-pub mod freshness;
 pub mod stats;
 pub mod tiers;
 
@@ -42,7 +41,7 @@ use crate::bitget::discovery;
 use crate::bitget::error::BitgetError;
 use crate::bitget::http::CallError;
 use crate::bitget::parse::Tickers;
-use crate::core::clock::Clock;
+use crate::core::clock::{Clock, ServerClock};
 use crate::core::market::{Candle, Stamped, Symbol, SymbolSelection};
 use crate::core::timeframe::Timeframe;
 use crate::limiter::recent::RecentRateLimits;
@@ -129,11 +128,13 @@ impl Poller {
     /// their symbol and retried later).
     pub async fn run(self, symbols: Vec<Symbol>) -> Result<(), PollError> {
         let started = Instant::now();
-        let now = now(started, self.wall.as_ref());
+        let server = self.client.http().server_clock();
+        let now = now(started, self.wall.as_ref(), &server);
         let core = Core::new(
             self.config.clone(),
             self.client.backoff(),
             Arc::clone(&self.stats),
+            Arc::clone(&self.store),
             &symbols,
             now,
         );
@@ -141,6 +142,7 @@ impl Poller {
             p: self,
             core,
             started,
+            server,
             inflight: JoinSet::new(),
             interest_seen: 0,
             following: HashSet::new(),
@@ -151,10 +153,10 @@ impl Poller {
     }
 }
 
-fn now(started: Instant, wall: &dyn Clock) -> Now {
+fn now(started: Instant, wall: &dyn Clock, server: &ServerClock) -> Now {
     Now {
         local_ms: Instant::now().duration_since(started).as_millis() as u64,
-        wall_ms: wall.now_ms(),
+        server_ms: server.server_ms(wall.now_ms()),
     }
 }
 
@@ -184,6 +186,8 @@ struct Shell {
     p: Poller,
     core: Core,
     started: Instant,
+    /// The process's one server clock (the limiter's), read for every decision.
+    server: Arc<ServerClock>,
     inflight: JoinSet<Outcome>,
     /// The version of the store's interest last followed, and the series taken from it.
     interest_seen: u64,
@@ -192,7 +196,7 @@ struct Shell {
 
 impl Shell {
     fn now(&self) -> Now {
-        now(self.started, self.p.wall.as_ref())
+        now(self.started, self.p.wall.as_ref(), &self.server)
     }
 
     async fn run(&mut self) -> Result<(), PollError> {
@@ -291,7 +295,7 @@ impl Shell {
         let market = self.p.config.market;
         match outcome {
             Outcome::Tickers(Ok((stamped, raw))) => {
-                self.core.tickers_done(Some(stamped.server_time), now);
+                self.core.tickers_done(now);
                 for skipped in &stamped.data.skipped {
                     tracing::warn!(market = ?market, "skipped a ticker line: {skipped}");
                 }
@@ -307,7 +311,7 @@ impl Shell {
                     .fetch_add(1, Ordering::Relaxed);
             }
             Outcome::Tickers(Err(error)) => {
-                self.core.tickers_done(None, now);
+                self.core.tickers_done(now);
                 self.failed(None, error, now)?;
             }
             Outcome::Candles {
@@ -316,23 +320,10 @@ impl Shell {
                 timeframe,
                 result: Ok(stamped),
             } => {
-                let key = SeriesKey::new(symbol, timeframe);
-                let server_time = stamped.server_time;
-                let delivery =
-                    self.core
-                        .candles_done(stream, stamped.server_time, stamped.data, now);
-                for candle in delivery.closed {
-                    if self.p.store.write_closed(market, candle) {
-                        self.p
-                            .stats
-                            .closed_delivered
-                            .fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                if let Some(candle) = delivery.forming {
-                    self.p.store.write_forming(market, candle);
-                }
-                self.p.store.mark_fetched(&key, server_time);
+                self.core.candles_done(stream, stamped.data, now);
+                self.p
+                    .store
+                    .mark_fetched(&SeriesKey::new(symbol, timeframe), stamped.server_time);
             }
             Outcome::Candles {
                 stream,

@@ -1,10 +1,9 @@
 //! What the poller counts beyond the limiter: replies, deliveries, failures, the adaptive
-//! tier and every stream's age. The scheduler writes it; summaries, usage lines and metrics
+//! tier. (Every series' age is the store's.) The scheduler writes it; summaries, usage lines and metrics
 //! read it.
 
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
-use super::freshness::Freshness;
 use super::tiers::Tier;
 
 /// Counters the poller keeps beyond the limiter's, for the summary and tests.
@@ -24,8 +23,6 @@ pub struct PollStats {
     pub symbols_per_iteration: AtomicUsize,
     /// Current adaptive tier, as its index in [`Tier::ALL`].
     tier: AtomicU8,
-    /// Age of every stream's newest closed candle.
-    pub freshness: Freshness,
 }
 
 impl PollStats {

@@ -1,5 +1,5 @@
 //! Interest: which series clients want kept fresh, and when they last asked, so that
-//! whoever fetches (the poller now, a feed later) follows one set ([`super::Store::want`]).
+//! whoever fetches (the poller now, a feed later) follows one set ([`super::Store::want`](crate::store::Store::want)).
 
 /// A series a client wants kept fresh.
 #[derive(Debug, Clone, Copy)]
@@ -10,7 +10,7 @@ pub(super) struct Wanted {
     pub(super) asked_ms: u64,
 }
 
-/// What [`Store::want`] did.
+/// What [`Store::want`](crate::store::Store::want) did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Want {
     /// Wanted from now on.

@@ -2,7 +2,7 @@
 //! candles and ticker snapshots here, and every consumer (strategies, the event log, later
 //! the gateway and SQLite) reads or subscribes.
 //!
-//! Writing never waits. Each write goes into a bounded journal with a sequence number, and
+//! Writing never waits. Each write goes into a bounded journal (`journal.rs`) with a sequence number, and
 //! a [`Subscription`] is a cursor into it, so any number of consumers read at their own
 //! pace, each catching up from the journal when it falls behind. Closed candles are
 //! lossless as long as a consumer is less than the journal's capacity behind; past that the
@@ -24,7 +24,7 @@
 //! A persistent backend attaches a [`WriteThrough`] hook: unlike a subscriber, which may
 //! fall off the journal, it is handed every new closed candle as it is kept, in order.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -32,11 +32,15 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 
 pub mod config;
+pub mod freshness;
 mod interest;
+mod journal;
 mod series;
 
+use freshness::{age_of, Changes, StreamAge, Watch};
 pub use interest::Want;
 use interest::Wanted;
+use journal::{Cursor, Journal};
 use series::Series;
 pub use series::{CandleRow, SeriesKey, SeriesRead, SeriesView, WriteThrough};
 
@@ -73,35 +77,16 @@ pub struct TickerSnapshot {
     pub raw: Option<Bytes>,
 }
 
-/// What superseded events are keyed by.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum Latest {
-    Forming(SeriesKey),
-    Tickers(Market),
-}
-
 #[derive(Debug)]
-struct Entry {
-    seq: u64,
-    /// Closed candles journalled before this entry, so a consumer that fell off the
-    /// journal's start knows how many it missed.
-    closed_before: u64,
-    market: Market,
-    event: MarketEvent,
-}
-
-#[derive(Debug, Default)]
 struct Inner {
     series: HashMap<SeriesKey, Series>,
     interest: HashMap<SeriesKey, Wanted>,
+    /// Series whose freshness is watched (see [`freshness`]).
+    watches: HashMap<SeriesKey, Watch>,
     /// Bumped whenever the set of wanted series changes.
     interest_version: u64,
     tickers: HashMap<Market, TickerSnapshot>,
-    journal: VecDeque<Entry>,
-    next_seq: u64,
-    closed_total: u64,
-    /// The newest journal entry of each superseded kind.
-    latest: HashMap<Latest, u64>,
+    journal: Journal,
     closed: bool,
 }
 
@@ -131,7 +116,15 @@ pub struct Store {
 impl Store {
     pub fn new(config: StoreConfig) -> Arc<Self> {
         Arc::new(Self {
-            inner: Mutex::default(),
+            inner: Mutex::new(Inner {
+                series: HashMap::new(),
+                interest: HashMap::new(),
+                watches: HashMap::new(),
+                interest_version: 0,
+                tickers: HashMap::new(),
+                journal: Journal::new(config.journal_capacity),
+                closed: false,
+            }),
             write_through: std::sync::OnceLock::new(),
             interest_changed: Notify::new(),
             written: Notify::new(),
@@ -174,7 +167,7 @@ impl Store {
         };
         {
             let mut inner = self.lock();
-            let series = inner.series.entry(key).or_default();
+            let series = inner.series.entry(key.clone()).or_default();
             series.version += 1;
             if series
                 .journaled_through
@@ -184,6 +177,11 @@ impl Store {
             }
             series.note_gap(candle.timeframe, candle.open_time);
             series.journaled_through = Some(candle.open_time);
+            if let Some(watch) = inner.watches.get_mut(&key) {
+                // A candle delivered for a retired series: its symbol is listed again.
+                watch.retired = false;
+            }
+            let series = inner.series.entry(key).or_default();
             series.hold(CandleRow::of(&candle), self.config.candles_per_series);
             self.persist(&candle);
             if series
@@ -193,7 +191,7 @@ impl Store {
             {
                 series.forming = None;
             }
-            self.journal(&mut inner, market, MarketEvent::CandleClosed(candle), None);
+            self.journal(&mut inner, market, MarketEvent::CandleClosed(candle));
         }
         self.stats.closed_written.fetch_add(1, Ordering::Relaxed);
         self.written.notify_waiters();
@@ -275,12 +273,7 @@ impl Store {
                 return;
             }
             series.forming = Some(candle.clone());
-            self.journal(
-                &mut inner,
-                market,
-                MarketEvent::CandleForming(candle),
-                Some(Latest::Forming(key)),
-            );
+            self.journal(&mut inner, market, MarketEvent::CandleForming(candle));
         }
         self.stats.forming_written.fetch_add(1, Ordering::Relaxed);
         self.written.notify_waiters();
@@ -322,42 +315,21 @@ impl Store {
                     server_time,
                     tickers,
                 },
-                Some(Latest::Tickers(market)),
             );
         }
         self.stats.tickers_written.fetch_add(1, Ordering::Relaxed);
         self.written.notify_waiters();
     }
 
-    /// Ends every subscription once it has read what was written; later writes are kept
-    /// for readers but not journalled to subscribers any more.
-    fn journal(
-        &self,
-        inner: &mut Inner,
-        market: Market,
-        event: MarketEvent,
-        latest: Option<Latest>,
-    ) {
-        let seq = inner.next_seq;
-        inner.next_seq += 1;
-        let closed = matches!(event, MarketEvent::CandleClosed(_));
-        inner.journal.push_back(Entry {
-            seq,
-            closed_before: inner.closed_total,
-            market,
-            event,
-        });
-        if closed {
-            inner.closed_total += 1;
-        }
-        if let Some(latest) = latest {
-            inner.latest.insert(latest, seq);
-        }
-        while inner.journal.len() > self.config.journal_capacity {
-            inner.journal.pop_front();
+    /// Journals `event` for subscribers, unless the store was closed.
+    fn journal(&self, inner: &mut Inner, market: Market, event: MarketEvent) {
+        if !inner.closed {
+            inner.journal.push(market, event);
         }
     }
 
+    /// Ends every subscription once it has read what was written; later writes are kept
+    /// for readers but not journalled to subscribers any more.
     pub fn close(&self) {
         self.lock().closed = true;
         self.written.notify_waiters();
@@ -368,8 +340,7 @@ impl Store {
         let inner = self.lock();
         Subscription {
             store: Arc::clone(self),
-            cursor: inner.next_seq,
-            closed_seen: inner.closed_total,
+            cursor: inner.journal.end(),
         }
     }
 
@@ -508,6 +479,102 @@ impl Store {
         }
     }
 
+    /// The open time of the newest closed candle of `key` delivered to subscribers (the
+    /// journal's cursor, which candles kept for readers only do not move): where a
+    /// fetcher's next read starts.
+    pub fn delivered_through(&self, key: &SeriesKey) -> Option<u64> {
+        self.lock().series.get(key)?.journaled_through
+    }
+
+    /// Watches `key`'s freshness from server time `now_ms` on; a retired series is watched
+    /// again, keeping its first time.
+    pub fn watch(&self, key: &SeriesKey, now_ms: u64) {
+        self.lock()
+            .watches
+            .entry(key.clone())
+            .and_modify(|w| w.retired = false)
+            .or_insert_with(|| Watch::new(now_ms));
+    }
+
+    /// `key` is no longer fetched (delisted, or its clients went idle): no age, never stale,
+    /// until it is watched again or a candle of it is delivered.
+    pub fn retire(&self, key: &SeriesKey) {
+        if let Some(w) = self.lock().watches.get_mut(key) {
+            w.retired = true;
+            w.stale = false;
+        }
+    }
+
+    fn watched_ages<'a>(
+        inner: &'a Inner,
+        now_ms: u64,
+    ) -> impl Iterator<Item = (&'a SeriesKey, StreamAge)> + 'a {
+        inner
+            .watches
+            .iter()
+            .filter(|(_, w)| !w.retired)
+            .map(move |(key, w)| {
+                let delivered = inner.series.get(key).and_then(|s| s.journaled_through);
+                (key, age_of(key, w, delivered, now_ms))
+            })
+    }
+
+    /// Every watched series' age at server time `now_ms`, by symbol and timeframe.
+    pub fn ages(&self, now_ms: u64) -> Vec<StreamAge> {
+        let inner = self.lock();
+        let mut ages: Vec<StreamAge> = Self::watched_ages(&inner, now_ms).map(|(_, a)| a).collect();
+        ages.sort_by(|a, b| (&a.symbol, a.timeframe).cmp(&(&b.symbol, b.timeframe)));
+        ages
+    }
+
+    /// Re-evaluates every watched series at server time `now_ms`; returns the ones that
+    /// turned stale or fresh since the last check.
+    pub fn check_freshness(&self, now_ms: u64) -> Changes {
+        let mut inner = self.lock();
+        let turned: Vec<(SeriesKey, StreamAge)> = Self::watched_ages(&inner, now_ms)
+            .filter(|(key, age)| inner.watches[*key].stale != age.is_stale())
+            .map(|(key, age)| (key.clone(), age))
+            .collect();
+        let mut changes = Changes::default();
+        for (key, age) in turned {
+            if let Some(w) = inner.watches.get_mut(&key) {
+                w.stale = age.is_stale();
+            }
+            if age.is_stale() {
+                changes.newly_stale.push(age);
+            } else {
+                changes.fresh_again.push(age);
+            }
+        }
+        for list in [&mut changes.newly_stale, &mut changes.fresh_again] {
+            list.sort_by(|a, b| (&a.symbol, a.timeframe).cmp(&(&b.symbol, b.timeframe)));
+        }
+        changes
+    }
+
+    /// The series found stale at the last check, oldest first, with their ages at server
+    /// time `now_ms`.
+    pub fn stale(&self, now_ms: u64) -> Vec<StreamAge> {
+        let inner = self.lock();
+        let mut stale: Vec<StreamAge> = Self::watched_ages(&inner, now_ms)
+            .filter(|(key, _)| inner.watches[*key].stale)
+            .map(|(_, a)| a)
+            .collect();
+        stale.sort_by(|a, b| {
+            (std::cmp::Reverse(a.age_ms), &a.symbol, a.timeframe).cmp(&(
+                std::cmp::Reverse(b.age_ms),
+                &b.symbol,
+                b.timeframe,
+            ))
+        });
+        stale
+    }
+
+    /// Series watched and not retired.
+    pub fn watched(&self) -> usize {
+        self.lock().watches.values().filter(|w| !w.retired).count()
+    }
+
     /// The forming candle of `key`, if one is held.
     pub fn forming(&self, key: &SeriesKey) -> Option<Candle> {
         self.lock().series.get(key).and_then(|s| s.forming.clone())
@@ -528,10 +595,7 @@ impl Store {
 #[derive(Debug)]
 pub struct Subscription {
     store: Arc<Store>,
-    /// The next sequence number to read.
-    cursor: u64,
-    /// Closed candles read or missed so far (the journal's count at the cursor).
-    closed_seen: u64,
+    cursor: Cursor,
 }
 
 /// What [`Subscription::next_ready`] found.
@@ -569,60 +633,24 @@ impl Subscription {
 
     fn next_ready(&mut self) -> Next {
         let inner = self.store.lock();
+        let step = inner.journal.read(&mut self.cursor);
         let stats = &self.store.stats;
-        let Some(front) = inner.journal.front() else {
-            return if inner.closed {
-                Next::Closed
-            } else {
-                Next::Empty
-            };
-        };
-        if self.cursor < front.seq {
-            let missed = front.closed_before.saturating_sub(self.closed_seen);
-            if missed > 0 {
-                stats.closed_missed.fetch_add(missed, Ordering::Relaxed);
-                tracing::warn!(
-                    missed,
-                    journal = self.store.config.journal_capacity,
-                    "a consumer fell more than the store's journal behind and missed {missed} closed candles; raise [store] journal_capacity or speed the consumer up"
-                );
-            }
-            self.cursor = front.seq;
-            self.closed_seen = front.closed_before;
+        if step.missed > 0 {
+            let missed = step.missed;
+            stats.closed_missed.fetch_add(missed, Ordering::Relaxed);
+            tracing::warn!(
+                missed,
+                journal = self.store.config.journal_capacity,
+                "a consumer fell more than the store's journal behind and missed {missed} closed candles; raise [store] journal_capacity or speed the consumer up"
+            );
         }
-        let start = front.seq;
-        loop {
-            let Some(entry) = usize::try_from(self.cursor - start)
-                .ok()
-                .and_then(|i| inner.journal.get(i))
-            else {
-                return if inner.closed {
-                    Next::Closed
-                } else {
-                    Next::Empty
-                };
-            };
-            self.cursor += 1;
-            let latest = match &entry.event {
-                MarketEvent::CandleClosed(_) => {
-                    self.closed_seen += 1;
-                    return Next::Event(entry.event.clone());
-                }
-                MarketEvent::CandleForming(c) => match SeriesKey::of(entry.market, c) {
-                    Some(key) => Latest::Forming(key),
-                    None => return Next::Event(entry.event.clone()),
-                },
-                MarketEvent::Tickers { .. } => Latest::Tickers(entry.market),
-            };
-            if inner
-                .latest
-                .get(&latest)
-                .is_some_and(|&newest| newest > entry.seq)
-            {
-                stats.superseded_skipped.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            return Next::Event(entry.event.clone());
+        stats
+            .superseded_skipped
+            .fetch_add(step.superseded, Ordering::Relaxed);
+        match step.event {
+            Some(event) => Next::Event(event),
+            None if inner.closed => Next::Closed,
+            None => Next::Empty,
         }
     }
 }
@@ -634,6 +662,7 @@ mod tests {
     use super::*;
     use crate::core::market::Symbol;
     use crate::core::timeframe::Timeframe;
+    use freshness::Changes;
 
     fn candle(symbol: &str, open_time: u64, close: i64, closed: bool) -> Candle {
         Candle {
@@ -648,6 +677,81 @@ mod tests {
             quote_volume: Decimal::from(close),
             closed,
         }
+    }
+
+    const MIN: u64 = 60_000;
+    /// A minute boundary.
+    const T0: u64 = 1_795_372_440_000;
+
+    fn key(symbol: &str) -> SeriesKey {
+        SeriesKey::new(
+            Symbol::from_exchange(symbol),
+            Timeframe::parse(Market::Futures, "1m").unwrap(),
+        )
+    }
+
+    #[test]
+    fn age_counts_from_the_delivered_close_and_turns_stale_after_two_timeframes() {
+        let store = Store::new(StoreConfig::default());
+        store.watch(&key("BTCUSDT"), T0);
+        // The candle that opened at T0 closes at T0 + 1 min.
+        store.write_closed(Market::Futures, candle("BTCUSDT", T0, 1, true));
+        let ages = store.ages(T0 + MIN + 30_000);
+        assert_eq!(ages[0].age_ms, 30_000);
+        assert!(ages[0].has_candle);
+        assert_eq!(ages[0].limit_ms, 2 * MIN);
+        // Exactly two timeframes is not yet stale; a millisecond more is.
+        assert_eq!(store.check_freshness(T0 + 3 * MIN), Changes::default());
+        let changes = store.check_freshness(T0 + 3 * MIN + 1);
+        assert_eq!(changes.newly_stale.len(), 1);
+        assert_eq!(changes.newly_stale[0].describe(), "BTCUSDT 1m 120s");
+        // Reported once, not at every check.
+        assert_eq!(store.check_freshness(T0 + 4 * MIN), Changes::default());
+        assert_eq!(store.stale(T0 + 4 * MIN)[0].age_ms, 3 * MIN);
+        // A newer candle makes it fresh again.
+        store.write_closed(Market::Futures, candle("BTCUSDT", T0 + 3 * MIN, 1, true));
+        let changes = store.check_freshness(T0 + 4 * MIN);
+        assert_eq!(changes.fresh_again.len(), 1);
+        assert!(store.stale(T0 + 4 * MIN).is_empty());
+    }
+
+    #[test]
+    fn only_delivered_candles_set_the_age_and_an_older_one_never_moves_it_back() {
+        let store = Store::new(StoreConfig::default());
+        store.watch(&key("ETHUSDT"), T0);
+        store.write_closed(Market::Futures, candle("ETHUSDT", T0 + MIN, 1, true));
+        assert!(!store.write_closed(Market::Futures, candle("ETHUSDT", T0, 1, true)));
+        assert_eq!(store.ages(T0 + 2 * MIN)[0].age_ms, 0);
+        // Candles kept for readers only (absorbed) are not deliveries: the age stays.
+        store.absorb(
+            Market::Futures,
+            vec![candle("ETHUSDT", T0 + 2 * MIN, 1, true)],
+            T0 + 3 * MIN,
+        );
+        assert_eq!(store.ages(T0 + 3 * MIN)[0].age_ms, MIN);
+        assert_eq!(store.delivered_through(&key("ETHUSDT")), Some(T0 + MIN));
+        assert_eq!(store.last_closed(&key("ETHUSDT")), Some(T0 + 2 * MIN));
+    }
+
+    #[test]
+    fn a_series_without_candles_counts_from_its_watch_and_retired_ones_vanish_until_delivered() {
+        let store = Store::new(StoreConfig::default());
+        store.watch(&key("AUSDT"), T0);
+        store.watch(&key("BUSDT"), T0);
+        let changes = store.check_freshness(T0 + 2 * MIN + 1);
+        assert_eq!(changes.newly_stale.len(), 2);
+        assert!(!changes.newly_stale[0].has_candle);
+        assert_eq!(changes.newly_stale[0].symbol.to_string(), "AUSDT");
+        store.retire(&key("AUSDT"));
+        assert_eq!(store.watched(), 1);
+        assert_eq!(store.stale(T0 + 3 * MIN).len(), 1);
+        assert_eq!(store.ages(T0).len(), 1);
+        // Watching again keeps the first watch time; a delivered candle also revives it.
+        store.watch(&key("AUSDT"), T0 + 10 * MIN);
+        assert_eq!(store.ages(T0 + 11 * MIN)[0].age_ms, 11 * MIN);
+        store.retire(&key("AUSDT"));
+        store.write_closed(Market::Futures, candle("AUSDT", T0 + 10 * MIN, 1, true));
+        assert_eq!(store.watched(), 2);
     }
 
     fn opens(events: &[MarketEvent]) -> Vec<(bool, u64)> {

@@ -35,6 +35,7 @@ use crate::core::serve::{raw_reply, serve, ServeLimits};
 use crate::limiter::{Backend, Category, CategoryCounters, EgressLoad, RateLimiter};
 use crate::scheduler::tiers::Tier;
 use crate::scheduler::PollStats;
+use crate::store::Store;
 use crate::telemetry::clients::ClientStats;
 
 /// Content type of the OpenMetrics text format.
@@ -77,6 +78,8 @@ pub struct MetricsSources {
     pub limiter: Arc<dyn RateLimiter>,
     pub latency: Arc<RequestLatency>,
     pub stats: Arc<PollStats>,
+    /// Every watched series' age.
+    pub store: Arc<Store>,
     pub wall: Arc<dyn Clock>,
     /// The gateway's per-client counters, when it runs.
     pub gateway_clients: Option<Arc<ClientStats>>,
@@ -304,7 +307,8 @@ impl Collector for MetricsSources {
                 ConstGauge::new(i64::from(t == tier)).encode(family.encode_family(&labels)?)?;
             }
         }
-        let ages = self.stats.freshness.ages(self.wall.now_ms());
+        let server_ms = self.limiter.server_clock().server_ms(self.wall.now_ms());
+        let ages = self.store.ages(server_ms);
         let stale = ages.iter().filter(|a| a.is_stale()).count();
         gauge(
             &mut encoder,

@@ -38,6 +38,7 @@ use crate::limiter::{
 };
 use crate::scheduler::tiers::Tier;
 use crate::scheduler::PollStats;
+use crate::store::Store;
 
 pub use crate::core::RATE_LOG;
 /// File name of the unified log.
@@ -218,8 +219,8 @@ const MIN_FINAL_INTERVAL: Duration = Duration::from_millis(500);
 const STALE_NAMED: usize = 10;
 
 /// Emits the interval's staleness summary: how many streams are stale, the oldest first.
-pub fn emit_stale_summary(stats: &PollStats, wall: &dyn Clock) {
-    let stale = stats.freshness.stale(wall.now_ms());
+pub fn emit_stale_summary(store: &Store, server_ms: u64) {
+    let stale = store.stale(server_ms);
     let mut named: Vec<String> = stale
         .iter()
         .take(STALE_NAMED)
@@ -229,7 +230,7 @@ pub fn emit_stale_summary(stats: &PollStats, wall: &dyn Clock) {
         named.push(format!("+{} more", stale.len() - STALE_NAMED));
     }
     let oldest_s = stale.first().map_or(0, |a| a.age_ms / 1000);
-    let streams = stats.freshness.watched();
+    let streams = store.watched();
     if stale.is_empty() {
         tracing::info!(target: RATE_LOG, event = %"stale_summary", stale = 0, streams, "no stale symbols");
     } else {
@@ -353,6 +354,7 @@ pub async fn report_usage(
     limiter: Arc<dyn RateLimiter>,
     recent: Arc<RecentRateLimits>,
     stats: Arc<PollStats>,
+    store: Arc<Store>,
     wall: Arc<dyn Clock>,
     interval: Duration,
     ascii: bool,
@@ -405,7 +407,7 @@ pub async fn report_usage(
             now.duration_since(last),
         );
         egress_before = egress_after;
-        emit_stale_summary(&stats, wall.as_ref());
+        emit_stale_summary(&store, limiter.server_clock().server_ms(wall.now_ms()));
         if stopping {
             return;
         }

@@ -67,7 +67,9 @@ struct Instance {
 fn start(config: &Config) -> Instance {
     let stop = CancellationToken::new();
     let store = Store::new(StoreConfig::default());
-    let wiring = Arc::new(Wiring::new(config, Arc::clone(&store), stop.clone()).unwrap());
+    let wall: Arc<dyn bitget_poller::core::clock::Clock> =
+        Arc::new(bitget_poller::core::clock::SystemClock::new());
+    let wiring = Arc::new(Wiring::new(config, wall, Arc::clone(&store), stop.clone()).unwrap());
     let task = {
         let (wiring, stop, config) = (Arc::clone(&wiring), stop.clone(), config.clone());
         tokio::spawn(async move {
@@ -420,7 +422,13 @@ async fn signed_requests_keep_to_the_signed_egress_while_market_data_rotates() {
     )
     .unwrap();
     let stop = CancellationToken::new();
-    let wiring = Wiring::new(&cfg, Store::new(StoreConfig::default()), stop).unwrap();
+    let wiring = Wiring::new(
+        &cfg,
+        Arc::new(bitget_poller::core::clock::SystemClock::new()),
+        Store::new(StoreConfig::default()),
+        stop,
+    )
+    .unwrap();
     let signer = Arc::new(Signer::new(Credentials::new(
         DEMO_API_KEY,
         DEMO_API_SECRET,

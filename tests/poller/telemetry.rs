@@ -323,7 +323,7 @@ async fn the_metrics_endpoint_counters_move_as_requests_are_made() {
     let wall: Arc<dyn Clock> = Arc::new(bitget_poller::core::clock::SystemClock::new());
     let store = Store::new(StoreConfig::default());
     let mut rx = store.subscribe();
-    let wiring = Wiring::new(&config, Arc::clone(&store), stop.clone()).unwrap();
+    let wiring = Wiring::new(&config, Arc::clone(&wall), Arc::clone(&store), stop.clone()).unwrap();
     let server = MetricsServer::bind("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
