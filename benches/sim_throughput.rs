@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bitget_poller::sim::limits::LimitConfig;
-use bitget_poller::sim::{SimConfig, Simulator};
+use bitget_sim::limits::LimitConfig;
+use bitget_sim::{SimConfig, Simulator};
 
 const CANDLES: &str =
     "/api/v2/mix/market/candles?symbol=BTCUSDT&productType=USDT-FUTURES&granularity=1m&limit=100";

@@ -36,8 +36,11 @@
 //! - [`config`]: reads and checks the file, composing each owner's section.
 //! - [`app`]: [`app::run`] owns every long-lived task under one cancellation path.
 //! - [`cli`]: the command line; `main.rs` only calls [`cli::main`].
-//! - [`sim`]: the local Bitget REST v2 simulator, an independent oracle that shares only
-//!   what the protocol fixes (signing, timeframe alignment) with the poller.
+//!
+//!
+//! The simulator is its own crate (`crates/bitget-sim`), an independent oracle that shares
+//! only what the protocol fixes (timeframes, signing, the injectable clock: the
+//! `crates/bitget-proto` crate) with the poller; the compiler keeps it from reaching more.
 
 #![forbid(unsafe_code)]
 #![warn(missing_debug_implementations)]
@@ -50,7 +53,6 @@ pub mod core;
 pub mod gateway;
 pub mod limiter;
 pub mod scheduler;
-pub mod sim;
 pub mod store;
 pub mod strategy;
 pub mod telemetry;

@@ -1,23 +1,18 @@
-//! Bitget API credentials, the HMAC request signature, and the clock the timestamps use.
+//! Bitget API credentials as the poller reads and uses them: from the environment only
+//! ([`from_env`]), and a [`Signer`] that stamps each request with the server's time as the
+//! process's one [`crate::core::clock::ServerClock`] knows it (Bitget refuses timestamps
+//! more than 30 s from its clock; the HTTP layer reads the clock).
 //!
-//! The same signing code is used by the client (to sign) and by the simulator (to verify), so
-//! both sides agree by construction and one set of test vectors covers both. Bitget's scheme is
-//! `base64(HMAC-SHA256(secret, timestamp + METHOD + requestPath + ("?" + query) + body))`, with
-//! the query string and body signed exactly as they are sent.
-//!
-//! Credentials come only from the environment ([`Credentials::from_env`]), are redacted in
-//! `Debug` and wiped from memory on drop. Bitget refuses timestamps more than 30 s from its
-//! clock, so a [`Signer`] stamps requests with the server's time as the process's one
-//! [`crate::core::clock::ServerClock`] knows it (the HTTP layer reads it).
+//! The signature itself and the key triple ([`Credentials`], redacted in `Debug`, wiped on
+//! drop) are the `bitget-proto` crate's: the simulator verifies with the same code, so both
+//! sides agree by construction and one set of test vectors covers both.
 
 use std::fmt;
 
-use base64::engine::general_purpose::STANDARD as BASE64;
-use base64::Engine as _;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 use thiserror::Error;
 use zeroize::Zeroize;
+
+pub use bitget_proto::sign::{sign, verify, Credentials};
 
 /// Environment variable holding the API key id.
 pub const API_KEY_VAR: &str = "BITGET_API_KEY";
@@ -37,103 +32,38 @@ pub enum CredentialError {
     NotUnicode { var: &'static str },
 }
 
-type HmacSha256 = Hmac<Sha256>;
-
-/// An API key triple. `Debug` never prints the secret or the passphrase.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Credentials {
-    /// The public key id, sent as `ACCESS-KEY`.
-    pub api_key: String,
-    /// The HMAC secret; never sent.
-    pub secret: String,
-    /// Chosen when the key was created; sent in clear as `ACCESS-PASSPHRASE`.
-    pub passphrase: String,
+/// Reads `BITGET_API_KEY`, `BITGET_API_SECRET` and `BITGET_API_PASSPHRASE`.
+///
+/// # Errors
+/// The first variable that is unset, empty or not unicode.
+pub fn from_env() -> Result<Credentials, CredentialError> {
+    from_lookup(|var| std::env::var_os(var))
 }
 
-impl Credentials {
-    /// Reads `BITGET_API_KEY`, `BITGET_API_SECRET` and `BITGET_API_PASSPHRASE`.
-    ///
-    /// # Errors
-    /// The first variable that is unset, empty or not unicode.
-    pub fn from_env() -> Result<Self, CredentialError> {
-        Self::from_lookup(|var| std::env::var_os(var))
-    }
-
-    /// Like [`Self::from_env`] with `lookup` standing in for the environment.
-    ///
-    /// # Errors
-    /// The first variable that is missing, empty or not unicode.
-    pub fn from_lookup(
-        mut lookup: impl FnMut(&str) -> Option<std::ffi::OsString>,
-    ) -> Result<Self, CredentialError> {
-        let mut read = |var: &'static str| -> Result<String, CredentialError> {
-            let value = lookup(var).ok_or(CredentialError::Missing { var })?;
-            let mut value = value
-                .into_string()
-                .map_err(|_| CredentialError::NotUnicode { var })?;
-            let trimmed = value.trim().to_owned();
-            value.zeroize();
-            if trimmed.is_empty() {
-                return Err(CredentialError::Empty { var });
-            }
-            Ok(trimmed)
-        };
-        Ok(Self {
-            api_key: read(API_KEY_VAR)?,
-            secret: read(API_SECRET_VAR)?,
-            passphrase: read(API_PASSPHRASE_VAR)?,
-        })
-    }
-
-    /// Builds a credential triple.
-    pub fn new(
-        api_key: impl Into<String>,
-        secret: impl Into<String>,
-        passphrase: impl Into<String>,
-    ) -> Self {
-        Self {
-            api_key: api_key.into(),
-            secret: secret.into(),
-            passphrase: passphrase.into(),
+/// Like [`from_env`] with `lookup` standing in for the environment.
+///
+/// # Errors
+/// The first variable that is missing, empty or not unicode.
+pub fn from_lookup(
+    mut lookup: impl FnMut(&str) -> Option<std::ffi::OsString>,
+) -> Result<Credentials, CredentialError> {
+    let mut read = |var: &'static str| -> Result<String, CredentialError> {
+        let value = lookup(var).ok_or(CredentialError::Missing { var })?;
+        let mut value = value
+            .into_string()
+            .map_err(|_| CredentialError::NotUnicode { var })?;
+        let trimmed = value.trim().to_owned();
+        value.zeroize();
+        if trimmed.is_empty() {
+            return Err(CredentialError::Empty { var });
         }
-    }
-
-    /// Signs one request; see [`sign`].
-    pub fn sign(
-        &self,
-        timestamp_ms: &str,
-        method: &str,
-        path: &str,
-        query: &str,
-        body: &[u8],
-    ) -> String {
-        sign(
-            self.secret.as_bytes(),
-            timestamp_ms,
-            method,
-            path,
-            query,
-            body,
-        )
-    }
-}
-
-impl fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Credentials")
-            .field("api_key", &self.api_key)
-            .field("secret", &"<redacted>")
-            .field("passphrase", &"<redacted>")
-            .finish()
-    }
-}
-
-impl Drop for Credentials {
-    fn drop(&mut self) {
-        self.api_key.zeroize();
-        self.secret.zeroize();
-        self.passphrase.zeroize();
-    }
+        Ok(trimmed)
+    };
+    Ok(Credentials {
+        api_key: read(API_KEY_VAR)?,
+        secret: read(API_SECRET_VAR)?,
+        passphrase: read(API_PASSPHRASE_VAR)?,
+    })
 }
 
 /// The `ACCESS-*` header values of one signed request.
@@ -193,65 +123,6 @@ impl Signer {
     }
 }
 
-/// The `ACCESS-SIGN` value for a request.
-///
-/// `query` is the raw query string without the `?` (empty when there is none) and `body` the
-/// exact bytes sent (empty for GET).
-pub fn sign(
-    secret: &[u8],
-    timestamp_ms: &str,
-    method: &str,
-    path: &str,
-    query: &str,
-    body: &[u8],
-) -> String {
-    BASE64.encode(
-        prehash_mac(secret, timestamp_ms, method, path, query, body)
-            .finalize()
-            .into_bytes(),
-    )
-}
-
-/// Checks a received signature in constant time.
-pub fn verify(
-    secret: &[u8],
-    timestamp_ms: &str,
-    method: &str,
-    path: &str,
-    query: &str,
-    body: &[u8],
-    signature_b64: &str,
-) -> bool {
-    let Ok(received) = BASE64.decode(signature_b64.trim()) else {
-        return false;
-    };
-    prehash_mac(secret, timestamp_ms, method, path, query, body)
-        .verify_slice(&received)
-        .is_ok()
-}
-
-/// The MAC over Bitget's prehash, fed piece by piece so no prehash string is allocated.
-fn prehash_mac(
-    secret: &[u8],
-    timestamp_ms: &str,
-    method: &str,
-    path: &str,
-    query: &str,
-    body: &[u8],
-) -> HmacSha256 {
-    // HMAC accepts keys of any length, so `new_from_slice` cannot fail.
-    let mut mac = HmacSha256::new_from_slice(secret).expect("hmac takes keys of any length");
-    mac.update(timestamp_ms.as_bytes());
-    mac.update(method.to_ascii_uppercase().as_bytes());
-    mac.update(path.as_bytes());
-    if !query.is_empty() {
-        mac.update(b"?");
-        mac.update(query.as_bytes());
-    }
-    mac.update(body);
-    mac
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,7 +149,7 @@ mod tests {
 
     #[test]
     fn credentials_come_from_the_three_variables() {
-        let creds = Credentials::from_lookup(env(&[
+        let creds = from_lookup(env(&[
             (API_KEY_VAR, "k"),
             (API_SECRET_VAR, " s\n"),
             (API_PASSPHRASE_VAR, "p"),
@@ -289,15 +160,14 @@ mod tests {
 
     #[test]
     fn a_missing_or_empty_variable_is_named() {
-        let missing =
-            Credentials::from_lookup(env(&[(API_KEY_VAR, "k"), (API_PASSPHRASE_VAR, "p")]));
+        let missing = from_lookup(env(&[(API_KEY_VAR, "k"), (API_PASSPHRASE_VAR, "p")]));
         assert_eq!(
             missing,
             Err(CredentialError::Missing {
                 var: API_SECRET_VAR
             })
         );
-        let empty = Credentials::from_lookup(env(&[
+        let empty = from_lookup(env(&[
             (API_KEY_VAR, "k"),
             (API_SECRET_VAR, "s"),
             (API_PASSPHRASE_VAR, "  "),

@@ -7,10 +7,10 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::bitget::credential::Credentials;
-use crate::sim::faults::FaultConfig;
-use crate::sim::limits::LimitConfig;
-use crate::sim::network::NetworkConfig;
-use crate::sim::{SimConfig, DEMO_API_KEY, DEMO_API_PASSPHRASE, DEMO_API_SECRET};
+use bitget_sim::faults::FaultConfig;
+use bitget_sim::limits::LimitConfig;
+use bitget_sim::network::NetworkConfig;
+use bitget_sim::{SimConfig, DEMO_API_KEY, DEMO_API_PASSPHRASE, DEMO_API_SECRET};
 
 /// Rate-limit-exact Bitget market-data poller, with a built-in Bitget simulator.
 #[derive(Debug, Parser)]
@@ -244,7 +244,7 @@ fn parse_override(text: &str) -> Result<(usize, u32), String> {
 /// A parsed `--market-limit-schedule`. A newtype, because clap reads `Option<Vec<T>>` as
 /// "several values of T" and would not accept one parser producing the whole list.
 #[derive(Debug, Clone)]
-pub(super) struct Schedule(Vec<crate::sim::limits::ScheduleStep>);
+pub(super) struct Schedule(Vec<bitget_sim::limits::ScheduleStep>);
 
 fn parse_schedule(text: &str) -> Result<Schedule, String> {
     LimitConfig::parse_schedule(text)

@@ -19,11 +19,11 @@ use crate::core::clock::SystemClock;
 use crate::core::market::SymbolSelection;
 use crate::gateway::config::Token;
 use crate::gateway::{check_exposure, GatewayError};
-use crate::sim::{SimConfig, Simulator, DEMO_API_KEY, DEMO_API_PASSPHRASE, DEMO_API_SECRET};
 use crate::strategy::StrategySpec;
 use crate::telemetry::init_logging;
 use crate::telemetry::metrics::MetricsServer;
 use crate::trading::setup::{builtin_strategies, load_strategies, Venue};
+use bitget_sim::{SimConfig, Simulator, DEMO_API_KEY, DEMO_API_PASSPHRASE, DEMO_API_SECRET};
 
 /// `config/demo.toml` as built, for when `demo` runs outside the repository.
 const EMBEDDED_DEMO_CONFIG: &str = include_str!("../../config/demo.toml");
@@ -105,7 +105,7 @@ pub(super) async fn run(args: RunArgs, gateway: Option<Option<SocketAddr>>) -> E
             return ExitCode::from(2);
         }
         // Asked for only now: nothing else needs credentials.
-        match Credentials::from_env() {
+        match crate::bitget::credential::from_env() {
             Ok(credentials) => Venue::Live(credentials),
             Err(error) => {
                 eprintln!("error: {error}");
@@ -232,7 +232,7 @@ pub(super) async fn demo(args: DemoArgs) -> ExitCode {
     };
     let sim_config = SimConfig {
         symbols: args.symbols,
-        network: crate::sim::network::NetworkConfig {
+        network: bitget_sim::network::NetworkConfig {
             jitter_ms: args.jitter_ms,
             ..Default::default()
         },

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use super::args::SimArgs;
 use super::stop::wait_for_stop;
-use crate::sim::record::StatsSnapshot;
-use crate::sim::{SimError, Simulator, DEMO_API_KEY, DEMO_API_PASSPHRASE, DEMO_API_SECRET};
+use bitget_sim::record::StatsSnapshot;
+use bitget_sim::{SimError, Simulator, DEMO_API_KEY, DEMO_API_PASSPHRASE, DEMO_API_SECRET};
 
 pub(super) async fn serve(args: SimArgs) -> ExitCode {
     let (config, addr, duration, stats_json) = args.into_config();

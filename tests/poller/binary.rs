@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use bitget_poller::sim::SimConfig;
+use bitget_sim::SimConfig;
 
 use super::helpers::{binary, simulator, temp_dir};
 

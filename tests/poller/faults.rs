@@ -1,7 +1,7 @@
 use std::time::Duration;
 
-use bitget_poller::sim::faults::FaultConfig;
-use bitget_poller::sim::SimConfig;
+use bitget_sim::faults::FaultConfig;
+use bitget_sim::SimConfig;
 
 use super::helpers::{closed_by_symbol, config, run_for, simulator};
 

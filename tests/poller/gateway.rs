@@ -8,9 +8,9 @@ use bitget_poller::app::{self, RunOptions};
 use bitget_poller::bitget::credential::Signer;
 use bitget_poller::core::clock::SystemClock;
 use bitget_poller::gateway::config::Token;
-use bitget_poller::sim::{SimConfig, DEMO_API_KEY, DEMO_API_PASSPHRASE, DEMO_API_SECRET};
 use bitget_poller::telemetry::metrics::MetricsServer;
 use bitget_poller::trading::setup::Venue;
+use bitget_sim::{SimConfig, DEMO_API_KEY, DEMO_API_PASSPHRASE, DEMO_API_SECRET};
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -240,7 +240,7 @@ async fn past_its_deadline_a_request_is_refused_locally_and_a_token_is_enforced(
 async fn logged_simulator(
     name: &str,
     symbols: usize,
-) -> (bitget_poller::sim::Simulator, std::path::PathBuf) {
+) -> (bitget_sim::Simulator, std::path::PathBuf) {
     let log = super::helpers::temp_dir(name).join("requests.jsonl");
     let sim = simulator(SimConfig {
         symbols,

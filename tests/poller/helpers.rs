@@ -7,8 +7,8 @@ use bitget_poller::app::{run_session, RunSummary};
 use bitget_poller::config::Config;
 use bitget_poller::core::clock::{Clock, SystemClock};
 use bitget_poller::core::events::MarketEvent;
-use bitget_poller::sim::{SimConfig, Simulator};
 use bitget_poller::store::Store;
+use bitget_sim::{SimConfig, Simulator};
 use tokio_util::sync::CancellationToken;
 
 /// A config for `base_url` with `poll` (the body of the `[poll]` table) and extra tables.

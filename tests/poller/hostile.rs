@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use bitget_poller::sim::SimConfig;
+use bitget_sim::SimConfig;
 use serde_json::Value;
 
 use super::helpers::{binary, free_port, simulator, temp_dir};
@@ -48,7 +48,7 @@ fn spawn_listening(mut command: Command, port: u16) -> Child {
 
 /// The simulator and `bitget-poller gateway` on a free port, with `extra` in `[gateway]`.
 struct Gateway {
-    sim: bitget_poller::sim::Simulator,
+    sim: bitget_sim::Simulator,
     dir: PathBuf,
     port: u16,
     config: PathBuf,

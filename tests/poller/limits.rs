@@ -1,9 +1,9 @@
 use std::time::Duration;
 
 use bitget_poller::limiter::Category;
-use bitget_poller::sim::limits::LimitConfig;
-use bitget_poller::sim::network::NetworkConfig;
-use bitget_poller::sim::SimConfig;
+use bitget_sim::limits::LimitConfig;
+use bitget_sim::network::NetworkConfig;
+use bitget_sim::SimConfig;
 
 use super::helpers::{closed_by_symbol, config, run_for, simulator};
 

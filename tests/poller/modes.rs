@@ -4,9 +4,9 @@ use std::time::Duration;
 use bitget_poller::app::run_session;
 use bitget_poller::core::clock::{Clock, ManualClock};
 use bitget_poller::core::events::MarketEvent;
-use bitget_poller::sim::limits::LimitConfig;
-use bitget_poller::sim::{SimConfig, Simulator};
 use bitget_poller::store::{Store, StoreConfig};
+use bitget_sim::limits::LimitConfig;
+use bitget_sim::{SimConfig, Simulator};
 use tokio_util::sync::CancellationToken;
 
 use super::helpers::{closed_by_symbol, config, simulator, LogCapture};
@@ -22,7 +22,7 @@ async fn closed_mode_delivers_each_close_once_and_never_the_forming_candle() {
             symbols: 10,
             limits: LimitConfig {
                 overrides: vec![(
-                    bitget_poller::sim::endpoints::find("/api/v2/mix/market/candles").unwrap(),
+                    bitget_sim::endpoints::find("/api/v2/mix/market/candles").unwrap(),
                     1000,
                 )],
                 ..LimitConfig::default()

@@ -12,11 +12,11 @@ use bitget_poller::app::{poll_session, RunSummary, Wiring};
 use bitget_poller::config::Config;
 use bitget_poller::core::clock::{Clock, SystemClock};
 use bitget_poller::limiter::{Backend, Category};
-use bitget_poller::sim::limits::LimitConfig;
-use bitget_poller::sim::network::NetworkConfig;
-use bitget_poller::sim::SimConfig;
 use bitget_poller::store::{Store, StoreConfig};
 use bitget_poller::telemetry::metrics::render;
+use bitget_sim::limits::LimitConfig;
+use bitget_sim::network::NetworkConfig;
+use bitget_sim::SimConfig;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -38,7 +38,7 @@ async fn jittered_through_redis(
     symbols: usize,
     instances: u32,
     name: &str,
-) -> (bitget_poller::sim::Simulator, Config) {
+) -> (bitget_sim::Simulator, Config) {
     let sim = simulator(SimConfig {
         symbols,
         network: NetworkConfig {
@@ -406,7 +406,7 @@ async fn signed_requests_keep_to_the_signed_egress_while_market_data_rotates() {
     use bitget_poller::bitget::credential::{Credentials, Signer};
     use bitget_poller::core::market::Symbol;
     use bitget_poller::core::timeframe::{Market, Timeframe};
-    use bitget_poller::sim::{DEMO_API_KEY, DEMO_API_PASSPHRASE, DEMO_API_SECRET};
+    use bitget_sim::{DEMO_API_KEY, DEMO_API_PASSPHRASE, DEMO_API_SECRET};
 
     let dir = temp_dir("signed-egress");
     let log = dir.join("requests.jsonl");

@@ -28,10 +28,10 @@ use bitget_poller::core::clock::{Clock, ManualClock};
 use bitget_poller::core::events::MarketEvent;
 use bitget_poller::limiter::Category;
 use bitget_poller::scheduler::tiers::Tier;
-use bitget_poller::sim::{SimConfig, Simulator};
 use bitget_poller::store::{Store, StoreConfig};
 use bitget_poller::telemetry::metrics::{MetricsServer, CONTENT_TYPE_OPENMETRICS};
 use bitget_poller::telemetry::usage::{log_files, RateLog, Report, Window};
+use bitget_sim::{SimConfig, Simulator};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 

@@ -1,7 +1,7 @@
 //! Bitget error replies: HTTP 400, the envelope, `data: null`, Bitget's code and message.
 
-use bitget_poller::sim::codes::TEMPLATES;
-use bitget_poller::sim::SimConfig;
+use bitget_sim::codes::TEMPLATES;
+use bitget_sim::SimConfig;
 
 use super::helpers::*;
 
@@ -114,7 +114,7 @@ fn every_message_is_bitgets_published_text() {
 #[tokio::test]
 async fn the_classifier_sorts_every_simulator_failure() {
     use bitget_poller::bitget::error::{Classifier, ErrorClass};
-    use bitget_poller::sim::faults::FaultConfig;
+    use bitget_sim::faults::FaultConfig;
 
     let classifier = Classifier::default();
     let classify = |reply: &Reply| {

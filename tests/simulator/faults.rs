@@ -2,15 +2,15 @@
 
 use std::time::Duration;
 
-use bitget_poller::sim::faults::FaultConfig;
-use bitget_poller::sim::SimConfig;
+use bitget_sim::faults::FaultConfig;
+use bitget_sim::SimConfig;
 
 use super::helpers::*;
 
 async fn with_fault(
     faults: FaultConfig,
 ) -> (
-    bitget_poller::sim::Simulator,
+    bitget_sim::Simulator,
     bitget_poller::core::clock::ManualClock,
 ) {
     start(SimConfig {

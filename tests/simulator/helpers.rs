@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bitget_poller::bitget::credential::Credentials;
 use bitget_poller::core::clock::ManualClock;
-use bitget_poller::sim::{SimConfig, Simulator};
+use bitget_sim::{SimConfig, Simulator};
 use serde_json::Value;
 
 /// 2025-06-15T12:00:00.250Z: mid-second, so "same second" tests have room on both sides.

@@ -3,8 +3,8 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use bitget_poller::bitget::credential::Credentials;
-use bitget_poller::sim::limits::LimitConfig;
-use bitget_poller::sim::SimConfig;
+use bitget_sim::limits::LimitConfig;
+use bitget_sim::SimConfig;
 
 use super::helpers::*;
 
@@ -12,7 +12,7 @@ use super::helpers::*;
 async fn start_with_limits(
     limits: LimitConfig,
 ) -> (
-    bitget_poller::sim::Simulator,
+    bitget_sim::Simulator,
     bitget_poller::core::clock::ManualClock,
 ) {
     start(SimConfig {
@@ -234,7 +234,7 @@ async fn per_endpoint_overrides_apply() {
 
 async fn futures_statuses(
     http: &reqwest::Client,
-    sim: &bitget_poller::sim::Simulator,
+    sim: &bitget_sim::Simulator,
     n: usize,
 ) -> Vec<u16> {
     let mut out = Vec::new();
@@ -247,7 +247,7 @@ async fn futures_statuses(
 #[tokio::test]
 async fn invalid_options_are_refused_before_starting() {
     use bitget_poller::core::clock::ManualClock;
-    use bitget_poller::sim::{SimError, SimState};
+    use bitget_sim::{SimError, SimState};
     use std::sync::Arc;
     let clock = || Arc::new(ManualClock::new(T0));
     let bad = |config: SimConfig| SimState::new(config, clock()).unwrap_err();
@@ -272,7 +272,7 @@ async fn invalid_options_are_refused_before_starting() {
         }),
         SimError::RateLimitStatus(200)
     ));
-    let faults = bitget_poller::sim::faults::FaultConfig {
+    let faults = bitget_sim::faults::FaultConfig {
         html: 0.7,
         reset: 0.7,
         ..Default::default()

@@ -1,6 +1,6 @@
 //! The JSON-lines request log and the stats endpoint.
 
-use bitget_poller::sim::SimConfig;
+use bitget_sim::SimConfig;
 use serde_json::Value;
 
 use super::helpers::*;

@@ -1,7 +1,7 @@
 //! Market data semantics: universe, candle alignment and order, the forming candle, paging.
 
 use bitget_poller::core::timeframe::{Granularity, Market};
-use bitget_poller::sim::SimConfig;
+use bitget_sim::SimConfig;
 use serde_json::Value;
 
 use super::helpers::*;

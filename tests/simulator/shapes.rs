@@ -2,7 +2,7 @@
 //! the same keys, and the same JSON type for each value (strings stay strings).
 
 use bitget_poller::bitget::credential::Credentials;
-use bitget_poller::sim::SimConfig;
+use bitget_sim::SimConfig;
 use serde_json::Value;
 
 use super::helpers::*;

@@ -1,7 +1,7 @@
 //! Signed requests: the published test vectors verify, and every signing mistake gets its code.
 
 use bitget_poller::bitget::credential::{self, Credentials};
-use bitget_poller::sim::SimConfig;
+use bitget_sim::SimConfig;
 use serde_json::Value;
 
 use super::helpers::*;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use bitget_poller::bitget::credential::Credentials;
-use bitget_poller::sim::SimConfig;
+use bitget_sim::SimConfig;
 
 use super::helpers::{simulator, temp_dir};
 

@@ -9,11 +9,9 @@ use bitget_poller::core::clock::{Clock, SystemClock};
 use bitget_poller::core::market::Symbol;
 use bitget_poller::limiter::backoff::Backoff;
 use bitget_poller::limiter::{Limits, LocalLimiter};
-use bitget_poller::sim::{
-    SimConfig, Simulator, DEMO_API_KEY, DEMO_API_PASSPHRASE, DEMO_API_SECRET,
-};
 use bitget_poller::strategy::{Intent, Target};
 use bitget_poller::telemetry::RecentRateLimits;
+use bitget_sim::{SimConfig, Simulator, DEMO_API_KEY, DEMO_API_PASSPHRASE, DEMO_API_SECRET};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 

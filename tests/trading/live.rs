@@ -11,11 +11,11 @@ use bitget_poller::bitget::http::CallError;
 use bitget_poller::config::SymbolSelection;
 use bitget_poller::core::clock::{Clock, SystemClock};
 use bitget_poller::core::timeframe::{Market, Timeframe};
-use bitget_poller::sim::{SimConfig, Simulator, DEMO_API_KEY};
 use bitget_poller::store::{Store, StoreConfig};
 use bitget_poller::strategy::spec::{parse, Polled};
 use bitget_poller::strategy::{StrategySpec, Target};
 use bitget_poller::trading::{Engine, Execution, TradingSummary};
+use bitget_sim::{SimConfig, Simulator, DEMO_API_KEY};
 
 use super::helpers::*;
 

@@ -11,7 +11,7 @@
 
 use rust_decimal::Decimal;
 
-use crate::core::timeframe::Granularity;
+use bitget_proto::timeframe::Granularity;
 
 /// Well-known bases used for the first symbols, so demos look familiar.
 const KNOWN_BASES: &[(&str, f64)] = &[
@@ -286,7 +286,7 @@ fn signed_unit(salt: u64, k: u64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::timeframe::Market;
+    use bitget_proto::timeframe::Market;
 
     const NOW: u64 = 1_750_000_000_000;
 

@@ -16,8 +16,8 @@ use super::limits::{LimitConfig, Limiter};
 use super::market::Universe;
 use super::network::{Network, NetworkConfig, NetworkConfigError};
 use super::record::Recorder;
-use crate::bitget::credential::Credentials;
-use crate::core::clock::Clock;
+use bitget_proto::clock::Clock;
+use bitget_proto::sign::Credentials;
 
 /// The key every simulator accepts unless told otherwise; safe to publish, it guards nothing.
 pub const DEMO_API_KEY: &str = "bg_demo_key";
@@ -114,12 +114,6 @@ pub struct SimState {
     pub rate_limit_status: StatusCode,
     pub rate_limit_code: &'static str,
     pub cache: ReplyCache,
-}
-
-impl std::fmt::Debug for dyn Clock {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Clock({})", self.now_ms())
-    }
 }
 
 impl SimState {

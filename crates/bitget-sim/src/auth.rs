@@ -7,7 +7,7 @@
 use axum::http::HeaderMap;
 
 use super::codes::ApiError;
-use crate::bitget::credential::{self, Credentials};
+use bitget_proto::sign::{self as credential, Credentials};
 
 /// Bitget rejects timestamps more than 30 s away from its clock.
 pub const TIMESTAMP_TOLERANCE_MS: u64 = 30_000;

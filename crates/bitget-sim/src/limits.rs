@@ -288,7 +288,7 @@ fn expire(window: &mut VecDeque<u64>, now: u64, span: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::endpoints::find_by_name;
+    use crate::endpoints::find_by_name;
     use std::net::Ipv4Addr;
 
     const IP: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);

@@ -12,7 +12,7 @@ use super::codes::ApiError;
 use super::endpoints::Route;
 use super::market::{second_start, Contract, Universe};
 use super::params::Params;
-use crate::core::timeframe::{Granularity, Market};
+use bitget_proto::timeframe::{Granularity, Market};
 
 const DAY_MS: u64 = 86_400_000;
 

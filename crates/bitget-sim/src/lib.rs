@@ -7,8 +7,8 @@
 //! server's view, which is what the real exchange enforces.
 //!
 //! ```no_run
-//! # async fn example() -> Result<(), bitget_poller::sim::SimError> {
-//! use bitget_poller::sim::{SimConfig, Simulator};
+//! # async fn example() -> Result<(), bitget_sim::SimError> {
+//! use bitget_sim::{SimConfig, Simulator};
 //! let sim = Simulator::start(SimConfig::default(), "127.0.0.1:0".parse().unwrap()).await?;
 //! println!("Bitget simulator on {}", sim.base_url());
 //! let stats = sim.stop().await;
@@ -37,7 +37,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::core::clock::{Clock, SystemClock};
+use bitget_proto::clock::{Clock, SystemClock};
 use record::StatsSnapshot;
 
 pub use state::{
