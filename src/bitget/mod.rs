@@ -17,3 +17,4 @@ pub mod http;
 pub mod parse;
 pub mod query;
 pub mod reply;
+pub mod ws;

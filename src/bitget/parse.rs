@@ -79,7 +79,7 @@ impl WireText<'_> {
         self.0.as_deref().map(str::trim).filter(|t| !t.is_empty())
     }
 
-    fn decimal(&self, field: &'static str) -> Result<Decimal, ParseError> {
+    pub(crate) fn decimal(&self, field: &'static str) -> Result<Decimal, ParseError> {
         let text = self
             .text()
             .ok_or_else(|| field_error(field, "", "decimal"))?;
@@ -95,7 +95,7 @@ impl WireText<'_> {
         }
     }
 
-    fn millis(&self, field: &'static str) -> Result<u64, ParseError> {
+    pub(crate) fn millis(&self, field: &'static str) -> Result<u64, ParseError> {
         let text = self
             .text()
             .ok_or_else(|| field_error(field, "", "timestamp"))?;

@@ -231,6 +231,25 @@ pub(super) struct SimArgs {
     /// Stop after this many seconds (default: run until Ctrl-C or SIGTERM).
     #[arg(long)]
     pub(super) duration: Option<u64>,
+    /// Close every WebSocket this many seconds after it opened (Bitget: every 24 h).
+    #[arg(long, default_value_t = 86_400, value_name = "SECS")]
+    pub(super) ws_max_life_secs: u64,
+    /// The first push after a bar's close carries only the new bar, not the finished bar's
+    /// final row (Bitget does not document which it does; a client must cope with both).
+    #[arg(long)]
+    pub(super) ws_no_final_bar: bool,
+    /// Rows of a WebSocket candle snapshot, the forming bar included.
+    #[arg(long, default_value_t = 100, value_name = "ROWS")]
+    pub(super) ws_snapshot_rows: usize,
+    /// Probability per socket and second that it is dropped without a close frame.
+    #[arg(long, default_value_t = 0.0, value_name = "P")]
+    pub(super) ws_drop: f64,
+    /// Probability per socket and second that it goes silent (no pushes, no pongs) for
+    /// --ws-stall-secs.
+    #[arg(long, default_value_t = 0.0, value_name = "P")]
+    pub(super) ws_stall: f64,
+    #[arg(long, default_value_t = 5.0, value_name = "SECS")]
+    pub(super) ws_stall_secs: f64,
 }
 
 fn parse_stall(text: &str) -> Result<(u64, u64), String> {
@@ -310,6 +329,18 @@ impl SimArgs {
             keys,
             request_log: self.request_log,
             starting_usdt: rust_decimal::Decimal::from(10_000),
+            ws: bitget_sim::ws::WsConfig {
+                max_life: Some(std::time::Duration::from_secs(self.ws_max_life_secs)),
+                final_bar: !self.ws_no_final_bar,
+                snapshot_rows: self.ws_snapshot_rows,
+                drop_per_push: self.ws_drop,
+                stall_per_push: self.ws_stall,
+                // A negative or unreadable length is refused when the simulator starts.
+                stall: std::time::Duration::try_from_secs_f64(self.ws_stall_secs)
+                    .unwrap_or(std::time::Duration::ZERO),
+                seed: self.fault_seed,
+                ..bitget_sim::ws::WsConfig::default()
+            },
         };
         (config, self.addr, self.duration, self.stats_json)
     }

@@ -11,3 +11,4 @@ mod log;
 mod market;
 mod shapes;
 mod signing;
+mod ws;

@@ -29,6 +29,7 @@ pub mod params;
 pub mod record;
 pub mod server;
 pub mod state;
+pub mod ws;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -102,7 +103,12 @@ impl Simulator {
 
     /// The counters so far.
     pub fn stats(&self) -> StatsSnapshot {
-        self.state.recorder.snapshot(self.state.clock.now_ms())
+        self.state.snapshot()
+    }
+
+    /// `ws://ADDR/v2/ws/public`, the socket's address.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}{}", self.addr, ws::PATH)
     }
 
     /// Shared state, for tests that inspect the universe or the clock.

@@ -40,6 +40,8 @@ pub struct StatsSnapshot {
     pub total: EndpointStats,
     /// Injected faults by kind.
     pub faults: BTreeMap<String, u64>,
+    /// The WebSocket side's counters.
+    pub ws: super::ws::WsStats,
 }
 
 /// One line of the request log.

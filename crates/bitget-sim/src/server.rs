@@ -13,13 +13,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{to_bytes, Body};
+use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -36,6 +36,7 @@ use super::market::second_start;
 use super::params::Params;
 use super::record::{Outcome, RequestRecord};
 use super::state::SimState;
+use super::ws;
 
 /// The header Bitget uses to report calls left in the current second on an endpoint.
 pub const REMAIN_HEADER: &str = "x-mbx-used-remain-limit";
@@ -58,12 +59,21 @@ pub fn router(state: Arc<SimState>) -> Router {
     Router::new()
         .route("/sim/stats", get(stats))
         .route("/sim/health", get(|| async { "ok" }))
+        .route(ws::PATH, get(websocket))
         .fallback(bitget)
         .with_state(state)
 }
 
 async fn stats(State(sim): State<Arc<SimState>>) -> impl IntoResponse {
-    Json(sim.recorder.snapshot(sim.clock.now_ms()))
+    Json(sim.snapshot())
+}
+
+async fn websocket(
+    State(sim): State<Arc<SimState>>,
+    Extension(connection): Extension<Connection>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    ws::upgrade(sim, connection.peer.ip(), upgrade)
 }
 
 /// Accepts connections on `listener` until `shutdown` resolves, then lets in-flight requests
@@ -73,8 +83,11 @@ pub async fn serve(
     state: Arc<SimState>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let app = router(state);
-    let graceful = GracefulShutdown::new();
+    let app = router(Arc::clone(&state));
+    // Every connection watches this and, once it flips, finishes its request and closes.
+    // (hyper-util's GracefulShutdown cannot watch a connection that may be upgraded to a
+    // WebSocket, so this is the same thing by hand.)
+    let (closing, _) = tokio::sync::watch::channel(false);
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -117,23 +130,29 @@ pub async fn serve(
                 TowerToHyperService::new(
                     service.map_request(|r: Request<hyper::body::Incoming>| r.map(Body::new)),
                 ),
-            );
-        let conn = graceful.watch(conn);
+            )
+            .with_upgrades();
+        let mut closing = closing.subscribe();
         connections.spawn(async move {
+            tokio::pin!(conn);
             tokio::select! {
-                _ = conn => {}
+                _ = conn.as_mut() => {}
                 () = kill.notified() => {
                     let _ = socket2::SockRef::from(&reset_handle).set_linger(Some(Duration::ZERO));
+                }
+                _ = closing.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
                 }
             }
             drop(reset_handle);
         });
     }
     drop(listener);
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    state.ws.close_all();
+    closing.send_replace(true);
+    let drained = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(SHUTDOWN_GRACE, drained).await.is_err() {
         tracing::warn!("simulator connections still open after the grace period; closing them");
     }
     connections.shutdown().await;

@@ -15,7 +15,8 @@ use super::faults::{FaultConfig, FaultInjector};
 use super::limits::{LimitConfig, Limiter};
 use super::market::Universe;
 use super::network::{Network, NetworkConfig, NetworkConfigError};
-use super::record::Recorder;
+use super::record::{Recorder, StatsSnapshot};
+use super::ws::{WsConfig, WsHub};
 use bitget_proto::clock::Clock;
 use bitget_proto::sign::Credentials;
 
@@ -49,6 +50,8 @@ pub struct SimConfig {
     pub request_log: Option<PathBuf>,
     /// Cash each key starts with, in USDT.
     pub starting_usdt: Decimal,
+    /// How the public WebSocket behaves.
+    pub ws: WsConfig,
 }
 
 impl Default for SimConfig {
@@ -69,6 +72,7 @@ impl Default for SimConfig {
             )],
             request_log: None,
             starting_usdt: Decimal::from(10_000),
+            ws: WsConfig::default(),
         }
     }
 }
@@ -98,6 +102,8 @@ pub enum SimError {
     FaultProbability { name: &'static str, value: f64 },
     #[error(transparent)]
     Network(#[from] NetworkConfigError),
+    #[error("websocket settings: {0}")]
+    Ws(String),
 }
 
 /// Shared state of one simulator run.
@@ -114,9 +120,18 @@ pub struct SimState {
     pub rate_limit_status: StatusCode,
     pub rate_limit_code: &'static str,
     pub cache: ReplyCache,
+    /// The public WebSocket's sockets, limits and counters.
+    pub ws: WsHub,
 }
 
 impl SimState {
+    /// Everything counted so far, the socket side included.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let mut snapshot = self.recorder.snapshot(self.clock.now_ms());
+        snapshot.ws = self.ws.stats();
+        snapshot
+    }
+
     /// Validates `config` and builds the state, reading time from `clock`.
     ///
     /// # Errors
@@ -162,6 +177,26 @@ impl SimState {
             });
         }
         config.network.validate()?;
+        let ws = &config.ws;
+        for (name, value) in [
+            ("ws drop", ws.drop_per_push),
+            ("ws stall", ws.stall_per_push),
+        ] {
+            if !(0.0..=1.0).contains(&value) {
+                return Err(SimError::FaultProbability { name, value });
+            }
+        }
+        if ws.stall_per_push > 0.0 && ws.stall.is_zero() {
+            return Err(SimError::Ws(
+                "a stall probability needs a positive stall length (--ws-stall-secs)".to_owned(),
+            ));
+        }
+        if ws.push_interval.is_zero() || !(1..=1000).contains(&ws.snapshot_rows) {
+            return Err(SimError::Ws(format!(
+                "push interval {:?} and snapshot rows {} must be positive (rows at most 1000)",
+                ws.push_interval, ws.snapshot_rows
+            )));
+        }
         let now = clock.now_ms();
         let recorder = Recorder::new(now, config.request_log.as_deref()).map_err(|source| {
             SimError::RequestLog {
@@ -180,6 +215,7 @@ impl SimState {
             rate_limit_status,
             rate_limit_code,
             cache: ReplyCache::default(),
+            ws: WsHub::new(config.ws),
             clock,
         })
     }
