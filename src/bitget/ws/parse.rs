@@ -87,8 +87,9 @@ struct Raw<'a> {
     code: Option<Value>,
     #[serde(borrow, default)]
     msg: Option<std::borrow::Cow<'a, str>>,
+    /// Read once the channel is known to be a candle channel (a ticker's rows are objects).
     #[serde(borrow, default)]
-    data: Option<Vec<Vec<WireText<'a>>>>,
+    data: Option<&'a serde_json::value::RawValue>,
     #[serde(default)]
     ts: Option<Value>,
 }
@@ -143,12 +144,16 @@ pub fn incoming(text: &str) -> Result<Incoming, WsParseError> {
         return Ok(Incoming::Other);
     };
     let ts = raw.ts.as_ref().and_then(number).unwrap_or(0);
-    let rows = raw.data.unwrap_or_default();
-    let mut candles = Vec::with_capacity(rows.len());
     let malformed = |source| WsParseError::Row {
         channel: format!("{} {}", channel.symbol, channel.timeframe.channel()),
         source,
     };
+    let rows: Vec<Vec<WireText<'_>>> = match raw.data {
+        Some(data) => serde_json::from_str(data.get())
+            .map_err(|e| malformed(ParseError::Json(e.to_string())))?,
+        None => Vec::new(),
+    };
+    let mut candles = Vec::with_capacity(rows.len());
     for (index, row) in rows.iter().enumerate() {
         if row.len() < 7 {
             return Err(malformed(ParseError::RowLength {
