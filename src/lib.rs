@@ -27,6 +27,8 @@
 //! - [`scheduler`]: what to request next, a pure core on explicit time (the limiter's
 //!   server clock) under a thin async shell; it writes into the store, reads from it where
 //!   each series stands, and follows its interest.
+//! - [`feed`]: live candles over Bitget's WebSocket, closes proven exactly (by a row pushed
+//!   after the close, or by REST through the limiter), gaps filled by REST.
 //! - [`strategy`]: pure strategies over core types.
 //! - [`telemetry`]: log files, rate-usage lines, the `usage` report, Prometheus metrics.
 //! - [`trading`]: the engine, paper book and live orders.
@@ -50,6 +52,7 @@ pub mod bitget;
 pub mod cli;
 pub mod config;
 pub mod core;
+pub mod feed;
 pub mod gateway;
 pub mod limiter;
 pub mod scheduler;
