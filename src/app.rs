@@ -20,10 +20,13 @@ use tokio_util::sync::CancellationToken;
 use crate::bitget::client::Client;
 use crate::bitget::error::BitgetError;
 use crate::bitget::http::BuildError;
+use crate::bitget::ws::messages::Channel;
 use crate::config::Config;
 use crate::core::clock::Clock;
 use crate::core::events::MarketEvent;
 use crate::core::TRADING_LOG;
+use crate::feed::config::Source;
+use crate::feed::{Feed, FeedParts, FeedStats};
 use crate::gateway::{Gateway, GatewayError, MeasuredClock, Parts};
 use crate::limiter::recent::RecentRateLimits;
 use crate::limiter::redis::{BackendConfig, RedisLimiter, ScopeNames};
@@ -52,6 +55,9 @@ pub enum RunError {
     /// The shared limiter cannot be set up.
     #[error("{0}")]
     Redis(String),
+    /// The feed has no socket address to connect to.
+    #[error("{0}")]
+    Feed(String),
     /// Not one reply came back in the whole run.
     #[error("never reached the exchange at {host} in {:.1} s: {cause}; check [exchange] base_url (or --base-url), the network and any proxy", elapsed.as_secs_f64())]
     Unreachable {
@@ -66,7 +72,7 @@ impl RunError {
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::Setup(e) => e.exit_code(),
-            Self::Gateway(_) | Self::Redis(_) => 2,
+            Self::Gateway(_) | Self::Redis(_) | Self::Feed(_) => 2,
             _ => 1,
         }
     }
@@ -193,6 +199,8 @@ pub struct Wiring {
     pub clients: Arc<ClientStats>,
     /// The poller's counters, tier and candle ages, for usage lines and metrics.
     pub stats: Arc<PollStats>,
+    /// The WebSocket feed's counters (zero unless it runs).
+    pub feed: Arc<FeedStats>,
 }
 
 impl Wiring {
@@ -251,6 +259,7 @@ impl Wiring {
             store,
             clients: Arc::default(),
             stats: Arc::default(),
+            feed: Arc::default(),
         })
     }
 
@@ -341,22 +350,74 @@ pub async fn poll_session(
             base_url = client.base_url(),
             "polling started"
         );
+        // With the feed, live candles come over the socket and the poller reads only
+        // tickers (and the instrument list); without it, the poller reads candles too.
+        let feed = match config.feed.source {
+            Source::Rest => None,
+            Source::Ws | Source::Auto => {
+                let ws_url = config.client.ws_url().map_err(RunError::Feed)?;
+                let channels: Vec<Channel> = symbols
+                    .iter()
+                    .flat_map(|symbol| {
+                        config.poll.timeframes.iter().map(|timeframe| Channel {
+                            symbol: symbol.clone(),
+                            timeframe: *timeframe,
+                        })
+                    })
+                    .collect();
+                tracing::info!(
+                    channels = channels.len(),
+                    ws_url = %ws_url,
+                    per_socket = config.feed.channels_per_socket,
+                    "websocket feed started"
+                );
+                let feed = Feed::new(
+                    FeedParts {
+                        client: client.clone(),
+                        limiter: Arc::clone(&limiter_dyn),
+                        recent: Arc::clone(&recent),
+                        store: Arc::clone(&wiring.store),
+                        wall: Arc::clone(&wall),
+                        config: config.feed.clone(),
+                        ws_url,
+                        stats: Arc::clone(&wiring.feed),
+                    },
+                    channels,
+                );
+                let feed = if follow_interest {
+                    feed.following_interest()
+                } else {
+                    feed
+                };
+                let feed_stop = stop.child_token();
+                Some((feed_stop.clone(), tokio::spawn(feed.run(feed_stop))))
+            }
+        };
+        let mut poll = config.poll.clone();
+        if feed.is_some() {
+            poll.timeframes.clear();
+        }
         let poller = Poller::new(
             client.clone(),
-            config.poll.clone(),
+            poll,
             Arc::clone(&wall),
             Arc::clone(&recent),
             Arc::clone(&wiring.store),
             Arc::clone(&stats),
             stop.clone(),
         );
-        let poller = if follow_interest {
+        let poller = if follow_interest && feed.is_none() {
             poller.following_interest()
         } else {
             poller
         };
-        poller.run(symbols).await?;
-        Ok::<_, PollError>(symbol_count)
+        let polled = poller.run(symbols).await;
+        if let Some((feed_stop, feed)) = feed {
+            feed_stop.cancel();
+            let _ = feed.await;
+        }
+        polled?;
+        Ok::<_, RunError>(symbol_count)
     }
     .await;
     reporter_stop.cancel();

@@ -3,7 +3,7 @@
 //! Each section is its owner's type, checked by its owner with the shared
 //! [`Checker`] (`[exchange]`, `[[egress]]`, `[retry]` in `bitget::config`, `[poll]` and
 //! `[tiers]` in `scheduler::config`, `[limits]` in `limiter::config`, `[store]`,
-//! `[gateway]`, `[logging]` in `telemetry::config`, `[trading]`), with its defaults written
+//! `[gateway]`, `[feed]`, `[logging]` in `telemetry::config`, `[trading]`), with its defaults written
 //! once beside its settings; this module composes them, so a settings change at run time
 //! can be validated by the same checks. Unknown keys are refused (a typo must not silently fall back to a default), and every bad
 //! value is reported at once, each on one line naming its key and the allowed range, so the
@@ -23,6 +23,7 @@ use crate::bitget::http::ClientConfig;
 use crate::core::check::Checker;
 pub use crate::core::market::SymbolSelection;
 use crate::core::text::{describe_toml_error, one_line};
+use crate::feed::config::{FeedConfig, FeedSection};
 use crate::gateway::config::{GatewayConfig, GatewaySection};
 use crate::limiter::config::LimitsSection;
 use crate::limiter::redis::BackendConfig;
@@ -76,6 +77,8 @@ struct RawConfig {
     #[serde(default)]
     gateway: GatewaySection,
     #[serde(default)]
+    feed: FeedSection,
+    #[serde(default)]
     egress: Vec<EgressSection>,
 }
 
@@ -93,6 +96,8 @@ pub struct Config {
     pub trading: TradingConfig,
     pub store: StoreConfig,
     pub gateway: GatewayConfig,
+    /// Where live candles come from (`[feed]`).
+    pub feed: FeedConfig,
     /// Which limiter admits requests: this process's, or shared through Redis.
     pub limiter: BackendConfig,
     /// Things worth telling the operator that are not problems (keys that no longer
@@ -130,6 +135,7 @@ impl Config {
         let mut client = raw.exchange.client(&mut c);
         let mut poll = raw.poll.check(&mut c, market, &mut notes);
         let gateway = raw.gateway.check(&mut c);
+        let feed = raw.feed.check(&mut c);
         let store = raw.store.check(&mut c);
         let limits = raw.limits.limits(&mut c);
         let limiter = raw.limits.backend(&mut c);
@@ -157,6 +163,7 @@ impl Config {
             store,
             limiter,
             gateway,
+            feed,
             notes,
         })
     }

@@ -167,6 +167,33 @@ impl Client {
         }
     }
 
+    /// The `rows` closed candles of `symbol` opening before `end` (exclusive), from
+    /// `/history-candles` (`/candles` where the market has none): what confirms a bar's final
+    /// state or fills a hole, in one attempt.
+    ///
+    /// # Errors
+    /// The attempt failed, or its reply is unreadable.
+    pub async fn closed_candles_before(
+        &self,
+        symbol: &Symbol,
+        timeframe: Timeframe,
+        end: u64,
+        rows: u32,
+    ) -> Result<Stamped<Vec<Candle>>, RequestError> {
+        let (endpoint, max_rows) = match endpoints::history_candles(timeframe.market()) {
+            Some(endpoint) => (endpoint, endpoints::MAX_HISTORY_CANDLE_ROWS),
+            None => (
+                endpoints::candles(timeframe.market()),
+                endpoints::MAX_CANDLE_ROWS,
+            ),
+        };
+        let query = CandleQuery {
+            end: Some(end),
+            ..CandleQuery::latest(symbol.clone(), timeframe, rows.min(max_rows))
+        };
+        self.candles_query(endpoint, symbol, &query).await
+    }
+
     async fn candles_from(
         &self,
         endpoint: &'static endpoints::Endpoint,
@@ -175,7 +202,18 @@ impl Client {
         timeframe: Timeframe,
         rows: u32,
     ) -> Result<Stamped<Vec<Candle>>, RequestError> {
-        let pairs = CandleQuery::latest(symbol.clone(), timeframe, rows.min(max_rows)).to_pairs();
+        let query = CandleQuery::latest(symbol.clone(), timeframe, rows.min(max_rows));
+        self.candles_query(endpoint, symbol, &query).await
+    }
+
+    async fn candles_query(
+        &self,
+        endpoint: &'static endpoints::Endpoint,
+        symbol: &Symbol,
+        query: &CandleQuery,
+    ) -> Result<Stamped<Vec<Candle>>, RequestError> {
+        let timeframe = query.timeframe;
+        let pairs = query.to_pairs();
         let query: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let reply = self
             .http

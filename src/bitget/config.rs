@@ -25,6 +25,8 @@ pub struct ExchangeSection {
     rate_limit_codes: Vec<String>,
     max_body_mb: usize,
     signed_egress: String,
+    /// The public WebSocket; empty: derived from `base_url` (see `bitget::ws::url_for`).
+    ws_url: String,
 }
 
 impl Default for ExchangeSection {
@@ -39,6 +41,7 @@ impl Default for ExchangeSection {
             rate_limit_codes: d.rate_limit_codes,
             max_body_mb: d.max_body_bytes >> 20,
             signed_egress: String::new(),
+            ws_url: String::new(),
         }
     }
 }
@@ -81,8 +84,18 @@ impl ExchangeSection {
                 ));
             }
         }
+        let ws_url = self.ws_url.trim();
+        let ws_url = (!ws_url.is_empty()).then(|| ws_url.to_owned());
+        if let Some(url) = &ws_url {
+            if !(url.starts_with("ws://") || url.starts_with("wss://")) || url.len() <= 6 {
+                c.problem(format!(
+                    "exchange.ws_url = \"{url}\" is not a ws:// or wss:// address; leave it out to follow base_url"
+                ));
+            }
+        }
         ClientConfig {
             base_url,
+            ws_url,
             timeout,
             connect_timeout,
             pool_max_idle,

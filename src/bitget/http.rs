@@ -42,6 +42,8 @@ pub use reqwest::Method;
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClientConfig {
     pub base_url: String,
+    /// The public WebSocket, when set apart from `base_url`.
+    pub ws_url: Option<String>,
     /// Whole-request timeout, body included.
     pub timeout: Duration,
     pub connect_timeout: Duration,
@@ -60,6 +62,17 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
+    /// The public WebSocket's address: `ws_url`, or the one `base_url` implies.
+    ///
+    /// # Errors
+    /// Neither says where the socket is.
+    pub fn ws_url(&self) -> Result<String, String> {
+        match &self.ws_url {
+            Some(url) => Ok(url.clone()),
+            None => super::ws::url_for(&self.base_url),
+        }
+    }
+
     /// The egresses' names, in order.
     pub fn egress_names(&self) -> Vec<String> {
         self.egresses.iter().map(|e| e.name.clone()).collect()
@@ -78,6 +91,7 @@ impl Default for ClientConfig {
     fn default() -> Self {
         Self {
             base_url: BASE_URL.to_owned(),
+            ws_url: None,
             timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
             pool_max_idle: 32,

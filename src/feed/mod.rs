@@ -1,7 +1,587 @@
 //! Live candles over Bitget's WebSocket, with REST confirming what the socket cannot prove
 //! and filling what it missed.
 //!
-//! [`bars`] decides, per series and as a pure function of pushes, REST answers and the
-//! server's clock, which bars are closed and final.
+//! REST polling caps freshness by the budget (one IP reads 20 candle replies a second, so
+//! 1000 series are each seen every 50 s); the socket pushes every subscribed series about
+//! once a second at no REST cost. The feed keeps every wanted series subscribed — the
+//! configured symbols × timeframes and, when asked, what gateway clients want (the store's
+//! interest) — on sockets of at most `[feed] channels_per_socket` channels, and writes what
+//! it learns into the [`Store`] as the poller does.
+//!
+//! - [`bars`] decides, per series and as a pure function of pushes, REST answers and the
+//!   server's clock, which bars are closed and final, and which must be read by REST;
+//! - [`socket`] runs one socket: budgets, keep-alive, death, staggered reconnects;
+//! - this module owns the sockets and the series, and reads by REST (through the limiter,
+//!   `/history-candles`) what [`bars`] asks for: closes the socket could not prove, holes
+//!   after a reconnect, and — for a series whose socket has been down longer than
+//!   `rest_fallback_after` — the latest rows, as a REST poller would.
+//!
+//! One task owns all of it; sockets and REST reads are tasks it owns, whose results come
+//! back to it over bounded channels. Nothing here sleeps to pace: the limiter does.
 
 pub mod bars;
+pub mod config;
+pub mod socket;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use self::bars::{Bars, RestAsk};
+use self::config::FeedConfig;
+use self::socket::{Command, Event, SocketParts};
+use crate::bitget::client::{Client, RequestError};
+use crate::bitget::error::ErrorClass;
+use crate::bitget::http::CallError;
+use crate::bitget::ws::messages::Channel;
+use crate::bitget::ws::{codes, parse::Push};
+use crate::core::clock::{Clock, ServerClock};
+use crate::core::market::{Candle, Stamped};
+use crate::core::RATE_LOG;
+use crate::limiter::recent::RecentRateLimits;
+use crate::limiter::{Category, RateLimiter};
+use crate::store::{SeriesKey, Store};
+
+/// How often bars are checked against the clock and REST reads are started.
+const TICK: Duration = Duration::from_millis(250);
+/// Events from sockets waiting for the feed.
+const EVENT_QUEUE: usize = 8_192;
+/// A channel refused this many times in a row is parked.
+const PARK_AFTER: u32 = 3;
+/// How long a parked channel rests before it is tried again.
+const PARK_FOR: Duration = Duration::from_secs(600);
+/// A failed REST read of a series is tried again after this long.
+const REST_RETRY: Duration = Duration::from_secs(1);
+
+/// What the feed did, for usage lines, metrics and the exit summary.
+#[derive(Debug, Default)]
+pub struct FeedStats {
+    /// Sockets planned, and up now.
+    pub sockets: AtomicU64,
+    pub sockets_up: AtomicU64,
+    /// Channels carried.
+    pub channels: AtomicU64,
+    pub pushes: AtomicU64,
+    pub rows: AtomicU64,
+    /// Sockets that went down (each is reconnected).
+    pub reconnects: AtomicU64,
+    /// Closed bars delivered whose final row came over the socket, and those read by REST.
+    pub closed_ws: AtomicU64,
+    pub closed_rest: AtomicU64,
+    /// REST reads confirming or filling bars, and those that failed.
+    pub rest_reads: AtomicU64,
+    pub rest_failures: AtomicU64,
+    /// REST reads standing in for a socket that is down (fallback).
+    pub fallback_reads: AtomicU64,
+    /// Bars the exchange's REST answer did not have.
+    pub skipped: AtomicU64,
+    /// Channels parked after being refused again and again.
+    pub parked: AtomicU64,
+    /// Error events by code.
+    pub errors: Mutex<BTreeMap<u32, u64>>,
+}
+
+impl FeedStats {
+    /// Error events by code so far.
+    pub fn errors(&self) -> BTreeMap<u32, u64> {
+        self.errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// Everything the feed needs.
+#[derive(Debug, Clone)]
+pub struct FeedParts {
+    pub client: Client,
+    pub limiter: Arc<dyn RateLimiter>,
+    pub recent: Arc<RecentRateLimits>,
+    pub store: Arc<Store>,
+    /// The wall clock the limiter's server clock is kept against.
+    pub wall: Arc<dyn Clock>,
+    pub config: FeedConfig,
+    /// `ws://` or `wss://` address of the public socket.
+    pub ws_url: String,
+    pub stats: Arc<FeedStats>,
+}
+
+/// The feed: build it, then [`Feed::run`] it until `stop`.
+#[derive(Debug)]
+pub struct Feed {
+    parts: FeedParts,
+    channels: Vec<Channel>,
+    follow_interest: bool,
+}
+
+#[derive(Debug)]
+struct Series {
+    bars: Bars,
+    slot: usize,
+    /// A REST read of it is in flight.
+    reading: bool,
+    /// No REST read before this (after a failure).
+    rest_after: Option<Instant>,
+    strikes: u32,
+    parked_until: Option<Instant>,
+    /// Configured, rather than asked for by a client.
+    configured: bool,
+}
+
+#[derive(Debug)]
+struct Slot {
+    commands: mpsc::Sender<Command>,
+    channels: usize,
+    up: bool,
+    down_since: Option<Instant>,
+}
+
+/// What a REST read was for.
+#[derive(Debug, Clone, Copy)]
+enum Read {
+    /// Bars [`Bars::rest_ask`] asked for.
+    Confirm(RestAsk),
+    /// The latest rows, for a series whose socket is down.
+    Fallback,
+}
+
+type ReadDone = (Channel, Read, Result<Stamped<Vec<Candle>>, RequestError>);
+
+impl Feed {
+    /// A feed keeping `channels` (and nothing else) fresh.
+    pub fn new(parts: FeedParts, channels: Vec<Channel>) -> Self {
+        Self {
+            parts,
+            channels,
+            follow_interest: false,
+        }
+    }
+
+    /// The same feed, also keeping the series clients want ([`Store::want`]) while they
+    /// want them.
+    #[must_use]
+    pub fn following_interest(mut self) -> Self {
+        self.follow_interest = true;
+        self
+    }
+
+    /// Runs until `stop`; every socket and read it started is ended before it returns.
+    pub async fn run(self, stop: CancellationToken) {
+        let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
+        let mut shell = Shell {
+            socket_parts: SocketParts {
+                url: self.parts.ws_url.clone(),
+                egress: 0,
+                config: self.parts.config.clone(),
+                limiter: Arc::clone(&self.parts.limiter),
+                events: events_tx,
+                ids: Arc::new(AtomicU64::new(1)),
+                stop: stop.child_token(),
+            },
+            server: self.parts.limiter.server_clock(),
+            p: self.parts,
+            series: HashMap::new(),
+            slots: Vec::new(),
+            sockets: JoinSet::new(),
+            reads: JoinSet::new(),
+            interest_seen: 0,
+            follow_interest: self.follow_interest,
+        };
+        shell.add(self.channels, true);
+        shell.run(events, &stop).await;
+        shell.socket_parts.stop.cancel();
+        shell.reads.shutdown().await;
+        while shell.sockets.join_next().await.is_some() {}
+    }
+}
+
+struct Shell {
+    p: FeedParts,
+    socket_parts: SocketParts,
+    server: Arc<ServerClock>,
+    series: HashMap<Channel, Series>,
+    slots: Vec<Slot>,
+    sockets: JoinSet<()>,
+    reads: JoinSet<ReadDone>,
+    interest_seen: u64,
+    follow_interest: bool,
+}
+
+fn key_of(channel: &Channel) -> SeriesKey {
+    SeriesKey::new(channel.symbol.clone(), channel.timeframe)
+}
+
+impl Shell {
+    fn server_ms(&self) -> u64 {
+        self.server.server_ms(self.p.wall.now_ms())
+    }
+
+    async fn run(&mut self, mut events: mpsc::Receiver<Event>, stop: &CancellationToken) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                Some(event) = events.recv() => self.on_event(event),
+                Some(done) = self.reads.join_next(), if !self.reads.is_empty() => {
+                    if let Ok(done) = done {
+                        self.on_read(done);
+                    }
+                }
+                () = self.p.store.interest_changed(self.interest_seen), if self.follow_interest => {
+                    self.follow();
+                }
+                _ = tick.tick() => self.on_tick(),
+            }
+        }
+    }
+
+    /// Starts carrying `channels` (those not carried yet).
+    fn add(&mut self, channels: Vec<Channel>, configured: bool) {
+        let now = self.server_ms();
+        let per_socket = self.p.config.channels_per_socket;
+        let mut by_slot: BTreeMap<usize, Vec<Channel>> = BTreeMap::new();
+        let mut seen = HashSet::new();
+        for channel in channels {
+            if self.series.contains_key(&channel) || !seen.insert(channel.clone()) {
+                continue;
+            }
+            let key = key_of(&channel);
+            self.p.store.watch(&key, now);
+            let slot = match self.slots.iter().position(|s| s.channels < per_socket) {
+                Some(slot) => slot,
+                None => self.new_slot(),
+            };
+            self.slots[slot].channels += 1;
+            by_slot.entry(slot).or_default().push(channel.clone());
+            self.series.insert(
+                channel.clone(),
+                Series {
+                    bars: Bars::new(channel.timeframe, self.p.store.delivered_through(&key)),
+                    slot,
+                    reading: false,
+                    rest_after: None,
+                    strikes: 0,
+                    parked_until: None,
+                    configured,
+                },
+            );
+        }
+        for (slot, channels) in by_slot {
+            let count = channels.len();
+            if self.slots[slot]
+                .commands
+                .try_send(Command::Subscribe(channels))
+                .is_err()
+            {
+                tracing::warn!(
+                    slot,
+                    count,
+                    "a socket's command queue is full; channels not added"
+                );
+            }
+        }
+        self.p
+            .stats
+            .channels
+            .store(self.series.len() as u64, Ordering::Relaxed);
+    }
+
+    fn new_slot(&mut self) -> usize {
+        let slot = self.slots.len();
+        let (tx, rx) = mpsc::channel(64);
+        self.slots.push(Slot {
+            commands: tx,
+            channels: 0,
+            up: false,
+            down_since: Some(Instant::now()),
+        });
+        let parts = self.socket_parts.clone();
+        self.sockets.spawn(socket::run(slot, Vec::new(), rx, parts));
+        self.p
+            .stats
+            .sockets
+            .store(self.slots.len() as u64, Ordering::Relaxed);
+        slot
+    }
+
+    /// Follows the store's interest: carries what clients want, drops what they stopped
+    /// wanting (unless configured).
+    fn follow(&mut self) {
+        let (version, wanted) = self.p.store.wanted();
+        self.interest_seen = version;
+        let wanted: Vec<Channel> = wanted
+            .into_iter()
+            .map(|(key, _)| Channel {
+                symbol: key.symbol,
+                timeframe: key.timeframe,
+            })
+            .collect();
+        let keep: HashSet<&Channel> = wanted.iter().collect();
+        let gone: Vec<Channel> = self
+            .series
+            .iter()
+            .filter(|(c, s)| !s.configured && !keep.contains(c))
+            .map(|(c, _)| c.clone())
+            .collect();
+        let mut by_slot: BTreeMap<usize, Vec<Channel>> = BTreeMap::new();
+        for channel in gone {
+            if let Some(s) = self.series.remove(&channel) {
+                self.p.store.retire(&key_of(&channel));
+                self.slots[s.slot].channels = self.slots[s.slot].channels.saturating_sub(1);
+                by_slot.entry(s.slot).or_default().push(channel);
+            }
+        }
+        for (slot, channels) in by_slot {
+            let _ = self.slots[slot].commands.try_send(Command::Drop(channels));
+        }
+        self.add(wanted, false);
+    }
+
+    fn on_event(&mut self, event: Event) {
+        let stats = &self.p.stats;
+        match event {
+            Event::Up { slot } => {
+                if let Some(s) = self.slots.get_mut(slot) {
+                    s.up = true;
+                    s.down_since = None;
+                }
+                stats.sockets_up.fetch_add(1, Ordering::Relaxed);
+            }
+            Event::Down {
+                slot,
+                reason,
+                rate_limited,
+            } => {
+                if let Some(s) = self.slots.get_mut(slot) {
+                    if s.up {
+                        stats.sockets_up.fetch_sub(1, Ordering::Relaxed);
+                    }
+                    s.up = false;
+                    s.down_since.get_or_insert_with(Instant::now);
+                }
+                stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                if rate_limited {
+                    self.p.recent.record(Category::Market);
+                }
+                tracing::warn!(target: RATE_LOG, event = %"ws_down", slot, rate_limited, "websocket down, reconnecting: {reason}");
+            }
+            Event::Push { push, .. } => self.on_push(push),
+            Event::Error { slot, code, msg } => {
+                *stats
+                    .errors
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .entry(code)
+                    .or_default() += 1;
+                if codes::is_rate_limit(code) {
+                    let recent = self.p.recent.record(Category::Market);
+                    tracing::warn!(target: RATE_LOG, event = %"ws_rate_limited", slot, code, rate_limited_60s = recent, "bitget's websocket says too many: {msg}");
+                } else {
+                    tracing::warn!(slot, code, "bitget's websocket refused a request: {msg}");
+                }
+            }
+            Event::Refused { channels, .. } => {
+                for channel in channels {
+                    self.refused(&channel);
+                }
+            }
+        }
+    }
+
+    fn refused(&mut self, channel: &Channel) {
+        let Some(s) = self.series.get_mut(channel) else {
+            return;
+        };
+        s.strikes += 1;
+        self.slots[s.slot].channels = self.slots[s.slot].channels.saturating_sub(1);
+        if s.strikes >= PARK_AFTER {
+            if s.parked_until.is_none() {
+                self.p.stats.parked.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(symbol = %channel.symbol, channel = channel.timeframe.channel(), "bitget refused this channel {PARK_AFTER} times; parked, tried again in {} s", PARK_FOR.as_secs());
+            }
+            s.parked_until = Some(Instant::now() + PARK_FOR);
+        } else {
+            // Tried again on the next tick, on whichever socket has room.
+            s.parked_until = Some(Instant::now());
+        }
+    }
+
+    fn on_push(&mut self, push: Push) {
+        let stats = &self.p.stats;
+        stats.pushes.fetch_add(1, Ordering::Relaxed);
+        stats
+            .rows
+            .fetch_add(push.rows.len() as u64, Ordering::Relaxed);
+        let market = push.channel.timeframe.market();
+        let Some(s) = self.series.get_mut(&push.channel) else {
+            return; // dropped meanwhile
+        };
+        s.strikes = 0;
+        s.bars.push(&push.rows, push.ts);
+        if let Some(forming) = s.bars.forming() {
+            self.p.store.write_forming(market, forming.clone());
+        }
+        self.deliver(&push.channel, false);
+    }
+
+    fn deliver(&mut self, channel: &Channel, by_rest: bool) {
+        let Some(s) = self.series.get_mut(channel) else {
+            return;
+        };
+        let market = channel.timeframe.market();
+        let stats = &self.p.stats;
+        for candle in s.bars.ready() {
+            if self.p.store.write_closed(market, candle) {
+                let counter = if by_rest {
+                    &stats.closed_rest
+                } else {
+                    &stats.closed_ws
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let now_ms = self.server_ms();
+        let grace = self.p.config.close_grace.as_millis() as u64;
+        let now = Instant::now();
+        let fallback_after = self.p.config.rest_fallback_after;
+        let channels: Vec<Channel> = self.series.keys().cloned().collect();
+        let mut retry = Vec::new();
+        for channel in channels {
+            let Some(s) = self.series.get_mut(&channel) else {
+                continue;
+            };
+            if let Some(until) = s.parked_until {
+                if until <= now {
+                    s.parked_until = None;
+                    retry.push(channel.clone());
+                }
+                continue;
+            }
+            s.bars.tick(now_ms, grace);
+            self.deliver(&channel, false);
+            let Some(s) = self.series.get(&channel) else {
+                continue;
+            };
+            if s.reading
+                || s.rest_after.is_some_and(|t| t > now)
+                || self.reads.len() >= self.p.config.rest_workers
+            {
+                continue;
+            }
+            let down_long = self.slots[s.slot]
+                .down_since
+                .is_some_and(|since| now.duration_since(since) >= fallback_after)
+                && self.p.config.source == config::Source::Auto;
+            if let Some(ask) = s
+                .bars
+                .rest_ask(crate::bitget::endpoints::MAX_HISTORY_CANDLE_ROWS)
+            {
+                self.start_read(channel, Read::Confirm(ask));
+            } else if down_long {
+                self.start_read(channel, Read::Fallback);
+            }
+        }
+        if !retry.is_empty() {
+            for channel in &retry {
+                if let Some(s) = self.series.remove(channel) {
+                    // Re-added below, onto a socket with room; its bars are kept.
+                    let bars = s.bars;
+                    let configured = s.configured;
+                    let strikes = s.strikes;
+                    self.add(vec![channel.clone()], configured);
+                    if let Some(s) = self.series.get_mut(channel) {
+                        s.bars = bars;
+                        s.strikes = strikes;
+                    }
+                }
+            }
+        }
+    }
+
+    fn start_read(&mut self, channel: Channel, read: Read) {
+        let Some(s) = self.series.get_mut(&channel) else {
+            return;
+        };
+        s.reading = true;
+        let client = self.p.client.clone();
+        let stats = Arc::clone(&self.p.stats);
+        self.reads.spawn(async move {
+            let result = match read {
+                Read::Confirm(ask) => {
+                    stats.rest_reads.fetch_add(1, Ordering::Relaxed);
+                    client
+                        .closed_candles_before(
+                            &channel.symbol,
+                            channel.timeframe,
+                            channel.timeframe.next_open(ask.last_open),
+                            ask.rows,
+                        )
+                        .await
+                }
+                Read::Fallback => {
+                    stats.fallback_reads.fetch_add(1, Ordering::Relaxed);
+                    client.candles(&channel.symbol, channel.timeframe, 3).await
+                }
+            };
+            (channel, read, result)
+        });
+    }
+
+    fn on_read(&mut self, (channel, read, result): ReadDone) {
+        let market = channel.timeframe.market();
+        let Some(s) = self.series.get_mut(&channel) else {
+            return;
+        };
+        s.reading = false;
+        match result {
+            Ok(stamped) => {
+                s.rest_after = None;
+                match read {
+                    Read::Confirm(ask) => {
+                        let before = s.bars.skipped();
+                        s.bars.rest(ask, &stamped.data, stamped.server_time);
+                        let skipped = s.bars.skipped() - before;
+                        if skipped > 0 {
+                            self.p.stats.skipped.fetch_add(skipped, Ordering::Relaxed);
+                            tracing::warn!(symbol = %channel.symbol, timeframe = %channel.timeframe, skipped, "bitget has no candle for bars its later ones surround; left as a gap");
+                        }
+                        self.deliver(&channel, true);
+                    }
+                    Read::Fallback => {
+                        // A REST reply is a push stamped with its `requestTime`.
+                        s.bars.push(&stamped.data, stamped.server_time);
+                        if let Some(forming) = s.bars.forming() {
+                            self.p.store.write_forming(market, forming.clone());
+                        }
+                        self.deliver(&channel, true);
+                    }
+                }
+            }
+            Err(error) => {
+                self.p.stats.rest_failures.fetch_add(1, Ordering::Relaxed);
+                s.rest_after = Some(Instant::now() + REST_RETRY);
+                let class = match &error {
+                    RequestError::Call(CallError::Bitget(e)) => Some(e.class()),
+                    _ => None,
+                };
+                if class == Some(ErrorClass::BadSymbol) {
+                    s.parked_until = Some(Instant::now() + PARK_FOR);
+                    self.p.stats.parked.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(symbol = %channel.symbol, "bitget refused the symbol's candles; parked: {error}");
+                } else {
+                    tracing::warn!(symbol = %channel.symbol, timeframe = %channel.timeframe, "a candle read for the feed failed: {error}");
+                }
+            }
+        }
+    }
+}

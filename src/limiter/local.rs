@@ -21,6 +21,7 @@ use tokio::time::Instant;
 
 use super::budgets::Budgets;
 use super::gates::Gates;
+use super::sockets::{SocketBudget, SocketBudgets, SocketCounters, SocketWindow};
 use super::{
     Acquire, Adjustment, Category, CategoryCounters, EndpointCounters, Feedback, Limits, Permit,
     RateLimiter, Route,
@@ -36,6 +37,8 @@ pub struct LocalLimiter {
     /// the signer and the gateway read.
     wall: Arc<dyn Clock>,
     state: Mutex<Budgets>,
+    /// The WebSocket's budgets.
+    sockets: Mutex<SocketBudgets>,
     gates: Gates,
     /// The offset bounds, published for every reader of the server's time.
     clock: Arc<ServerClock>,
@@ -82,6 +85,7 @@ impl LocalLimiter {
             origin: Instant::now(),
             wall: Arc::new(SystemClock::new()),
             state: Mutex::new(Budgets::new(limits, backoff)),
+            sockets: Mutex::default(),
             gates: Default::default(),
             clock: Arc::default(),
             changed: Notify::new(),
@@ -118,6 +122,35 @@ impl LocalLimiter {
         let now = self.now_us();
         let state = self.state();
         Some((state.offset().lower(now)?, state.offset().upper(now)?))
+    }
+
+    fn sockets(&self) -> std::sync::MutexGuard<'_, SocketBudgets> {
+        self.sockets.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn socket_acquire_inner(&self, windows: &[SocketWindow]) {
+        let requested = self.now_us();
+        loop {
+            let now = self.now_us();
+            let changed = self.changed.notified();
+            let ready = {
+                let mut sockets = self.sockets();
+                let ready = sockets.all_ready_at(windows, now);
+                if ready <= now {
+                    sockets.take(windows, now, now - requested);
+                    return;
+                }
+                ready
+            };
+            if ready == u64::MAX {
+                changed.await;
+            } else {
+                tokio::select! {
+                    () = tokio::time::sleep_until(self.origin + Duration::from_micros(ready)) => {}
+                    () = changed => {}
+                }
+            }
+        }
     }
 
     async fn acquire_inner(&self, route: Route) -> Permit {
@@ -187,6 +220,23 @@ impl RateLimiter for LocalLimiter {
 
     fn server_clock(&self) -> Arc<ServerClock> {
         Arc::clone(&self.clock)
+    }
+
+    fn socket_acquire<'a>(&'a self, windows: &'a [SocketWindow]) -> super::SocketAcquire<'a> {
+        Box::pin(self.socket_acquire_inner(windows))
+    }
+
+    fn socket_closed(&self, socket: u64, egress: u64) {
+        {
+            let mut sockets = self.sockets();
+            sockets.release(SocketBudget::Sockets, egress);
+            sockets.forget(socket);
+        }
+        self.changed.notify_waiters();
+    }
+
+    fn socket_counters(&self) -> Vec<(SocketBudget, SocketCounters)> {
+        self.sockets().counters()
     }
 
     fn counters(&self, category: Category) -> CategoryCounters {

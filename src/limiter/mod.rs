@@ -37,6 +37,7 @@ pub mod offset;
 pub mod recent;
 pub mod redis;
 pub mod share;
+pub mod sockets;
 pub mod window;
 
 use std::fmt;
@@ -425,6 +426,8 @@ pub struct EndpointCounters {
 
 /// A boxed future, so the trait stays object-safe for `Arc<dyn RateLimiter>`.
 pub type Acquire<'a> = Pin<Box<dyn Future<Output = Permit> + Send + 'a>>;
+/// The same for a WebSocket budget, which hands out no permit.
+pub type SocketAcquire<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
 /// Admits requests within the budgets. Cancel-safe: dropping an `acquire` future before it
 /// completes admits nothing.
@@ -448,4 +451,14 @@ pub trait RateLimiter: Send + Sync + fmt::Debug {
 
     /// What each egress carried, lowest first.
     fn egress_loads(&self) -> Vec<EgressLoad>;
+
+    /// Waits until every one of `windows` (WebSocket budgets, [`sockets`]) has room, then
+    /// takes one of each, atomically. Cancel-safe.
+    fn socket_acquire<'a>(&'a self, windows: &'a [sockets::SocketWindow]) -> SocketAcquire<'a>;
+
+    /// A socket closed: its slot under `egress` is free, and its own windows are forgotten.
+    fn socket_closed(&self, socket: u64, egress: u64);
+
+    /// What the WebSocket budgets admitted, by kind.
+    fn socket_counters(&self) -> Vec<(sockets::SocketBudget, sockets::SocketCounters)>;
 }

@@ -999,6 +999,25 @@ impl RateLimiter for RedisLimiter {
         Self::lock(&self.mirror).egress_loads(now)
     }
 
+    // The socket budgets are this process's (its share limiter's) until they are kept in
+    // Redis too.
+    fn socket_acquire<'a>(
+        &'a self,
+        windows: &'a [super::sockets::SocketWindow],
+    ) -> super::SocketAcquire<'a> {
+        self.share.socket_acquire(windows)
+    }
+
+    fn socket_closed(&self, socket: u64, egress: u64) {
+        self.share.socket_closed(socket, egress);
+    }
+
+    fn socket_counters(
+        &self,
+    ) -> Vec<(super::sockets::SocketBudget, super::sockets::SocketCounters)> {
+        self.share.socket_counters()
+    }
+
     fn server_clock(&self) -> Arc<ServerClock> {
         Arc::clone(&self.clock)
     }

@@ -14,7 +14,7 @@ fn write_config(dir: &Path) -> PathBuf {
     std::fs::write(
         &path,
         format!(
-            "[poll]\nsymbols = [\"BTCUSDT\", \"ETH/USDT:USDT\"]\ntickers_interval_secs = 1\n[logging]\ndir = '{}'\nusage_interval_secs = 1\n",
+            "[poll]\nsymbols = [\"BTCUSDT\", \"ETH/USDT:USDT\"]\ntickers_interval_secs = 1\n[feed]\nsource = \"rest\"\n[logging]\ndir = '{}'\nusage_interval_secs = 1\n",
             logs.display()
         ),
     )

@@ -12,9 +12,16 @@ use bitget_sim::{SimConfig, Simulator};
 use tokio_util::sync::CancellationToken;
 
 /// A config for `base_url` with `poll` (the body of the `[poll]` table) and extra tables.
+/// A configuration for `base_url`; candles come from REST polling unless `extra` has a
+/// `[feed]` section.
 pub fn config(base_url: &str, poll: &str, extra: &str) -> Config {
+    let feed = if extra.contains("[feed]") {
+        ""
+    } else {
+        "[feed]\nsource = \"rest\"\n"
+    };
     let text = format!(
-        "[exchange]\nbase_url = \"{base_url}\"\n[poll]\n{poll}\n[logging]\nusage_interval_secs = 1\n{extra}\n"
+        "[exchange]\nbase_url = \"{base_url}\"\n[poll]\n{poll}\n[logging]\nusage_interval_secs = 1\n{feed}{extra}\n"
     );
     Config::parse(&text, Path::new("test.toml")).expect("test config is valid")
 }

@@ -8,6 +8,7 @@
 mod bad_configs;
 mod binary;
 mod faults;
+mod feed;
 mod fixtures;
 mod gateway;
 mod helpers;

@@ -22,8 +22,9 @@
 //! - Faults, seeded: a socket dropped without a close frame, and silent stalls (no pushes and
 //!   no pongs for a while, the socket left open).
 //!
-//! Time is the simulator's clock: bars, windows and ages follow it, so a test that moves a
-//! manual clock moves the socket's world with it. Pushes are paced by the runtime's timer.
+//! Time is the simulator's clock: bars, windows and a socket's age follow it, so a test that
+//! moves a manual clock moves the socket's world with it (and can cut every socket at once).
+//! Pushes and the ping timeout follow the runtime's timer, as the client's pings do.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::IpAddr;
@@ -58,8 +59,10 @@ pub const SUBSCRIBES_PER_HOUR: usize = 240;
 pub const CHANNELS_PER_SOCKET: usize = 1000;
 /// Largest `args` of one subscribe, in bytes as sent.
 pub const MAX_ARGS_BYTES: usize = 4096;
-/// A socket that sent no `ping` for this long is closed.
-pub const PING_TIMEOUT_MS: u64 = 120_000;
+/// A socket that sent no `ping` for this long is closed (measured on the runtime's clock,
+/// as the client's pings are paced: a test moving the simulator's clock by minutes does not
+/// starve a socket that pings on time).
+pub const PING_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// How the socket behaves; the limits above are Bitget's and fixed.
 #[derive(Debug, Clone, PartialEq)]
@@ -246,7 +249,7 @@ struct Channel {
 struct Socket {
     sim: Arc<SimState>,
     opened: u64,
-    last_ping: u64,
+    last_ping: tokio::time::Instant,
     /// Arrival times of the last second's and the last hour's requests.
     messages: VecDeque<u64>,
     subscribes: VecDeque<u64>,
@@ -266,7 +269,7 @@ impl Socket {
         Self {
             sim,
             opened: now,
-            last_ping: now,
+            last_ping: tokio::time::Instant::now(),
             messages: VecDeque::new(),
             subscribes: VecDeque::new(),
             channels: BTreeMap::new(),
@@ -342,7 +345,7 @@ impl Socket {
             return Verdict::Close;
         }
         if text == "ping" {
-            self.last_ping = now;
+            self.last_ping = tokio::time::Instant::now();
             self.hub().count(|s| s.pings += 1);
             if now >= self.stalled_until {
                 let _ = socket.send(Message::Text("pong".into())).await;
@@ -439,7 +442,7 @@ impl Socket {
             self.hub().count(|s| s.expired += 1);
             return Verdict::Close;
         }
-        if now.saturating_sub(self.last_ping) >= PING_TIMEOUT_MS {
+        if self.last_ping.elapsed() >= PING_TIMEOUT {
             self.hub().count(|s| s.ping_timeouts += 1);
             return Verdict::Close;
         }

@@ -1,0 +1,280 @@
+//! The WebSocket feed against the simulator: every closed candle delivered exactly once, in
+//! order, equal to the exchange's own REST candle — whether the socket repeats the finished
+//! bar after its close or not, and through dropped sockets and a forced cut of all of them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bitget_poller::app::{poll_session, Wiring};
+use bitget_poller::core::clock::{Clock, ManualClock};
+use bitget_poller::core::events::MarketEvent;
+use bitget_poller::core::market::Candle;
+use bitget_poller::store::{Store, StoreConfig};
+use bitget_sim::ws::WsConfig;
+use bitget_sim::{SimConfig, Simulator};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::helpers::config;
+
+/// 40.25 s into a minute.
+const T0: u64 = 1_750_000_000_250;
+const MINUTE: u64 = 60_000;
+
+async fn sim(ws: WsConfig, clock: &ManualClock) -> Simulator {
+    Simulator::start_with_clock(
+        SimConfig {
+            symbols: 3,
+            ws: WsConfig {
+                snapshot_rows: 30,
+                push_interval: Duration::from_millis(20),
+                ..ws
+            },
+            ..SimConfig::default()
+        },
+        "127.0.0.1:0".parse().unwrap(),
+        Arc::new(clock.clone()),
+    )
+    .await
+    .unwrap()
+}
+
+/// The simulator's own 1m candle of `symbol` opening at `open`, closed: what its REST
+/// endpoints answer (read from its state, since a manual clock never lets a REST window
+/// drain).
+fn exchange_candle(sim: &Simulator, symbol: &str, open: u64) -> Vec<String> {
+    let contract = sim.state().universe.get(symbol).expect("listed");
+    let g = bitget_poller::core::timeframe::Timeframe::parse(
+        bitget_poller::core::timeframe::Market::Futures,
+        "1m",
+    )
+    .unwrap()
+    .granularity();
+    let k = contract.candle(g, open, open + MINUTE);
+    [
+        k.open,
+        k.high,
+        k.low,
+        k.close,
+        k.base_volume,
+        k.quote_volume,
+    ]
+    .iter()
+    .map(ToString::to_string)
+    .collect()
+}
+
+fn row_of(c: &Candle) -> Vec<String> {
+    [
+        c.open,
+        c.high,
+        c.low,
+        c.close,
+        c.base_volume,
+        c.quote_volume,
+    ]
+    .iter()
+    .map(ToString::to_string)
+    .collect()
+}
+
+struct Session {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    wiring: Arc<Wiring>,
+    rx: bitget_poller::store::Subscription,
+    closed: BTreeMap<String, Vec<Candle>>,
+}
+
+impl Session {
+    async fn start(base: &str, clock: &ManualClock, feed: &str) -> Self {
+        let cfg = config(
+            base,
+            "symbols = \"all\"\ntickers_interval_secs = 0\ndiscovery_cache = \"target/test-cache/feed.json\"",
+            &format!("[feed]\nsource = \"ws\"\nreconnect_min_secs = 0.1\nreconnect_max_secs = 0.5\nclose_grace_secs = 1\n{feed}"),
+        );
+        let store = Store::new(StoreConfig::default());
+        let rx = store.subscribe();
+        let stop = CancellationToken::new();
+        let wall: Arc<dyn Clock> = Arc::new(clock.clone());
+        let wiring = Arc::new(Wiring::new(&cfg, Arc::clone(&wall), store, stop.clone()).unwrap());
+        let task = tokio::spawn({
+            let (wiring, stop) = (Arc::clone(&wiring), stop.clone());
+            async move {
+                poll_session(&cfg, &wiring, wall, Instant::now(), stop, false)
+                    .await
+                    .unwrap();
+            }
+        });
+        Self {
+            stop,
+            task,
+            wiring,
+            rx,
+            closed: BTreeMap::new(),
+        }
+    }
+
+    /// Reads events until every symbol's newest closed candle opened at `open`.
+    async fn until_closed(&mut self, open: u64) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if self.closed.len() == 3
+                && self
+                    .closed
+                    .values()
+                    .all(|c| c.last().is_some_and(|c| c.open_time >= open))
+            {
+                return;
+            }
+            let event = tokio::time::timeout_at(deadline, self.rx.recv())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "closed candles through {open} within 20 s: {:?}",
+                        self.closed
+                            .iter()
+                            .map(|(s, c)| (s.clone(), c.last().map(|c| c.open_time)))
+                            .collect::<Vec<_>>()
+                    )
+                })
+                .expect("store open");
+            if let MarketEvent::CandleClosed(c) = event {
+                self.closed.entry(c.symbol.to_string()).or_default().push(c);
+            }
+        }
+    }
+
+    async fn stop(self) -> (BTreeMap<String, Vec<Candle>>, Arc<Wiring>) {
+        self.stop.cancel();
+        self.task.await.unwrap();
+        (self.closed, self.wiring)
+    }
+}
+
+/// Every symbol's closed candles are consecutive minutes, each once, each equal to REST.
+fn check_exact(sim: &Simulator, closed: &BTreeMap<String, Vec<Candle>>, from: u64, through: u64) {
+    assert_eq!(closed.len(), 3);
+    for (symbol, candles) in closed {
+        let opens: Vec<u64> = candles.iter().map(|c| c.open_time).collect();
+        let want: Vec<u64> = (from..=through).step_by(MINUTE as usize).collect();
+        let tail: Vec<u64> = opens.iter().copied().filter(|o| *o >= from).collect();
+        assert_eq!(tail, want, "{symbol}: every minute once, in order");
+        for c in candles.iter().filter(|c| c.open_time >= from) {
+            assert!(c.closed);
+            assert_eq!(
+                row_of(c),
+                exchange_candle(sim, symbol, c.open_time),
+                "{symbol} {}",
+                c.open_time
+            );
+        }
+    }
+}
+
+async fn closes_are_exact(final_bar: bool) -> Arc<Wiring> {
+    let clock = ManualClock::new(T0);
+    let sim = sim(
+        WsConfig {
+            final_bar,
+            ..WsConfig::default()
+        },
+        &clock,
+    )
+    .await;
+    let forming = T0 - T0 % MINUTE;
+    let mut session = Session::start(&sim.base_url(), &clock, "").await;
+    // The snapshot delivers the 29 closed bars before the forming one.
+    session.until_closed(forming - MINUTE).await;
+    for minute in 1..=3 {
+        clock.advance_ms(MINUTE);
+        session.until_closed(forming + (minute - 1) * MINUTE).await;
+    }
+    let (closed, wiring) = session.stop().await;
+    check_exact(&sim, &closed, forming - 29 * MINUTE, forming + 2 * MINUTE);
+    let stats = sim.stop().await;
+    assert_eq!(stats.ws.errors.get("30006"), None);
+    assert_eq!(stats.ws.errors.get("30007"), None);
+    assert_eq!(stats.total.rate_limited, 0);
+    wiring
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn with_the_final_bar_on_the_socket_every_close_comes_over_it_without_rest() {
+    let wiring = closes_are_exact(true).await;
+    let feed = &wiring.feed;
+    assert_eq!(
+        feed.closed_rest.load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    assert_eq!(
+        feed.rest_reads.load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    assert_eq!(
+        feed.closed_ws.load(std::sync::atomic::Ordering::Relaxed),
+        3 * 32
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn without_it_every_close_is_confirmed_by_rest_and_still_exact() {
+    let wiring = closes_are_exact(false).await;
+    let feed = &wiring.feed;
+    // The snapshot's bars came over the socket; the three closes after it by REST.
+    assert_eq!(
+        feed.closed_ws.load(std::sync::atomic::Ordering::Relaxed),
+        3 * 29
+    );
+    assert_eq!(
+        feed.closed_rest.load(std::sync::atomic::Ordering::Relaxed),
+        3 * 3
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn dropped_sockets_and_a_cut_of_all_of_them_lose_no_closed_candle() {
+    let clock = ManualClock::new(T0);
+    let sim = sim(
+        WsConfig {
+            final_bar: true,
+            // Every socket lives 150 s of the simulator's clock: the jump below cuts them all.
+            max_life: Some(Duration::from_secs(150)),
+            drop_per_push: 0.2,
+            seed: 7,
+            ..WsConfig::default()
+        },
+        &clock,
+    )
+    .await;
+    let forming = T0 - T0 % MINUTE;
+    let mut session = Session::start(&sim.base_url(), &clock, "channels_per_socket = 1").await;
+    session.until_closed(forming - MINUTE).await;
+    for minute in 1..=3 {
+        clock.advance_ms(MINUTE);
+        session.until_closed(forming + (minute - 1) * MINUTE).await;
+    }
+    // 200 s at once: every socket is past its life, and four bars closed meanwhile.
+    clock.advance_ms(200_000);
+    session.until_closed(forming + 6 * MINUTE).await;
+    let (closed, wiring) = session.stop().await;
+    check_exact(&sim, &closed, forming - 29 * MINUTE, forming + 6 * MINUTE);
+    let stats = sim.stop().await;
+    assert!(
+        stats.ws.dropped > 0,
+        "the fault dropped sockets: {:?}",
+        stats.ws
+    );
+    // The jump cut every socket that was up then (one may have been reconnecting).
+    assert!(stats.ws.expired >= 1, "sockets were cut: {:?}", stats.ws);
+    assert_eq!(stats.ws.errors.get("30006"), None);
+    assert_eq!(stats.total.rate_limited, 0);
+    assert!(
+        wiring
+            .feed
+            .reconnects
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 3
+    );
+}
