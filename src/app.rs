@@ -26,7 +26,7 @@ use crate::core::clock::Clock;
 use crate::core::events::MarketEvent;
 use crate::core::TRADING_LOG;
 use crate::feed::config::Source;
-use crate::feed::{Feed, FeedParts, FeedStats};
+use crate::feed::{Feed, FeedParts, FeedSnapshot, FeedStats};
 use crate::gateway::{Gateway, GatewayError, MeasuredClock, Parts};
 use crate::limiter::recent::RecentRateLimits;
 use crate::limiter::redis::{BackendConfig, RedisLimiter, ScopeNames};
@@ -100,6 +100,8 @@ pub struct RunSummary {
     pub last_close_latency_ms: u64,
     /// Streams whose newest closed candle was over twice their timeframe old at the end.
     pub stale_at_exit: usize,
+    /// The WebSocket feed's counters (all zero when it did not run).
+    pub feed: FeedSnapshot,
 }
 
 impl RunSummary {
@@ -173,6 +175,25 @@ impl RunSummary {
             self.parked,
             self.stale_at_exit
         ));
+        let f = &self.feed;
+        if f.is_active() {
+            out.push_str(&format!(
+                "\n  websocket feed: {} sockets ({} up at the end), {} channels, {} pushes, {} reconnects, error events {}; closed candles proven over the socket {}, confirmed by rest {} ({} reads, {} failed), rest fallback reads {}, bars the exchange lacked {}, parked channels {}",
+                f.sockets,
+                f.sockets_up,
+                f.channels,
+                f.pushes,
+                f.reconnects,
+                f.errors_text(),
+                f.closed_ws,
+                f.closed_rest,
+                f.rest_reads,
+                f.rest_failures,
+                f.fallback_reads,
+                f.skipped,
+                f.parked
+            ));
+        }
         if self.close_rounds > 0 {
             out.push_str(&format!(
                 "\n  closed-mode rounds {}, last delivered {} ms after its close",
@@ -334,6 +355,7 @@ pub async fn poll_session(
         Arc::clone(&recent),
         Arc::clone(&stats),
         Arc::clone(&wiring.store),
+        Arc::clone(&wiring.feed),
         Arc::clone(&wall),
         config.usage_interval,
         config.ascii_status,
@@ -460,13 +482,16 @@ pub async fn poll_session(
     }
     let symbol_count = polled?;
     let store = wiring.store.stats();
+    let feed = wiring.feed.snapshot();
     Ok(RunSummary {
         elapsed,
         categories,
         endpoints,
         symbols: symbol_count,
         candle_replies: stats.candle_replies.load(Ordering::Relaxed),
-        closed_delivered: stats.closed_delivered.load(Ordering::Relaxed),
+        closed_delivered: stats.closed_delivered.load(Ordering::Relaxed)
+            + feed.closed_ws
+            + feed.closed_rest,
         tickers_delivered: stats.tickers_delivered.load(Ordering::Relaxed),
         superseded: store.superseded_skipped.load(Ordering::Relaxed),
         closed_missed: store.closed_missed.load(Ordering::Relaxed),
@@ -478,6 +503,7 @@ pub async fn poll_session(
             .store
             .stale(limiter.server_clock().server_ms(wall.now_ms()))
             .len(),
+        feed,
     })
 }
 

@@ -69,6 +69,33 @@ pub(super) fn render_sim_summary(stats: &StatsSnapshot) -> String {
             path, e.requests, e.accepted, e.rate_limited, e.errors, e.faults, e.max_accepted_in_1s
         );
     }
+    let ws = &stats.ws;
+    if ws.connections + ws.refused_sockets + ws.refused_attempts > 0 {
+        let errors = if ws.errors.is_empty() {
+            "none".to_owned()
+        } else {
+            ws.errors
+                .iter()
+                .map(|(code, n)| format!("{code}:{n}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let _ = write!(
+            out,
+            "\n  websocket: {} connections (at most {} open, {} refused), {} channels subscribed in {} requests, {} pushes, most messages from one socket in 1 s {}, error events {}, closed for age {}, for no ping {}, dropped by faults {}",
+            ws.connections,
+            ws.max_open,
+            ws.refused_sockets + ws.refused_attempts,
+            ws.subscribed,
+            ws.subscribe_requests,
+            ws.pushes,
+            ws.max_messages_in_1s,
+            errors,
+            ws.expired,
+            ws.ping_timeouts,
+            ws.dropped
+        );
+    }
     out
 }
 

@@ -95,6 +95,65 @@ impl FeedStats {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
+
+    /// Every counter now.
+    pub fn snapshot(&self) -> FeedSnapshot {
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        FeedSnapshot {
+            sockets: n(&self.sockets),
+            sockets_up: n(&self.sockets_up),
+            channels: n(&self.channels),
+            pushes: n(&self.pushes),
+            rows: n(&self.rows),
+            reconnects: n(&self.reconnects),
+            closed_ws: n(&self.closed_ws),
+            closed_rest: n(&self.closed_rest),
+            rest_reads: n(&self.rest_reads),
+            rest_failures: n(&self.rest_failures),
+            fallback_reads: n(&self.fallback_reads),
+            skipped: n(&self.skipped),
+            parked: n(&self.parked),
+            errors: self.errors(),
+        }
+    }
+}
+
+/// The feed's counters at one moment (see [`FeedStats`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FeedSnapshot {
+    pub sockets: u64,
+    pub sockets_up: u64,
+    pub channels: u64,
+    pub pushes: u64,
+    pub rows: u64,
+    pub reconnects: u64,
+    pub closed_ws: u64,
+    pub closed_rest: u64,
+    pub rest_reads: u64,
+    pub rest_failures: u64,
+    pub fallback_reads: u64,
+    pub skipped: u64,
+    pub parked: u64,
+    pub errors: BTreeMap<u32, u64>,
+}
+
+impl FeedSnapshot {
+    /// Whether the feed ran at all.
+    pub fn is_active(&self) -> bool {
+        self.channels > 0 || self.sockets > 0
+    }
+
+    /// Error events as `30006:2,30016:1`, or `-`.
+    pub fn errors_text(&self) -> String {
+        if self.errors.is_empty() {
+            return "-".to_owned();
+        }
+        self.errors
+            .iter()
+            .map(|(code, n)| format!("{code}:{n}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
 }
 
 /// Everything the feed needs.
@@ -425,6 +484,7 @@ impl Shell {
         };
         s.strikes = 0;
         s.bars.push(&push.rows, push.ts);
+        self.p.store.mark_streamed(&key_of(&push.channel), push.ts);
         if let Some(forming) = s.bars.forming() {
             self.p.store.write_forming(market, forming.clone());
         }
@@ -560,6 +620,9 @@ impl Shell {
                     Read::Fallback => {
                         // A REST reply is a push stamped with its `requestTime`.
                         s.bars.push(&stamped.data, stamped.server_time);
+                        self.p
+                            .store
+                            .mark_fetched(&key_of(&channel), stamped.server_time);
                         if let Some(forming) = s.bars.forming() {
                             self.p.store.write_forming(market, forming.clone());
                         }

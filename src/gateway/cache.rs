@@ -211,6 +211,7 @@ mod tests {
             closed: &closed,
             forming: Some(&f),
             fetched_at: Some(NOW - 500),
+            streamed: false,
             version: 1,
         };
         let query = q("symbol=BTCUSDT&granularity=1m&productType=USDT-FUTURES&limit=3");
@@ -247,6 +248,7 @@ mod tests {
             closed: &closed,
             forming: None,
             fetched_at: Some(NOW),
+            streamed: false,
             version: 1,
         };
         let query = q(&format!(

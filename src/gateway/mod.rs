@@ -19,7 +19,8 @@
 //! - A request the budget cannot admit within `queue_max_ms` (less for a signed one, whose
 //!   `ACCESS-TIMESTAMP` Bitget refuses after 30 s) is answered by the gateway itself: HTTP
 //!   429 with Bitget's body and `Retry-After`. The exchange never sees it.
-//! - Every reply says where it came from (`X-Cache: hit|miss|merged|forwarded|refused`),
+//! - Every reply says where it came from (`X-Cache: hit|ws|miss|merged|forwarded|refused`;
+//!   `ws` is a hit on a series the WebSocket feed keeps fresh),
 //!   how old it is (`Age`, `X-Cache-Age-Ms`) and the budget left as the gateway sees it
 //!   (`x-mbx-used-remain-limit`).
 //! - Bounded per client ([`crate::core::serve`]): a connection cap with the idlest
@@ -438,14 +439,15 @@ impl Gateway {
             let q = cache::candle_query(market, query)?;
             let max_age = self.config.candle_max_age.as_millis() as u64;
             let period = q.timeframe.open_of(now);
-            let (data, age) = self.parts.store.read(&cache::series(&q), |series| {
+            let (data, age, streamed) = self.parts.store.read(&cache::series(&q), |series| {
                 let series = series?;
+                let streamed = series.streamed;
                 let age = series.fetched_at.map(|t| now.saturating_sub(t));
                 if age.is_none_or(|a| a > max_age) && series.forming.is_some() {
                     // The forming candle may be part of the answer: judge afresh.
                 } else if let Some((version, at, data)) = lock(&self.rendered).get(query) {
                     if *version == series.version && *at == period {
-                        return Some((Arc::clone(data), age));
+                        return Some((Arc::clone(data), age, streamed));
                     }
                 }
                 let data: Arc<str> = cache::candle_data(&q, series, now, max_age)?.into();
@@ -457,11 +459,14 @@ impl Gateway {
                     query.to_owned(),
                     (series.version, period, Arc::clone(&data)),
                 );
-                Some((data, age))
+                Some((data, age, streamed))
             })?;
             // The store held it: the symbol is real, the series worth keeping fresh.
             self.note_interest(&q);
-            return Some(self.hit(client, Category::Market, cache::envelope(now, &data), age));
+            let body = cache::envelope(now, &data);
+            // Kept fresh by the WebSocket rather than by a REST read: said as `ws`.
+            let source = if streamed { "ws" } else { "hit" };
+            return Some(self.hit_from(client, Category::Market, body, age, source));
         }
         let one_ticker_path = path == endpoints::MIX_TICKER.path;
         let tickers_market = endpoints::market_of(path, endpoints::tickers)
@@ -540,6 +545,18 @@ impl Gateway {
     }
 
     fn hit(&self, client: &str, category: Category, body: String, age: Option<u64>) -> Response {
+        self.hit_from(client, category, body, age, "hit")
+    }
+
+    /// A reply from what is held, saying where that came from (`hit`, or `ws`).
+    fn hit_from(
+        &self,
+        client: &str,
+        category: Category,
+        body: String,
+        age: Option<u64>,
+        source: &str,
+    ) -> Response {
         self.clients.count(client, Served::Hit);
         let reply = RawReply {
             status: 200,
@@ -548,7 +565,7 @@ impl Gateway {
             waited: Duration::ZERO,
             judged: None,
         };
-        self.respond(category, &reply, "hit", age)
+        self.respond(category, &reply, source, age)
     }
 
     /// A public GET from Bitget, merged with any identical one in flight.
@@ -739,7 +756,7 @@ impl Gateway {
                 HeaderValue::from(age / 1000),
             );
         }
-        if source == "hit" {
+        if source == "hit" || source == "ws" {
             // A hit spends nothing: the header would tell a bot that paces by it to slow
             // down for a budget it did not use.
             headers.remove(REMAIN_HEADER);

@@ -282,11 +282,21 @@ impl Store {
     /// Notes that a reply with `requestTime` `server_time` refreshed `key` (whether or not
     /// it brought anything new), so readers know how current the series is.
     pub fn mark_fetched(&self, key: &SeriesKey, server_time: u64) {
+        self.mark(key, server_time, false);
+    }
+
+    /// Notes that a WebSocket push at server time `push_ts` refreshed `key`.
+    pub fn mark_streamed(&self, key: &SeriesKey, push_ts: u64) {
+        self.mark(key, push_ts, true);
+    }
+
+    fn mark(&self, key: &SeriesKey, server_time: u64, streamed: bool) {
         let mut inner = self.lock();
         let series = inner.series.entry(key.clone()).or_default();
         series.version += 1;
         if series.fetched_at.is_none_or(|t| t < server_time) {
             series.fetched_at = Some(server_time);
+            series.streamed = streamed;
         }
     }
 
@@ -357,6 +367,7 @@ impl Store {
             closed: &s.closed,
             forming: s.forming.as_ref(),
             fetched_at: s.fetched_at,
+            streamed: s.streamed,
             version: s.version,
         }))
     }

@@ -97,6 +97,8 @@ pub(super) struct Series {
     pub(super) forming: Option<Candle>,
     /// The server's `requestTime` of the newest reply that refreshed this series.
     pub(super) fetched_at: Option<u64>,
+    /// Whether that newest refresh came over the WebSocket.
+    pub(super) streamed: bool,
 }
 
 /// A series as it is held, for a reader that works under the store's lock (briefly).
@@ -107,6 +109,8 @@ pub struct SeriesRead<'a> {
     pub forming: Option<&'a Candle>,
     /// The server's `requestTime` of the newest reply that refreshed the series.
     pub fetched_at: Option<u64>,
+    /// Whether that refresh came over the WebSocket (its push time is `fetched_at`).
+    pub streamed: bool,
     /// Changes whenever anything in the series does.
     pub version: u64,
 }

@@ -18,6 +18,7 @@ pub mod config;
 pub mod metrics;
 pub mod usage;
 
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -33,6 +34,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
 
 use crate::core::clock::Clock;
+use crate::feed::{FeedSnapshot, FeedStats};
 use crate::limiter::{
     Backend, Category, CategoryCounters, EgressLoad, EndpointCounters, RateLimiter,
 };
@@ -311,6 +313,44 @@ fn emit_endpoint_usage(before: &[EndpointCounters], after: &[EndpointCounters], 
     }
 }
 
+/// Emits the WebSocket feed's line for the interval between two snapshots, when it runs:
+/// sockets up, channels, pushes, reconnects, error events by code, and how closed candles
+/// were proven (over the socket, or by REST) and what REST read for it.
+pub fn emit_feed_usage(before: &FeedSnapshot, after: &FeedSnapshot, elapsed: Duration) {
+    if !after.is_active() {
+        return;
+    }
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    let pushes = after.pushes - before.pushes;
+    let errors: BTreeMap<u32, u64> = after
+        .errors
+        .iter()
+        .map(|(code, n)| (*code, n - before.errors.get(code).copied().unwrap_or(0)))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    let interval = FeedSnapshot {
+        errors,
+        ..FeedSnapshot::default()
+    };
+    tracing::info!(
+        target: RATE_LOG,
+        event = %"feed_usage",
+        sockets = after.sockets,
+        sockets_up = after.sockets_up,
+        channels = after.channels,
+        pushes,
+        push_per_s = %format_args!("{:.1}", pushes as f64 / secs),
+        reconnects = after.reconnects - before.reconnects,
+        ws_errors = %interval.errors_text(),
+        closed_ws = after.closed_ws - before.closed_ws,
+        closed_rest = after.closed_rest - before.closed_rest,
+        rest_reads = after.rest_reads - before.rest_reads,
+        fallback_reads = after.fallback_reads - before.fallback_reads,
+        interval_ms = elapsed.as_millis() as u64,
+        "websocket feed"
+    );
+}
+
 /// Emits one line per egress (when there are several) with what it carried in the
 /// interval between the two snapshots.
 fn emit_egress_usage(
@@ -355,6 +395,7 @@ pub async fn report_usage(
     recent: Arc<RecentRateLimits>,
     stats: Arc<PollStats>,
     store: Arc<Store>,
+    feed: Arc<FeedStats>,
     wall: Arc<dyn Clock>,
     interval: Duration,
     ascii: bool,
@@ -364,6 +405,7 @@ pub async fn report_usage(
     let mut before = Category::ALL.map(|c| limiter.counters(c));
     let mut endpoints_before = limiter.endpoint_counters();
     let mut egress_before = limiter.egress_loads();
+    let mut feed_before = feed.snapshot();
     let mut last = Instant::now();
     let mut ticker = tokio::time::interval_at(last + interval, interval);
     loop {
@@ -407,6 +449,9 @@ pub async fn report_usage(
             now.duration_since(last),
         );
         egress_before = egress_after;
+        let feed_after = feed.snapshot();
+        emit_feed_usage(&feed_before, &feed_after, now.duration_since(last));
+        feed_before = feed_after;
         emit_stale_summary(&store, limiter.server_clock().server_ms(wall.now_ms()));
         if stopping {
             return;
