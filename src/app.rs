@@ -36,7 +36,9 @@ use crate::store::{Store, Subscription};
 use crate::strategy::StrategySpec;
 use crate::telemetry::clients::ClientStats;
 use crate::telemetry::metrics::{MetricsServer, MetricsSources, RequestLatency};
-use crate::telemetry::{endpoint_use, is_reported, report_usage, used_pct, UsageLine};
+use crate::telemetry::{
+    emit_feed_usage, endpoint_use, is_reported, report_usage, used_pct, UsageLine,
+};
 use crate::trading::live::poll_account;
 use crate::trading::setup::{prepare, SetupError, Venue};
 use crate::trading::TradingSummary;
@@ -303,6 +305,7 @@ impl Wiring {
             latency: Arc::clone(&self.latency),
             stats: Arc::clone(&self.stats),
             store: Arc::clone(&self.store),
+            feed: Arc::clone(&self.feed),
             wall,
             gateway_clients: Some(Arc::clone(&self.clients)),
             egresses: Some(self.client.http().clone()),
@@ -470,8 +473,15 @@ pub async fn poll_session(
             .emit_summary(config.ascii_status);
         }
     }
+    emit_feed_usage(
+        "feed_session",
+        &FeedSnapshot::default(),
+        &wiring.feed.snapshot(),
+        elapsed,
+    );
     let http = client.http();
-    if http.replies() == 0 {
+    // A push over the socket is a reply from the exchange too.
+    if http.replies() == 0 && wiring.feed.pushes.load(Ordering::Relaxed) == 0 {
         return Err(RunError::Unreachable {
             host: http.host(),
             cause: http

@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use crate::bitget::http::{Http, Observer};
 use crate::core::clock::Clock;
 use crate::core::serve::{raw_reply, serve, ServeLimits};
+use crate::feed::FeedStats;
 use crate::limiter::{Backend, Category, CategoryCounters, EgressLoad, RateLimiter};
 use crate::scheduler::tiers::Tier;
 use crate::scheduler::PollStats;
@@ -80,6 +81,8 @@ pub struct MetricsSources {
     pub stats: Arc<PollStats>,
     /// Every watched series' age.
     pub store: Arc<Store>,
+    /// The WebSocket feed's counters.
+    pub feed: Arc<FeedStats>,
     pub wall: Arc<dyn Clock>,
     /// The gateway's per-client counters, when it runs.
     pub gateway_clients: Option<Arc<ClientStats>>,
@@ -328,6 +331,90 @@ impl Collector for MetricsSources {
                 ("timeframe", age.timeframe.rest()),
             ];
             ConstGauge::new(age.age_ms as f64 / 1000.0).encode(family.encode_family(&labels)?)?;
+        }
+        let feed = self.feed.snapshot();
+        if feed.is_active() {
+            for (name, help, value) in [
+                (
+                    "feed_sockets",
+                    "WebSocket sockets the feed keeps.",
+                    feed.sockets,
+                ),
+                (
+                    "feed_sockets_up",
+                    "WebSocket sockets connected now.",
+                    feed.sockets_up,
+                ),
+                (
+                    "feed_channels",
+                    "Candle channels the feed carries.",
+                    feed.channels,
+                ),
+            ] {
+                gauge(&mut encoder, name, help, value as i64)?;
+            }
+            for (name, help, value) in [
+                (
+                    "feed_pushes",
+                    "Candle pushes received over the WebSocket.",
+                    feed.pushes,
+                ),
+                (
+                    "feed_reconnects",
+                    "WebSocket sockets that went down and were reconnected.",
+                    feed.reconnects,
+                ),
+                (
+                    "feed_closed_ws",
+                    "Closed candles proven by a row pushed after their close.",
+                    feed.closed_ws,
+                ),
+                (
+                    "feed_closed_rest",
+                    "Closed candles whose final state was read by REST.",
+                    feed.closed_rest,
+                ),
+                (
+                    "feed_rest_reads",
+                    "REST reads confirming closes or filling gaps for the feed.",
+                    feed.rest_reads,
+                ),
+                (
+                    "feed_fallback_reads",
+                    "REST reads standing in for a socket that stayed down.",
+                    feed.fallback_reads,
+                ),
+            ] {
+                let counter = ConstCounter::new(value);
+                counter.encode(encoder.encode_descriptor(
+                    name,
+                    help,
+                    None,
+                    counter.metric_type(),
+                )?)?;
+            }
+            let mut family = encoder.encode_descriptor(
+                "feed_errors",
+                "WebSocket error events, by code (30006 and 30007 are Bitget's rate-limit codes).",
+                None,
+                MetricType::Counter,
+            )?;
+            for (code, n) in &feed.errors {
+                let code = code.to_string();
+                ConstCounter::new(*n).encode(family.encode_family(&[("code", code.as_str())])?)?;
+            }
+        }
+        {
+            let mut family = encoder.encode_descriptor(
+                "socket_budget_taken",
+                "WebSocket budget takes by kind (attempts, sockets, messages, subscribes).",
+                None,
+                MetricType::Counter,
+            )?;
+            for (budget, c) in self.limiter.socket_counters() {
+                ConstCounter::new(c.taken)
+                    .encode(family.encode_family(&[("budget", budget.name())])?)?;
+            }
         }
         {
             let backend = k(Category::Market).backend;

@@ -315,8 +315,14 @@ fn emit_endpoint_usage(before: &[EndpointCounters], after: &[EndpointCounters], 
 
 /// Emits the WebSocket feed's line for the interval between two snapshots, when it runs:
 /// sockets up, channels, pushes, reconnects, error events by code, and how closed candles
-/// were proven (over the socket, or by REST) and what REST read for it.
-pub fn emit_feed_usage(before: &FeedSnapshot, after: &FeedSnapshot, elapsed: Duration) {
+/// were proven (over the socket, or by REST) and what REST read for it. `event` is
+/// `feed_usage` for an interval, `feed_session` for the whole run.
+pub fn emit_feed_usage(
+    event: &'static str,
+    before: &FeedSnapshot,
+    after: &FeedSnapshot,
+    elapsed: Duration,
+) {
     if !after.is_active() {
         return;
     }
@@ -334,7 +340,7 @@ pub fn emit_feed_usage(before: &FeedSnapshot, after: &FeedSnapshot, elapsed: Dur
     };
     tracing::info!(
         target: RATE_LOG,
-        event = %"feed_usage",
+        event = %event,
         sockets = after.sockets,
         sockets_up = after.sockets_up,
         channels = after.channels,
@@ -450,7 +456,12 @@ pub async fn report_usage(
         );
         egress_before = egress_after;
         let feed_after = feed.snapshot();
-        emit_feed_usage(&feed_before, &feed_after, now.duration_since(last));
+        emit_feed_usage(
+            "feed_usage",
+            &feed_before,
+            &feed_after,
+            now.duration_since(last),
+        );
         feed_before = feed_after;
         emit_stale_summary(&store, limiter.server_clock().server_ms(wall.now_ms()));
         if stopping {

@@ -86,6 +86,69 @@ async fn run_with_duration_writes_both_logs_and_exits_zero() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_on_the_websocket_feed_writes_its_lines_and_summary() {
+    let sim = simulator(SimConfig::default()).await;
+    let dir = temp_dir("run-feed");
+    let logs = dir.join("logs");
+    let config = dir.join("feed.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[poll]\nsymbols = [\"BTCUSDT\", \"ETHUSDT\"]\ntickers_interval_secs = 0\n[logging]\ndir = '{}'\nusage_interval_secs = 1\n[trading]\nenabled = false\n",
+            logs.display()
+        ),
+    )
+    .unwrap();
+    let base = sim.base_url();
+    let output = tokio::task::spawn_blocking(move || {
+        binary()
+            .args(["run", "--config"])
+            .arg(&config)
+            .args(["--base-url", &base, "--duration", "2.5"])
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stats = sim.stop().await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("websocket feed: 1 sockets (1 up at the end), 2 channels"),
+        "{stdout}"
+    );
+    assert_eq!(stats.ws.subscribed, 2);
+    assert_eq!(
+        stats.endpoints.get("/api/v2/mix/market/candles"),
+        None,
+        "no REST candles"
+    );
+    let rate = std::fs::read_to_string(logs.join("bitget_rate_limits.log")).unwrap();
+    let interval = rate
+        .lines()
+        .find(|l| l.contains("event=feed_usage"))
+        .unwrap_or_else(|| panic!("an interval line: {rate}"));
+    assert!(
+        interval.contains("channels=2") && interval.contains("sockets_up=1"),
+        "{interval}"
+    );
+    let session = rate
+        .lines()
+        .find(|l| l.contains("event=feed_session"))
+        .unwrap_or_else(|| panic!("a session line: {rate}"));
+    for key in [
+        "sockets=1",
+        "channels=2",
+        "ws_errors=-",
+        "closed_rest=0",
+        "reconnects=0",
+    ] {
+        assert!(session.contains(key), "{key} in {session}");
+    }
+}
+
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_cleanly_and_flushes_the_logs() {

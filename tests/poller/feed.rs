@@ -278,3 +278,78 @@ async fn dropped_sockets_and_a_cut_of_all_of_them_lose_no_closed_candle() {
             >= 3
     );
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_feed_shows_in_the_summary_and_metrics() {
+    use bitget_poller::telemetry::metrics::MetricsServer;
+
+    use super::telemetry::{sample_value, scrape};
+
+    let clock = ManualClock::new(T0);
+    let sim = sim(WsConfig::default(), &clock).await;
+    let cfg = config(
+        &sim.base_url(),
+        "symbols = [\"BTCUSDT\", \"ETHUSDT\"]\ntickers_interval_secs = 0",
+        "[feed]\nsource = \"ws\"",
+    );
+    let store = Store::new(StoreConfig::default());
+    let mut rx = store.subscribe();
+    let stop = CancellationToken::new();
+    let wall: Arc<dyn Clock> = Arc::new(clock.clone());
+    let wiring = Wiring::new(&cfg, Arc::clone(&wall), store, stop.clone()).unwrap();
+    let server = MetricsServer::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let addr = server.local_addr().unwrap();
+    let server_stop = CancellationToken::new();
+    let serving = tokio::spawn(server.serve(
+        wiring.metrics_sources(Arc::clone(&wall)),
+        server_stop.clone(),
+    ));
+    let session = {
+        let (stop, wall, cfg) = (stop.clone(), Arc::clone(&wall), cfg.clone());
+        async move {
+            poll_session(&cfg, &wiring, wall, Instant::now(), stop, false)
+                .await
+                .unwrap()
+        }
+    };
+    let watcher = async {
+        let mut closed = 0;
+        while closed < 2 * 29 {
+            if let Some(MarketEvent::CandleClosed(_)) = rx.recv().await {
+                closed += 1;
+            }
+        }
+        // The usage reporter writes its last lines, the feed's among them, at the stop.
+        let metrics = scrape(addr).await;
+        stop.cancel();
+        metrics
+    };
+    let (summary, metrics) = tokio::join!(session, watcher);
+    server_stop.cancel();
+    serving.await.unwrap();
+    sim.stop().await;
+    assert_eq!(
+        sample_value(&metrics, "bitget_poller_feed_channels"),
+        Some(2.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample_value(&metrics, "bitget_poller_feed_sockets_up"),
+        Some(1.0)
+    );
+    assert!(sample_value(&metrics, "bitget_poller_feed_closed_ws_total").unwrap() >= 58.0);
+    assert_eq!(
+        sample_value(
+            &metrics,
+            "bitget_poller_socket_budget_taken_total{budget=\"subscribes\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(summary.feed.channels, 2);
+    assert!(summary.feed.closed_ws >= 58);
+    assert!(summary.closed_delivered >= 58);
+    let rendered = summary.render();
+    assert!(rendered.contains("websocket feed: 1 sockets"), "{rendered}");
+}

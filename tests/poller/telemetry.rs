@@ -293,13 +293,13 @@ fn usage_refuses_bad_arguments_with_a_reason_and_exit_2() {
 }
 
 /// The value of the series `name` (with its labels, as written) in a scrape.
-fn sample_value(scrape: &str, name: &str) -> Option<f64> {
+pub(super) fn sample_value(scrape: &str, name: &str) -> Option<f64> {
     scrape
         .lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
-async fn scrape(addr: std::net::SocketAddr) -> String {
+pub(super) async fn scrape(addr: std::net::SocketAddr) -> String {
     let reply = reqwest::get(format!("http://{addr}/metrics"))
         .await
         .unwrap();
