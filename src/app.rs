@@ -180,7 +180,7 @@ impl RunSummary {
         let f = &self.feed;
         if f.is_active() {
             out.push_str(&format!(
-                "\n  websocket feed: {} sockets ({} up at the end), {} channels, {} pushes, {} reconnects, error events {}; closed candles proven over the socket {}, confirmed by rest {} ({} reads, {} failed), rest fallback reads {}, bars the exchange lacked {}, parked channels {}",
+                "\n  websocket feed: {} sockets ({} up at the end), {} channels, {} pushes, {} reconnects, error events {}; closed candles proven over the socket {}, confirmed by rest {} ({} reads, {} failed), delivered after their close p50 {} ms p99 {} ms, rest fallback reads {}, bars the exchange lacked {}, parked channels {}",
                 f.sockets,
                 f.sockets_up,
                 f.channels,
@@ -191,6 +191,8 @@ impl RunSummary {
                 f.closed_rest,
                 f.rest_reads,
                 f.rest_failures,
+                f.close_lag_p50_ms.map_or("-".to_owned(), |v| v.to_string()),
+                f.close_lag_p99_ms.map_or("-".to_owned(), |v| v.to_string()),
                 f.fallback_reads,
                 f.skipped,
                 f.parked

@@ -85,7 +85,14 @@ pub struct FeedStats {
     pub parked: AtomicU64,
     /// Error events by code.
     pub errors: Mutex<BTreeMap<u32, u64>>,
+    /// How long after its close each closed candle was delivered (server clock), in
+    /// 100 ms buckets up to a minute (the last bucket holds everything later).
+    pub close_lag: Mutex<Vec<u64>>,
 }
+
+/// Buckets of [`FeedStats::close_lag`].
+const LAG_BUCKET_MS: u64 = 100;
+const LAG_BUCKETS: usize = 601;
 
 impl FeedStats {
     /// Error events by code so far.
@@ -94,6 +101,34 @@ impl FeedStats {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    fn note_lag(&self, lag_ms: u64) {
+        let mut lag = self.close_lag.lock().unwrap_or_else(|e| e.into_inner());
+        if lag.is_empty() {
+            lag.resize(LAG_BUCKETS, 0);
+        }
+        let bucket = ((lag_ms / LAG_BUCKET_MS) as usize).min(LAG_BUCKETS - 1);
+        lag[bucket] += 1;
+    }
+
+    /// The delivery lag under which a `q` fraction of closed candles arrived, in ms (the
+    /// top of its 100 ms bucket); `None` before any.
+    fn lag_quantile(&self, q: f64) -> Option<u64> {
+        let lag = self.close_lag.lock().unwrap_or_else(|e| e.into_inner());
+        let total: u64 = lag.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let want = ((total as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, n) in lag.iter().enumerate() {
+            seen += n;
+            if seen >= want {
+                return Some((i as u64 + 1) * LAG_BUCKET_MS);
+            }
+        }
+        None
     }
 
     /// Every counter now.
@@ -114,6 +149,8 @@ impl FeedStats {
             skipped: n(&self.skipped),
             parked: n(&self.parked),
             errors: self.errors(),
+            close_lag_p50_ms: self.lag_quantile(0.5),
+            close_lag_p99_ms: self.lag_quantile(0.99),
         }
     }
 }
@@ -135,6 +172,10 @@ pub struct FeedSnapshot {
     pub skipped: u64,
     pub parked: u64,
     pub errors: BTreeMap<u32, u64>,
+    /// Closed candles delivered after their close (server clock), median and 99th
+    /// percentile, in ms (to 100 ms), over the run.
+    pub close_lag_p50_ms: Option<u64>,
+    pub close_lag_p99_ms: Option<u64>,
 }
 
 impl FeedSnapshot {
@@ -191,6 +232,8 @@ struct Series {
     parked_until: Option<Instant>,
     /// Configured, rather than asked for by a client.
     configured: bool,
+    /// Server time it was first carried at.
+    added_ms: u64,
 }
 
 #[derive(Debug)]
@@ -329,6 +372,7 @@ impl Shell {
                     strikes: 0,
                     parked_until: None,
                     configured,
+                    added_ms: now,
                 },
             );
         }
@@ -467,8 +511,11 @@ impl Shell {
             }
             s.parked_until = Some(Instant::now() + PARK_FOR);
         } else {
-            // Tried again on the next tick, on whichever socket has room.
-            s.parked_until = Some(Instant::now());
+            // Tried again after a backoff with jitter (1-2 s, then 2-4 s), on whichever
+            // socket has room then.
+            let base = Duration::from_secs(1 << s.strikes.min(6).saturating_sub(1));
+            let jitter = rand::random::<f64>() * base.as_secs_f64();
+            s.parked_until = Some(Instant::now() + base + Duration::from_secs_f64(jitter));
         }
     }
 
@@ -497,8 +544,16 @@ impl Shell {
         };
         let market = channel.timeframe.market();
         let stats = &self.p.stats;
+        let now = self.server.server_ms(self.p.wall.now_ms());
         for candle in s.bars.ready() {
+            // Bars that closed before the series was carried (its first snapshot's
+            // history) were never late; every later one, hole fills included, counts.
+            let close = candle.timeframe.next_open(candle.open_time);
+            let counts = close >= s.added_ms;
             if self.p.store.write_closed(market, candle) {
+                if counts {
+                    stats.note_lag(now.saturating_sub(close));
+                }
                 let counter = if by_rest {
                     &stats.closed_rest
                 } else {

@@ -352,6 +352,8 @@ pub fn emit_feed_usage(
         closed_rest = after.closed_rest - before.closed_rest,
         rest_reads = after.rest_reads - before.rest_reads,
         fallback_reads = after.fallback_reads - before.fallback_reads,
+        close_lag_p50_ms = %after.close_lag_p50_ms.map_or("-".to_owned(), |v| v.to_string()),
+        close_lag_p99_ms = %after.close_lag_p99_ms.map_or("-".to_owned(), |v| v.to_string()),
         interval_ms = elapsed.as_millis() as u64,
         "websocket feed"
     );

@@ -92,7 +92,7 @@ impl Session {
         let cfg = config(
             base,
             "symbols = \"all\"\ntickers_interval_secs = 0\ndiscovery_cache = \"target/test-cache/feed.json\"",
-            &format!("[feed]\nsource = \"ws\"\nreconnect_min_secs = 0.1\nreconnect_max_secs = 0.5\nclose_grace_secs = 1\n{feed}"),
+            &format!("[feed]\n{}reconnect_min_secs = 0.1\nreconnect_max_secs = 0.5\nclose_grace_secs = 1\n{feed}", if feed.contains("source") { "" } else { "source = \"ws\"\n" }),
         );
         let store = Store::new(StoreConfig::default());
         let rx = store.subscribe();
@@ -352,4 +352,55 @@ async fn the_feed_shows_in_the_summary_and_metrics() {
     assert!(summary.closed_delivered >= 58);
     let rendered = summary.render();
     assert!(rendered.contains("websocket feed: 1 sockets"), "{rendered}");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_socket_down_past_the_fallback_time_is_polled_by_rest_until_it_is_back() {
+    use std::sync::atomic::Ordering::Relaxed;
+
+    let clock = ManualClock::new(T0);
+    let sim = sim(WsConfig::default(), &clock).await;
+    let forming = T0 - T0 % MINUTE;
+    let mut session = Session::start(
+        &sim.base_url(),
+        &clock,
+        "source = \"auto\"\nrest_fallback_after_secs = 1",
+    )
+    .await;
+    session.until_closed(forming - MINUTE).await;
+    // An outage: every socket cut, and no new one accepted.
+    sim.state().ws.set_refusing(true);
+    sim.state().ws.cut_all();
+    let feed = Arc::clone(&session.wiring.feed);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while feed.fallback_reads.load(Relaxed) == 0 {
+        assert!(Instant::now() < deadline, "fallback reads began");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A close during the outage is delivered by REST, exactly.
+    clock.advance_ms(MINUTE);
+    session.until_closed(forming).await;
+    // The socket is back: the next close comes over it.
+    sim.state().ws.set_refusing(false);
+    while feed.sockets_up.load(Relaxed) == 0 {
+        assert!(Instant::now() < deadline, "the socket came back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let closed_ws = feed.closed_ws.load(Relaxed);
+    clock.advance_ms(MINUTE);
+    session.until_closed(forming + MINUTE).await;
+    let (closed, wiring) = session.stop().await;
+    check_exact(&sim, &closed, forming - 29 * MINUTE, forming + MINUTE);
+    let feed = wiring.feed.snapshot();
+    assert!(feed.fallback_reads > 0);
+    assert!(
+        feed.closed_rest >= 3,
+        "the outage's close by REST: {feed:?}"
+    );
+    assert!(
+        feed.closed_ws > closed_ws,
+        "the next over the socket: {feed:?}"
+    );
+    let stats = sim.stop().await;
+    assert_eq!(stats.total.rate_limited, 0);
 }

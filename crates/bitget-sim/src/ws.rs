@@ -145,6 +145,10 @@ pub struct WsHub {
     stats: Mutex<WsStats>,
     rng: Mutex<ChaCha8Rng>,
     closing: watch::Sender<bool>,
+    /// Bumped to cut every open socket at once.
+    cut: watch::Sender<u64>,
+    /// While set, upgrades are refused (an outage, a release window).
+    refusing: std::sync::atomic::AtomicBool,
 }
 
 impl WsHub {
@@ -155,7 +159,20 @@ impl WsHub {
             ips: Mutex::default(),
             stats: Mutex::default(),
             closing: watch::Sender::new(false),
+            cut: watch::Sender::new(0),
+            refusing: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Drops every open socket now, without a close frame (a mass disconnect).
+    pub fn cut_all(&self) {
+        self.cut.send_modify(|n| *n += 1);
+    }
+
+    /// Refuses (`true`) or accepts again (`false`) every new socket, with HTTP 503.
+    pub fn set_refusing(&self, refusing: bool) {
+        self.refusing
+            .store(refusing, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn config(&self) -> &WsConfig {
@@ -224,6 +241,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Answers an upgrade to `/v2/ws/public` from `ip`.
 pub fn upgrade(sim: Arc<SimState>, ip: IpAddr, upgrade: WebSocketUpgrade) -> Response {
     let now = sim.clock.now_ms();
+    if sim.ws.refusing.load(std::sync::atomic::Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "websocket unavailable").into_response();
+    }
     if let Err(why) = sim.ws.admit(ip, now) {
         return (StatusCode::TOO_MANY_REQUESTS, why).into_response();
     }
@@ -286,12 +306,18 @@ impl Socket {
         if *closing.borrow_and_update() {
             return;
         }
+        let mut cut = self.hub().cut.subscribe();
+        cut.borrow_and_update();
         let mut tick = tokio::time::interval(self.hub().config.push_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
         loop {
             let verdict = tokio::select! {
                 _ = closing.changed() => Verdict::Close,
+                _ = cut.changed() => {
+                    self.hub().count(|s| s.dropped += 1);
+                    Verdict::Drop
+                }
                 message = socket.recv() => match message {
                     Some(Ok(Message::Text(text))) => self.on_text(&mut socket, text.as_str()).await,
                     Some(Ok(Message::Close(_)) | Err(_)) | None => Verdict::Close,
