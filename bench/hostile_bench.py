@@ -65,6 +65,7 @@ class Setup:
         config.write_text(f'[poll]\nsymbols = [{symbols}]\ntickers_interval_secs = 0\n'
                           f'[logging]\ndir = "{tmp}/logs"\nusage_interval_secs = 5\n'
                           f'[trading]\nenabled = false\n'
+                          f'[feed]\nsource = "rest"\n'
                           f'[gateway]\nlisten = "127.0.0.1:{self.port}"\n')
         args = [str(BIN), "gateway", "--config", str(config), "--base-url", self.sim_url]
         if ulimit:

@@ -58,6 +58,7 @@ dir = "{work / (name + '-logs')}"
 usage_interval_secs = 5
 [trading]
 enabled = false
+{'' if '[feed]' in extra else '[feed]' + chr(10) + 'source = "rest"'}
 {extra}
 """)
     return cfg

@@ -42,6 +42,8 @@ dir = "{work / 'logs'}"
 usage_interval_secs = 10
 [trading]
 enabled = false
+[feed]
+source = "rest"
 """)
     return cfg
 

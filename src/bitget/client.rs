@@ -167,9 +167,10 @@ impl Client {
         }
     }
 
-    /// The `rows` closed candles of `symbol` opening before `end` (exclusive), from
-    /// `/history-candles` (`/candles` where the market has none): what confirms a bar's final
-    /// state or fills a hole, in one attempt.
+    /// The `rows` closed candles of `symbol` opening before `end` (exclusive, at most the
+    /// current bar's open, so every row is closed), in one attempt: what confirms a bar's
+    /// final state or fills a hole. From `/history-candles` when `history` (and the market
+    /// has it), else from `/candles`: Bitget meters the two apart, so callers take turns.
     ///
     /// # Errors
     /// The attempt failed, or its reply is unreadable.
@@ -179,10 +180,11 @@ impl Client {
         timeframe: Timeframe,
         end: u64,
         rows: u32,
+        history: bool,
     ) -> Result<Stamped<Vec<Candle>>, RequestError> {
         let (endpoint, max_rows) = match endpoints::history_candles(timeframe.market()) {
-            Some(endpoint) => (endpoint, endpoints::MAX_HISTORY_CANDLE_ROWS),
-            None => (
+            Some(endpoint) if history => (endpoint, endpoints::MAX_HISTORY_CANDLE_ROWS),
+            _ => (
                 endpoints::candles(timeframe.market()),
                 endpoints::MAX_CANDLE_ROWS,
             ),

@@ -2,7 +2,8 @@
 //! method, budget, scope, documented limit, signed or not), error codes and their classes,
 //! request signing, the wire shapes and their parsing (each reply parsed once), the raw HTTP
 //! layer (limiter, classification, retries, and forwarding a request someone else built),
-//! and the typed client on top.
+//! the typed client on top, and the public WebSocket ([`ws`]: its limits, codes, messages
+//! and a client).
 //!
 //! Nothing outside this module spells a Bitget path, a product type or an error code.
 

@@ -328,29 +328,44 @@ pub fn candles<'a>(
     let (server_time, rows): (u64, Vec<Vec<WireText<'_>>>) = envelope(body)?;
     let mut candles = Vec::with_capacity(rows.len());
     for (row_index, row) in rows.iter().enumerate() {
-        if row.len() < 7 {
-            return Err(ParseError::RowLength {
-                row: row_index,
-                len: row.len(),
-            });
-        }
-        let open_time = row[0].millis("candle open time")?;
-        candles.push(Candle {
-            symbol: symbol.clone(),
-            timeframe,
-            open_time,
-            open: row[1].decimal("candle open")?,
-            high: row[2].decimal("candle high")?,
-            low: row[3].decimal("candle low")?,
-            close: row[4].decimal("candle close")?,
-            base_volume: row[5].decimal("candle base volume")?,
-            quote_volume: row[6].decimal("candle quote volume")?,
-            closed: timeframe.next_open(open_time) <= server_time,
-        });
+        let mut candle = candle_row(row_index, row, symbol, timeframe)?;
+        candle.closed = timeframe.next_open(candle.open_time) <= server_time;
+        candles.push(candle);
     }
     Ok(Stamped {
         server_time,
         data: candles,
+    })
+}
+
+/// One candle row, `[open ms, o, h, l, c, base volume, quote volume, …]` as REST and the
+/// WebSocket both send it (row number `index` of its reply), not marked closed.
+///
+/// # Errors
+/// The row is short or a field is not a number.
+pub(crate) fn candle_row(
+    index: usize,
+    row: &[WireText<'_>],
+    symbol: &Symbol,
+    timeframe: Timeframe,
+) -> Result<Candle, ParseError> {
+    if row.len() < 7 {
+        return Err(ParseError::RowLength {
+            row: index,
+            len: row.len(),
+        });
+    }
+    Ok(Candle {
+        symbol: symbol.clone(),
+        timeframe,
+        open_time: row[0].millis("candle open time")?,
+        open: row[1].decimal("candle open")?,
+        high: row[2].decimal("candle high")?,
+        low: row[3].decimal("candle low")?,
+        close: row[4].decimal("candle close")?,
+        base_volume: row[5].decimal("candle base volume")?,
+        quote_volume: row[6].decimal("candle quote volume")?,
+        closed: false,
     })
 }
 

@@ -12,9 +12,9 @@
 //!   server's clock, which bars are closed and final, and which must be read by REST;
 //! - [`socket`] runs one socket: budgets, keep-alive, death, staggered reconnects;
 //! - this module owns the sockets and the series, and reads by REST (through the limiter,
-//!   `/history-candles`) what [`bars`] asks for: closes the socket could not prove, holes
-//!   after a reconnect, and — for a series whose socket has been down longer than
-//!   `rest_fallback_after` — the latest rows, as a REST poller would.
+//!   `/history-candles` and `/candles` in turn) what [`bars`] asks for: closes the socket
+//!   could not prove, holes after a reconnect, and — for a series whose socket has been
+//!   down longer than `rest_fallback_after` — the latest rows, as a REST poller would.
 //!
 //! One task owns all of it; sockets and REST reads are tasks it owns, whose results come
 //! back to it over bounded channels. Nothing here sleeps to pace: the limiter does.
@@ -294,6 +294,7 @@ impl Feed {
             reads: JoinSet::new(),
             interest_seen: 0,
             follow_interest: self.follow_interest,
+            history_turn: false,
         };
         shell.add(self.channels, true);
         shell.run(events, &stop).await;
@@ -313,6 +314,8 @@ struct Shell {
     reads: JoinSet<ReadDone>,
     interest_seen: u64,
     follow_interest: bool,
+    /// The next confirmation goes to `/history-candles`.
+    history_turn: bool,
 }
 
 fn key_of(channel: &Channel) -> SeriesKey {
@@ -628,6 +631,9 @@ impl Shell {
             return;
         };
         s.reading = true;
+        // Confirmations take turns between the two candle endpoints, metered apart.
+        self.history_turn = !self.history_turn;
+        let history = self.history_turn;
         let client = self.p.client.clone();
         let stats = Arc::clone(&self.p.stats);
         self.reads.spawn(async move {
@@ -640,6 +646,7 @@ impl Shell {
                             channel.timeframe,
                             channel.timeframe.next_open(ask.last_open),
                             ask.rows,
+                            history,
                         )
                         .await
                 }

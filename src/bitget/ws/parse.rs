@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::messages::Channel;
-use crate::bitget::parse::{ParseError, WireText};
+use crate::bitget::parse::{candle_row, ParseError, WireText};
 use crate::core::market::{Candle, Symbol};
 use crate::core::timeframe::{Market, Timeframe};
 
@@ -155,27 +155,8 @@ pub fn incoming(text: &str) -> Result<Incoming, WsParseError> {
     };
     let mut candles = Vec::with_capacity(rows.len());
     for (index, row) in rows.iter().enumerate() {
-        if row.len() < 7 {
-            return Err(malformed(ParseError::RowLength {
-                row: index,
-                len: row.len(),
-            }));
-        }
-        let candle = (|| {
-            Ok::<_, ParseError>(Candle {
-                symbol: channel.symbol.clone(),
-                timeframe: channel.timeframe,
-                open_time: row[0].millis("candle open time")?,
-                open: row[1].decimal("candle open")?,
-                high: row[2].decimal("candle high")?,
-                low: row[3].decimal("candle low")?,
-                close: row[4].decimal("candle close")?,
-                base_volume: row[5].decimal("candle base volume")?,
-                quote_volume: row[6].decimal("candle quote volume")?,
-                closed: false,
-            })
-        })()
-        .map_err(malformed)?;
+        let candle =
+            candle_row(index, row, &channel.symbol, channel.timeframe).map_err(malformed)?;
         candles.push(candle);
     }
     Ok(Incoming::Push(Push {
