@@ -19,7 +19,8 @@ the gateway, 20 a second, from 20 s after the start, and records `X-Cache` and
                     0.01`), 5 s silent stalls (`--ws-stall 0.002`), and every socket cut at
                     once at 60 s (`--ws-max-life-secs 60`).
 
-Reported: how long after its close each closed candle reached the store (the feed's own
+Reported: holes between delivered closed candles over every series (the store's count: a
+missing closed candle shows as one), how long after its close each closed candle reached the store (the feed's own
 p50/p99, server clock), the age of what the bot read (p50/p99/max), REST candle requests per
 second and as a share of the 20/s candle budget, 429s and WebSocket rate-limit errors,
 reconnects, and the poller's CPU (seconds per second) and peak RSS.
@@ -145,6 +146,7 @@ listen = "127.0.0.1:{gw}"
         reader.join()
         stats = stop_sim(sim, stats_path)
         feed = re.search(r"delivered after their close p50 (\S+) ms p99 (\S+) ms", out)
+        holes = re.search(r"holes in delivered series (\d+)", out)
         rate_log = (work / "logs" / "bitget_rate_limits.log").read_text()
         session = next((l for l in rate_log.splitlines() if "event=feed_session" in l), "")
         field = lambda k: (re.search(rf"\b{k}=(\S+)", session) or [None, None])[1]
@@ -157,6 +159,7 @@ listen = "127.0.0.1:{gw}"
             "sockets": int(field("sockets") or 0),
             "close_lag_p50_ms": float(feed.group(1)) if feed and feed.group(1) != "-" else None,
             "close_lag_p99_ms": float(feed.group(2)) if feed and feed.group(2) != "-" else None,
+            "holes_in_delivered_series": int(holes.group(1)) if holes else None,
             "closed_ws": int(field("closed_ws") or 0),
             "closed_rest": int(field("closed_rest") or 0),
             "rest_reads": int(field("rest_reads") or 0),

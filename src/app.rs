@@ -104,6 +104,8 @@ pub struct RunSummary {
     pub stale_at_exit: usize,
     /// The WebSocket feed's counters (all zero when it did not run).
     pub feed: FeedSnapshot,
+    /// Holes between delivered closed candles, over every series.
+    pub gaps: usize,
 }
 
 impl RunSummary {
@@ -180,7 +182,7 @@ impl RunSummary {
         let f = &self.feed;
         if f.is_active() {
             out.push_str(&format!(
-                "\n  websocket feed: {} sockets ({} up at the end), {} channels, {} pushes, {} reconnects, error events {}; closed candles proven over the socket {}, confirmed by rest {} ({} reads, {} failed), delivered after their close p50 {} ms p99 {} ms, rest fallback reads {}, bars the exchange lacked {}, parked channels {}",
+                "\n  websocket feed: {} sockets ({} up at the end), {} channels, {} pushes, {} reconnects, error events {}; closed candles proven over the socket {}, confirmed by rest {} ({} reads, {} failed), delivered after their close p50 {} ms p99 {} ms, rest fallback reads {}, bars the exchange lacked {}, parked channels {}, holes in delivered series {}",
                 f.sockets,
                 f.sockets_up,
                 f.channels,
@@ -195,7 +197,8 @@ impl RunSummary {
                 f.close_lag_p99_ms.map_or("-".to_owned(), |v| v.to_string()),
                 f.fallback_reads,
                 f.skipped,
-                f.parked
+                f.parked,
+                self.gaps
             ));
         }
         if self.close_rounds > 0 {
@@ -516,6 +519,7 @@ pub async fn poll_session(
             .stale(limiter.server_clock().server_ms(wall.now_ms()))
             .len(),
         feed,
+        gaps: wiring.store.gap_count(),
     })
 }
 

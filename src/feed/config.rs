@@ -50,7 +50,7 @@ impl Default for FeedConfig {
             pong_timeout: Duration::from_secs(10),
             reconnect_min: Duration::from_secs(1),
             reconnect_max: Duration::from_secs(30),
-            rest_workers: 8,
+            rest_workers: 16,
         }
     }
 }

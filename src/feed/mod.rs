@@ -534,11 +534,18 @@ impl Shell {
         };
         s.strikes = 0;
         s.bars.push(&push.rows, push.ts);
+        let confirm = s.bars.unconfirmed() > 0 && !s.reading;
         self.p.store.mark_streamed(&key_of(&push.channel), push.ts);
         if let Some(forming) = s.bars.forming() {
             self.p.store.write_forming(market, forming.clone());
         }
         self.deliver(&push.channel, false);
+        // A close the socket could not prove is read at once when a worker is free.
+        if confirm && self.reads.len() < self.p.config.rest_workers {
+            if let Some(read) = self.read_wanted(&push.channel, Instant::now()) {
+                self.start_read(push.channel, read);
+            }
+        }
     }
 
     fn deliver(&mut self, channel: &Channel, by_rest: bool) {
@@ -571,7 +578,6 @@ impl Shell {
         let now_ms = self.server_ms();
         let grace = self.p.config.close_grace.as_millis() as u64;
         let now = Instant::now();
-        let fallback_after = self.p.config.rest_fallback_after;
         let channels: Vec<Channel> = self.series.keys().cloned().collect();
         let mut retry = Vec::new();
         for channel in channels {
@@ -587,28 +593,8 @@ impl Shell {
             }
             s.bars.tick(now_ms, grace);
             self.deliver(&channel, false);
-            let Some(s) = self.series.get(&channel) else {
-                continue;
-            };
-            if s.reading
-                || s.rest_after.is_some_and(|t| t > now)
-                || self.reads.len() >= self.p.config.rest_workers
-            {
-                continue;
-            }
-            let down_long = self.slots[s.slot]
-                .down_since
-                .is_some_and(|since| now.duration_since(since) >= fallback_after)
-                && self.p.config.source == config::Source::Auto;
-            if let Some(ask) = s
-                .bars
-                .rest_ask(crate::bitget::endpoints::MAX_HISTORY_CANDLE_ROWS)
-            {
-                self.start_read(channel, Read::Confirm(ask));
-            } else if down_long {
-                self.start_read(channel, Read::Fallback);
-            }
         }
+        self.start_reads(now);
         if !retry.is_empty() {
             for channel in &retry {
                 if let Some(s) = self.series.remove(channel) {
@@ -623,6 +609,51 @@ impl Shell {
                     }
                 }
             }
+        }
+    }
+
+    /// What REST read `channel` needs now, if any: bars to confirm or fill, else the latest
+    /// rows while its socket has been down too long.
+    fn read_wanted(&self, channel: &Channel, now: Instant) -> Option<Read> {
+        let s = self.series.get(channel)?;
+        if s.reading || s.parked_until.is_some() || s.rest_after.is_some_and(|t| t > now) {
+            return None;
+        }
+        if let Some(ask) = s
+            .bars
+            .rest_ask(crate::bitget::endpoints::MAX_HISTORY_CANDLE_ROWS)
+        {
+            return Some(Read::Confirm(ask));
+        }
+        let down_long = self.slots[s.slot]
+            .down_since
+            .is_some_and(|since| now.duration_since(since) >= self.p.config.rest_fallback_after)
+            && self.p.config.source == config::Source::Auto;
+        down_long.then_some(Read::Fallback)
+    }
+
+    /// Starts REST reads while workers are free: the oldest bars first, so a close waits
+    /// no longer than the ones before it.
+    fn start_reads(&mut self, now: Instant) {
+        let free = self.p.config.rest_workers.saturating_sub(self.reads.len());
+        if free == 0 {
+            return;
+        }
+        let mut wanted: Vec<(u64, Channel, Read)> = self
+            .series
+            .keys()
+            .filter_map(|c| {
+                let read = self.read_wanted(c, now)?;
+                let oldest = match read {
+                    Read::Confirm(ask) => ask.first_open,
+                    Read::Fallback => u64::MAX,
+                };
+                Some((oldest, c.clone(), read))
+            })
+            .collect();
+        wanted.sort_by_key(|(oldest, _, _)| *oldest);
+        for (_, channel, read) in wanted.into_iter().take(free) {
+            self.start_read(channel, read);
         }
     }
 
@@ -659,7 +690,12 @@ impl Shell {
         });
     }
 
-    fn on_read(&mut self, (channel, read, result): ReadDone) {
+    fn on_read(&mut self, done: ReadDone) {
+        self.read_done(done);
+        self.start_reads(Instant::now());
+    }
+
+    fn read_done(&mut self, (channel, read, result): ReadDone) {
         let market = channel.timeframe.market();
         let Some(s) = self.series.get_mut(&channel) else {
             return;

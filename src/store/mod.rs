@@ -421,6 +421,12 @@ impl Store {
             .map_or_else(Vec::new, |s| s.gaps.iter().copied().collect())
     }
 
+    /// Holes between delivered closed candles, over every series (each series keeps its
+    /// newest 64): how many closed candles consumers never got in order.
+    pub fn gap_count(&self) -> usize {
+        self.lock().series.values().map(|s| s.gaps.len()).sum()
+    }
+
     /// A client asked for `key` (reading `rows` rows) at `now_ms`: want it kept fresh, unless
     /// `cap` series are wanted already.
     pub fn want(&self, key: &SeriesKey, rows: u32, now_ms: u64, cap: usize) -> Want {

@@ -350,6 +350,7 @@ async fn the_feed_shows_in_the_summary_and_metrics() {
     assert_eq!(summary.feed.channels, 2);
     assert!(summary.feed.closed_ws >= 58);
     assert!(summary.closed_delivered >= 58);
+    assert_eq!(summary.gaps, 0);
     let rendered = summary.render();
     assert!(rendered.contains("websocket feed: 1 sockets"), "{rendered}");
 }
