@@ -47,13 +47,14 @@ pub enum Event {
         slot: usize,
         push: Push,
     },
-    /// An error event. Bitget's carry no channel; `refused` names the channels whose
-    /// subscribe was not acknowledged in time after it.
+    /// An error event.
     Error {
         slot: usize,
         code: u32,
         msg: String,
     },
+    /// Channels Bitget refused (named by the error, or unacknowledged in time); the socket
+    /// no longer carries them.
     Refused {
         slot: usize,
         channels: Vec<Channel>,
@@ -77,6 +78,23 @@ pub struct SocketParts {
     /// Socket ids, unique in the process: each connection is a new socket to Bitget.
     pub ids: Arc<AtomicU64>,
     pub stop: CancellationToken,
+}
+
+/// The pending channel an error text such as `instType:USDT-FUTURES,channel:candle1m,
+/// instId:NOPEUSDT doesn't exist` names, if it names one.
+fn named_channel(msg: &str, pending: &[(Channel, Instant)]) -> Option<Channel> {
+    let field = |name: &str| {
+        let start = msg.find(name)? + name.len();
+        let rest = &msg[start..];
+        let end = rest.find([',', ' ']).unwrap_or(rest.len());
+        Some(&rest[..end])
+    };
+    let (channel, inst_id) = (field("channel:")?, field("instId:")?);
+    pending
+        .iter()
+        .map(|(c, _)| c)
+        .find(|c| c.symbol.as_str() == inst_id && c.timeframe.channel() == channel)
+        .cloned()
 }
 
 fn messages_window(id: u64) -> SocketWindow {
@@ -292,6 +310,13 @@ async fn carry(
                 }
                 Some(Ok(Incoming::Error { code, msg })) => {
                     let over = code == crate::bitget::ws::codes::OVER_LIMIT;
+                    // A 30001 names its channel in its text; others say nothing of which
+                    // argument they refuse (those wait for the acknowledgement timeout).
+                    if let Some(refused) = named_channel(&msg, &unacked) {
+                        unacked.retain(|(c, _)| *c != refused);
+                        channels.retain(|c| *c != refused);
+                        let _ = parts.events.send(Event::Refused { slot, channels: vec![refused] }).await;
+                    }
                     let _ = parts.events.send(Event::Error { slot, code, msg: msg.clone() }).await;
                     if over {
                         // Bitget closes the socket after this one.
@@ -324,5 +349,39 @@ async fn carry(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::market::Symbol;
+    use crate::core::timeframe::{Market, Timeframe};
+
+    #[test]
+    fn a_30001_text_names_the_pending_channel_it_refuses() {
+        let channel = |s: &str, tf: &str| Channel {
+            symbol: Symbol::from_exchange(s),
+            timeframe: Timeframe::parse(Market::Futures, tf).unwrap(),
+        };
+        let now = Instant::now();
+        let pending = vec![
+            (channel("BTCUSDT", "1m"), now),
+            (channel("NOPEUSDT", "5m"), now),
+        ];
+        let msg = "instType:USDT-FUTURES,channel:candle5m,instId:NOPEUSDT doesn't exist";
+        assert_eq!(
+            named_channel(msg, &pending),
+            Some(channel("NOPEUSDT", "5m"))
+        );
+        // Another spelling, another symbol, or no detail at all: nothing named.
+        assert_eq!(
+            named_channel(
+                "instType:USDT-FUTURES,channel:candle1m,instId:NOPEUSDT doesn't exist",
+                &pending
+            ),
+            None
+        );
+        assert_eq!(named_channel("Param error", &pending), None);
     }
 }

@@ -405,3 +405,56 @@ async fn a_socket_down_past_the_fallback_time_is_polled_by_rest_until_it_is_back
     let stats = sim.stop().await;
     assert_eq!(stats.total.rate_limited, 0);
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_channel_refused_again_and_again_is_parked_and_the_others_run_on() {
+    use std::sync::atomic::Ordering::Relaxed;
+
+    let clock = ManualClock::new(T0);
+    let sim = sim(WsConfig::default(), &clock).await;
+    let cfg = config(
+        &sim.base_url(),
+        "symbols = [\"BTCUSDT\", \"NOPEUSDT\"]\ntickers_interval_secs = 0",
+        "[feed]\nsource = \"ws\"",
+    );
+    let store = Store::new(StoreConfig::default());
+    let mut rx = store.subscribe();
+    let stop = CancellationToken::new();
+    let wall: Arc<dyn Clock> = Arc::new(clock.clone());
+    let wiring = Arc::new(Wiring::new(&cfg, Arc::clone(&wall), store, stop.clone()).unwrap());
+    let task = tokio::spawn({
+        let (wiring, stop) = (Arc::clone(&wiring), stop.clone());
+        async move {
+            poll_session(&cfg, &wiring, wall, Instant::now(), stop, false)
+                .await
+                .unwrap()
+        }
+    });
+    // Refused three times (with a backoff between), then parked.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while wiring.feed.parked.load(Relaxed) == 0 {
+        assert!(Instant::now() < deadline, "parked within 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let forming = T0 - T0 % MINUTE;
+    clock.advance_ms(MINUTE);
+    let mut btc = Vec::new();
+    while !btc.contains(&forming) {
+        match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+            Ok(Some(MarketEvent::CandleClosed(c))) => {
+                assert_eq!(c.symbol.as_str(), "BTCUSDT");
+                btc.push(c.open_time);
+            }
+            Ok(Some(_)) => {}
+            other => panic!("BTCUSDT's close: {other:?}"),
+        }
+    }
+    stop.cancel();
+    let summary = task.await.unwrap();
+    let stats = sim.stop().await;
+    assert_eq!(stats.ws.errors.get("30001"), Some(&3), "{:?}", stats.ws);
+    assert_eq!(summary.feed.errors.get(&30001), Some(&3));
+    assert_eq!(summary.feed.parked, 1);
+    assert_eq!(summary.feed.reconnects, 0, "the socket stayed up");
+    assert_eq!(stats.ws.connections, 1);
+}
