@@ -126,6 +126,8 @@ pub struct RateLog {
     pub egresses: BTreeMap<String, EgressUsage>,
     /// What each endpoint carried, by category and path (`endpoint_usage` lines).
     pub endpoints: BTreeMap<(Category, String), EndpointUsage>,
+    /// What the WebSocket feed did (`feed_usage` lines).
+    pub feed: FeedUsage,
     /// Redis outages and state losses noticed (`redis_down`, `redis_reset`), and recoveries.
     pub redis_down: u64,
     pub redis_up: u64,
@@ -142,6 +144,27 @@ pub struct EgressUsage {
     pub requests: u64,
     pub rate_limited: u64,
     pub covered: Duration,
+}
+
+/// What the WebSocket feed did within the window, summed over its interval lines.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct FeedUsage {
+    pub intervals: u64,
+    pub covered: Duration,
+    pub pushes: u64,
+    pub reconnects: u64,
+    pub closed_ws: u64,
+    pub closed_rest: u64,
+    pub rest_reads: u64,
+    pub fallback_reads: u64,
+    /// Error events by code.
+    pub errors: BTreeMap<u32, u64>,
+    /// The newest line's sockets, sockets up and channels.
+    pub sockets: u64,
+    pub sockets_up: u64,
+    pub channels: u64,
+    /// The highest close-lag p99 any line reported (the run's so far), in ms.
+    pub worst_close_lag_p99_ms: Option<u64>,
 }
 
 /// What one endpoint carried within the window.
@@ -459,6 +482,54 @@ impl RateLog {
                 usage.budget += f64::from(limit) * covered.as_secs_f64();
                 usage.limit = limit;
             }
+            Some("feed_usage") => {
+                // Every field read before any is added: a bad line adds nothing.
+                let text = field(line, "ws_errors")?;
+                let mut errors = Vec::new();
+                if text != "-" {
+                    for pair in text.split(',') {
+                        let parsed = pair.split_once(':').and_then(|(c, n)| {
+                            Some((c.parse::<u32>().ok()?, n.parse::<u64>().ok()?))
+                        });
+                        errors.push(parsed.ok_or_else(|| {
+                            format!("ws_errors='{text}' is not code:count pairs")
+                        })?);
+                    }
+                }
+                let read = FeedUsage {
+                    intervals: 1,
+                    covered: Duration::from_millis(number(line, "interval_ms")?),
+                    pushes: number(line, "pushes")?,
+                    reconnects: number(line, "reconnects")?,
+                    closed_ws: number(line, "closed_ws")?,
+                    closed_rest: number(line, "closed_rest")?,
+                    rest_reads: number(line, "rest_reads")?,
+                    fallback_reads: number(line, "fallback_reads")?,
+                    errors: BTreeMap::new(),
+                    sockets: number(line, "sockets")?,
+                    sockets_up: number(line, "sockets_up")?,
+                    channels: number(line, "channels")?,
+                    worst_close_lag_p99_ms: line
+                        .field("close_lag_p99_ms")
+                        .and_then(|v| v.parse().ok()),
+                };
+                let f = &mut self.feed;
+                f.intervals += 1;
+                f.covered += read.covered;
+                f.pushes += read.pushes;
+                f.reconnects += read.reconnects;
+                f.closed_ws += read.closed_ws;
+                f.closed_rest += read.closed_rest;
+                f.rest_reads += read.rest_reads;
+                f.fallback_reads += read.fallback_reads;
+                (f.sockets, f.sockets_up, f.channels) =
+                    (read.sockets, read.sockets_up, read.channels);
+                for (code, n) in errors {
+                    *f.errors.entry(code).or_default() += n;
+                }
+                f.worst_close_lag_p99_ms =
+                    f.worst_close_lag_p99_ms.max(read.worst_close_lag_p99_ms);
+            }
             Some("redis_down" | "redis_reset") => self.redis_down += 1,
             Some("redis_up") => self.redis_up += 1,
             Some("egress_out") => self.egress_out += 1,
@@ -695,6 +766,8 @@ pub struct Report {
     pub egresses: Vec<(String, EgressUsage)>,
     /// Each endpoint's figures, by category then path.
     pub endpoints: Vec<(Category, String, EndpointUsage)>,
+    /// The WebSocket feed's figures, when it ran.
+    pub feed: Option<FeedUsage>,
     pub egress_out: u64,
     pub unreadable_count: u64,
     pub unreadable: Vec<Unreadable>,
@@ -855,6 +928,7 @@ impl Report {
                 .iter()
                 .map(|((c, path), u)| (*c, path.clone(), *u))
                 .collect(),
+            feed: (log.feed.intervals > 0).then(|| log.feed.clone()),
             egress_out: log.egress_out,
             unreadable_count: log.unreadable_count,
             unreadable: log.unreadable.clone(),
@@ -922,6 +996,22 @@ impl Report {
                 "rate_limited": u.rate_limited,
             })).collect::<Vec<_>>(),
             "egresses_taken_out": self.egress_out,
+            "feed": self.feed.as_ref().map(|f| serde_json::json!({
+                "sockets": f.sockets,
+                "sockets_up": f.sockets_up,
+                "channels": f.channels,
+                "pushes": f.pushes,
+                "pushes_per_s": f.pushes as f64 / f.covered.as_secs_f64().max(1e-9),
+                "reconnects": f.reconnects,
+                "closed_ws": f.closed_ws,
+                "closed_rest": f.closed_rest,
+                "rest_reads": f.rest_reads,
+                "fallback_reads": f.fallback_reads,
+                "errors": f.errors.iter().map(|(c, n)| (c.to_string(), (*n).into()))
+                    .collect::<serde_json::Map<String, serde_json::Value>>(),
+                "worst_close_lag_p99_ms": f.worst_close_lag_p99_ms,
+                "covered_s": f.covered.as_secs_f64(),
+            })),
             "endpoints": self.endpoints.iter().map(|(c, path, u)| serde_json::json!({
                 "category": c.name(),
                 "endpoint": path,
@@ -1123,6 +1213,33 @@ impl Report {
                     u.rate_limited
                 );
             }
+        }
+        if let Some(f) = &self.feed {
+            let errors = if f.errors.is_empty() {
+                "none".to_owned()
+            } else {
+                f.errors
+                    .iter()
+                    .map(|(c, n)| format!("{c}:{n}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            let _ = writeln!(
+                out,
+                "websocket feed: {} sockets ({} up at the last line), {} channels, {:.1} pushes/s, {} reconnects, error events {}; closed candles over the socket {}, by rest {} ({} reads), fallback reads {}, worst close lag p99 {}",
+                f.sockets,
+                f.sockets_up,
+                f.channels,
+                f.pushes as f64 / f.covered.as_secs_f64().max(1e-9),
+                f.reconnects,
+                errors,
+                f.closed_ws,
+                f.closed_rest,
+                f.rest_reads,
+                f.fallback_reads,
+                f.worst_close_lag_p99_ms
+                    .map_or("-".to_owned(), |v| format!("{v} ms"))
+            );
         }
         let _ = write!(out, "unreadable lines: {}", self.unreadable_count);
         for u in &self.unreadable {
@@ -1435,6 +1552,38 @@ mod tests {
             json["endpoints"][1]["endpoint"],
             "/api/v2/mix/market/history-candles"
         );
+    }
+
+    #[test]
+    fn the_feeds_lines_are_summed_and_reported() {
+        let text = "\
+2026-12-03T10:00:10.000Z  INFO bitget_poller::rate: websocket feed event=feed_usage sockets=2 sockets_up=2 channels=60 pushes=600 push_per_s=60.0 reconnects=0 ws_errors=- closed_ws=60 closed_rest=0 rest_reads=0 fallback_reads=0 close_lag_p50_ms=600 close_lag_p99_ms=900 interval_ms=10000
+2026-12-03T10:00:20.000Z  INFO bitget_poller::rate: websocket feed event=feed_usage sockets=2 sockets_up=1 channels=60 pushes=400 push_per_s=40.0 reconnects=1 ws_errors=30006:2,30016:1 closed_ws=30 closed_rest=30 rest_reads=12 fallback_reads=3 close_lag_p50_ms=600 close_lag_p99_ms=1400 interval_ms=10000
+2026-12-03T10:00:30.000Z  INFO bitget_poller::rate: websocket feed event=feed_usage sockets=2 sockets_up=2 channels=60 pushes=10 push_per_s=1.0 reconnects=0 ws_errors=30006 closed_ws=0 closed_rest=0 rest_reads=0 fallback_reads=0 close_lag_p50_ms=- close_lag_p99_ms=- interval_ms=10000
+";
+        let log = RateLog::from_text("t.log", text, Window::default());
+        assert_eq!(log.unreadable_count, 1, "the malformed error list is named");
+        assert!(
+            log.unreadable[0].reason.contains("ws_errors='30006'"),
+            "{:?}",
+            log.unreadable
+        );
+        let report = Report::new(&log);
+        let feed = report.feed.as_ref().unwrap();
+        assert_eq!(
+            (feed.pushes, feed.reconnects, feed.closed_rest),
+            (1000, 1, 30)
+        );
+        assert_eq!(feed.errors, BTreeMap::from([(30006, 2), (30016, 1)]));
+        assert_eq!(feed.worst_close_lag_p99_ms, Some(1400));
+        let text = report.render();
+        assert!(
+            text.contains("websocket feed: 2 sockets (1 up at the last line), 60 channels, 50.0 pushes/s, 1 reconnects, error events 30006:2,30016:1"),
+            "{text}"
+        );
+        let json = report.to_json();
+        assert_eq!(json["feed"]["errors"]["30006"], 2);
+        assert_eq!(json["feed"]["rest_reads"], 12);
     }
 
     #[test]
