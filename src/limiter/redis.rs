@@ -147,6 +147,24 @@ fn open(url: &str) -> Result<redis::Client, BadUrl> {
 
 /// `call`, or a timeout error after [`CALL_TIMEOUT`]: Redis not answering in time counts
 /// as Redis unavailable.
+/// One WebSocket window shared by every instance: a sorted set of take times (Redis's own
+/// clock, µs) per key. Takes one when fewer than the limit fall within the window and
+/// returns 0; otherwise returns how many µs until the oldest leaves it.
+const SOCKET_TAKE: &str = r#"
+local limit = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZCARD', KEYS[1]) < limit then
+  redis.call('ZADD', KEYS[1], now, ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], math.ceil(window / 1000) + 1000)
+  return 0
+end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return math.max(1, tonumber(oldest[2]) + window - now)
+"#;
+
 async fn bounded<T>(
     call: impl std::future::Future<Output = redis::RedisResult<T>>,
 ) -> redis::RedisResult<T> {
@@ -492,6 +510,32 @@ impl RedisLimiter {
 
     fn now_us(&self) -> u64 {
         Instant::now().duration_since(self.origin).as_micros() as u64
+    }
+
+    /// Takes one of `window` in Redis, waiting as long as it says; gives up on Redis (the
+    /// local window still applies) when it does not answer.
+    async fn shared_socket_take(&self, window: &super::sockets::SocketWindow) {
+        let key = format!("{}:ws:{}:{}", self.prefix, window.budget.name(), window.key);
+        let script = Script::new(SOCKET_TAKE);
+        loop {
+            let member = format!("{}:{}", self.instance, rand::random::<u64>());
+            let mut invocation = script.key(&key);
+            invocation
+                .arg(window.limit)
+                .arg(window.window_ms.saturating_mul(1_000) + 1_000_000)
+                .arg(member);
+            let mut conn = self.conn.clone();
+            match bounded(invocation.invoke_async::<i64>(&mut conn)).await {
+                Ok(0) => return,
+                Ok(wait_us) => {
+                    tokio::time::sleep(Duration::from_micros(wait_us.max(1) as u64)).await;
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "socket window in redis unreachable; the local one applies");
+                    return;
+                }
+            }
+        }
     }
 
     /// What the wall clock read at this limiter's origin, worked out from its reading now.
@@ -999,13 +1043,22 @@ impl RateLimiter for RedisLimiter {
         Self::lock(&self.mirror).egress_loads(now)
     }
 
-    // The socket budgets are this process's (its share limiter's) until they are kept in
-    // Redis too.
+    // Connection attempts are metered per address by Bitget, so every instance leaving
+    // from it takes them from one window in Redis (the rest is this process's: its
+    // sockets, and their messages). While Redis is unreachable, the local window alone.
     fn socket_acquire<'a>(
         &'a self,
         windows: &'a [super::sockets::SocketWindow],
     ) -> super::SocketAcquire<'a> {
-        self.share.socket_acquire(windows)
+        Box::pin(async move {
+            for w in windows
+                .iter()
+                .filter(|w| w.budget == super::sockets::SocketBudget::Attempts)
+            {
+                self.shared_socket_take(w).await;
+            }
+            self.share.socket_acquire(windows).await;
+        })
     }
 
     fn socket_closed(&self, socket: u64, egress: u64) {

@@ -465,3 +465,56 @@ async fn signed_requests_keep_to_the_signed_egress_while_market_data_rotates() {
         "market data left from several egresses: {public:?}"
     );
 }
+
+/// Bitget meters connection attempts per address: two instances leaving from one address
+/// take them from one window in Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_connection_attempts_are_one_window_for_every_instance() {
+    use bitget_poller::limiter::backoff::Backoff;
+    use bitget_poller::limiter::redis::{RedisConfig, RedisLimiter, ScopeNames};
+    use bitget_poller::limiter::sockets::{SocketBudget, SocketWindow};
+    use bitget_poller::limiter::{Limits, RateLimiter};
+
+    let server = super::helpers::RedisServer::start("ws-attempts");
+    let config = RedisConfig {
+        url: server.url(),
+        key_prefix: "ws-attempts-test".to_owned(),
+        ..RedisConfig::default()
+    };
+    let instance = || {
+        let (limiter, _writer) = RedisLimiter::new(
+            &config,
+            &Limits::default(),
+            Backoff::default(),
+            ScopeNames::default(),
+        )
+        .unwrap();
+        limiter
+    };
+    let (a, b) = (instance(), instance());
+    let attempts = [SocketWindow {
+        budget: SocketBudget::Attempts,
+        key: 0,
+        limit: 3,
+        window_ms: 60_000,
+    }];
+    a.socket_acquire(&attempts).await;
+    a.socket_acquire(&attempts).await;
+    b.socket_acquire(&attempts).await;
+    // The address's fourth attempt in the minute waits, whichever instance makes it, although
+    // each instance's own window has room.
+    let fourth =
+        tokio::time::timeout(Duration::from_millis(500), b.socket_acquire(&attempts)).await;
+    assert!(fourth.is_err(), "the fourth attempt waited");
+    let fourth =
+        tokio::time::timeout(Duration::from_millis(500), a.socket_acquire(&attempts)).await;
+    assert!(fourth.is_err(), "from either instance");
+    // Another address has its own window.
+    let other = [SocketWindow {
+        key: 1,
+        ..attempts[0]
+    }];
+    tokio::time::timeout(Duration::from_secs(5), b.socket_acquire(&other))
+        .await
+        .expect("another address is not held");
+}
