@@ -9,7 +9,7 @@ use bitget_poller::bitget::ws::parse::{Action, Incoming, Push};
 use bitget_poller::core::market::Symbol;
 use bitget_poller::core::timeframe::{Market, Timeframe};
 use bitget_sim::ws::WsConfig;
-use bitget_sim::SimConfig;
+use bitget_sim::{SimConfig, Simulator};
 use serde_json::Value;
 
 use super::helpers::{client, start, T0};
@@ -33,6 +33,12 @@ fn one_minute(symbol: &str) -> Channel {
         symbol: Symbol::from_exchange(symbol),
         timeframe: Timeframe::parse(Market::Futures, "1m").unwrap(),
     }
+}
+
+async fn open(sim: &Simulator) -> Socket {
+    client::connect(&sim.ws_url(), Duration::from_secs(5))
+        .await
+        .expect("the socket opens")
 }
 
 async fn next(socket: &mut Socket) -> Incoming {
@@ -95,9 +101,7 @@ fn row_of(c: &bitget_poller::core::market::Candle) -> Vec<String> {
 #[tokio::test]
 async fn a_subscription_gets_an_ack_a_snapshot_and_updates_and_the_final_bar_at_the_close() {
     let (sim, clock) = start(config(true)).await;
-    let mut socket = client::connect(&sim.ws_url(), Duration::from_secs(5))
-        .await
-        .unwrap();
+    let mut socket = open(&sim).await;
     for m in messages::subscribe(&[one_minute("BTCUSDT"), one_minute("ETHUSDT")]) {
         socket.send(&m).await.unwrap();
     }
@@ -167,9 +171,7 @@ async fn a_subscription_gets_an_ack_a_snapshot_and_updates_and_the_final_bar_at_
 #[tokio::test]
 async fn without_the_final_bar_the_first_push_after_a_close_carries_only_the_new_bar() {
     let (sim, clock) = start(config(false)).await;
-    let mut socket = client::connect(&sim.ws_url(), Duration::from_secs(5))
-        .await
-        .unwrap();
+    let mut socket = open(&sim).await;
     socket
         .send(&messages::subscribe(&[one_minute("BTCUSDT")])[0])
         .await
@@ -191,9 +193,7 @@ async fn without_the_final_bar_the_first_push_after_a_close_carries_only_the_new
 #[tokio::test]
 async fn bad_channels_and_symbols_get_their_codes_and_the_socket_stays_open() {
     let (sim, _clock) = start(config(true)).await;
-    let mut socket = client::connect(&sim.ws_url(), Duration::from_secs(5))
-        .await
-        .unwrap();
+    let mut socket = open(&sim).await;
     // A REST spelling on the socket: 30016, and the socket stays open.
     socket
         .send(r#"{"op":"subscribe","args":[{"instType":"USDT-FUTURES","channel":"candle1h","instId":"BTCUSDT"}]}"#)
@@ -244,9 +244,7 @@ async fn bad_channels_and_symbols_get_their_codes_and_the_socket_stays_open() {
 #[tokio::test]
 async fn the_eleventh_message_in_a_second_closes_the_socket_with_30007() {
     let (sim, clock) = start(config(true)).await;
-    let mut socket = client::connect(&sim.ws_url(), Duration::from_secs(5))
-        .await
-        .unwrap();
+    let mut socket = open(&sim).await;
     for _ in 0..10 {
         socket.send("ping").await.unwrap();
         assert_eq!(next(&mut socket).await, Incoming::Pong);
@@ -262,9 +260,7 @@ async fn the_eleventh_message_in_a_second_closes_the_socket_with_30007() {
     assert!(matches!(end, None | Some(Err(_))), "closed: {end:?}");
     // In the next second, ten again are fine.
     clock.advance_ms(1_000);
-    let mut socket = client::connect(&sim.ws_url(), Duration::from_secs(5))
-        .await
-        .unwrap();
+    let mut socket = open(&sim).await;
     for _ in 0..10 {
         socket.send("ping").await.unwrap();
         assert_eq!(next(&mut socket).await, Incoming::Pong);
@@ -277,9 +273,7 @@ async fn the_eleventh_message_in_a_second_closes_the_socket_with_30007() {
 #[tokio::test]
 async fn subscribe_requests_past_240_an_hour_get_30006() {
     let (sim, clock) = start(config(true)).await;
-    let mut socket = client::connect(&sim.ws_url(), Duration::from_secs(5))
-        .await
-        .unwrap();
+    let mut socket = open(&sim).await;
     let subscribe = &messages::subscribe(&[one_minute("BTCUSDT")])[0];
     for _ in 0..240 {
         // Ten a second at most: the clock moves a tenth of a second per request.
