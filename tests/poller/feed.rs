@@ -458,3 +458,94 @@ async fn a_channel_refused_again_and_again_is_parked_and_the_others_run_on() {
     assert_eq!(summary.feed.reconnects, 0, "the socket stayed up");
     assert_eq!(stats.ws.connections, 1);
 }
+
+/// Spot has its own channels (`instType` `SPOT`) and no `/history-candles`: closes the
+/// socket cannot prove are confirmed by spot `/candles`.
+#[tokio::test(flavor = "current_thread")]
+async fn spot_closes_are_exact_too() {
+    let clock = ManualClock::new(T0);
+    let sim = sim(
+        WsConfig {
+            final_bar: false,
+            ..WsConfig::default()
+        },
+        &clock,
+    )
+    .await;
+    let symbols: Vec<String> = sim
+        .state()
+        .universe
+        .contracts()
+        .iter()
+        .map(|c| format!("\"{}\"", c.symbol))
+        .collect();
+    let text = format!(
+        "[exchange]\nbase_url = \"{}\"\nmarket = \"spot\"\n[poll]\nsymbols = [{}]\ntimeframes = [\"1min\"]\ntickers_interval_secs = 0\n[feed]\nsource = \"ws\"\nclose_grace_secs = 1\n",
+        sim.base_url(),
+        symbols.join(", ")
+    );
+    let cfg =
+        bitget_poller::config::Config::parse(&text, std::path::Path::new("spot.toml")).unwrap();
+    let store = Store::new(StoreConfig::default());
+    let mut rx = store.subscribe();
+    let stop = CancellationToken::new();
+    let wall: Arc<dyn Clock> = Arc::new(clock.clone());
+    let wiring = Arc::new(Wiring::new(&cfg, Arc::clone(&wall), store, stop.clone()).unwrap());
+    let task = tokio::spawn({
+        let (wiring, stop) = (Arc::clone(&wiring), stop.clone());
+        async move {
+            poll_session(&cfg, &wiring, wall, Instant::now(), stop, false)
+                .await
+                .unwrap()
+        }
+    });
+    let forming = T0 - T0 % MINUTE;
+    let mut closed: BTreeMap<String, Vec<Candle>> = BTreeMap::new();
+    let mut advanced = false;
+    let give_up = Instant::now() + Duration::from_secs(30);
+    while closed.len() < 3
+        || closed
+            .values()
+            .any(|c| c.last().unwrap().open_time < forming)
+    {
+        if !advanced && closed.len() == 3 && closed.values().all(|c| c.len() == 29) {
+            clock.advance_ms(MINUTE);
+            advanced = true;
+        }
+        assert!(
+            Instant::now() < give_up,
+            "spot closes within 30 s: {:?}, feed {:?}",
+            closed
+                .iter()
+                .map(|(s, c)| (s.clone(), c.len()))
+                .collect::<Vec<_>>(),
+            wiring.feed.snapshot()
+        );
+        match tokio::time::timeout(Duration::from_secs(20), rx.recv()).await {
+            Ok(Some(MarketEvent::CandleClosed(c))) => {
+                assert_eq!(
+                    c.timeframe.market(),
+                    bitget_poller::core::timeframe::Market::Spot
+                );
+                closed.entry(c.symbol.to_string()).or_default().push(c);
+            }
+            Ok(Some(_)) => {}
+            other => panic!("spot closes: {other:?} {closed:?}"),
+        }
+    }
+    stop.cancel();
+    let summary = task.await.unwrap();
+    check_exact(&sim, &closed, forming - 29 * MINUTE, forming);
+    assert_eq!(
+        summary.feed.closed_rest, 3,
+        "the close after the snapshot, by spot /candles"
+    );
+    let stats = sim.stop().await;
+    assert_eq!(
+        stats
+            .endpoints
+            .get("/api/v2/spot/market/candles")
+            .map(|e| e.accepted),
+        Some(3)
+    );
+}
