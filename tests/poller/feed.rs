@@ -79,9 +79,40 @@ fn row_of(c: &Candle) -> Vec<String> {
     .collect()
 }
 
+/// A session on `cfg` whose wall clock is `clock`, with a subscription taken before it
+/// starts.
+struct Launched {
+    wiring: Arc<Wiring>,
+    task: tokio::task::JoinHandle<bitget_poller::app::RunSummary>,
+    stop: CancellationToken,
+    rx: bitget_poller::store::Subscription,
+}
+
+fn launch(cfg: bitget_poller::config::Config, clock: &ManualClock) -> Launched {
+    let store = Store::new(StoreConfig::default());
+    let rx = store.subscribe();
+    let stop = CancellationToken::new();
+    let wall: Arc<dyn Clock> = Arc::new(clock.clone());
+    let wiring = Arc::new(Wiring::new(&cfg, Arc::clone(&wall), store, stop.clone()).unwrap());
+    let task = tokio::spawn({
+        let (wiring, stop) = (Arc::clone(&wiring), stop.clone());
+        async move {
+            poll_session(&cfg, &wiring, wall, Instant::now(), stop, false)
+                .await
+                .unwrap()
+        }
+    });
+    Launched {
+        wiring,
+        task,
+        stop,
+        rx,
+    }
+}
+
 struct Session {
     stop: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinHandle<bitget_poller::app::RunSummary>,
     wiring: Arc<Wiring>,
     rx: bitget_poller::store::Subscription,
     closed: BTreeMap<String, Vec<Candle>>,
@@ -94,19 +125,12 @@ impl Session {
             "symbols = \"all\"\ntickers_interval_secs = 0\ndiscovery_cache = \"target/test-cache/feed.json\"",
             &format!("[feed]\n{}reconnect_min_secs = 0.1\nreconnect_max_secs = 0.5\nclose_grace_secs = 1\n{feed}", if feed.contains("source") { "" } else { "source = \"ws\"\n" }),
         );
-        let store = Store::new(StoreConfig::default());
-        let rx = store.subscribe();
-        let stop = CancellationToken::new();
-        let wall: Arc<dyn Clock> = Arc::new(clock.clone());
-        let wiring = Arc::new(Wiring::new(&cfg, Arc::clone(&wall), store, stop.clone()).unwrap());
-        let task = tokio::spawn({
-            let (wiring, stop) = (Arc::clone(&wiring), stop.clone());
-            async move {
-                poll_session(&cfg, &wiring, wall, Instant::now(), stop, false)
-                    .await
-                    .unwrap();
-            }
-        });
+        let Launched {
+            wiring,
+            task,
+            stop,
+            rx,
+        } = launch(cfg, clock);
         Self {
             stop,
             task,
@@ -417,19 +441,12 @@ async fn a_channel_refused_again_and_again_is_parked_and_the_others_run_on() {
         "symbols = [\"BTCUSDT\", \"NOPEUSDT\"]\ntickers_interval_secs = 0",
         "[feed]\nsource = \"ws\"",
     );
-    let store = Store::new(StoreConfig::default());
-    let mut rx = store.subscribe();
-    let stop = CancellationToken::new();
-    let wall: Arc<dyn Clock> = Arc::new(clock.clone());
-    let wiring = Arc::new(Wiring::new(&cfg, Arc::clone(&wall), store, stop.clone()).unwrap());
-    let task = tokio::spawn({
-        let (wiring, stop) = (Arc::clone(&wiring), stop.clone());
-        async move {
-            poll_session(&cfg, &wiring, wall, Instant::now(), stop, false)
-                .await
-                .unwrap()
-        }
-    });
+    let Launched {
+        wiring,
+        task,
+        stop,
+        mut rx,
+    } = launch(cfg, &clock);
     // Refused three times (with a backoff between), then parked.
     let deadline = Instant::now() + Duration::from_secs(30);
     while wiring.feed.parked.load(Relaxed) == 0 {
@@ -486,19 +503,12 @@ async fn spot_closes_are_exact_too() {
     );
     let cfg =
         bitget_poller::config::Config::parse(&text, std::path::Path::new("spot.toml")).unwrap();
-    let store = Store::new(StoreConfig::default());
-    let mut rx = store.subscribe();
-    let stop = CancellationToken::new();
-    let wall: Arc<dyn Clock> = Arc::new(clock.clone());
-    let wiring = Arc::new(Wiring::new(&cfg, Arc::clone(&wall), store, stop.clone()).unwrap());
-    let task = tokio::spawn({
-        let (wiring, stop) = (Arc::clone(&wiring), stop.clone());
-        async move {
-            poll_session(&cfg, &wiring, wall, Instant::now(), stop, false)
-                .await
-                .unwrap()
-        }
-    });
+    let Launched {
+        wiring,
+        task,
+        stop,
+        mut rx,
+    } = launch(cfg, &clock);
     let forming = T0 - T0 % MINUTE;
     let mut closed: BTreeMap<String, Vec<Candle>> = BTreeMap::new();
     let mut advanced = false;
