@@ -112,3 +112,30 @@ impl Socket {
         let _ = tokio::time::timeout(Duration::from_secs(1), self.stream.close(None)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bitget's socket is `wss://`: the TLS side (rustls, its crypto provider and roots) is
+    /// set up and tried, and a peer that is not a TLS server gives an error, not a panic.
+    #[tokio::test]
+    async fn a_wss_address_reaches_the_tls_handshake_and_fails_cleanly() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            use tokio::io::AsyncWriteExt as _;
+            let _ = stream.write_all(b"HTTP/1.1 400 not tls\r\n\r\n").await;
+        });
+        let error = connect(
+            &format!("wss://{addr}/v2/ws/public"),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(error, WsError::Connect { .. }), "{error}");
+        assert!(error.to_string().contains("ws_url"), "{error}");
+        server.await.unwrap();
+    }
+}
