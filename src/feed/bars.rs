@@ -196,38 +196,23 @@ impl Bars {
     /// to the newest, at most `max_rows`; `None` when nothing waits.
     pub fn rest_ask(&self, max_rows: u32) -> Option<RestAsk> {
         let first = *self.pending.iter().find(|(_, c)| c.is_none())?.0;
-        let mut last = first;
-        let mut rows = 1;
+        let (mut last, mut rows) = (first, 1);
+        // Consecutive pending bars from the first, up to `max_rows` of them: the read ends
+        // with the newest one still waiting.
         let mut open = first;
-        while rows < max_rows {
+        for span in 2..=max_rows {
             open = self.close_of(open);
             match self.pending.get(&open) {
-                Some(None) => {
-                    last = open;
-                    rows = 1 + self.count_between(first, open);
-                }
+                Some(None) => (last, rows) = (open, span),
                 Some(Some(_)) => {}
                 None => break,
-            }
-            if rows >= max_rows {
-                break;
             }
         }
         Some(RestAsk {
             first_open: first,
             last_open: last,
-            rows: rows.min(max_rows),
+            rows,
         })
-    }
-
-    fn count_between(&self, first: u64, last: u64) -> u32 {
-        let mut n = 0;
-        let mut open = first;
-        while open < last {
-            open = self.close_of(open);
-            n += 1;
-        }
-        n
     }
 
     /// A REST answer for `ask`: closed candles (oldest first) read at server time
