@@ -186,15 +186,20 @@ impl FeedSnapshot {
 
     /// Error events as `30006:2,30016:1`, or `-`.
     pub fn errors_text(&self) -> String {
-        if self.errors.is_empty() {
-            return "-".to_owned();
-        }
-        self.errors
+        code_counts(&self.errors).unwrap_or_else(|| "-".to_owned())
+    }
+}
+
+/// Counts by error code as `30006:2,30016:1` (the form the feed's log lines carry); `None`
+/// when there are none.
+pub fn code_counts(counts: &BTreeMap<u32, u64>) -> Option<String> {
+    (!counts.is_empty()).then(|| {
+        counts
             .iter()
             .map(|(code, n)| format!("{code}:{n}"))
             .collect::<Vec<_>>()
             .join(",")
-    }
+    })
 }
 
 /// Everything the feed needs.
@@ -350,7 +355,6 @@ impl Shell {
     /// Starts carrying `channels` (those not carried yet).
     fn add(&mut self, channels: Vec<Channel>, configured: bool) {
         let now = self.server_ms();
-        let per_socket = self.p.config.channels_per_socket;
         let mut by_slot: BTreeMap<usize, Vec<Channel>> = BTreeMap::new();
         let mut seen = HashSet::new();
         for channel in channels {
@@ -359,11 +363,7 @@ impl Shell {
             }
             let key = key_of(&channel);
             self.p.store.watch(&key, now);
-            let slot = match self.slots.iter().position(|s| s.channels < per_socket) {
-                Some(slot) => slot,
-                None => self.new_slot(),
-            };
-            self.slots[slot].channels += 1;
+            let slot = self.place();
             by_slot.entry(slot).or_default().push(channel.clone());
             self.series.insert(
                 channel.clone(),
@@ -379,6 +379,26 @@ impl Shell {
                 },
             );
         }
+        self.subscribe(by_slot);
+        self.p
+            .stats
+            .channels
+            .store(self.series.len() as u64, Ordering::Relaxed);
+    }
+
+    /// A slot with room for one more channel (a new socket when none has), counted taken.
+    fn place(&mut self) -> usize {
+        let per_socket = self.p.config.channels_per_socket;
+        let slot = match self.slots.iter().position(|s| s.channels < per_socket) {
+            Some(slot) => slot,
+            None => self.new_slot(),
+        };
+        self.slots[slot].channels += 1;
+        slot
+    }
+
+    /// Tells each socket to subscribe its new channels.
+    fn subscribe(&mut self, by_slot: BTreeMap<usize, Vec<Channel>>) {
         for (slot, channels) in by_slot {
             let count = channels.len();
             if self.slots[slot]
@@ -393,10 +413,6 @@ impl Shell {
                 );
             }
         }
-        self.p
-            .stats
-            .channels
-            .store(self.series.len() as u64, Ordering::Relaxed);
     }
 
     fn new_slot(&mut self) -> usize {
@@ -528,18 +544,11 @@ impl Shell {
         stats
             .rows
             .fetch_add(push.rows.len() as u64, Ordering::Relaxed);
-        let market = push.channel.timeframe.market();
         let Some(s) = self.series.get_mut(&push.channel) else {
             return; // dropped meanwhile
         };
         s.strikes = 0;
-        s.bars.push(&push.rows, push.ts);
-        let confirm = s.bars.unconfirmed() > 0 && !s.reading;
-        self.p.store.mark_streamed(&key_of(&push.channel), push.ts);
-        if let Some(forming) = s.bars.forming() {
-            self.p.store.write_forming(market, forming.clone());
-        }
-        self.deliver(&push.channel, false);
+        let confirm = self.take_rows(&push.channel, &push.rows, push.ts, false);
         // A close the socket could not prove is read at once when a worker is free.
         if confirm && self.reads.len() < self.p.config.rest_workers {
             if let Some(read) = self.read_wanted(&push.channel, Instant::now()) {
@@ -548,13 +557,37 @@ impl Shell {
         }
     }
 
+    /// Rows of `channel` as the exchange had them at server time `ts`: over the socket, or in
+    /// a REST reply (`by_rest`, which is a push stamped with its `requestTime`). Returns
+    /// whether bars now wait for a REST read and none is in flight.
+    fn take_rows(&mut self, channel: &Channel, rows: &[Candle], ts: u64, by_rest: bool) -> bool {
+        let Some(s) = self.series.get_mut(channel) else {
+            return false;
+        };
+        s.bars.push(rows, ts);
+        let confirm = s.bars.unconfirmed() > 0 && !s.reading;
+        let key = key_of(channel);
+        if by_rest {
+            self.p.store.mark_fetched(&key, ts);
+        } else {
+            self.p.store.mark_streamed(&key, ts);
+        }
+        if let Some(forming) = s.bars.forming() {
+            self.p
+                .store
+                .write_forming(channel.timeframe.market(), forming.clone());
+        }
+        self.deliver(channel, by_rest);
+        confirm
+    }
+
     fn deliver(&mut self, channel: &Channel, by_rest: bool) {
+        let now = self.server_ms();
         let Some(s) = self.series.get_mut(channel) else {
             return;
         };
         let market = channel.timeframe.market();
         let stats = &self.p.stats;
-        let now = self.server.server_ms(self.p.wall.now_ms());
         for candle in s.bars.ready() {
             // Bars that closed before the series was carried (its first snapshot's
             // history) were never late; every later one, hole fills included, counts.
@@ -595,21 +628,16 @@ impl Shell {
             self.deliver(&channel, false);
         }
         self.start_reads(now);
-        if !retry.is_empty() {
-            for channel in &retry {
-                if let Some(s) = self.series.remove(channel) {
-                    // Re-added below, onto a socket with room; its bars are kept.
-                    let bars = s.bars;
-                    let configured = s.configured;
-                    let strikes = s.strikes;
-                    self.add(vec![channel.clone()], configured);
-                    if let Some(s) = self.series.get_mut(channel) {
-                        s.bars = bars;
-                        s.strikes = strikes;
-                    }
-                }
+        // Refused channels whose rest is over: subscribed again on a socket with room.
+        let mut by_slot: BTreeMap<usize, Vec<Channel>> = BTreeMap::new();
+        for channel in retry {
+            let slot = self.place();
+            if let Some(s) = self.series.get_mut(&channel) {
+                s.slot = slot;
             }
+            by_slot.entry(slot).or_default().push(channel);
         }
+        self.subscribe(by_slot);
     }
 
     /// What REST read `channel` needs now, if any: bars to confirm or fill, else the latest
@@ -696,7 +724,6 @@ impl Shell {
     }
 
     fn read_done(&mut self, (channel, read, result): ReadDone) {
-        let market = channel.timeframe.market();
         let Some(s) = self.series.get_mut(&channel) else {
             return;
         };
@@ -716,15 +743,7 @@ impl Shell {
                         self.deliver(&channel, true);
                     }
                     Read::Fallback => {
-                        // A REST reply is a push stamped with its `requestTime`.
-                        s.bars.push(&stamped.data, stamped.server_time);
-                        self.p
-                            .store
-                            .mark_fetched(&key_of(&channel), stamped.server_time);
-                        if let Some(forming) = s.bars.forming() {
-                            self.p.store.write_forming(market, forming.clone());
-                        }
-                        self.deliver(&channel, true);
+                        self.take_rows(&channel, &stamped.data, stamped.server_time, true);
                     }
                 }
             }

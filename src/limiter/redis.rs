@@ -391,6 +391,7 @@ pub struct RedisLimiter {
     wall: Arc<dyn Clock>,
     conn: ConnectionManager,
     admit: Script,
+    socket_take: Script,
     prefix: String,
     names: ScopeNames,
     limits: Limits,
@@ -474,6 +475,7 @@ impl RedisLimiter {
             wall: Arc::new(SystemClock::new()),
             conn: conn.clone(),
             admit: Script::new(ADMIT),
+            socket_take: Script::new(SOCKET_TAKE),
             prefix: format!("{{{}}}", config.key_prefix),
             names,
             limits: limits.clone(),
@@ -516,10 +518,9 @@ impl RedisLimiter {
     /// local window still applies) when it does not answer.
     async fn shared_socket_take(&self, window: &super::sockets::SocketWindow) {
         let key = format!("{}:ws:{}:{}", self.prefix, window.budget.name(), window.key);
-        let script = Script::new(SOCKET_TAKE);
         loop {
             let member = format!("{}:{}", self.instance, rand::random::<u64>());
-            let mut invocation = script.key(&key);
+            let mut invocation = self.socket_take.key(&key);
             invocation
                 .arg(window.limit)
                 .arg(window.window_ms.saturating_mul(1_000) + 1_000_000)

@@ -83,12 +83,12 @@ pub struct SocketBudgets {
 impl SocketBudgets {
     /// When `window` has room for one more, at or after `now_us`.
     pub fn ready_at(&self, window: &SocketWindow, now_us: u64) -> u64 {
-        let Some(log) = self.logs.get(&(window.budget, window.key)) else {
-            return if window.limit == 0 { u64::MAX } else { now_us };
-        };
         if window.limit == 0 {
             return u64::MAX;
         }
+        let Some(log) = self.logs.get(&(window.budget, window.key)) else {
+            return now_us;
+        };
         if window.budget == SocketBudget::Sockets {
             // A free slot comes only from a release, which wakes the waiters.
             return if log.open < window.limit {

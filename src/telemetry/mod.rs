@@ -34,7 +34,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
 
 use crate::core::clock::Clock;
-use crate::feed::{FeedSnapshot, FeedStats};
+use crate::feed::{code_counts, FeedSnapshot, FeedStats};
 use crate::limiter::{
     Backend, Category, CategoryCounters, EgressLoad, EndpointCounters, RateLimiter,
 };
@@ -334,10 +334,6 @@ pub fn emit_feed_usage(
         .map(|(code, n)| (*code, n - before.errors.get(code).copied().unwrap_or(0)))
         .filter(|(_, n)| *n > 0)
         .collect();
-    let interval = FeedSnapshot {
-        errors,
-        ..FeedSnapshot::default()
-    };
     tracing::info!(
         target: RATE_LOG,
         event = %event,
@@ -347,7 +343,7 @@ pub fn emit_feed_usage(
         pushes,
         push_per_s = %format_args!("{:.1}", pushes as f64 / secs),
         reconnects = after.reconnects - before.reconnects,
-        ws_errors = %interval.errors_text(),
+        ws_errors = %code_counts(&errors).unwrap_or_else(|| "-".to_owned()),
         closed_ws = after.closed_ws - before.closed_ws,
         closed_rest = after.closed_rest - before.closed_rest,
         rest_reads = after.rest_reads - before.rest_reads,

@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::helpers::config;
+use crate::simulator::helpers::row_of;
 
 /// 40.25 s into a minute.
 const T0: u64 = 1_750_000_000_250;
@@ -59,20 +60,6 @@ fn exchange_candle(sim: &Simulator, symbol: &str, open: u64) -> Vec<String> {
         k.close,
         k.base_volume,
         k.quote_volume,
-    ]
-    .iter()
-    .map(ToString::to_string)
-    .collect()
-}
-
-fn row_of(c: &Candle) -> Vec<String> {
-    [
-        c.open,
-        c.high,
-        c.low,
-        c.close,
-        c.base_volume,
-        c.quote_volume,
     ]
     .iter()
     .map(ToString::to_string)
@@ -305,9 +292,7 @@ async fn dropped_sockets_and_a_cut_of_all_of_them_lose_no_closed_candle() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn the_feed_shows_in_the_summary_and_metrics() {
-    use bitget_poller::telemetry::metrics::MetricsServer;
-
-    use super::telemetry::{sample_value, scrape};
+    use super::telemetry::{sample_value, scrape, serve_metrics};
 
     let clock = ManualClock::new(T0);
     let sim = sim(WsConfig::default(), &clock).await;
@@ -321,15 +306,7 @@ async fn the_feed_shows_in_the_summary_and_metrics() {
     let stop = CancellationToken::new();
     let wall: Arc<dyn Clock> = Arc::new(clock.clone());
     let wiring = Wiring::new(&cfg, Arc::clone(&wall), store, stop.clone()).unwrap();
-    let server = MetricsServer::bind("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let addr = server.local_addr().unwrap();
-    let server_stop = CancellationToken::new();
-    let serving = tokio::spawn(server.serve(
-        wiring.metrics_sources(Arc::clone(&wall)),
-        server_stop.clone(),
-    ));
+    let (addr, server_stop, serving) = serve_metrics(&wiring, &wall).await;
     let session = {
         let (stop, wall, cfg) = (stop.clone(), Arc::clone(&wall), cfg.clone());
         async move {

@@ -299,6 +299,26 @@ pub(super) fn sample_value(scrape: &str, name: &str) -> Option<f64> {
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
+/// `wiring`'s metrics served on a free loopback port: its address, the token that stops it,
+/// and the serving task.
+pub(super) async fn serve_metrics(
+    wiring: &Wiring,
+    wall: &Arc<dyn Clock>,
+) -> (
+    std::net::SocketAddr,
+    CancellationToken,
+    tokio::task::JoinHandle<()>,
+) {
+    let server = MetricsServer::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let addr = server.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    let serving =
+        tokio::spawn(server.serve(wiring.metrics_sources(Arc::clone(wall)), stop.clone()));
+    (addr, stop, serving)
+}
+
 pub(super) async fn scrape(addr: std::net::SocketAddr) -> String {
     let reply = reqwest::get(format!("http://{addr}/metrics"))
         .await
@@ -324,15 +344,7 @@ async fn the_metrics_endpoint_counters_move_as_requests_are_made() {
     let store = Store::new(StoreConfig::default());
     let mut rx = store.subscribe();
     let wiring = Wiring::new(&config, Arc::clone(&wall), Arc::clone(&store), stop.clone()).unwrap();
-    let server = MetricsServer::bind("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let addr = server.local_addr().unwrap();
-    let server_stop = CancellationToken::new();
-    let serving = tokio::spawn(server.serve(
-        wiring.metrics_sources(Arc::clone(&wall)),
-        server_stop.clone(),
-    ));
+    let (addr, server_stop, serving) = serve_metrics(&wiring, &wall).await;
     let requests = "bitget_poller_requests_total{category=\"market\"}";
     let timed = "bitget_poller_request_duration_seconds_count{category=\"market\"}";
 

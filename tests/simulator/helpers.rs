@@ -174,3 +174,19 @@ impl<'a> Signer<'a> {
 
 pub const CANDLES: &str =
     "/api/v2/mix/market/candles?symbol=BTCUSDT&productType=USDT-FUTURES&granularity=1m&limit=5";
+
+/// A candle's prices and volumes as Bitget writes them in a row (fields 1 to 6), to compare
+/// a candle read by the poller with the exchange's own row.
+pub fn row_of(c: &bitget_poller::core::market::Candle) -> Vec<String> {
+    [
+        c.open,
+        c.high,
+        c.low,
+        c.close,
+        c.base_volume,
+        c.quote_volume,
+    ]
+    .iter()
+    .map(ToString::to_string)
+    .collect()
+}

@@ -5,7 +5,7 @@
 
 mod errors;
 mod faults;
-mod helpers;
+pub(crate) mod helpers;
 mod limits;
 mod log;
 mod market;

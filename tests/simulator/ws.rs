@@ -12,7 +12,7 @@ use bitget_sim::ws::WsConfig;
 use bitget_sim::{SimConfig, Simulator};
 use serde_json::Value;
 
-use super::helpers::{client, start, T0};
+use super::helpers::{client, row_of, start, T0};
 
 fn config(final_bar: bool) -> SimConfig {
     SimConfig {
@@ -82,20 +82,6 @@ async fn rest_candle(base: &str, symbol: &str, open: u64) -> Vec<Value> {
         .await
         .unwrap();
     body["data"][0].as_array().unwrap().clone()
-}
-
-fn row_of(c: &bitget_poller::core::market::Candle) -> Vec<String> {
-    [
-        c.open,
-        c.high,
-        c.low,
-        c.close,
-        c.base_volume,
-        c.quote_volume,
-    ]
-    .iter()
-    .map(ToString::to_string)
-    .collect()
 }
 
 #[tokio::test]

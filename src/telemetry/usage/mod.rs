@@ -1215,15 +1215,7 @@ impl Report {
             }
         }
         if let Some(f) = &self.feed {
-            let errors = if f.errors.is_empty() {
-                "none".to_owned()
-            } else {
-                f.errors
-                    .iter()
-                    .map(|(c, n)| format!("{c}:{n}"))
-                    .collect::<Vec<_>>()
-                    .join(",")
-            };
+            let errors = crate::feed::code_counts(&f.errors).unwrap_or_else(|| "none".to_owned());
             let _ = writeln!(
                 out,
                 "websocket feed: {} sockets ({} up at the last line), {} channels, {:.1} pushes/s, {} reconnects, error events {}; closed candles over the socket {}, by rest {} ({} reads), fallback reads {}, worst close lag p99 {}",
