@@ -443,6 +443,17 @@ mod tests {
     }
 
     #[test]
+    fn a_rest_ask_covers_its_first_bar_however_many_final_bars_lie_between() {
+        let mut b = Bars::new(tf(), Some(T - M));
+        b.tick(T + 300 * M, 0);
+        // T + 1m … T + 250m turn final over the socket; T and the later ones still wait.
+        let rows: Vec<Candle> = (1..=250).map(|i| bar(T + i * M, 1)).collect();
+        b.push(&rows, T + 300 * M);
+        let ask = b.rest_ask(200).unwrap();
+        assert_eq!((ask.first_open, ask.last_open, ask.rows), (T, T, 1));
+    }
+
+    #[test]
     fn a_rest_ask_is_at_most_max_rows() {
         let mut b = Bars::new(tf(), Some(T));
         b.tick(T + 500 * M, 0);
