@@ -189,7 +189,7 @@ SCENARIOS = {
     "feed3000": scenario([], 150),
     "feed3000-confirm": scenario(["--ws-no-final-bar"], 150),
     "feed3000-faults": scenario(["--ws-drop", "0.01", "--ws-stall", "0.002",
-                                 "--ws-stall-secs", "5", "--ws-max-life-secs", "60"], 150),
+                                 "--ws-stall-secs", "5", "--ws-max-life-secs", "60"], 330),
 }
 
 

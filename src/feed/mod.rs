@@ -298,6 +298,7 @@ impl Feed {
             sockets: JoinSet::new(),
             reads: JoinSet::new(),
             interest_seen: 0,
+            throttles: 0,
             follow_interest: self.follow_interest,
             history_turn: false,
         };
@@ -318,6 +319,8 @@ struct Shell {
     sockets: JoinSet<()>,
     reads: JoinSet<ReadDone>,
     interest_seen: u64,
+    /// Subscribe requests Bitget throttled (30006) so far: the backoff grows with them.
+    throttles: u32,
     follow_interest: bool,
     /// The next confirmation goes to `/history-candles`.
     history_turn: bool,
@@ -509,20 +512,40 @@ impl Shell {
                     tracing::warn!(slot, code, "bitget's websocket refused a request: {msg}");
                 }
             }
-            Event::Refused { channels, .. } => {
+            Event::Refused {
+                channels,
+                throttled,
+                ..
+            } => {
+                if throttled {
+                    self.throttles = self.throttles.saturating_add(1);
+                }
                 for channel in channels {
-                    self.refused(&channel);
+                    self.refused(&channel, throttled);
                 }
             }
         }
     }
 
-    fn refused(&mut self, channel: &Channel) {
+    fn refused(&mut self, channel: &Channel, throttled: bool) {
         let Some(s) = self.series.get_mut(channel) else {
             return;
         };
-        s.strikes += 1;
         self.slots[s.slot].channels = self.slots[s.slot].channels.saturating_sub(1);
+        if throttled {
+            // Not the channel's fault: no strike, and the reconnect backoff, doubling with
+            // the throttles seen so far up to its maximum, with jitter so the channels of
+            // many sockets do not come back together.
+            let config = &self.p.config;
+            let base = config
+                .reconnect_min
+                .saturating_mul(1 << self.throttles.clamp(1, 16).saturating_sub(1))
+                .min(config.reconnect_max);
+            s.parked_until =
+                Some(Instant::now() + base / 2 + base.mul_f64(rand::random::<f64>() / 2.0));
+            return;
+        }
+        s.strikes += 1;
         if s.strikes >= PARK_AFTER {
             if s.parked_until.is_none() {
                 self.p.stats.parked.fetch_add(1, Ordering::Relaxed);

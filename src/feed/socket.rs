@@ -53,11 +53,13 @@ pub enum Event {
         code: u32,
         msg: String,
     },
-    /// Channels Bitget refused (named by the error, or unacknowledged in time); the socket
-    /// no longer carries them.
+    /// Channels Bitget refused (named by the error, or unacknowledged in time), or whose
+    /// subscribe request it throttled (`throttled`: a 30006 says nothing against the
+    /// channels); the socket no longer carries them.
     Refused {
         slot: usize,
         channels: Vec<Channel>,
+        throttled: bool,
     },
     Down {
         slot: usize,
@@ -315,9 +317,16 @@ async fn carry(
                     if let Some(refused) = named_channel(&msg, &unacked) {
                         unacked.retain(|(c, _)| *c != refused);
                         channels.retain(|c| *c != refused);
-                        let _ = parts.events.send(Event::Refused { slot, channels: vec![refused] }).await;
+                        let _ = parts.events.send(Event::Refused { slot, channels: vec![refused], throttled: false }).await;
                     }
                     let _ = parts.events.send(Event::Error { slot, code, msg: msg.clone() }).await;
+                    if crate::bitget::ws::codes::is_rate_limit(code) && !over && !unacked.is_empty() {
+                        // A throttled subscribe acknowledges none of its channels: they go
+                        // back to the feed, to be subscribed again after a backoff.
+                        let throttled: Vec<Channel> = unacked.drain(..).map(|(c, _)| c).collect();
+                        channels.retain(|c| !throttled.contains(c));
+                        let _ = parts.events.send(Event::Refused { slot, channels: throttled, throttled: true }).await;
+                    }
                     if over {
                         // Bitget closes the socket after this one.
                         return End::Down { reason: format!("bitget closed the socket: {code} {msg}"), rate_limited: true };
@@ -345,7 +354,7 @@ async fn carry(
                 if !refused.is_empty() {
                     let refused: Vec<Channel> = refused.into_iter().map(|(c, _)| c).collect();
                     channels.retain(|c| !refused.contains(c));
-                    let _ = parts.events.send(Event::Refused { slot, channels: refused }).await;
+                    let _ = parts.events.send(Event::Refused { slot, channels: refused, throttled: false }).await;
                 }
             }
         }

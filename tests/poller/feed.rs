@@ -536,3 +536,42 @@ async fn spot_closes_are_exact_too() {
         Some(3)
     );
 }
+
+/// Bitget's rate-limit codes on the socket: a throttled subscribe (30006, the socket stays
+/// up) is retried after a backoff without counting against the channels, and a 30007
+/// (Bitget closes the socket) is a reconnect. Both count as rate limits, and no closed
+/// candle is lost.
+#[tokio::test(flavor = "current_thread")]
+async fn rate_limit_codes_back_off_and_lose_nothing() {
+    use std::sync::atomic::Ordering::Relaxed;
+
+    let clock = ManualClock::new(T0);
+    let sim = sim(WsConfig::default(), &clock).await;
+    // Nine throttles (three a channel) would park channels if they counted as refusals.
+    sim.state().ws.refuse_subscribes(30006, 9);
+    sim.state().ws.refuse_subscribes(30007, 1);
+    let forming = T0 - T0 % MINUTE;
+    let mut session = Session::start(&sim.base_url(), &clock, "").await;
+    session.until_closed(forming - MINUTE).await;
+    clock.advance_ms(MINUTE);
+    session.until_closed(forming).await;
+    let recent = session
+        .wiring
+        .recent
+        .count(bitget_poller::limiter::Category::Market);
+    let (closed, wiring) = session.stop().await;
+    check_exact(&sim, &closed, forming - 29 * MINUTE, forming);
+    let stats = sim.stop().await;
+    assert_eq!(stats.ws.errors.get("30006"), Some(&9), "{:?}", stats.ws);
+    assert_eq!(stats.ws.errors.get("30007"), Some(&1), "{:?}", stats.ws);
+    let errors = wiring.feed.errors.lock().unwrap().clone();
+    assert_eq!(errors.get(&30006), Some(&9));
+    assert_eq!(errors.get(&30007), Some(&1));
+    // The 30006 did not count against the channels: none parked.
+    assert_eq!(wiring.feed.parked.load(Relaxed), 0);
+    // One reconnect, for the 30007's close.
+    assert_eq!(wiring.feed.reconnects.load(Relaxed), 1);
+    assert_eq!(stats.ws.connections, 2);
+    // Each code as a rate limit, and the 30007's close with its reconnect.
+    assert_eq!(recent, 11, "recent rate limits");
+}

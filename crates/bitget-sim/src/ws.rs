@@ -149,6 +149,9 @@ pub struct WsHub {
     cut: watch::Sender<u64>,
     /// While set, upgrades are refused (an outage, a release window).
     refusing: std::sync::atomic::AtomicBool,
+    /// Codes the next subscribe requests are answered with, whatever their budgets say:
+    /// Bitget's limits are its own to count, and a client must survive them anyway.
+    injected: Mutex<std::collections::VecDeque<u32>>,
 }
 
 impl WsHub {
@@ -161,7 +164,14 @@ impl WsHub {
             closing: watch::Sender::new(false),
             cut: watch::Sender::new(0),
             refusing: std::sync::atomic::AtomicBool::new(false),
+            injected: Mutex::default(),
         }
+    }
+
+    /// Answers the next `count` subscribe requests (on any socket) with `code` instead:
+    /// 30006 refuses the request and keeps the socket, 30007 closes it.
+    pub fn refuse_subscribes(&self, code: u32, count: usize) {
+        lock(&self.injected).extend(std::iter::repeat_n(code, count));
     }
 
     /// Drops every open socket now, without a close frame (a mass disconnect).
@@ -385,7 +395,20 @@ impl Socket {
         let op = request.get("op").and_then(Value::as_str).unwrap_or("");
         let args = request.get("args").cloned().unwrap_or(Value::Null);
         match op {
-            "subscribe" => self.subscribe(socket, &args, now).await,
+            "subscribe" => {
+                let injected = lock(&self.hub().injected).pop_front();
+                match injected {
+                    Some(code @ 30007) => {
+                        self.error(socket, code, "request over limit, connection close")
+                            .await;
+                        return Verdict::Close;
+                    }
+                    Some(code) => {
+                        self.error(socket, code, "request too many").await;
+                    }
+                    None => self.subscribe(socket, &args, now).await,
+                }
+            }
             "unsubscribe" => self.unsubscribe(socket, &args).await,
             _ => {
                 self.error(socket, 30003, "invalid op").await;
