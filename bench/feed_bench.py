@@ -13,17 +13,28 @@ the gateway, 20 a second, from 20 s after the start, and records `X-Cache` and
 
   feed3000          the simulator repeats a finished bar's final row after its close, so
                     closes are proven over the socket.
-  feed3000-confirm  it does not (`--ws-no-final-bar`): every close is read by REST, taking
-                    turns between /candles and /history-candles.
-  feed3000-faults   as feed3000, and 1 % of sockets dropped every second (`--ws-drop
-                    0.01`), 5 s silent stalls (`--ws-stall 0.002`), and every socket cut at
-                    once at 60 s (`--ws-max-life-secs 60`).
+  feed3000-confirm  it does not (`--ws-no-final-bar`): every 1m close is read by REST,
+                    taking turns between /candles and /history-candles, and 5m and 15m closes
+                    are built from their 1m ones (one in 50 read by REST as well, to
+                    compare). 330 s, the simulator's clock shifted (`--clock-offset-secs`)
+                    so that a quarter-hour boundary (1000 closes of each timeframe at once)
+                    falls 150 s in.
+  feed3000-faults   as feed3000 for 330 s, and 1 % of sockets dropped every second
+                    (`--ws-drop 0.01`), 5 s silent stalls (`--ws-stall 0.002`), and every
+                    socket cut at once at 150 s (`--ws-cut-all-at-secs 150`).
 
 Reported: holes between delivered closed candles over every series (the store's count: a
 missing closed candle shows as one), how long after its close each closed candle reached the store (the feed's own
 p50/p99, server clock), the age of what the bot read (p50/p99/max), REST candle requests per
 second and as a share of the 20/s candle budget, 429s and WebSocket rate-limit errors,
-reconnects, and the poller's CPU (seconds per second) and peak RSS.
+reconnects, the poller's CPU (seconds per second) and peak RSS, and how long the stalest
+series had gone without a push (`bitget_poller_feed_stalest_seconds`, read once a second).
+
+  ccxtpro3000       ccxt.pro 4.5 (`watch_ohlcv`, one task per series, as its users write it)
+  ccxtpro3000-faults  for the same series on the same simulator, clean and with the faults
+                    above: its connections, the simulator's error codes, closed candles it
+                    delivered and missed, CPU and RSS (`CCXT_PYTHON` names the interpreter
+                    with ccxt installed; default the CI's virtualenv).
 
 Writes bench/results/feed.json; with --repeat, numeric figures are medians (every run listed).
 """
@@ -90,11 +101,36 @@ def quantile(values, q):
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-def scenario(sim_extra, seconds):
+def stalest(port):
+    """`bitget_poller_feed_stalest_seconds` from the metrics endpoint, in ms, or None."""
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        c.request("GET", "/metrics")
+        text = c.getresponse().read().decode()
+    except (OSError, http.client.HTTPException):
+        return None
+    m = re.search(r"^bitget_poller_feed_stalest_seconds (\S+)$", text, re.M)
+    return round(float(m.group(1)) * 1000) if m else None
+
+
+def quarter_offset(at):
+    """A simulator clock offset (whole seconds, within ±450) that puts a quarter-hour
+    boundary `at` seconds after now: a 15m close (with a 5m and a 1m one) inside the run."""
+    now = time.time()
+    boundary = (int(now) // 900 + 1) * 900
+    offset = boundary - at - int(now)
+    return offset - 900 if offset > 450 else offset
+
+
+def scenario(sim_extra, seconds, cut_at=None, quarter_at=None):
     def run(args, work):
         seconds_ = args.seconds or seconds
-        sim, port, log, stats_path, _ = start_sim(1000, ["--jitter-ms", "30", *sim_extra], work)
+        extra = list(sim_extra)
+        if quarter_at is not None:
+            extra += ["--clock-offset-secs", str(quarter_offset(quarter_at))]
+        sim, port, log, stats_path, _ = start_sim(1000, ["--jitter-ms", "30", *extra], work)
         gw = free_port()
+        metrics = free_port()
         cfg = work / "feed.toml"
         cfg.write_text(f"""
 [poll]
@@ -105,6 +141,7 @@ discovery_cache = "{work / 'cache.json'}"
 [logging]
 dir = "{work / 'logs'}"
 usage_interval_secs = 10
+metrics_addr = "127.0.0.1:{metrics}"
 [trading]
 enabled = false
 [gateway]
@@ -134,7 +171,11 @@ listen = "127.0.0.1:{gw}"
         wall0 = time.time()
         peak = 0.0
         cpu1, wall1 = cpu0, wall0
+        stale = []  # (seconds since start, stalest series' age in ms), once a second
         while poller.poll() is None:
+            age = stalest(metrics)
+            if age is not None:
+                stale.append((time.time() - started, age))
             rss = rss_mb(poller.pid)
             if rss:
                 peak = max(peak, rss)
@@ -152,8 +193,15 @@ listen = "127.0.0.1:{gw}"
         field = lambda k: (re.search(rf"\b{k}=(\S+)", session) or [None, None])[1]
         rest = sum(stats["endpoints"].get(p, {}).get("requests", 0) for p in (CANDLES, HISTORY))
         rest_candles = stats["endpoints"].get(CANDLES, {}).get("requests", 0)
+        warm = [a for t, a in stale if t >= 30]
+        after_cut = [a for t, a in stale if cut_at is not None and cut_at <= t < cut_at + 60]
         return {
             "seconds": seconds_,
+            # The longest any series went without a push, sampled once a second after the
+            # first 30 s; and in the minute after the mass cut.
+            "stalest_max_ms": max(warm) if warm else None,
+            "stalest_p99_ms": quantile(warm, 0.99),
+            "stalest_after_cut_max_ms": max(after_cut) if after_cut else None,
             "exit": poller.returncode,
             "channels": int(field("channels") or 0),
             "sockets": int(field("sockets") or 0),
@@ -162,6 +210,8 @@ listen = "127.0.0.1:{gw}"
             "holes_in_delivered_series": int(holes.group(1)) if holes else None,
             "closed_ws": int(field("closed_ws") or 0),
             "closed_rest": int(field("closed_rest") or 0),
+            "closed_built": int(field("closed_built") or 0),
+            "build_checks_differed": field("build_mismatches"),
             "rest_reads": int(field("rest_reads") or 0),
             "reconnects": int(field("reconnects") or 0),
             "ws_errors_seen_by_poller": field("ws_errors"),
@@ -185,11 +235,44 @@ listen = "127.0.0.1:{gw}"
     return run
 
 
+def ccxtpro(sim_extra, seconds):
+    """ccxt.pro's `watch_ohlcv` for the same 3,000 series, against the same simulator."""
+    def run(args, work):
+        import os
+        seconds_ = args.seconds or seconds
+        python = os.environ.get("CCXT_PYTHON", "/tmp/bitget-poller-ci-venv/bin/python")
+        sim, port, log, stats_path, _ = start_sim(1000, ["--jitter-ms", "30", *sim_extra], work)
+        client = subprocess.run(
+            [python, str(ROOT / "bench" / "ccxtpro_client.py"), str(port), str(seconds_), "1000"],
+            capture_output=True, text=True, timeout=seconds_ + 300)
+        stats = stop_sim(sim, stats_path)
+        try:
+            out = json.loads(client.stdout.strip().splitlines()[-1])
+        except (IndexError, ValueError):
+            out = {"client_failed": client.stderr[-2000:]}
+        out.update({
+            "seconds": seconds_,
+            "ws_connections": stats["ws"]["connections"],
+            "ws_errors": stats["ws"]["errors"],
+            "ws_subscribe_requests": stats["ws"].get("subscribe_requests"),
+            "ws_dropped": stats["ws"]["dropped"],
+            "ws_max_messages_in_1s": stats["ws"]["max_messages_in_1s"],
+            "rest_requests": stats["total"]["requests"],
+            "rest_429": stats["total"]["rate_limited"],
+        })
+        return out
+    return run
+
+
 SCENARIOS = {
     "feed3000": scenario([], 150),
-    "feed3000-confirm": scenario(["--ws-no-final-bar"], 150),
+    "feed3000-confirm": scenario(["--ws-no-final-bar"], 330, quarter_at=150),
     "feed3000-faults": scenario(["--ws-drop", "0.01", "--ws-stall", "0.002",
-                                 "--ws-stall-secs", "5", "--ws-max-life-secs", "60"], 330),
+                                 "--ws-stall-secs", "5", "--ws-cut-all-at-secs", "150"], 330,
+                                cut_at=150),
+    "ccxtpro3000": ccxtpro([], 150),
+    "ccxtpro3000-faults": ccxtpro(["--ws-drop", "0.01", "--ws-stall", "0.002",
+                                   "--ws-stall-secs", "5", "--ws-cut-all-at-secs", "150"], 330),
 }
 
 

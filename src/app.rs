@@ -182,7 +182,7 @@ impl RunSummary {
         let f = &self.feed;
         if f.is_active() {
             out.push_str(&format!(
-                "\n  websocket feed: {} sockets ({} up at the end), {} channels, {} pushes, {} reconnects, error events {}; closed candles proven over the socket {}, confirmed by rest {} ({} reads, {} failed), delivered after their close p50 {} ms p99 {} ms, rest fallback reads {}, bars the exchange lacked {}, parked channels {}, holes in delivered series {}",
+                "\n  websocket feed: {} sockets ({} up at the end), {} channels, {} pushes, {} reconnects, error events {}; closed candles proven over the socket {}, confirmed by rest {} ({} reads, {} failed), built from shorter ones {} ({} checked against rest, {} differed), delivered after their close p50 {} ms p99 {} ms, rest fallback reads {}, bars the exchange lacked {}, parked channels {}, holes in delivered series {}",
                 f.sockets,
                 f.sockets_up,
                 f.channels,
@@ -193,6 +193,9 @@ impl RunSummary {
                 f.closed_rest,
                 f.rest_reads,
                 f.rest_failures,
+                f.closed_built,
+                f.build_checks,
+                f.build_mismatches,
                 f.close_lag_p50_ms.map_or("-".to_owned(), |v| v.to_string()),
                 f.close_lag_p99_ms.map_or("-".to_owned(), |v| v.to_string()),
                 f.fallback_reads,

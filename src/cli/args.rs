@@ -250,6 +250,20 @@ pub(super) struct SimArgs {
     pub(super) ws_stall: f64,
     #[arg(long, default_value_t = 5.0, value_name = "SECS")]
     pub(super) ws_stall_secs: f64,
+    /// Cut every open WebSocket at once, this many seconds after the start (a release
+    /// window's mass disconnect).
+    #[arg(long, value_name = "SECS")]
+    pub(super) ws_cut_all_at_secs: Option<u64>,
+    /// Run the simulator's clock this many seconds ahead of the system's (negative:
+    /// behind), as a server whose clock differs from ours; also brings a boundary (a
+    /// quarter hour, a day) within a short run.
+    #[arg(
+        long,
+        default_value_t = 0,
+        value_name = "SECS",
+        allow_hyphen_values = true
+    )]
+    pub(super) clock_offset_secs: i64,
 }
 
 fn parse_stall(text: &str) -> Result<(u64, u64), String> {
@@ -282,6 +296,11 @@ fn parse_key(text: &str) -> Result<Credentials, String> {
 }
 
 impl SimArgs {
+    /// The simulator's clock: the system's, shifted by `--clock-offset-secs`.
+    pub(super) fn clock(&self) -> bitget_sim::SystemClock {
+        bitget_sim::SystemClock::shifted(self.clock_offset_secs.saturating_mul(1_000))
+    }
+
     pub(super) fn into_config(self) -> (SimConfig, SocketAddr, Option<u64>, Option<PathBuf>) {
         let keys = if self.keys.is_empty() {
             vec![Credentials::new(
@@ -338,6 +357,7 @@ impl SimArgs {
                 // A negative or unreadable length is refused when the simulator starts.
                 stall: std::time::Duration::try_from_secs_f64(self.ws_stall_secs)
                     .unwrap_or(std::time::Duration::ZERO),
+                cut_all_after: self.ws_cut_all_at_secs.map(std::time::Duration::from_secs),
                 seed: self.fault_seed,
                 ..bitget_sim::ws::WsConfig::default()
             },

@@ -9,8 +9,9 @@ use bitget_sim::record::StatsSnapshot;
 use bitget_sim::{SimError, Simulator, DEMO_API_KEY, DEMO_API_PASSPHRASE, DEMO_API_SECRET};
 
 pub(super) async fn serve(args: SimArgs) -> ExitCode {
+    let clock = std::sync::Arc::new(args.clock());
     let (config, addr, duration, stats_json) = args.into_config();
-    let sim = match Simulator::start(config, addr).await {
+    let sim = match Simulator::start_with_clock(config, addr, clock).await {
         Ok(sim) => sim,
         Err(error) => {
             eprintln!("error: {error}");

@@ -6,6 +6,7 @@
 
 pub mod check;
 pub mod clock;
+pub mod derive;
 pub mod events;
 pub mod market;
 pub mod serve;

@@ -245,6 +245,29 @@ impl Bars {
         }
     }
 
+    /// Open times of the closed bars waiting for their final state, oldest first.
+    pub fn waiting(&self) -> impl Iterator<Item = u64> + '_ {
+        self.pending
+            .iter()
+            .filter(|(_, c)| c.is_none())
+            .map(|(open, _)| *open)
+    }
+
+    /// Settles a waiting bar with a final state from elsewhere (built exactly from a
+    /// shorter timeframe's closes). False, changing nothing, when no bar at its open waits.
+    pub fn settle(&mut self, candle: Candle) -> bool {
+        match self.pending.get_mut(&candle.open_time) {
+            Some(slot @ None) => {
+                *slot = Some(Candle {
+                    closed: true,
+                    ..candle
+                });
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// The closed bars that can be delivered now, oldest first: those before the first that
     /// still waits for REST.
     pub fn ready(&mut self) -> Vec<Candle> {

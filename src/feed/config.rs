@@ -37,6 +37,13 @@ pub struct FeedConfig {
     pub reconnect_max: Duration,
     /// REST reads confirming or filling bars at once.
     pub rest_workers: usize,
+    /// A close the socket could not prove, of a timeframe made exactly of a shorter one
+    /// carried for the same symbol (a 5m of 1m, a 15m of 5m), is built from that one's
+    /// closes instead of read by REST.
+    pub derive_closes: bool,
+    /// Every this many closes built so, one is read by REST as well and compared; a
+    /// mismatch is logged with both rows and turns building off for that series. 0: never.
+    pub derive_check_every: u64,
 }
 
 impl Default for FeedConfig {
@@ -51,6 +58,8 @@ impl Default for FeedConfig {
             reconnect_min: Duration::from_secs(1),
             reconnect_max: Duration::from_secs(30),
             rest_workers: 16,
+            derive_closes: true,
+            derive_check_every: 50,
         }
     }
 }
@@ -68,6 +77,8 @@ pub struct FeedSection {
     reconnect_min_secs: f64,
     reconnect_max_secs: f64,
     rest_workers: usize,
+    derive_closes: bool,
+    derive_check_every: u64,
 }
 
 impl Default for FeedSection {
@@ -83,6 +94,8 @@ impl Default for FeedSection {
             reconnect_min_secs: d.reconnect_min.as_secs_f64(),
             reconnect_max_secs: d.reconnect_max.as_secs_f64(),
             rest_workers: d.rest_workers,
+            derive_closes: d.derive_closes,
+            derive_check_every: d.derive_check_every,
         }
     }
 }
@@ -139,6 +152,8 @@ impl FeedSection {
             reconnect_min,
             reconnect_max,
             rest_workers: c.range("feed.rest_workers", self.rest_workers, 1, 64),
+            derive_closes: self.derive_closes,
+            derive_check_every: self.derive_check_every,
         }
     }
 }

@@ -15,6 +15,10 @@
 //!   `/history-candles` and `/candles` in turn) what [`bars`] asks for: closes the socket
 //!   could not prove, holes after a reconnect, and — for a series whose socket has been
 //!   down longer than `rest_fallback_after` — the latest rows, as a REST poller would.
+//!   A close to confirm whose timeframe is exactly made of a shorter one carried for the
+//!   same symbol is built from that one's delivered closes instead
+//!   ([`crate::core::derive`]; `derive_closes`), so a quarter-hour boundary costs one read
+//!   per symbol, not three; one in `derive_check_every` is read as well and compared.
 //!
 //! One task owns all of it; sockets and REST reads are tasks it owns, whose results come
 //! back to it over bounded channels. Nothing here sleeps to pace: the limiter does.
@@ -23,7 +27,7 @@ pub mod bars;
 pub mod config;
 pub mod socket;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -42,7 +46,8 @@ use crate::bitget::http::CallError;
 use crate::bitget::ws::messages::Channel;
 use crate::bitget::ws::{codes, parse::Push};
 use crate::core::clock::{Clock, ServerClock};
-use crate::core::market::{Candle, Stamped};
+use crate::core::market::{Candle, Stamped, Symbol};
+use crate::core::timeframe::Timeframe;
 use crate::core::RATE_LOG;
 use crate::limiter::recent::RecentRateLimits;
 use crate::limiter::{Category, RateLimiter};
@@ -74,6 +79,12 @@ pub struct FeedStats {
     /// Closed bars delivered whose final row came over the socket, and those read by REST.
     pub closed_ws: AtomicU64,
     pub closed_rest: AtomicU64,
+    /// Closed bars built from a shorter timeframe's closes instead of read by REST; of
+    /// those built, how many were read by REST as well to compare, and how many differed.
+    pub closed_built: AtomicU64,
+    pub built: AtomicU64,
+    pub build_checks: AtomicU64,
+    pub build_mismatches: AtomicU64,
     /// REST reads confirming or filling bars, and those that failed.
     pub rest_reads: AtomicU64,
     pub rest_failures: AtomicU64,
@@ -88,6 +99,9 @@ pub struct FeedStats {
     /// How long after its close each closed candle was delivered (server clock), in
     /// 100 ms buckets up to a minute (the last bucket holds everything later).
     pub close_lag: Mutex<Vec<u64>>,
+    /// The longest any carried (not parked) series has gone without a refresh, as of the
+    /// last check (4 a second), in ms.
+    pub stalest_ms: AtomicU64,
 }
 
 /// Buckets of [`FeedStats::close_lag`].
@@ -143,6 +157,9 @@ impl FeedStats {
             reconnects: n(&self.reconnects),
             closed_ws: n(&self.closed_ws),
             closed_rest: n(&self.closed_rest),
+            closed_built: n(&self.closed_built),
+            build_checks: n(&self.build_checks),
+            build_mismatches: n(&self.build_mismatches),
             rest_reads: n(&self.rest_reads),
             rest_failures: n(&self.rest_failures),
             fallback_reads: n(&self.fallback_reads),
@@ -151,6 +168,7 @@ impl FeedStats {
             errors: self.errors(),
             close_lag_p50_ms: self.lag_quantile(0.5),
             close_lag_p99_ms: self.lag_quantile(0.99),
+            stalest_ms: n(&self.stalest_ms),
         }
     }
 }
@@ -166,6 +184,9 @@ pub struct FeedSnapshot {
     pub reconnects: u64,
     pub closed_ws: u64,
     pub closed_rest: u64,
+    pub closed_built: u64,
+    pub build_checks: u64,
+    pub build_mismatches: u64,
     pub rest_reads: u64,
     pub rest_failures: u64,
     pub fallback_reads: u64,
@@ -176,6 +197,8 @@ pub struct FeedSnapshot {
     /// percentile, in ms (to 100 ms), over the run.
     pub close_lag_p50_ms: Option<u64>,
     pub close_lag_p99_ms: Option<u64>,
+    /// The longest any carried series has gone without a refresh, now (ms).
+    pub stalest_ms: u64,
 }
 
 impl FeedSnapshot {
@@ -239,6 +262,20 @@ struct Series {
     configured: bool,
     /// Server time it was first carried at.
     added_ms: u64,
+    /// When its forming bar was last refreshed (a push, or a fallback read), or it was
+    /// first carried.
+    refreshed: Instant,
+    /// The shorter timeframe of the same symbol its closes are built from, if any.
+    fine: Option<Timeframe>,
+    /// Bars at or before this open are read by REST even so (building them failed, or a
+    /// check reads one).
+    rest_through: Option<u64>,
+    /// Built bars waiting to be delivered, counted apart.
+    built: BTreeSet<u64>,
+    /// Built bars also read by REST, to compare when REST's is delivered.
+    checks: BTreeMap<u64, Candle>,
+    /// A built bar differed from the exchange's: nothing more is built for it.
+    build_off: bool,
 }
 
 #[derive(Debug)]
@@ -294,6 +331,7 @@ impl Feed {
             server: self.parts.limiter.server_clock(),
             p: self.parts,
             series: HashMap::new(),
+            by_symbol: HashMap::new(),
             slots: Vec::new(),
             sockets: JoinSet::new(),
             reads: JoinSet::new(),
@@ -315,6 +353,8 @@ struct Shell {
     socket_parts: SocketParts,
     server: Arc<ServerClock>,
     series: HashMap<Channel, Series>,
+    /// The timeframes carried for each symbol.
+    by_symbol: HashMap<Symbol, Vec<Timeframe>>,
     slots: Vec<Slot>,
     sockets: JoinSet<()>,
     reads: JoinSet<ReadDone>,
@@ -324,6 +364,33 @@ struct Shell {
     follow_interest: bool,
     /// The next confirmation goes to `/history-candles`.
     history_turn: bool,
+}
+
+/// Whether two candles have the same prices and volumes (as numbers: `1.50` is `1.5`).
+fn same_values(a: &Candle, b: &Candle) -> bool {
+    (
+        a.open,
+        a.high,
+        a.low,
+        a.close,
+        a.base_volume,
+        a.quote_volume,
+    ) == (
+        b.open,
+        b.high,
+        b.low,
+        b.close,
+        b.base_volume,
+        b.quote_volume,
+    )
+}
+
+/// `o h l c base quote`, for a log line.
+fn row_text(c: &Candle) -> String {
+    format!(
+        "{} {} {} {} {} {}",
+        c.open, c.high, c.low, c.close, c.base_volume, c.quote_volume
+    )
 }
 
 fn key_of(channel: &Channel) -> SeriesKey {
@@ -360,10 +427,12 @@ impl Shell {
         let now = self.server_ms();
         let mut by_slot: BTreeMap<usize, Vec<Channel>> = BTreeMap::new();
         let mut seen = HashSet::new();
+        let mut touched = HashSet::new();
         for channel in channels {
             if self.series.contains_key(&channel) || !seen.insert(channel.clone()) {
                 continue;
             }
+            touched.insert(channel.symbol.clone());
             let key = key_of(&channel);
             self.p.store.watch(&key, now);
             let slot = self.place();
@@ -379,14 +448,50 @@ impl Shell {
                     parked_until: None,
                     configured,
                     added_ms: now,
+                    refreshed: Instant::now(),
+                    fine: None,
+                    rest_through: None,
+                    built: BTreeSet::new(),
+                    checks: BTreeMap::new(),
+                    build_off: false,
                 },
             );
+            self.by_symbol
+                .entry(channel.symbol.clone())
+                .or_default()
+                .push(channel.timeframe);
         }
+        self.relink(touched);
         self.subscribe(by_slot);
         self.p
             .stats
             .channels
             .store(self.series.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Picks again, for every series of `symbols`, the shorter timeframe its closes are
+    /// built from: the longest one carried that it is exactly made of (fewest parts).
+    fn relink(&mut self, symbols: HashSet<Symbol>) {
+        if !self.p.config.derive_closes {
+            return;
+        }
+        for symbol in symbols {
+            let timeframes = self.by_symbol.get(&symbol).cloned().unwrap_or_default();
+            for &timeframe in &timeframes {
+                let fine = timeframes
+                    .iter()
+                    .copied()
+                    .filter(|fine| timeframe.derives_from(*fine))
+                    .max_by_key(|fine| fine.granularity().nominal_minutes());
+                let channel = Channel {
+                    symbol: symbol.clone(),
+                    timeframe,
+                };
+                if let Some(s) = self.series.get_mut(&channel) {
+                    s.fine = fine;
+                }
+            }
+        }
     }
 
     /// A slot with room for one more channel (a new socket when none has), counted taken.
@@ -456,8 +561,13 @@ impl Shell {
             .map(|(c, _)| c.clone())
             .collect();
         let mut by_slot: BTreeMap<usize, Vec<Channel>> = BTreeMap::new();
+        let mut touched = HashSet::new();
         for channel in gone {
             if let Some(s) = self.series.remove(&channel) {
+                if let Some(list) = self.by_symbol.get_mut(&channel.symbol) {
+                    list.retain(|t| *t != channel.timeframe);
+                }
+                touched.insert(channel.symbol.clone());
                 self.p.store.retire(&key_of(&channel));
                 self.slots[s.slot].channels = self.slots[s.slot].channels.saturating_sub(1);
                 by_slot.entry(s.slot).or_default().push(channel);
@@ -466,6 +576,7 @@ impl Shell {
         for (slot, channels) in by_slot {
             let _ = self.slots[slot].commands.try_send(Command::Drop(channels));
         }
+        self.relink(touched);
         self.add(wanted, false);
     }
 
@@ -571,10 +682,11 @@ impl Shell {
             return; // dropped meanwhile
         };
         s.strikes = 0;
+        s.refreshed = Instant::now();
         let confirm = self.take_rows(&push.channel, &push.rows, push.ts, false);
         // A close the socket could not prove is read at once when a worker is free.
         if confirm && self.reads.len() < self.p.config.rest_workers {
-            if let Some(read) = self.read_wanted(&push.channel, Instant::now()) {
+            if let Some(read) = self.read_wanted(&push.channel, Instant::now(), self.server_ms()) {
                 self.start_read(push.channel, read);
             }
         }
@@ -611,21 +723,103 @@ impl Shell {
         };
         let market = channel.timeframe.market();
         let stats = &self.p.stats;
+        let mut delivered = false;
         for candle in s.bars.ready() {
             // Bars that closed before the series was carried (its first snapshot's
             // history) were never late; every later one, hole fills included, counts.
             let close = candle.timeframe.next_open(candle.open_time);
             let counts = close >= s.added_ms;
+            let built = s.built.remove(&candle.open_time);
+            if let Some(mine) = s.checks.remove(&candle.open_time) {
+                stats.build_checks.fetch_add(1, Ordering::Relaxed);
+                if !same_values(&mine, &candle) {
+                    stats.build_mismatches.fetch_add(1, Ordering::Relaxed);
+                    s.build_off = true;
+                    tracing::warn!(symbol = %channel.symbol, timeframe = %channel.timeframe, open = candle.open_time, built = %row_text(&mine), exchange = %row_text(&candle), "a close built from shorter candles differs from the exchange's; this series' closes are read by REST from now on");
+                }
+            }
             if self.p.store.write_closed(market, candle) {
+                delivered = true;
                 if counts {
                     stats.note_lag(now.saturating_sub(close));
                 }
-                let counter = if by_rest {
+                let counter = if built {
+                    &stats.closed_built
+                } else if by_rest {
                     &stats.closed_rest
                 } else {
                     &stats.closed_ws
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if delivered {
+            self.build_from(channel);
+        }
+    }
+
+    /// Builds the waiting closes of the series made of `fine` from its delivered closes,
+    /// as far as they reach, and delivers them.
+    fn build_from(&mut self, fine: &Channel) {
+        let Some(through) = self.series.get(fine).and_then(|s| s.bars.delivered()) else {
+            return;
+        };
+        let key = key_of(fine);
+        let coarse: Vec<Channel> = self
+            .by_symbol
+            .get(&fine.symbol)
+            .into_iter()
+            .flatten()
+            .map(|&timeframe| Channel {
+                symbol: fine.symbol.clone(),
+                timeframe,
+            })
+            .filter(|c| {
+                self.series
+                    .get(c)
+                    .is_some_and(|s| s.fine == Some(fine.timeframe) && !s.build_off)
+            })
+            .collect();
+        let check_every = self.p.config.derive_check_every;
+        for channel in coarse {
+            let Some(s) = self.series.get_mut(&channel) else {
+                continue;
+            };
+            let mut settled = false;
+            let waiting: Vec<u64> = s.bars.waiting().collect();
+            for open in waiting {
+                let close = channel.timeframe.next_open(open);
+                if fine.timeframe.prev_open(close) > through {
+                    break; // its last part is not delivered yet
+                }
+                if s.rest_through.is_some_and(|t| t >= open) {
+                    continue;
+                }
+                let whole = channel
+                    .timeframe
+                    .granularity()
+                    .parts_of(fine.timeframe.granularity(), open)
+                    .unwrap_or(0) as usize;
+                let parts = self.p.store.range(&key, open, close, whole);
+                match crate::core::derive::aggregate(channel.timeframe, open, &parts) {
+                    Some(candle) if candle.closed => {
+                        let n = self.p.stats.built.fetch_add(1, Ordering::Relaxed) + 1;
+                        if check_every > 0 && n.is_multiple_of(check_every) {
+                            // This one is read by REST too, and compared when delivered.
+                            s.checks.insert(open, candle);
+                            s.rest_through = s.rest_through.max(Some(open));
+                        } else if s.bars.settle(candle) {
+                            s.built.insert(open);
+                            settled = true;
+                        }
+                    }
+                    // A part missing from what is held (a hole, or longer than the store
+                    // keeps): REST reads it.
+                    _ => s.rest_through = s.rest_through.max(Some(open)),
+                }
+            }
+            if settled {
+                self.deliver(&channel, false);
             }
         }
     }
@@ -636,6 +830,7 @@ impl Shell {
         let now = Instant::now();
         let channels: Vec<Channel> = self.series.keys().cloned().collect();
         let mut retry = Vec::new();
+        let mut stalest = Duration::ZERO;
         for channel in channels {
             let Some(s) = self.series.get_mut(&channel) else {
                 continue;
@@ -647,9 +842,14 @@ impl Shell {
                 }
                 continue;
             }
+            stalest = stalest.max(now.duration_since(s.refreshed));
             s.bars.tick(now_ms, grace);
             self.deliver(&channel, false);
         }
+        self.p
+            .stats
+            .stalest_ms
+            .store(stalest.as_millis() as u64, Ordering::Relaxed);
         self.start_reads(now);
         // Refused channels whose rest is over: subscribed again on a socket with room.
         let mut by_slot: BTreeMap<usize, Vec<Channel>> = BTreeMap::new();
@@ -665,7 +865,7 @@ impl Shell {
 
     /// What REST read `channel` needs now, if any: bars to confirm or fill, else the latest
     /// rows while its socket has been down too long.
-    fn read_wanted(&self, channel: &Channel, now: Instant) -> Option<Read> {
+    fn read_wanted(&self, channel: &Channel, now: Instant, now_ms: u64) -> Option<Read> {
         let s = self.series.get(channel)?;
         if s.reading || s.parked_until.is_some() || s.rest_after.is_some_and(|t| t > now) {
             return None;
@@ -674,7 +874,15 @@ impl Shell {
             .bars
             .rest_ask(crate::bitget::endpoints::MAX_HISTORY_CANDLE_ROWS)
         {
-            return Some(Read::Confirm(ask));
+            // A close built from a shorter timeframe is left to it while that one may
+            // still deliver its parts: until the fallback time past the close.
+            let building = s.fine.is_some()
+                && !s.build_off
+                && s.rest_through.is_none_or(|t| t < ask.first_open)
+                && now_ms
+                    < channel.timeframe.next_open(ask.first_open)
+                        + self.p.config.rest_fallback_after.as_millis() as u64;
+            return (!building).then_some(Read::Confirm(ask));
         }
         let down_long = self.slots[s.slot]
             .down_since
@@ -690,11 +898,12 @@ impl Shell {
         if free == 0 {
             return;
         }
+        let now_ms = self.server_ms();
         let mut wanted: Vec<(u64, Channel, Read)> = self
             .series
             .keys()
             .filter_map(|c| {
-                let read = self.read_wanted(c, now)?;
+                let read = self.read_wanted(c, now, now_ms)?;
                 let oldest = match read {
                     Read::Confirm(ask) => ask.first_open,
                     Read::Fallback => u64::MAX,
@@ -766,6 +975,7 @@ impl Shell {
                         self.deliver(&channel, true);
                     }
                     Read::Fallback => {
+                        s.refreshed = Instant::now();
                         self.take_rows(&channel, &stamped.data, stamped.server_time, true);
                     }
                 }

@@ -27,7 +27,7 @@ use crate::limiter::RateLimiter;
 /// How long a subscribe may go unacknowledged before its channels count as refused.
 const ACK_TIMEOUT: Duration = Duration::from_secs(10);
 /// A socket that lived this long starts its next reconnect from the shortest delay again.
-const STABLE_AFTER: Duration = Duration::from_secs(60);
+const STABLE_AFTER: Duration = Duration::from_secs(10);
 
 /// What the feed tells a socket.
 #[derive(Debug)]

@@ -155,15 +155,54 @@ local limit = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now - window))
 if redis.call('ZCARD', KEYS[1]) < limit then
-  redis.call('ZADD', KEYS[1], now, ARGV[3])
+  redis.call('ZADD', KEYS[1], string.format('%.0f', now), ARGV[3])
   redis.call('PEXPIRE', KEYS[1], math.ceil(window / 1000) + 1000)
   return 0
 end
 local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 return math.max(1, tonumber(oldest[2]) + window - now)
 "#;
+
+/// Opens a socket slot of an address. KEYS[1] is the address's set of open sockets, each
+/// scored by the end of its lease on Redis's clock (µs). ARGV: the limit, the lease (µs),
+/// the member. Returns 0 when taken, else how long to wait (µs, at most a second: a slot
+/// is freed by a close, which no score foretells).
+const SOCKET_OPEN: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now))
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('ZADD', KEYS[1], string.format('%.0f', now + tonumber(ARGV[2])), ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[2]) / 1000) + 1000)
+  return 0
+end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return math.min(1000000, math.max(1, tonumber(oldest[2]) - now))
+"#;
+
+/// Renews leases of open sockets. KEYS[1] is the address's set; ARGV: the lease (µs), then
+/// the members (only those still in the set are renewed: one that expired was counted
+/// free by others and must be opened again, not revived).
+const SOCKET_RENEW: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local lease = tonumber(ARGV[1])
+for i = 2, #ARGV do
+  redis.call('ZADD', KEYS[1], 'XX', string.format('%.0f', now + lease), ARGV[i])
+end
+redis.call('PEXPIRE', KEYS[1], math.ceil(lease / 1000) + 1000)
+return 0
+"#;
+
+/// How long an open socket holds its slot in Redis without renewal: an instance that dies
+/// without closing gives its slots back after this.
+const SOCKET_LEASE: Duration = Duration::from_secs(120);
+
+/// How often leases are renewed: every socket pings every 30 s, and every ping passes the
+/// limiter, so some call comes at least this often while any socket is open.
+const SOCKET_RENEW_EVERY: Duration = Duration::from_secs(30);
 
 async fn bounded<T>(
     call: impl std::future::Future<Output = redis::RedisResult<T>>,
@@ -383,6 +422,33 @@ enum Verdict {
     Epoch(String),
 }
 
+/// This instance's open sockets in Redis: each address's members, and when their leases
+/// were last renewed.
+#[derive(Debug, Default)]
+struct SocketLeases {
+    members: BTreeMap<u64, Vec<String>>,
+    renewed: Option<Instant>,
+}
+
+/// What a socket acquisition dropped half way had taken: the local socket count of an
+/// address, and a slot in Redis (possibly taken by a script whose answer never came).
+struct SocketTaking<'a> {
+    limiter: &'a RedisLimiter,
+    local: Option<u64>,
+    slot: Option<(u64, String)>,
+}
+
+impl Drop for SocketTaking<'_> {
+    fn drop(&mut self) {
+        if let Some(egress) = self.local {
+            self.limiter.share.socket_closed(u64::MAX, egress);
+        }
+        if let Some((egress, member)) = self.slot.take() {
+            self.limiter.release_socket_slot(egress, member);
+        }
+    }
+}
+
 /// The Redis-backed limiter; see the module doc.
 #[derive(Debug)]
 pub struct RedisLimiter {
@@ -392,6 +458,11 @@ pub struct RedisLimiter {
     conn: ConnectionManager,
     admit: Script,
     socket_take: Script,
+    socket_open: Script,
+    socket_renew: Script,
+    /// This instance's open sockets in Redis, per address (their members), and when
+    /// their leases were last renewed.
+    socket_leases: Mutex<SocketLeases>,
     prefix: String,
     names: ScopeNames,
     limits: Limits,
@@ -476,6 +547,9 @@ impl RedisLimiter {
             conn: conn.clone(),
             admit: Script::new(ADMIT),
             socket_take: Script::new(SOCKET_TAKE),
+            socket_open: Script::new(SOCKET_OPEN),
+            socket_renew: Script::new(SOCKET_RENEW),
+            socket_leases: Mutex::default(),
             prefix: format!("{{{}}}", config.key_prefix),
             names,
             limits: limits.clone(),
@@ -517,7 +591,7 @@ impl RedisLimiter {
     /// Takes one of `window` in Redis, waiting as long as it says; gives up on Redis (the
     /// local window still applies) when it does not answer.
     async fn shared_socket_take(&self, window: &super::sockets::SocketWindow) {
-        let key = format!("{}:ws:{}:{}", self.prefix, window.budget.name(), window.key);
+        let key = self.socket_key(window.budget, window.key);
         loop {
             let member = format!("{}:{}", self.instance, rand::random::<u64>());
             let mut invocation = self.socket_take.key(&key);
@@ -535,6 +609,95 @@ impl RedisLimiter {
                     tracing::debug!(%error, "socket window in redis unreachable; the local one applies");
                     return;
                 }
+            }
+        }
+    }
+
+    fn socket_key(&self, budget: super::sockets::SocketBudget, key: u64) -> String {
+        format!("{}:ws:{}:{}", self.prefix, budget.name(), key)
+    }
+
+    /// Opens one of the address's socket slots in Redis as `member`, waiting while every
+    /// slot is held (by any instance). False when Redis does not answer (the local count
+    /// still applies).
+    async fn shared_socket_open(
+        &self,
+        window: &super::sockets::SocketWindow,
+        member: &str,
+    ) -> bool {
+        let key = self.socket_key(window.budget, window.key);
+        loop {
+            let mut invocation = self.socket_open.key(&key);
+            invocation
+                .arg(window.limit)
+                .arg(SOCKET_LEASE.as_micros() as u64)
+                .arg(member);
+            let mut conn = self.conn.clone();
+            match bounded(invocation.invoke_async::<i64>(&mut conn)).await {
+                Ok(0) => return true,
+                Ok(wait_us) => {
+                    tokio::time::sleep(Duration::from_micros(wait_us.max(1) as u64)).await;
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "socket count in redis unreachable; the local one applies");
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// Gives a socket slot in Redis back, in the background: the caller may be a drop.
+    /// Were the release lost, the lease would end the slot.
+    fn release_socket_slot(&self, egress: u64, member: String) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let key = self.socket_key(super::sockets::SocketBudget::Sockets, egress);
+        let mut conn = self.conn.clone();
+        runtime.spawn(async move {
+            let released: redis::RedisResult<i64> = bounded(
+                redis::cmd("ZREM")
+                    .arg(key)
+                    .arg(member)
+                    .query_async(&mut conn),
+            )
+            .await;
+            if let Err(error) = released {
+                tracing::debug!(%error, "socket slot in redis not released; its lease ends it");
+            }
+        });
+    }
+
+    /// Renews this instance's socket leases when they are due.
+    async fn renew_socket_leases(&self) {
+        let due: Vec<(u64, Vec<String>)> = {
+            let mut leases = Self::lock(&self.socket_leases);
+            let now = Instant::now();
+            if leases
+                .renewed
+                .is_some_and(|at| now.duration_since(at) < SOCKET_RENEW_EVERY)
+            {
+                return;
+            }
+            leases.renewed = Some(now);
+            leases
+                .members
+                .iter()
+                .filter(|(_, members)| !members.is_empty())
+                .map(|(key, members)| (*key, members.clone()))
+                .collect()
+        };
+        for (key, members) in due {
+            let mut invocation = self
+                .socket_renew
+                .key(self.socket_key(super::sockets::SocketBudget::Sockets, key));
+            invocation.arg(SOCKET_LEASE.as_micros() as u64);
+            for member in &members {
+                invocation.arg(member);
+            }
+            let mut conn = self.conn.clone();
+            if let Err(error) = bounded(invocation.invoke_async::<i64>(&mut conn)).await {
+                tracing::debug!(%error, "socket leases in redis not renewed");
             }
         }
     }
@@ -1044,26 +1207,63 @@ impl RateLimiter for RedisLimiter {
         Self::lock(&self.mirror).egress_loads(now)
     }
 
-    // Connection attempts are metered per address by Bitget, so every instance leaving
-    // from it takes them from one window in Redis (the rest is this process's: its
-    // sockets, and their messages). While Redis is unreachable, the local window alone.
+    // Connection attempts and open sockets are metered per address by Bitget, so every
+    // instance leaving from it takes them from one window and one count in Redis (messages
+    // and subscribes are per socket: this process's). While Redis is unreachable, the local
+    // ones alone.
     fn socket_acquire<'a>(
         &'a self,
         windows: &'a [super::sockets::SocketWindow],
     ) -> super::SocketAcquire<'a> {
+        use super::sockets::SocketBudget;
         Box::pin(async move {
-            for w in windows
-                .iter()
-                .filter(|w| w.budget == super::sockets::SocketBudget::Attempts)
-            {
-                self.shared_socket_take(w).await;
-            }
+            self.renew_socket_leases().await;
+            // The local count first: a socket this process cannot open anyway holds no
+            // slot in Redis while it waits. Dropped half way (a shutdown, a timeout), the
+            // guard gives back what was taken.
             self.share.socket_acquire(windows).await;
+            let mut taking = SocketTaking {
+                limiter: self,
+                local: windows
+                    .iter()
+                    .find(|w| w.budget == SocketBudget::Sockets)
+                    .map(|w| w.key),
+                slot: None,
+            };
+            for w in windows {
+                match w.budget {
+                    SocketBudget::Attempts => self.shared_socket_take(w).await,
+                    SocketBudget::Sockets => {
+                        let member = format!("{}:{}", self.instance, rand::random::<u64>());
+                        taking.slot = Some((w.key, member.clone()));
+                        if !self.shared_socket_open(w, &member).await {
+                            taking.slot = None;
+                        }
+                    }
+                    SocketBudget::Messages | SocketBudget::Subscribes => {}
+                }
+            }
+            if let Some((egress, member)) = taking.slot.take() {
+                Self::lock(&self.socket_leases)
+                    .members
+                    .entry(egress)
+                    .or_default()
+                    .push(member);
+            }
+            taking.local = None;
         })
     }
 
     fn socket_closed(&self, socket: u64, egress: u64) {
         self.share.socket_closed(socket, egress);
+        // Any of this instance's slots of the address will do: they are alike.
+        let member = Self::lock(&self.socket_leases)
+            .members
+            .get_mut(&egress)
+            .and_then(Vec::pop);
+        if let Some(member) = member {
+            self.release_socket_slot(egress, member);
+        }
     }
 
     fn socket_counters(

@@ -353,6 +353,15 @@ impl Collector for MetricsSources {
             ] {
                 gauge(&mut encoder, name, help, value as i64)?;
             }
+            {
+                let stalest = ConstGauge::new(feed.stalest_ms as f64 / 1000.0);
+                stalest.encode(encoder.encode_descriptor(
+                    "feed_stalest",
+                    "The longest any carried series has gone without a push (or a fallback read), now.",
+                    Some(&Unit::Seconds),
+                    stalest.metric_type(),
+                )?)?;
+            }
             for (name, help, value) in [
                 (
                     "feed_pushes",
@@ -373,6 +382,16 @@ impl Collector for MetricsSources {
                     "feed_closed_rest",
                     "Closed candles whose final state was read by REST.",
                     feed.closed_rest,
+                ),
+                (
+                    "feed_closed_built",
+                    "Closed candles built exactly from a shorter timeframe's closes instead of read by REST.",
+                    feed.closed_built,
+                ),
+                (
+                    "feed_build_mismatches",
+                    "Built closes that differed from the exchange's when checked by REST.",
+                    feed.build_mismatches,
                 ),
                 (
                     "feed_rest_reads",

@@ -346,10 +346,13 @@ pub fn emit_feed_usage(
         ws_errors = %code_counts(&errors).unwrap_or_else(|| "-".to_owned()),
         closed_ws = after.closed_ws - before.closed_ws,
         closed_rest = after.closed_rest - before.closed_rest,
+        closed_built = after.closed_built - before.closed_built,
+        build_mismatches = after.build_mismatches - before.build_mismatches,
         rest_reads = after.rest_reads - before.rest_reads,
         fallback_reads = after.fallback_reads - before.fallback_reads,
         close_lag_p50_ms = %after.close_lag_p50_ms.map_or("-".to_owned(), |v| v.to_string()),
         close_lag_p99_ms = %after.close_lag_p99_ms.map_or("-".to_owned(), |v| v.to_string()),
+        stalest_ms = after.stalest_ms,
         interval_ms = elapsed.as_millis() as u64,
         "websocket feed"
     );

@@ -575,3 +575,116 @@ async fn rate_limit_codes_back_off_and_lose_nothing() {
     // Each code as a rate limit, and the 30007's close with its reconnect.
     assert_eq!(recent, 11, "recent rate limits");
 }
+
+/// Without the final bar on the socket, a 5m close is built from its five 1m closes (each
+/// confirmed by REST) instead of read by REST itself; every second one built is read by
+/// REST as well and compared. Every 5m close equals the exchange's own.
+#[tokio::test(flavor = "current_thread")]
+async fn closes_made_of_shorter_ones_are_built_from_them_exactly() {
+    use std::sync::atomic::Ordering::Relaxed;
+
+    let clock = ManualClock::new(T0);
+    let sim = sim(
+        WsConfig {
+            final_bar: false,
+            ..WsConfig::default()
+        },
+        &clock,
+    )
+    .await;
+    let cfg = config(
+        &sim.base_url(),
+        "symbols = \"all\"\ntimeframes = [\"1m\", \"5m\"]\ntickers_interval_secs = 0\ndiscovery_cache = \"target/test-cache/feed-built.json\"",
+        "[feed]\nsource = \"ws\"\nreconnect_min_secs = 0.1\nreconnect_max_secs = 0.5\nclose_grace_secs = 1\nderive_check_every = 2",
+    );
+    let Launched {
+        wiring,
+        task,
+        stop,
+        mut rx,
+    } = launch(cfg, &clock);
+    let five = bitget_poller::core::timeframe::Timeframe::parse(
+        bitget_poller::core::timeframe::Market::Futures,
+        "5m",
+    )
+    .unwrap();
+    // The 5m bar forming at the start closes 3 min 20 s later.
+    let forming5 = five.open_of(T0);
+    let mut closed5: BTreeMap<String, Vec<Candle>> = BTreeMap::new();
+    let mut newest1: BTreeMap<String, u64> = BTreeMap::new();
+    let done = |closed5: &BTreeMap<String, Vec<Candle>>| {
+        closed5.len() == 3
+            && closed5
+                .values()
+                .all(|c| c.last().is_some_and(|c| c.open_time >= forming5))
+    };
+    for minute in 0..=6 {
+        // Every symbol's 1m bar before the current one closed, and any 5m close with it.
+        let last_closed = clock.now_ms() - clock.now_ms() % MINUTE - MINUTE;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while newest1.len() < 3 || newest1.values().any(|&o| o < last_closed) {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(MarketEvent::CandleClosed(c))) if c.timeframe == five => {
+                    closed5.entry(c.symbol.to_string()).or_default().push(c);
+                }
+                Ok(Some(MarketEvent::CandleClosed(c))) => {
+                    newest1.insert(c.symbol.to_string(), c.open_time);
+                }
+                Ok(Some(_)) => {}
+                other => panic!("closes within 20 s after minute {minute}: {other:?} {newest1:?}"),
+            }
+        }
+        // A 5m close comes right after its last minute's.
+        let settle = Instant::now() + Duration::from_millis(300);
+        while !done(&closed5) {
+            match tokio::time::timeout_at(settle, rx.recv()).await {
+                Ok(Some(MarketEvent::CandleClosed(c))) if c.timeframe == five => {
+                    closed5.entry(c.symbol.to_string()).or_default().push(c);
+                }
+                Ok(Some(_)) => {}
+                _ => break,
+            }
+        }
+        if done(&closed5) {
+            break;
+        }
+        assert!(minute < 6, "the 5m bar closed within 6 minutes");
+        clock.advance_ms(MINUTE);
+    }
+    assert!(done(&closed5), "{closed5:?}");
+    stop.cancel();
+    let summary = task.await.unwrap();
+    let g5 = five.granularity();
+    for (symbol, candles) in &closed5 {
+        let built = candles
+            .iter()
+            .find(|c| c.open_time == forming5)
+            .expect("the 5m close");
+        let contract = sim.state().universe.get(symbol).unwrap();
+        let k = contract.candle(g5, forming5, forming5 + 5 * MINUTE);
+        assert_eq!(
+            row_of(built),
+            [
+                k.open,
+                k.high,
+                k.low,
+                k.close,
+                k.base_volume,
+                k.quote_volume
+            ]
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+            "{symbol}"
+        );
+    }
+    let feed = &wiring.feed;
+    // Three 5m closes: the second built one was read by REST too, and agreed.
+    assert_eq!(feed.built.load(Relaxed), 3);
+    assert_eq!(feed.closed_built.load(Relaxed), 2);
+    assert_eq!(feed.build_checks.load(Relaxed), 1);
+    assert_eq!(feed.build_mismatches.load(Relaxed), 0);
+    assert_eq!(summary.feed.closed_built, 2);
+    let stats = sim.stop().await;
+    assert_eq!(stats.total.rate_limited, 0);
+}

@@ -166,6 +166,16 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
+    /// The size of the sorted set at `key`, read straight from the server.
+    pub fn zcard(&self, key: &str) -> u64 {
+        let client = redis::Client::open(self.url()).expect("redis url");
+        let mut conn = client.get_connection().expect("redis up");
+        redis::cmd("ZCARD")
+            .arg(key)
+            .query(&mut conn)
+            .expect("ZCARD")
+    }
+
     /// Kills it at once (SIGKILL): no goodbye to connected clients.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -518,3 +518,66 @@ async fn websocket_connection_attempts_are_one_window_for_every_instance() {
         .await
         .expect("another address is not held");
 }
+
+/// Bitget counts open sockets per address too: two instances leaving from one address hold
+/// slots of one count in Redis, and a slot one closes is the other's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_websockets_are_one_count_for_every_instance() {
+    use bitget_poller::limiter::backoff::Backoff;
+    use bitget_poller::limiter::redis::{RedisConfig, RedisLimiter, ScopeNames};
+    use bitget_poller::limiter::sockets::{SocketBudget, SocketWindow};
+    use bitget_poller::limiter::{Limits, RateLimiter};
+
+    let server = super::helpers::RedisServer::start("ws-sockets");
+    let config = RedisConfig {
+        url: server.url(),
+        key_prefix: "ws-sockets-test".to_owned(),
+        ..RedisConfig::default()
+    };
+    let instance = || {
+        let (limiter, _writer) = RedisLimiter::new(
+            &config,
+            &Limits::default(),
+            Backoff::default(),
+            ScopeNames::default(),
+        )
+        .unwrap();
+        limiter
+    };
+    let (a, b) = (instance(), instance());
+    let sockets = [SocketWindow {
+        budget: SocketBudget::Sockets,
+        key: 0,
+        limit: 2,
+        window_ms: 0,
+    }];
+    a.socket_acquire(&sockets).await;
+    b.socket_acquire(&sockets).await;
+    // The address's third socket waits, from either instance, although each has room of
+    // its own.
+    let third = tokio::time::timeout(Duration::from_millis(1500), b.socket_acquire(&sockets)).await;
+    assert!(third.is_err(), "the third socket waited");
+    let third = tokio::time::timeout(Duration::from_millis(1500), a.socket_acquire(&sockets)).await;
+    assert!(third.is_err(), "from either instance");
+    assert_eq!(
+        server.zcard("{ws-sockets-test}:ws:sockets:0"),
+        2,
+        "two slots held in redis"
+    );
+    // A closes its socket: B opens one in its place.
+    a.socket_closed(1, 0);
+    tokio::time::timeout(Duration::from_secs(5), b.socket_acquire(&sockets))
+        .await
+        .expect("the freed slot is taken");
+    assert_eq!(server.zcard("{ws-sockets-test}:ws:sockets:0"), 2);
+    // The waits given up above left nothing held: B closes both of its sockets, and A
+    // opens two again.
+    b.socket_closed(2, 0);
+    b.socket_closed(3, 0);
+    tokio::time::timeout(Duration::from_secs(5), async {
+        a.socket_acquire(&sockets).await;
+        a.socket_acquire(&sockets).await;
+    })
+    .await
+    .expect("both slots free again");
+}

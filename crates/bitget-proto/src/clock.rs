@@ -48,6 +48,18 @@ impl SystemClock {
     }
 }
 
+impl SystemClock {
+    /// The wall time `offset_ms` ahead (negative: behind): a server whose clock differs
+    /// from ours.
+    pub fn shifted(offset_ms: i64) -> Self {
+        let mut clock = Self::new();
+        clock.anchor_epoch_us = clock
+            .anchor_epoch_us
+            .saturating_add_signed(offset_ms.saturating_mul(1_000));
+        clock
+    }
+}
+
 impl Default for SystemClock {
     fn default() -> Self {
         Self::new()

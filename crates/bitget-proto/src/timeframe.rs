@@ -88,6 +88,42 @@ impl Granularity {
         }
     }
 
+    /// Whether every candle of `self` is exactly a whole run of consecutive `fine` candles
+    /// (each boundary of `self` is one of `fine`'s), with both alignments pinned down.
+    ///
+    /// Only UTC-anchored periods count. Bitget's plain 6H and longer are taken to follow
+    /// UTC+8, but no recorded reply pins that, nor where a 3-day period starts in either
+    /// frame: those are neither built from nor used to build others.
+    pub fn derives_from(self, fine: Self) -> bool {
+        let Self::Fixed {
+            ms: fine_ms,
+            offset_ms: 0,
+        } = fine
+        else {
+            return false;
+        };
+        if self == fine || fine_ms == 0 {
+            return false;
+        }
+        match self {
+            Self::Fixed { ms, offset_ms: 0 } => ms != 3 * DAY && ms.is_multiple_of(fine_ms),
+            Self::Week { offset_ms: 0 } | Self::Month { offset_ms: 0 } => {
+                DAY.is_multiple_of(fine_ms)
+            }
+            _ => false,
+        }
+    }
+
+    /// How many `fine` candles make the candle of `self` that opens at `open`, when it
+    /// [derives from](Self::derives_from) them.
+    pub fn parts_of(self, fine: Self, open: u64) -> Option<u64> {
+        let Self::Fixed { ms: fine_ms, .. } = fine else {
+            return None;
+        };
+        self.derives_from(fine)
+            .then(|| (self.next_open(open) - open) / fine_ms)
+    }
+
     /// Nominal length in minutes, used to scale synthetic volumes and ranges.
     pub fn nominal_minutes(self) -> u64 {
         match self {
@@ -292,6 +328,12 @@ impl Timeframe {
         self.granularity().prev_open(open)
     }
 
+    /// Whether each candle of `self` is exactly a run of `fine` candles of the same market
+    /// (see [`Granularity::derives_from`]).
+    pub fn derives_from(self, fine: Self) -> bool {
+        self.market() == fine.market() && self.granularity().derives_from(fine.granularity())
+    }
+
     /// Every timeframe `market` spells, shortest first.
     pub fn all(market: Market) -> impl Iterator<Item = Self> {
         period_indices()
@@ -351,6 +393,46 @@ mod tests {
 
     // 2023-12-28T11:15:00Z, the open time of the recorded 1m candle fixture.
     const T: u64 = 1_703_762_100_000;
+
+    #[test]
+    fn only_pinned_alignments_derive() {
+        let f = |t: &str| Timeframe::parse(Market::Futures, t).unwrap();
+        let s = |t: &str| Timeframe::parse(Market::Spot, t).unwrap();
+        for coarse in [
+            "3m", "5m", "15m", "30m", "1H", "2H", "4H", "6Hutc", "12Hutc", "1Dutc", "1Wutc",
+            "1Mutc",
+        ] {
+            assert!(f(coarse).derives_from(f("1m")), "{coarse} from 1m");
+        }
+        assert!(f("15m").derives_from(f("5m")));
+        assert!(f("1Dutc").derives_from(f("4H")));
+        assert!(s("1h").derives_from(s("1min")));
+        // Not a whole number of parts, not coarser, another market.
+        assert!(!f("5m").derives_from(f("3m")));
+        assert!(!f("1m").derives_from(f("5m")));
+        assert!(!f("5m").derives_from(f("5m")));
+        assert!(!f("5m").derives_from(s("1min")));
+        // Unpinned alignments: the plain 6H and longer, and 3-day periods.
+        for coarse in ["6H", "12H", "1D", "3D", "1W", "1M", "3Dutc"] {
+            assert!(!f(coarse).derives_from(f("1m")), "{coarse}");
+        }
+        assert_eq!(
+            f("15m").granularity().parts_of(f("1m").granularity(), T),
+            Some(15)
+        );
+        // 2024-02 has 29 days.
+        let feb = f("1Mutc").open_of(1_707_000_000_000);
+        assert_eq!(
+            f("1Mutc")
+                .granularity()
+                .parts_of(f("1H").granularity(), feb),
+            Some(29 * 24)
+        );
+        assert_eq!(
+            f("1D").granularity().parts_of(f("1m").granularity(), T),
+            None
+        );
+    }
 
     #[test]
     fn futures_and_spot_spellings_differ() {

@@ -38,7 +38,8 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use bitget_proto::clock::{Clock, SystemClock};
+use bitget_proto::clock::Clock;
+pub use bitget_proto::clock::SystemClock;
 use record::StatsSnapshot;
 
 pub use state::{
@@ -80,9 +81,28 @@ impl Simulator {
             .local_addr()
             .map_err(|source| SimError::Bind { addr, source })?;
         let (shutdown_tx, shutdown_rx) = oneshot::channel();
-        let task = tokio::spawn(server::serve(listener, state.clone(), async {
-            let _ = shutdown_rx.await;
-        }));
+        let cut_all_after = state.ws.config().cut_all_after;
+        let task = tokio::spawn({
+            let state = state.clone();
+            async move {
+                let serve = server::serve(listener, state.clone(), async {
+                    let _ = shutdown_rx.await;
+                });
+                // The one mass disconnect, if configured, runs beside the server and ends
+                // with it.
+                let cut = async {
+                    if let Some(after) = cut_all_after {
+                        tokio::time::sleep(after).await;
+                        state.ws.cut_all();
+                    }
+                    std::future::pending::<()>().await;
+                };
+                tokio::select! {
+                    () = serve => {}
+                    () = cut => {}
+                }
+            }
+        });
         Ok(Self {
             addr,
             state,

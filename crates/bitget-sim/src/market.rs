@@ -68,7 +68,15 @@ pub struct Contract {
     volume_per_minute: u64,
     /// Listing status as `/contracts` reports it (`normal`, or `off` for removed symbols).
     pub status: &'static str,
+    /// Closed hour candles already built, by open time: a day is 24 of them rather than
+    /// 1440 minutes. Cleared when it grows past [`HOUR_CACHE`].
+    hours: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<u64, Candle>>>,
 }
+
+/// Closed hour candles kept per contract (about 11 weeks).
+const HOUR_CACHE: usize = 2_000;
+const MINUTE_MS: u64 = 60_000;
+const HOUR_MS: u64 = 3_600_000;
 
 /// All contracts of one simulator run.
 #[derive(Debug, Clone)]
@@ -130,6 +138,7 @@ impl Universe {
                 salt,
                 volume_per_minute,
                 status,
+                hours: std::sync::Arc::default(),
             });
         }
         let by_symbol = contracts
@@ -191,8 +200,58 @@ impl Contract {
     ///
     /// A candle that has not closed by `now` is still forming: its close is the price at
     /// `now`, and its range and volume cover only the elapsed part.
+    ///
+    /// Every timeframe longer than a minute is built from the minute candles it spans (open
+    /// first, high max, low min, close last, volumes summed), as an exchange builds them
+    /// from the same trades: a 5m candle is exactly its five 1m candles, so a client that
+    /// derives timeframes can be checked against the simulator's own answer.
     pub fn candle(&self, granularity: Granularity, open_time: u64, now: u64) -> Candle {
         let close_time = granularity.next_open(open_time);
+        if close_time - open_time <= MINUTE_MS {
+            return self.minute(open_time, close_time, now);
+        }
+        let end = close_time.min(now.max(open_time));
+        let mut parts = Vec::new();
+        let mut t = open_time;
+        loop {
+            if t.is_multiple_of(HOUR_MS) && t + HOUR_MS <= close_time && t + HOUR_MS <= end {
+                parts.push(self.closed_hour(t));
+                t += HOUR_MS;
+            } else {
+                parts.push(self.minute(t, t + MINUTE_MS, now));
+                t += MINUTE_MS;
+            }
+            if t >= end {
+                break;
+            }
+        }
+        let mut candle = aggregate(&parts);
+        candle.open_time = open_time;
+        candle
+    }
+
+    /// A closed hour candle, from the cache or its 60 minutes.
+    fn closed_hour(&self, open_time: u64) -> Candle {
+        let mut hours = self.hours.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = hours.get(&open_time) {
+            return c.clone();
+        }
+        let minutes: Vec<Candle> = (0..60)
+            .map(|k| {
+                let t = open_time + k * MINUTE_MS;
+                self.minute(t, t + MINUTE_MS, u64::MAX)
+            })
+            .collect();
+        let hour = aggregate(&minutes);
+        if hours.len() >= HOUR_CACHE {
+            hours.clear();
+        }
+        hours.insert(open_time, hour.clone());
+        hour
+    }
+
+    /// The minute candle opening at `open_time` (closing at `close_time`), as seen at `now`.
+    fn minute(&self, open_time: u64, close_time: u64, now: u64) -> Candle {
         let end = close_time.min(now.max(open_time));
         let open = self.ticks_at(open_time);
         let close = self.ticks_at(end);
@@ -252,6 +311,24 @@ impl Contract {
         let period = now / 28_800_000;
         Decimal::new((signed_unit(self.salt ^ period, 12) * 300.0) as i64, 6)
     }
+}
+
+/// One candle spanning `parts` (consecutive, oldest first, at least one): open of the
+/// first, the highest high, the lowest low, close of the last, volumes summed. Its open
+/// time is the first part's.
+fn aggregate(parts: &[Candle]) -> Candle {
+    let first = &parts[0];
+    let mut out = first.clone();
+    for c in &parts[1..] {
+        out.high = out.high.max(c.high);
+        out.low = out.low.min(c.low);
+        out.close = c.close;
+        out.base_volume += c.base_volume;
+        out.quote_volume += c.quote_volume;
+    }
+    // As a minute's own: base volume at the contract's size scale, quote volume normalized.
+    out.quote_volume = out.quote_volume.normalize();
+    out
 }
 
 /// The start of the second that contains `t` (Unix ms).
@@ -349,6 +426,48 @@ mod tests {
         let closed = btc.candle(g, open, open + 120_000);
         assert_eq!(closed.close, btc.price_at(open + 60_000));
         assert!(closed.base_volume >= forming.base_volume);
+    }
+
+    /// Every longer candle is exactly the minutes it spans, closed or forming, for every
+    /// spelling with a fixed, weekly or monthly period (the plain ones at UTC+8 too).
+    #[test]
+    fn longer_candles_agree_with_their_minutes() {
+        let u = Universe::new(3, 3, &[]);
+        let eth = u.get("ETHUSDT").unwrap();
+        let one = Granularity::parse(Market::Futures, "1m").unwrap();
+        let minutes = |from: u64, until: u64, now: u64| -> Candle {
+            let mut parts = Vec::new();
+            let mut t = from;
+            while t < until && (parts.is_empty() || t < now) {
+                parts.push(eth.candle(one, t, now));
+                t = one.next_open(t);
+            }
+            let mut c = aggregate(&parts);
+            c.open_time = from;
+            c
+        };
+        for tf in [
+            "5m", "15m", "30m", "1H", "4H", "6H", "12H", "1D", "1W", "1M", "6Hutc", "1Dutc",
+            "1Wutc", "1Mutc",
+        ] {
+            let g = Granularity::parse(Market::Futures, tf).unwrap();
+            let open = g.prev_open(g.open_of(NOW));
+            let close = g.next_open(open);
+            assert_eq!(
+                eth.candle(g, open, NOW),
+                minutes(open, close, u64::MAX),
+                "{tf} closed"
+            );
+            // Forming: 20 s past half way.
+            let now = open + (close - open) / 2 + 20_000;
+            let forming = eth.candle(g, open, now);
+            assert_eq!(forming, minutes(open, close, now), "{tf} forming");
+            assert_eq!(forming.close, eth.price_at(now), "{tf}");
+        }
+        // The base volume keeps the contract's scale, as a minute's does.
+        let h = Granularity::parse(Market::Futures, "1H").unwrap();
+        let hour = eth.candle(h, h.open_of(NOW), NOW + 3_600_000);
+        assert_eq!(hour.base_volume.scale(), eth.volume_place);
     }
 
     #[test]

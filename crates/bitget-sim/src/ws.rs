@@ -80,6 +80,9 @@ pub struct WsConfig {
     /// Probability, per socket and push interval, that it goes silent for [`Self::stall`].
     pub stall_per_push: f64,
     pub stall: Duration,
+    /// Cut every open socket at once, this long after the simulator started (a release
+    /// window, a network blip); `None` never.
+    pub cut_all_after: Option<Duration>,
     pub seed: u64,
 }
 
@@ -93,6 +96,7 @@ impl Default for WsConfig {
             drop_per_push: 0.0,
             stall_per_push: 0.0,
             stall: Duration::from_secs(5),
+            cut_all_after: None,
             seed: 1,
         }
     }

@@ -155,6 +155,9 @@ pub struct FeedUsage {
     pub reconnects: u64,
     pub closed_ws: u64,
     pub closed_rest: u64,
+    /// Closes built from a shorter timeframe's (lines before they existed say nothing).
+    pub closed_built: u64,
+    pub build_mismatches: u64,
     pub rest_reads: u64,
     pub fallback_reads: u64,
     /// Error events by code.
@@ -165,6 +168,8 @@ pub struct FeedUsage {
     pub channels: u64,
     /// The highest close-lag p99 any line reported (the run's so far), in ms.
     pub worst_close_lag_p99_ms: Option<u64>,
+    /// The longest any series had gone without a push when a line was written, in ms.
+    pub worst_stalest_ms: Option<u64>,
 }
 
 /// What one endpoint carried within the window.
@@ -503,6 +508,14 @@ impl RateLog {
                     reconnects: number(line, "reconnects")?,
                     closed_ws: number(line, "closed_ws")?,
                     closed_rest: number(line, "closed_rest")?,
+                    closed_built: line
+                        .field("closed_built")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0),
+                    build_mismatches: line
+                        .field("build_mismatches")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0),
                     rest_reads: number(line, "rest_reads")?,
                     fallback_reads: number(line, "fallback_reads")?,
                     errors: BTreeMap::new(),
@@ -512,6 +525,7 @@ impl RateLog {
                     worst_close_lag_p99_ms: line
                         .field("close_lag_p99_ms")
                         .and_then(|v| v.parse().ok()),
+                    worst_stalest_ms: line.field("stalest_ms").and_then(|v| v.parse().ok()),
                 };
                 let f = &mut self.feed;
                 f.intervals += 1;
@@ -520,6 +534,8 @@ impl RateLog {
                 f.reconnects += read.reconnects;
                 f.closed_ws += read.closed_ws;
                 f.closed_rest += read.closed_rest;
+                f.closed_built += read.closed_built;
+                f.build_mismatches += read.build_mismatches;
                 f.rest_reads += read.rest_reads;
                 f.fallback_reads += read.fallback_reads;
                 (f.sockets, f.sockets_up, f.channels) =
@@ -529,6 +545,7 @@ impl RateLog {
                 }
                 f.worst_close_lag_p99_ms =
                     f.worst_close_lag_p99_ms.max(read.worst_close_lag_p99_ms);
+                f.worst_stalest_ms = f.worst_stalest_ms.max(read.worst_stalest_ms);
             }
             Some("redis_down" | "redis_reset") => self.redis_down += 1,
             Some("redis_up") => self.redis_up += 1,
@@ -1005,11 +1022,14 @@ impl Report {
                 "reconnects": f.reconnects,
                 "closed_ws": f.closed_ws,
                 "closed_rest": f.closed_rest,
+                "closed_built": f.closed_built,
+                "build_mismatches": f.build_mismatches,
                 "rest_reads": f.rest_reads,
                 "fallback_reads": f.fallback_reads,
                 "errors": f.errors.iter().map(|(c, n)| (c.to_string(), (*n).into()))
                     .collect::<serde_json::Map<String, serde_json::Value>>(),
                 "worst_close_lag_p99_ms": f.worst_close_lag_p99_ms,
+                "worst_stalest_ms": f.worst_stalest_ms,
                 "covered_s": f.covered.as_secs_f64(),
             })),
             "endpoints": self.endpoints.iter().map(|(c, path, u)| serde_json::json!({
@@ -1218,7 +1238,7 @@ impl Report {
             let errors = crate::feed::code_counts(&f.errors).unwrap_or_else(|| "none".to_owned());
             let _ = writeln!(
                 out,
-                "websocket feed: {} sockets ({} up at the last line), {} channels, {:.1} pushes/s, {} reconnects, error events {}; closed candles over the socket {}, by rest {} ({} reads), fallback reads {}, worst close lag p99 {}",
+                "websocket feed: {} sockets ({} up at the last line), {} channels, {:.1} pushes/s, {} reconnects, error events {}; closed candles over the socket {}, by rest {} ({} reads), built from shorter ones {} ({} differed from rest), fallback reads {}, worst close lag p99 {}, stalest series at a line {}",
                 f.sockets,
                 f.sockets_up,
                 f.channels,
@@ -1228,8 +1248,12 @@ impl Report {
                 f.closed_ws,
                 f.closed_rest,
                 f.rest_reads,
+                f.closed_built,
+                f.build_mismatches,
                 f.fallback_reads,
                 f.worst_close_lag_p99_ms
+                    .map_or("-".to_owned(), |v| format!("{v} ms")),
+                f.worst_stalest_ms
                     .map_or("-".to_owned(), |v| format!("{v} ms"))
             );
         }
