@@ -32,6 +32,7 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 
 pub mod config;
+pub mod disk;
 pub mod freshness;
 mod interest;
 mod journal;
