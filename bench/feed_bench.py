@@ -138,6 +138,8 @@ symbols = "all"
 timeframes = ["1m", "5m", "15m"]
 tickers_interval_secs = 0
 discovery_cache = "{work / 'cache.json'}"
+[store]
+path = "{work / 'candles.sqlite'}"
 [logging]
 dir = "{work / 'logs'}"
 usage_interval_secs = 10

@@ -85,7 +85,7 @@ def scenario(python, seconds, through_gateway, tmp, jitter_ms):
     config = tmp / "poller.toml"
     config.write_text('[poll]\nsymbols = "all"\ntimeframes = ["1m"]\ntickers_interval_secs = 0\n'
                       f'discovery_cache = "{tmp}/contracts.json"\n'
-                      f'[logging]\ndir = "{tmp}/logs"\n[trading]\nenabled = false\n'
+                      f'[logging]\ndir = "{tmp}/logs"\n[trading]\nenabled = false\n[store]\npath = "{tmp}/candles.sqlite"\n'
                       # REST polling: what this benchmark measured before the feed.
                       '[feed]\nsource = "rest"\n')
     command = "gateway" if through_gateway else "run"

@@ -63,6 +63,7 @@ class Setup:
         config = tmp / "gateway.toml"
         symbols = ", ".join(f'"{s}"' for s in SYMBOLS)
         config.write_text(f'[poll]\nsymbols = [{symbols}]\ntickers_interval_secs = 0\n'
+                          f'[store]\npath = "{tmp}/candles.sqlite"\n'
                           f'[logging]\ndir = "{tmp}/logs"\nusage_interval_secs = 5\n'
                           f'[trading]\nenabled = false\n'
                           f'[feed]\nsource = "rest"\n'

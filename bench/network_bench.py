@@ -53,6 +53,8 @@ timeframes = [{tfs}]
 mode = "{mode}"
 tickers_interval_secs = 10
 discovery_cache = "{work / (name + '-cache.json')}"
+[store]
+path = "{work / (name + '-candles.sqlite')}"
 [logging]
 dir = "{work / (name + '-logs')}"
 usage_interval_secs = 5

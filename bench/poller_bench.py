@@ -37,6 +37,8 @@ timeframes = ["1m"]
 mode = "{mode}"
 tickers_interval_secs = 10
 discovery_cache = "{work / 'cache.json'}"
+[store]
+path = "{work / 'candles.sqlite'}"
 [logging]
 dir = "{work / 'logs'}"
 usage_interval_secs = 10

@@ -32,6 +32,7 @@ use crate::limiter::recent::RecentRateLimits;
 use crate::limiter::redis::{BackendConfig, RedisLimiter, ScopeNames};
 use crate::limiter::{Category, CategoryCounters, EndpointCounters, LocalLimiter, RateLimiter};
 use crate::scheduler::{resolve_symbols, PollError, PollStats, Poller};
+use crate::store::disk::DiskStore;
 use crate::store::{Store, Subscription};
 use crate::strategy::StrategySpec;
 use crate::telemetry::clients::ClientStats;
@@ -60,6 +61,9 @@ pub enum RunError {
     /// The feed has no socket address to connect to.
     #[error("{0}")]
     Feed(String),
+    /// The candle store's file cannot be used.
+    #[error(transparent)]
+    Disk(#[from] crate::store::disk::DiskError),
     /// Not one reply came back in the whole run.
     #[error("never reached the exchange at {host} in {:.1} s: {cause}; check [exchange] base_url (or --base-url), the network and any proxy", elapsed.as_secs_f64())]
     Unreachable {
@@ -74,7 +78,7 @@ impl RunError {
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::Setup(e) => e.exit_code(),
-            Self::Gateway(_) | Self::Redis(_) | Self::Feed(_) => 2,
+            Self::Gateway(_) | Self::Redis(_) | Self::Feed(_) | Self::Disk(_) => 2,
             _ => 1,
         }
     }
@@ -560,6 +564,37 @@ enum Trading {
     SetupFailed(SetupError),
 }
 
+/// How long the exit waits for the candle store to write what is queued.
+const DISK_CLOSE: Duration = Duration::from_secs(15);
+
+/// Takes back the newest `per_series` closed candles of every series the file holds.
+fn restore(store: &Store, disk: &DiskStore, per_series: usize) {
+    let started = std::time::Instant::now();
+    let series = match disk.series() {
+        Ok(series) => series,
+        Err(error) => {
+            tracing::error!(%error, "the candle store's series could not be read; starting from the exchange");
+            return;
+        }
+    };
+    let mut rows = 0;
+    for (key, _, _, _) in &series {
+        match disk.latest(key, per_series) {
+            Ok(candles) => rows += store.restore(key.market(), candles),
+            Err(error) => {
+                tracing::error!(%error, symbol = %key.symbol, timeframe = %key.timeframe, "a stored series could not be read; it is fetched again");
+            }
+        }
+    }
+    tracing::info!(
+        path = %disk.path().display(),
+        series = series.len(),
+        rows,
+        ms = started.elapsed().as_millis() as u64,
+        "candles taken back from the store"
+    );
+}
+
 /// Runs everything `config` asks for until `shutdown` fires (or a part fails for good:
 /// refused credentials stop the whole run).
 ///
@@ -579,6 +614,11 @@ pub async fn run(
         gateway,
     } = options;
     let store = Store::new(config.store);
+    // Opened first: a file that is not ours stops the run before anything starts.
+    let disk = match &config.disk {
+        Some(disk) => Some(DiskStore::open(disk, Arc::clone(&wall))?),
+        None => None,
+    };
     let wiring = Wiring::new(
         config,
         Arc::clone(&wall),
@@ -675,6 +715,14 @@ pub async fn run(
         })
     });
 
+    // What the file holds comes back before the first request: consumers (already
+    // subscribed) warm up from it, and every series continues after its newest close.
+    if let Some(disk) = &disk {
+        // As many as a first read would fetch: what a strategy warms up on. Older ones
+        // are read from the file when asked for.
+        restore(&store, disk, config.poll.initial_candles as usize);
+        store.set_write_through(Arc::clone(disk) as Arc<dyn crate::store::WriteThrough>);
+    }
     let follow_interest = gateway.is_some();
     let poll = poll_session(
         config,
@@ -691,6 +739,15 @@ pub async fn run(
         let _ = task.await;
     }
     store.close();
+    if let Some(disk) = &disk {
+        let pending = disk
+            .stats()
+            .pending
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if !disk.close(DISK_CLOSE) {
+            tracing::error!(path = %disk.path().display(), pending, "the candle store could not write everything before the exit");
+        }
+    }
     let (trading, account, setup) = match engine {
         Some(task) => match task.await {
             Ok(Trading::Ran { engine, account }) => (Some(engine), account, None),

@@ -95,6 +95,8 @@ pub struct Config {
     pub metrics_addr: Option<SocketAddr>,
     pub trading: TradingConfig,
     pub store: StoreConfig,
+    /// The SQLite file closed candles are kept in (`[store] path`); `None`: memory only.
+    pub disk: Option<crate::store::disk::DiskConfig>,
     pub gateway: GatewayConfig,
     /// Where live candles come from (`[feed]`).
     pub feed: FeedConfig,
@@ -137,6 +139,7 @@ impl Config {
         let gateway = raw.gateway.check(&mut c);
         let feed = raw.feed.check(&mut c);
         let store = raw.store.check(&mut c);
+        let disk = raw.store.disk(&mut c);
         let limits = raw.limits.limits(&mut c);
         let limiter = raw.limits.backend(&mut c);
         (client.egresses, client.signed_egress) =
@@ -161,6 +164,7 @@ impl Config {
             metrics_addr: logging.metrics_addr,
             trading,
             store,
+            disk,
             limiter,
             gateway,
             feed,

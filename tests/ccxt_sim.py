@@ -55,7 +55,8 @@ def main():
             with open(config_path, "w") as f:
                 f.write('[poll]\nsymbols = ["BTCUSDT"]\ntickers_interval_secs = 1\n'
                         f'discovery_cache = "{workdir}/contracts.json"\n'
-                        f'[logging]\ndir = "{workdir}/logs"\n[trading]\nenabled = false\n')
+                        f'[logging]\ndir = "{workdir}/logs"\n[trading]\nenabled = false\n'
+                        f'[store]\npath = "{workdir}/candles.sqlite"\n')
             gateway = subprocess.Popen(
                 [BIN, "gateway", "--config", config_path, "--base-url", base, "--listen", "127.0.0.1:0",
                  "--duration", "120"], stdout=subprocess.PIPE, text=True)

@@ -101,7 +101,8 @@ def main():
         with open(gateway_config, "w") as f:
             f.write('[poll]\nsymbols = ["BTCUSDT"]\ntickers_interval_secs = 1\n'
                     f'discovery_cache = "{workdir}/contracts.json"\n'
-                    f'[logging]\ndir = "{workdir}/logs"\n[trading]\nenabled = false\n')
+                    f'[logging]\ndir = "{workdir}/logs"\n[trading]\nenabled = false\n'
+                    f'[store]\npath = "{workdir}/candles.sqlite"\n')
         gateway = subprocess.Popen(
             [BIN, "gateway", "--config", gateway_config, "--base-url", sim_url, "--listen", "127.0.0.1:0",
              "--duration", "900"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,

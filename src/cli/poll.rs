@@ -246,6 +246,8 @@ pub(super) async fn demo(args: DemoArgs) -> ExitCode {
         }
     };
     config.client.base_url = sim.base_url();
+    // The simulator's candles are not the exchange's: they never go into the candle file.
+    config.disk = None;
     outln!(
         "demo: Bitget simulator with {} contracts on {} (strict 20/s windows{}), polled with {}",
         args.symbols,

@@ -69,7 +69,9 @@ pub enum DiskError {
         path: PathBuf,
         source: rusqlite::Error,
     },
-    #[error("candle store {path}: is not a SQLite database; move it away or set [store] path elsewhere")]
+    #[error(
+        "candle store {path}: is not a SQLite database; move it away or set [store] path elsewhere"
+    )]
     NotADatabase { path: PathBuf },
     #[error("candle store {path}: is another program's database (application id {found:#x}); set [store] path to a file of ours or a new one")]
     Foreign { path: PathBuf, found: i32 },
@@ -493,17 +495,15 @@ impl DiskStore {
         for row in rows {
             let (open_time, text) = row.map_err(|e| self.read_error(e))?;
             let value = |i: usize| Decimal::from_str(&text[i]).ok();
-            let (Some(open), Some(high), Some(low), Some(close), Some(base), Some(quote)) = (
-                value(0),
-                value(1),
-                value(2),
-                value(3),
-                value(4),
-                value(5),
-            ) else {
+            let (Some(open), Some(high), Some(low), Some(close), Some(base), Some(quote)) =
+                (value(0), value(1), value(2), value(3), value(4), value(5))
+            else {
                 return Err(DiskError::Corrupt {
                     path: self.path.clone(),
-                    detail: format!("a price of {} {} at {open_time} is not a number", key.symbol, key.timeframe),
+                    detail: format!(
+                        "a price of {} {} at {open_time} is not a number",
+                        key.symbol, key.timeframe
+                    ),
                 });
             };
             out.push(Candle {
@@ -761,16 +761,34 @@ mod tests {
         assert!(store.close(Duration::from_secs(10)));
         drop(store);
         let store = open(&path);
-        let read = store.range(&key("BTCUSDT"), T + 2 * M, T + 5 * M, 100).unwrap();
-        let want: Vec<Candle> = (2..5).map(|k| candle("BTCUSDT", T + k * M, 100_100 + k as i64)).collect();
+        let read = store
+            .range(&key("BTCUSDT"), T + 2 * M, T + 5 * M, 100)
+            .unwrap();
+        let want: Vec<Candle> = (2..5)
+            .map(|k| candle("BTCUSDT", T + k * M, 100_100 + k as i64))
+            .collect();
         assert_eq!(read, want);
         // Exact decimals, scale included.
         assert_eq!(read[0].base_volume.to_string(), "12.340");
         assert_eq!(read[0].quote_volume.to_string(), "12345.678901");
-        assert_eq!(store.latest(&key("BTCUSDT"), 2).unwrap().iter().map(|c| c.open_time).collect::<Vec<_>>(), [T + 8 * M, T + 9 * M]);
+        assert_eq!(
+            store
+                .latest(&key("BTCUSDT"), 2)
+                .unwrap()
+                .iter()
+                .map(|c| c.open_time)
+                .collect::<Vec<_>>(),
+            [T + 8 * M, T + 9 * M]
+        );
         let mut series = store.series().unwrap();
         series.sort_by(|a, b| a.0.symbol.as_str().cmp(b.0.symbol.as_str()));
-        assert_eq!(series, [(key("BTCUSDT"), T, T + 9 * M, 10), (key("ETHUSDT"), T, T, 1)]);
+        assert_eq!(
+            series,
+            [
+                (key("BTCUSDT"), T, T + 9 * M, 10),
+                (key("ETHUSDT"), T, T, 1)
+            ]
+        );
         store.close(Duration::from_secs(5));
     }
 
@@ -803,12 +821,19 @@ mod tests {
         let k = key("BTCUSDT");
         assert_eq!(
             store.missing(&k, T, T + 10 * M).unwrap(),
-            [(T, T + 2 * M), (T + 5 * M, T + 7 * M), (T + 9 * M, T + 10 * M)]
+            [
+                (T, T + 2 * M),
+                (T + 5 * M, T + 7 * M),
+                (T + 9 * M, T + 10 * M)
+            ]
         );
         assert_eq!(store.missing(&k, T + 2 * M, T + 5 * M).unwrap(), []);
         // A start inside a minute counts from that minute's open.
         assert_eq!(store.missing(&k, T + 7 * M + 5, T + 9 * M).unwrap(), []);
-        assert_eq!(store.missing(&key("ETHUSDT"), T, T + 3 * M).unwrap(), [(T, T + 3 * M)]);
+        assert_eq!(
+            store.missing(&key("ETHUSDT"), T, T + 3 * M).unwrap(),
+            [(T, T + 3 * M)]
+        );
         assert_eq!(store.missing(&k, T + 5 * M, T + 5 * M).unwrap(), []);
         store.close(Duration::from_secs(5));
     }
@@ -824,11 +849,26 @@ mod tests {
         let store = DiskStore::open(&config, Arc::new(ManualClock::new(now))).unwrap();
         let mut five = candle("BTCUSDT", T, 1);
         five.timeframe = tf("5m");
-        store.write([candle("BTCUSDT", T, 1), candle("BTCUSDT", now - 3_600_000, 1), five]);
+        store.write([
+            candle("BTCUSDT", T, 1),
+            candle("BTCUSDT", now - 3_600_000, 1),
+            five,
+        ]);
         assert!(store.flush(Duration::from_secs(10)));
-        assert!(!store.has(&key("BTCUSDT"), T).unwrap(), "older than a day: gone");
+        assert!(
+            !store.has(&key("BTCUSDT"), T).unwrap(),
+            "older than a day: gone"
+        );
         assert!(store.has(&key("BTCUSDT"), now - 3_600_000).unwrap());
-        assert!(store.has(&SeriesKey::new(Symbol::from_exchange("BTCUSDT"), tf("5m")), T).unwrap(), "5m is kept");
+        assert!(
+            store
+                .has(
+                    &SeriesKey::new(Symbol::from_exchange("BTCUSDT"), tf("5m")),
+                    T
+                )
+                .unwrap(),
+            "5m is kept"
+        );
         assert_eq!(store.stats().rows_expired.load(Ordering::Relaxed), 1);
         store.close(Duration::from_secs(5));
     }
@@ -838,8 +878,14 @@ mod tests {
         let d = dir("refused");
         // Another program's database.
         let foreign = d.join("foreign.sqlite");
-        Connection::open(&foreign).unwrap().execute_batch("CREATE TABLE t (x)").unwrap();
-        let config = |path: &Path| DiskConfig { path: path.to_owned(), retention: BTreeMap::new() };
+        Connection::open(&foreign)
+            .unwrap()
+            .execute_batch("CREATE TABLE t (x)")
+            .unwrap();
+        let config = |path: &Path| DiskConfig {
+            path: path.to_owned(),
+            retention: BTreeMap::new(),
+        };
         let clock = || -> Arc<dyn Clock> { Arc::new(ManualClock::new(T)) };
         let err = DiskStore::open(&config(&foreign), clock()).unwrap_err();
         assert!(matches!(err, DiskError::Foreign { .. }), "{err}");
@@ -849,11 +895,18 @@ mod tests {
         std::fs::write(&text, "these are my notes, not a database; ".repeat(200)).unwrap();
         let err = DiskStore::open(&config(&text), clock()).unwrap_err();
         assert!(matches!(err, DiskError::NotADatabase { .. }), "{err}");
-        assert_eq!(std::fs::read_to_string(&text).unwrap().len(), 36 * 200, "left as it was");
+        assert_eq!(
+            std::fs::read_to_string(&text).unwrap().len(),
+            36 * 200,
+            "left as it was"
+        );
         // Ours, from a newer build.
         let newer = d.join("newer.sqlite");
         open(&newer).close(Duration::from_secs(5));
-        Connection::open(&newer).unwrap().execute_batch("PRAGMA user_version = 9").unwrap();
+        Connection::open(&newer)
+            .unwrap()
+            .execute_batch("PRAGMA user_version = 9")
+            .unwrap();
         let err = DiskStore::open(&config(&newer), clock()).unwrap_err();
         assert!(matches!(err, DiskError::Newer { found: 9, .. }), "{err}");
         // Ours, damaged: pages past the header overwritten.
@@ -869,10 +922,17 @@ mod tests {
         }
         std::fs::write(&damaged, &bytes).unwrap();
         let err = DiskStore::open(&config(&damaged), clock()).unwrap_err();
-        assert!(matches!(err, DiskError::Corrupt { .. } | DiskError::NotADatabase { .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                DiskError::Corrupt { .. } | DiskError::NotADatabase { .. }
+            ),
+            "{err}"
+        );
         assert!(err.to_string().contains("damaged.sqlite"), "{err}");
         // A folder that cannot be made.
-        let err = DiskStore::open(&config(&text.join("sub").join("c.sqlite")), clock()).unwrap_err();
+        let err =
+            DiskStore::open(&config(&text.join("sub").join("c.sqlite")), clock()).unwrap_err();
         assert!(matches!(err, DiskError::Folder { .. }), "{err}");
     }
 
@@ -901,10 +961,16 @@ mod tests {
         // 5,000 rows do not fit in 256 KiB: the writer stops and keeps them.
         let deadline = Instant::now() + Duration::from_secs(20);
         while !store.stats().failing.load(Ordering::Relaxed) {
-            assert!(Instant::now() < deadline, "the writer noticed the full disk");
+            assert!(
+                Instant::now() < deadline,
+                "the writer noticed the full disk"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
-        assert!(!store.flush(Duration::from_millis(300)), "nothing more fits");
+        assert!(
+            !store.flush(Duration::from_millis(300)),
+            "nothing more fits"
+        );
         // Space returns.
         let grown = std::process::Command::new("mount")
             .args(["-o", "remount,size=16m"])
@@ -912,9 +978,14 @@ mod tests {
             .status()
             .is_ok_and(|s| s.success());
         assert!(grown);
-        assert!(store.flush(Duration::from_secs(30)), "written once there was room");
+        assert!(
+            store.flush(Duration::from_secs(30)),
+            "written once there was room"
+        );
         assert!(!store.stats().failing.load(Ordering::Relaxed));
-        let all = store.range(&key("BTCUSDT"), 0, u64::MAX >> 1, n as usize + 1).unwrap();
+        let all = store
+            .range(&key("BTCUSDT"), 0, u64::MAX >> 1, n as usize + 1)
+            .unwrap();
         assert_eq!(all.len(), n as usize);
         assert_eq!(store.missing(&key("BTCUSDT"), T, T + n * M).unwrap(), []);
         store.close(Duration::from_secs(5));

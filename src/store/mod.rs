@@ -162,6 +162,22 @@ impl Store {
     /// Records a closed candle of `market`. Returns false, storing nothing, when the series
     /// already holds a candle at or after its open time (a repeat).
     pub fn write_closed(&self, market: Market, candle: Candle) -> bool {
+        self.keep_closed(market, candle, true)
+    }
+
+    /// Takes back closed candles kept on disk at start, oldest first per series: held and
+    /// journalled like new ones (strategies warm up from them, and each series continues
+    /// after its newest), but not handed to the write-through hook, which has them.
+    /// Returns how many were taken.
+    pub fn restore(&self, market: Market, candles: impl IntoIterator<Item = Candle>) -> usize {
+        candles
+            .into_iter()
+            .map(|c| self.keep_closed(market, c, false))
+            .filter(|kept| *kept)
+            .count()
+    }
+
+    fn keep_closed(&self, market: Market, candle: Candle, persist: bool) -> bool {
         let Some(key) = SeriesKey::of(market, &candle) else {
             tracing::warn!(timeframe = ?candle.timeframe, ?market, "a candle of another market's timeframe; not stored");
             return false;
@@ -184,7 +200,9 @@ impl Store {
             }
             let series = inner.series.entry(key).or_default();
             series.hold(CandleRow::of(&candle), self.config.candles_per_series);
-            self.persist(&candle);
+            if persist {
+                self.persist(&candle);
+            }
             if series
                 .forming
                 .as_ref()

@@ -14,8 +14,9 @@ fn write_config(dir: &Path) -> PathBuf {
     std::fs::write(
         &path,
         format!(
-            "[poll]\nsymbols = [\"BTCUSDT\", \"ETH/USDT:USDT\"]\ntickers_interval_secs = 1\n[feed]\nsource = \"rest\"\n[logging]\ndir = '{}'\nusage_interval_secs = 1\n",
-            logs.display()
+            "[poll]\nsymbols = [\"BTCUSDT\", \"ETH/USDT:USDT\"]\ntickers_interval_secs = 1\n[feed]\nsource = \"rest\"\n[logging]\ndir = '{}'\nusage_interval_secs = 1\n[store]\npath = '{}'\n",
+            logs.display(),
+            dir.join("candles.sqlite").display()
         ),
     )
     .unwrap();
@@ -95,8 +96,9 @@ async fn run_on_the_websocket_feed_writes_its_lines_and_summary() {
     std::fs::write(
         &config,
         format!(
-            "[poll]\nsymbols = [\"BTCUSDT\", \"ETHUSDT\"]\ntickers_interval_secs = 0\n[logging]\ndir = '{}'\nusage_interval_secs = 1\n[trading]\nenabled = false\n",
-            logs.display()
+            "[poll]\nsymbols = [\"BTCUSDT\", \"ETHUSDT\"]\ntickers_interval_secs = 0\n[logging]\ndir = '{}'\nusage_interval_secs = 1\n[trading]\nenabled = false\n[store]\npath = '{}'\n",
+            logs.display(),
+            dir.join("candles.sqlite").display()
         ),
     )
     .unwrap();

@@ -20,8 +20,14 @@ pub fn config(base_url: &str, poll: &str, extra: &str) -> Config {
     } else {
         "[feed]\nsource = \"rest\"\n"
     };
+    // Memory only unless the test names a file: never the repository's `data/`.
+    let store = if extra.contains("[store]") {
+        ""
+    } else {
+        "[store]\npath = \"\"\n"
+    };
     let text = format!(
-        "[exchange]\nbase_url = \"{base_url}\"\n[poll]\n{poll}\n[logging]\nusage_interval_secs = 1\n{feed}{extra}\n"
+        "[exchange]\nbase_url = \"{base_url}\"\n[poll]\n{poll}\n[logging]\nusage_interval_secs = 1\n{feed}{store}{extra}\n"
     );
     Config::parse(&text, Path::new("test.toml")).expect("test config is valid")
 }

@@ -20,8 +20,9 @@ fn write_config(dir: &Path, base_url: &str, port: u16, extra: &str) -> PathBuf {
     std::fs::write(
         &path,
         format!(
-            "[exchange]\nbase_url = \"{base_url}\"\n[poll]\nsymbols = [\"BTCUSDT\"]\ntickers_interval_secs = 0\n[trading]\nenabled = false\n[logging]\ndir = '{}'\nusage_interval_secs = 1\n[gateway]\nlisten = \"127.0.0.1:{port}\"\n{extra}\n",
-            dir.join("logs").display()
+            "[exchange]\nbase_url = \"{base_url}\"\n[poll]\nsymbols = [\"BTCUSDT\"]\ntickers_interval_secs = 0\n[trading]\nenabled = false\n[logging]\ndir = '{}'\nusage_interval_secs = 1\n[gateway]\nlisten = \"127.0.0.1:{port}\"\n[store]\npath = '{}'\n{extra}\n",
+            dir.join("logs").display(),
+            dir.join("candles.sqlite").display()
         ),
     )
     .unwrap();
@@ -437,7 +438,7 @@ async fn a_full_disk_is_reported_and_loses_no_rotated_copy() {
     std::fs::write(
         &config,
         format!(
-            "[exchange]\nbase_url = \"{}\"\n[poll]\nsymbols = [\"BTCUSDT\", \"ETHUSDT\"]\n[trading]\nenabled = false\n[logging]\ndir = '{}'\nlevel = \"debug\"\nusage_interval_secs = 1\nmax_file_mb = 1\nkeep_files = 3\n",
+            "[exchange]\nbase_url = \"{}\"\n[poll]\nsymbols = [\"BTCUSDT\", \"ETHUSDT\"]\n[trading]\nenabled = false\n[logging]\ndir = '{}'\nlevel = \"debug\"\nusage_interval_secs = 1\nmax_file_mb = 1\nkeep_files = 3\n[store]\npath = ''\n",
             sim.base_url(),
             full.display()
         ),

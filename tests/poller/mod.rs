@@ -16,5 +16,6 @@ mod hostile;
 mod layers;
 mod limits;
 mod modes;
+mod persist;
 mod shared;
 mod telemetry;

@@ -222,10 +222,11 @@ async fn redis_unreachable_at_start_runs_on_the_share_and_says_so_once() {
     std::fs::write(
         &cfg,
         format!(
-            "[exchange]\nbase_url = \"{}\"\n[poll]\nsymbols = \"all\"\ndiscovery_cache = \"{}\"\n[logging]\ndir = \"{}\"\n[limits]\nbackend = \"redis\"\nredis_url = \"redis://127.0.0.1:{port}/0\"\n[feed]\nsource = \"rest\"\n[trading]\nenabled = false\n",
+            "[exchange]\nbase_url = \"{}\"\n[poll]\nsymbols = \"all\"\ndiscovery_cache = \"{}\"\n[logging]\ndir = \"{}\"\n[limits]\nbackend = \"redis\"\nredis_url = \"redis://127.0.0.1:{port}/0\"\n[feed]\nsource = \"rest\"\n[trading]\nenabled = false\n[store]\npath = \"{}\"\n",
             sim.base_url(),
             dir.join("cache.json").display(),
-            dir.join("logs").display()
+            dir.join("logs").display(),
+            dir.join("candles.sqlite").display()
         ),
     )
     .unwrap();

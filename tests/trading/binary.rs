@@ -24,9 +24,10 @@ fn write_config(dir: &Path, base_url: &str) -> PathBuf {
     std::fs::write(
         &path,
         format!(
-            "[exchange]\nbase_url = \"{base_url}\"\n[poll]\nsymbols = [\"BTCUSDT\", \"ETHUSDT\"]\ntickers_interval_secs = 1\n[logging]\ndir = '{}'\nlevel = \"trace\"\nusage_interval_secs = 1\n[trading]\nstrategies_dir = '{}'\nbalances_interval_secs = 1\npositions_interval_secs = 1\n",
+            "[exchange]\nbase_url = \"{base_url}\"\n[poll]\nsymbols = [\"BTCUSDT\", \"ETHUSDT\"]\ntickers_interval_secs = 1\n[logging]\ndir = '{}'\nlevel = \"trace\"\nusage_interval_secs = 1\n[trading]\nstrategies_dir = '{}'\nbalances_interval_secs = 1\npositions_interval_secs = 1\n[store]\npath = '{}'\n",
             dir.join("logs").display(),
-            strategies.display()
+            strategies.display(),
+            dir.join("candles.sqlite").display()
         ),
     )
     .unwrap();

@@ -52,6 +52,11 @@ pub struct RequestRecord<'a> {
     pub method: &'a str,
     pub path: &'a str,
     pub symbol: Option<&'a str>,
+    /// `limit` and `granularity`, when the request names them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub granularity: Option<&'a str>,
     pub client: IpAddr,
     pub status: u16,
     pub code: &'a str,

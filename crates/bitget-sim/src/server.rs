@@ -176,6 +176,8 @@ async fn bitget(
         path: &path,
         client,
         symbol: None,
+        limit: None,
+        granularity: None,
         admitted_as: Cell::new(None),
         finished: Cell::new(false),
     };
@@ -215,6 +217,8 @@ async fn bitget(
         Params::from_query(&query)
     };
     record.symbol = params.get("symbol").map(str::to_owned);
+    record.limit = params.get("limit").and_then(|l| l.parse().ok());
+    record.granularity = params.get("granularity").map(str::to_owned);
     let decision = sim
         .limiter
         .check(idx, endpoint, client, scope_key.clone(), now);
@@ -388,6 +392,9 @@ struct Record<'a> {
     client: std::net::IpAddr,
     /// Owned, because the record outlives the parsed parameters it came from.
     symbol: Option<String>,
+    /// Rows asked for, and of which timeframe (candle reads).
+    limit: Option<u32>,
+    granularity: Option<String>,
     /// Set once the limiter admits the request: what to count if the handler is dropped
     /// before it replies (the client hung up during a slow reply).
     admitted_as: Cell<Option<(Outcome, Option<Fault>)>>,
@@ -444,6 +451,8 @@ impl Record<'_> {
                 method: self.method,
                 path: self.path,
                 symbol: self.symbol.as_deref(),
+                limit: self.limit,
+                granularity: self.granularity.as_deref(),
                 client: self.client,
                 status,
                 code,
