@@ -36,6 +36,47 @@ pub(super) enum Command {
     /// Report rate-budget use from the rate log (mean and p95 req/s, % of limit, 429s,
     /// waits, time per adaptive tier, stale symbols); --plot draws it.
     Usage(UsageArgs),
+    /// Write stored closed candles of one series as CSV or as freqtrade's json data format.
+    Export(ExportArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(super) enum ExportFormat {
+    /// `open_time,open,high,low,close,base_volume,quote_volume`, open time in Unix ms.
+    Csv,
+    /// freqtrade's `json` data format: `[[ms, open, high, low, close, volume], ...]`.
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct ExportArgs {
+    /// The symbol: BTCUSDT, or ccxt's BTC/USDT:USDT.
+    #[arg(long)]
+    pub(super) symbol: String,
+    /// The timeframe in the market's spelling: 1m, 5m, 1H, 1D (spot: 1min, 1h, 1day).
+    #[arg(long)]
+    pub(super) timeframe: String,
+    /// futures (USDT-M, the default) or spot.
+    #[arg(long, default_value = "futures")]
+    pub(super) market: String,
+    /// Only candles opening at or after this time: 2026-11-01, 2026-11-01T12:00:00Z, or
+    /// a duration ago such as 7d.
+    #[arg(long)]
+    pub(super) since: Option<String>,
+    /// Only candles opening before this time, in the same forms.
+    #[arg(long)]
+    pub(super) until: Option<String>,
+    #[arg(long, value_enum, default_value = "csv")]
+    pub(super) format: ExportFormat,
+    /// Write to this file (whole, or not at all) instead of standard output.
+    #[arg(long, short)]
+    pub(super) output: Option<PathBuf>,
+    /// Read the candle file named by this config's [store] path.
+    #[arg(long)]
+    pub(super) config: Option<PathBuf>,
+    /// Read this candle file (default: data/candles.sqlite, or the --config's).
+    #[arg(long)]
+    pub(super) store: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

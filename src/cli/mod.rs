@@ -16,6 +16,7 @@ macro_rules! outln {
 }
 
 mod args;
+mod export;
 mod poll;
 mod sim;
 mod stop;
@@ -56,6 +57,7 @@ pub fn main() -> ExitCode {
         Command::Demo(args) => runtime.block_on(poll::demo(args)),
         Command::CheckConfig(args) => poll::check_config(&args.file),
         Command::Usage(args) => usage::usage(&args),
+        Command::Export(args) => export::export(&args),
         Command::Sim(args) => {
             sim::init_console_logging();
             runtime.block_on(sim::serve(*args))

@@ -83,6 +83,8 @@ pub enum DiskError {
     },
     #[error("candle store {path}: is damaged ({detail}); move it away (a backfill refills it) or restore a copy")]
     Corrupt { path: PathBuf, detail: String },
+    #[error("no candle store at {path}; run, gateway or backfill write one, or name another with --store")]
+    Missing { path: PathBuf },
     #[error("candle store {path}: read failed: {source}")]
     Read {
         path: PathBuf,
@@ -194,6 +196,32 @@ impl DiskStore {
         Ok(store)
     }
 
+    /// Opens an existing file only to read it (export): nothing is created or written.
+    ///
+    /// # Errors
+    /// There is no such file, or it is not ours, newer, or damaged.
+    pub fn open_read_only(path: &Path) -> Result<Arc<Self>, DiskError> {
+        if !path.is_file() {
+            return Err(DiskError::Missing {
+                path: path.to_owned(),
+            });
+        }
+        let reader = Self::connect(path, true)?;
+        Self::check(&reader, path)?;
+        Ok(Arc::new(Self {
+            path: path.to_owned(),
+            queue: Mutex::new(Queue {
+                stop: true,
+                ..Queue::default()
+            }),
+            wake: Condvar::new(),
+            drained: Condvar::new(),
+            reader: Mutex::new(reader),
+            writer: Mutex::new(None),
+            stats: DiskStats::default(),
+        }))
+    }
+
     fn connect(path: &Path, read_only: bool) -> Result<Connection, DiskError> {
         let flags = if read_only {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
@@ -235,7 +263,8 @@ impl DiskStore {
         }
     }
 
-    fn check_and_init(conn: &Connection, path: &Path) -> Result<(), DiskError> {
+    /// Refuses a file that is not ours, newer, or damaged; returns whether it has tables.
+    fn check(conn: &Connection, path: &Path) -> Result<bool, DiskError> {
         let e = |source| Self::classify(path, source);
         let id: i32 = conn
             .query_row("PRAGMA application_id", [], |r| r.get(0))
@@ -270,6 +299,12 @@ impl DiskStore {
                 });
             }
         }
+        Ok(tables > 0)
+    }
+
+    fn check_and_init(conn: &Connection, path: &Path) -> Result<(), DiskError> {
+        let e = |source| Self::classify(path, source);
+        Self::check(conn, path)?;
         // WAL first: it is what lets readers run beside the writer.
         conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0))
             .map_err(e)?;
@@ -316,6 +351,10 @@ impl DiskStore {
     /// Queues candles to be written (closed ones; others are ignored).
     pub fn write(&self, candles: impl IntoIterator<Item = Candle>) {
         let mut q = lock(&self.queue);
+        if q.stop {
+            tracing::error!(path = %self.path.display(), "candles handed to a closed candle store; not written");
+            return;
+        }
         let before = q.rows.len();
         q.rows.extend(candles.into_iter().filter(|c| c.closed));
         let added = (q.rows.len() - before) as u64;

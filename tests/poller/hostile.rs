@@ -20,7 +20,7 @@ fn write_config(dir: &Path, base_url: &str, port: u16, extra: &str) -> PathBuf {
     std::fs::write(
         &path,
         format!(
-            "[exchange]\nbase_url = \"{base_url}\"\n[poll]\nsymbols = [\"BTCUSDT\"]\ntickers_interval_secs = 0\n[trading]\nenabled = false\n[logging]\ndir = '{}'\nusage_interval_secs = 1\n[gateway]\nlisten = \"127.0.0.1:{port}\"\n[store]\npath = '{}'\n{extra}\n",
+            "[exchange]\nbase_url = \"{base_url}\"\n[poll]\nsymbols = [\"BTCUSDT\"]\ntickers_interval_secs = 0\n[trading]\nenabled = false\n[logging]\ndir = '{}'\nusage_interval_secs = 1\n[store]\npath = '{}'\n[gateway]\nlisten = \"127.0.0.1:{port}\"\n{extra}\n",
             dir.join("logs").display(),
             dir.join("candles.sqlite").display()
         ),

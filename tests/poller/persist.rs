@@ -105,6 +105,154 @@ async fn a_restart_reads_back_what_it_stored_and_fetches_only_what_is_missing() 
         second_out.contains("candles taken back from the store"),
         "{second_out}"
     );
+
+    // What was stored exports exactly: freqtrade's json, every row the exchange's own.
+    let out = dir.join("btc-1m.json");
+    let export = binary()
+        .args([
+            "export",
+            "--symbol",
+            "BTC/USDT:USDT",
+            "--timeframe",
+            "1m",
+            "--format",
+            "json",
+            "--store",
+        ])
+        .arg(&file)
+        .arg("--output")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(
+        export.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&export.stderr)
+    );
+    // Read as text, not as floats: every digit must be the exchange's.
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&text).is_ok(),
+        "valid json"
+    );
+    let rows: Vec<Vec<String>> = text
+        .trim()
+        .trim_start_matches("[[")
+        .trim_end_matches("]]")
+        .split("],[")
+        .map(|row| row.split(',').map(str::to_owned).collect())
+        .collect();
+    assert!(rows.len() >= 99, "{} rows", rows.len());
+    let g = bitget_poller::core::timeframe::Timeframe::parse(
+        bitget_poller::core::timeframe::Market::Futures,
+        "1m",
+    )
+    .unwrap()
+    .granularity();
+    let btc = sim.state().universe.get("BTCUSDT").unwrap();
+    for row in &rows {
+        let open: u64 = row[0].parse().unwrap();
+        let k = btc.candle(g, open, open + 60_000);
+        assert_eq!(
+            row[1..],
+            [k.open, k.high, k.low, k.close, k.base_volume]
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            "{open}"
+        );
+    }
+    let opens: Vec<u64> = rows.iter().map(|r| r[0].parse().unwrap()).collect();
+    assert!(
+        opens.windows(2).all(|w| w[1] == w[0] + 60_000),
+        "consecutive minutes"
+    );
+    // CSV to standard output, a window of it.
+    let csv = binary()
+        .args([
+            "export",
+            "--symbol",
+            "BTCUSDT",
+            "--timeframe",
+            "1m",
+            "--store",
+        ])
+        .arg(&file)
+        .args([
+            "--since",
+            &opens[10].to_string(),
+            "--until",
+            &opens[13].to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(csv.status.code(), Some(2), "a bare number is not a time");
+    let since = humantime::format_rfc3339_millis(
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(opens[10]),
+    )
+    .to_string();
+    let until = humantime::format_rfc3339_millis(
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(opens[13]),
+    )
+    .to_string();
+    let csv = binary()
+        .args([
+            "export",
+            "--symbol",
+            "BTCUSDT",
+            "--timeframe",
+            "1m",
+            "--store",
+        ])
+        .arg(&file)
+        .args(["--since", &since, "--until", &until])
+        .output()
+        .unwrap();
+    assert_eq!(
+        csv.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&csv.stderr)
+    );
+    let text = String::from_utf8(csv.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[0],
+        "open_time,open,high,low,close,base_volume,quote_volume"
+    );
+    assert_eq!(
+        lines[1..]
+            .iter()
+            .map(|l| l.split(',').next().unwrap().parse::<u64>().unwrap())
+            .collect::<Vec<_>>(),
+        opens[10..13]
+    );
+    // A file that is not there, a timeframe futures do not spell: one line each, exit 2.
+    for (args, says) in [
+        (
+            vec![
+                "--store",
+                "/nonexistent/candles.sqlite",
+                "--timeframe",
+                "1m",
+            ],
+            "no candle store at /nonexistent/candles.sqlite",
+        ),
+        (
+            vec!["--store", file.to_str().unwrap(), "--timeframe", "1min"],
+            "--timeframe 1min is not one of",
+        ),
+    ] {
+        let out = binary()
+            .args(["export", "--symbol", "BTCUSDT"])
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says) && err.lines().count() == 1, "{err}");
+    }
     let stats = sim.stop().await;
     assert_eq!(stats.total.rate_limited, 0);
 }
