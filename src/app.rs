@@ -803,3 +803,125 @@ async fn log_events(mut subscription: Subscription) {
         }
     }
 }
+
+/// What `backfill` is asked for.
+#[derive(Debug, Clone)]
+pub struct BackfillRequest {
+    pub series: Vec<crate::store::SeriesKey>,
+    /// Open times in `[since, until)`; `until` is capped at the current bar's open.
+    pub since: u64,
+    pub until: u64,
+}
+
+/// What a backfill did, per series: rows fetched, and the oldest open time held after it.
+#[derive(Debug, Clone, Default)]
+pub struct BackfillReport {
+    pub done: crate::scheduler::backfill::Done,
+    pub total_pages: u64,
+    pub series: Vec<(crate::store::SeriesKey, u64, Option<u64>)>,
+}
+
+/// Why a backfill could not run or finish.
+#[derive(Debug, thiserror::Error)]
+pub enum BackfillFailure {
+    #[error("{0} keeps candles in memory only ([store] path = \"\"); set a path to backfill into")]
+    NoFile(String),
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error(transparent)]
+    Disk(#[from] crate::store::disk::DiskError),
+    #[error(transparent)]
+    Backfill(#[from] crate::scheduler::backfill::BackfillError),
+    #[error("bitget does not list {0}; check --symbols")]
+    Unlisted(String),
+    #[error("the exchange's list of symbols could not be read: {0}")]
+    Listing(String),
+}
+
+/// Fetches what the candle file lacks of `request` through this config's limiter and
+/// client, calling `progress(done, total_pages)` after each page; Ctrl-C (`stop`) ends it
+/// with what was fetched written.
+///
+/// # Errors
+/// No file is configured or it cannot be used, the client cannot be built, Bitget does not
+/// know a symbol, or a page keeps failing.
+pub async fn backfill(
+    config: &Config,
+    config_name: &str,
+    request: &BackfillRequest,
+    wall: Arc<dyn Clock>,
+    stop: CancellationToken,
+    mut progress: impl FnMut(&crate::scheduler::backfill::Done, u64),
+) -> Result<BackfillReport, BackfillFailure> {
+    use crate::scheduler::backfill;
+    let disk_config = config
+        .disk
+        .as_ref()
+        .ok_or_else(|| BackfillFailure::NoFile(config_name.to_owned()))?;
+    let wiring = Wiring::new(
+        config,
+        Arc::clone(&wall),
+        Store::new(config.store),
+        stop.clone(),
+    )?;
+    // Every symbol checked against the exchange's list before the file is touched.
+    let mut markets: Vec<crate::core::market::Market> =
+        request.series.iter().map(|k| k.market()).collect();
+    markets.dedup();
+    for market in markets {
+        let listed = wiring
+            .client
+            .instruments(market)
+            .await
+            .map_err(|e| BackfillFailure::Listing(e.to_string()))?;
+        let unknown: Vec<String> = request
+            .series
+            .iter()
+            .filter(|k| k.market() == market && !listed.iter().any(|i| i.symbol == k.symbol))
+            .map(|k| k.symbol.to_string())
+            .collect();
+        if !unknown.is_empty() {
+            wiring.close().await;
+            return Err(BackfillFailure::Unlisted(unknown.join(", ")));
+        }
+    }
+    let disk = DiskStore::open(disk_config, Arc::clone(&wall))?;
+    let now = wall.now_ms();
+    let mut pages = Vec::new();
+    for key in &request.series {
+        let until = request.until.min(key.timeframe.open_of(now));
+        let missing = disk.missing(key, request.since, until)?;
+        pages.extend(backfill::plan(
+            key,
+            &missing,
+            crate::bitget::endpoints::MAX_HISTORY_CANDLE_ROWS,
+        ));
+    }
+    let total = pages.len() as u64;
+    progress(&backfill::Done::default(), total);
+    let result = backfill::run(&wiring.client, &disk, &pages, &stop, |d| {
+        progress(d, total);
+    })
+    .await;
+    // Whatever was fetched is written before the exit, so the next run continues after it.
+    let written = disk.close(DISK_CLOSE);
+    wiring.close().await;
+    let done = result?;
+    if !written {
+        tracing::error!(path = %disk.path().display(), "the candle store could not write everything fetched");
+    }
+    let mut series = Vec::new();
+    for key in &request.series {
+        let rows = disk.range(key, request.since, request.until, usize::MAX >> 1)?;
+        series.push((
+            key.clone(),
+            rows.len() as u64,
+            rows.first().map(|c| c.open_time),
+        ));
+    }
+    Ok(BackfillReport {
+        done,
+        total_pages: total,
+        series,
+    })
+}

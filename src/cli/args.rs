@@ -38,6 +38,31 @@ pub(super) enum Command {
     Usage(UsageArgs),
     /// Write stored closed candles of one series as CSV or as freqtrade's json data format.
     Export(ExportArgs),
+    /// Fetch history into the candle file: only the ranges it lacks, resumable, through
+    /// the limiter (shared with a running poller under backend = "redis").
+    Backfill(BackfillArgs),
+}
+
+#[derive(Debug, Args)]
+pub(super) struct BackfillArgs {
+    /// The TOML config: exchange, limits and [store] path, e.g. config/bitget.toml.
+    #[arg(long)]
+    pub(super) config: PathBuf,
+    /// Symbols, comma-separated: BTCUSDT,ETH/USDT:USDT.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub(super) symbols: Vec<String>,
+    /// Timeframes, comma-separated, in the market's spelling: 1m,5m,1H.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub(super) timeframes: Vec<String>,
+    /// From this time: 2026-11-01, 2026-11-01T12:00:00Z, or a duration ago such as 30d.
+    #[arg(long)]
+    pub(super) since: String,
+    /// Up to this time (default: now), in the same forms.
+    #[arg(long)]
+    pub(super) until: Option<String>,
+    /// Fetch from this server instead of exchange.base_url (e.g. a simulator).
+    #[arg(long)]
+    pub(super) base_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -16,6 +16,7 @@ macro_rules! outln {
 }
 
 mod args;
+mod backfill;
 mod export;
 mod poll;
 mod sim;
@@ -58,6 +59,7 @@ pub fn main() -> ExitCode {
         Command::CheckConfig(args) => poll::check_config(&args.file),
         Command::Usage(args) => usage::usage(&args),
         Command::Export(args) => export::export(&args),
+        Command::Backfill(args) => runtime.block_on(backfill::backfill(args)),
         Command::Sim(args) => {
             sim::init_console_logging();
             runtime.block_on(sim::serve(*args))

@@ -29,7 +29,7 @@ use bitget_sim::{SimConfig, Simulator, DEMO_API_KEY, DEMO_API_PASSPHRASE, DEMO_A
 const EMBEDDED_DEMO_CONFIG: &str = include_str!("../../config/demo.toml");
 const DEMO_CONFIG: &str = "config/demo.toml";
 
-fn config_failed(error: &ConfigError) -> ExitCode {
+pub(super) fn config_failed(error: &ConfigError) -> ExitCode {
     for line in error.to_string().lines() {
         eprintln!("error: {line}");
     }

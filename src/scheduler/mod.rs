@@ -19,6 +19,7 @@
 //! Everything fetched goes into the [`Store`]; consumers subscribe there. Writing never
 //! waits, so a slow consumer never slows polling down: it catches up from the store.
 
+pub mod backfill;
 pub mod config;
 pub mod core;
 pub mod stats;

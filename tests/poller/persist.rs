@@ -256,3 +256,236 @@ async fn a_restart_reads_back_what_it_stored_and_fetches_only_what_is_missing() 
     let stats = sim.stop().await;
     assert_eq!(stats.total.rate_limited, 0);
 }
+
+/// Backfill fetches only what the file lacks, through `/history-candles`; stopped after
+/// three pages and run again, it fetches the rest and no page twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_fills_only_gaps_and_resumes_without_fetching_a_page_twice() {
+    use std::sync::Arc;
+
+    use bitget_poller::app::{backfill, BackfillRequest};
+    use bitget_poller::core::clock::{Clock, SystemClock};
+    use bitget_poller::core::market::Symbol;
+    use bitget_poller::core::timeframe::{Market, Timeframe};
+    use bitget_poller::store::disk::{DiskConfig, DiskStore};
+    use bitget_poller::store::SeriesKey;
+    use tokio_util::sync::CancellationToken;
+
+    const HISTORY: &str = "/api/v2/mix/market/history-candles";
+    let dir = temp_dir("persist-backfill");
+    let log = dir.join("requests.jsonl");
+    let sim = simulator(SimConfig {
+        request_log: Some(log.clone()),
+        ..SimConfig::default()
+    })
+    .await;
+    let file = dir.join("candles.sqlite");
+    let cfg = super::helpers::config(
+        &sim.base_url(),
+        "symbols = [\"BTCUSDT\"]",
+        &format!("[store]\npath = '{}'", file.display()),
+    );
+    let wall: Arc<dyn Clock> = Arc::new(SystemClock::new());
+    let one = Timeframe::parse(Market::Futures, "1m").unwrap();
+    let now_open = one.open_of(wall.now_ms());
+    let since = now_open - 1000 * 60_000;
+    let keys = [
+        SeriesKey::new(Symbol::from_exchange("BTCUSDT"), one),
+        SeriesKey::new(Symbol::from_exchange("ETHUSDT"), one),
+    ];
+    // A hole to leave alone: 100 minutes already held in the middle of BTCUSDT's range.
+    {
+        let disk = DiskStore::open(
+            &DiskConfig {
+                path: file.clone(),
+                retention: Default::default(),
+            },
+            Arc::clone(&wall),
+        )
+        .unwrap();
+        let btc = sim.state().universe.get("BTCUSDT").unwrap();
+        let held: Vec<_> = (400..500)
+            .map(|k| {
+                let open = since + k * 60_000;
+                let c = btc.candle(one.granularity(), open, open + 60_000);
+                bitget_poller::core::market::Candle {
+                    symbol: keys[0].symbol.clone(),
+                    timeframe: one,
+                    open_time: open,
+                    open: c.open,
+                    high: c.high,
+                    low: c.low,
+                    close: c.close,
+                    base_volume: c.base_volume,
+                    quote_volume: c.quote_volume,
+                    closed: true,
+                }
+            })
+            .collect();
+        disk.write(held);
+        assert!(disk.close(std::time::Duration::from_secs(10)));
+    }
+    let request = BackfillRequest {
+        series: keys.to_vec(),
+        since,
+        until: now_open,
+    };
+    // Stopped once three pages are in.
+    let stop = CancellationToken::new();
+    let mut totals = Vec::new();
+    let first = backfill(
+        &cfg,
+        "test",
+        &request,
+        Arc::clone(&wall),
+        stop.clone(),
+        |done, total| {
+            totals.push(total);
+            if done.pages == 3 {
+                stop.cancel();
+            }
+        },
+    )
+    .await
+    .unwrap();
+    assert!(first.done.stopped);
+    assert_eq!(first.done.pages, 3);
+    // BTCUSDT lacks 900 minutes in two ranges (400 and 500: 2 + 3 pages), ETHUSDT 1000 (5).
+    assert_eq!(totals[0], 10);
+    let second = backfill(
+        &cfg,
+        "test",
+        &request,
+        Arc::clone(&wall),
+        CancellationToken::new(),
+        |_, _| {},
+    )
+    .await
+    .unwrap();
+    assert!(!second.done.stopped);
+    assert_eq!(second.total_pages, 7, "the rest, not the whole");
+    for (key, rows, first_open) in &second.series {
+        assert_eq!(*rows, 1000, "{key:?}");
+        assert_eq!(*first_open, Some(since));
+    }
+    sim.state().recorder.flush();
+    let pages = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(HISTORY))
+        .count();
+    assert_eq!(pages, 10, "every page once");
+    // Nothing left to fetch.
+    let third = backfill(
+        &cfg,
+        "test",
+        &request,
+        wall,
+        CancellationToken::new(),
+        |_, _| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(third.total_pages, 0);
+    let stats = sim.stop().await;
+    assert_eq!(stats.total.rate_limited, 0);
+}
+
+/// Bad input is one line and exit 2, with nothing written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_refuses_bad_input_in_one_line() {
+    let sim = simulator(SimConfig::default()).await;
+    let dir = temp_dir("persist-backfill-bad");
+    let config = write_config(&dir);
+    let memory = dir.join("memory.toml");
+    std::fs::write(
+        &memory,
+        "[poll]\nsymbols = [\"BTCUSDT\"]\n[store]\npath = \"\"\n",
+    )
+    .unwrap();
+    let base = sim.base_url();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec![
+                "--symbols".into(),
+                "BTCUSDT".into(),
+                "--timeframes".into(),
+                "1m".into(),
+                "--since".into(),
+                "2099-01-01".into(),
+            ],
+            "is in the future",
+        ),
+        (
+            vec![
+                "--symbols".into(),
+                "NOPEUSDT".into(),
+                "--timeframes".into(),
+                "1m".into(),
+                "--since".into(),
+                "2h".into(),
+            ],
+            "bitget does not list NOPEUSDT",
+        ),
+        (
+            vec![
+                "--symbols".into(),
+                "BTCUSDT".into(),
+                "--timeframes".into(),
+                "7m".into(),
+                "--since".into(),
+                "2h".into(),
+            ],
+            "--timeframes 7m is not one of",
+        ),
+        (
+            vec![
+                "--symbols".into(),
+                "BTCUSDT".into(),
+                "--timeframes".into(),
+                "1m".into(),
+                "--since".into(),
+                "2h".into(),
+                "--until".into(),
+                "3h".into(),
+            ],
+            "is not before --until",
+        ),
+    ];
+    for (args, says) in cases {
+        let out = binary()
+            .args(["backfill", "--config"])
+            .arg(&config)
+            .args(["--base-url", &base])
+            .args(&args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+        assert!(
+            errors.len() == 1 && errors[0].contains(says),
+            "{args:?}: {err}"
+        );
+    }
+    let out = binary()
+        .args(["backfill", "--config"])
+        .arg(&memory)
+        .args([
+            "--base-url",
+            &base,
+            "--symbols",
+            "BTCUSDT",
+            "--timeframes",
+            "1m",
+            "--since",
+            "1h",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("keeps candles in memory only"));
+    // Refused before the file was made.
+    assert!(!dir.join("data").join("candles.sqlite").exists());
+    sim.stop().await;
+}
