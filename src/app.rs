@@ -640,6 +640,7 @@ pub async fn run(
                     wall: Arc::clone(&wall),
                 }),
                 poll_market: Some(config.poll.market),
+                disk: disk.clone(),
             };
             Some((Gateway::new(config.gateway.clone(), parts)?, listener))
         }

@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 
 pub use crate::bitget::query::{candle_query, ticker_query, CandleQuery};
 pub use crate::bitget::reply::{envelope, error_body, too_many_requests};
-use crate::core::market::Market;
+use crate::core::market::{Candle, Market};
 use crate::store::SeriesKey;
 use crate::store::{CandleRow, SeriesRead};
 
@@ -66,21 +66,45 @@ pub fn candle_data(
         if i > 0 {
             out.push(',');
         }
-        let _ = write!(
-            out,
-            r#"["{}","{}","{}","{}","{}","{}","{}""#,
-            row.open_time,
-            row.open,
-            row.high,
-            row.low,
-            row.close,
-            row.base_volume,
-            row.quote_volume
-        );
-        if q.timeframe.market() == Market::Spot {
-            let _ = write!(out, r#","{}""#, row.quote_volume);
+        push_row(&mut out, &row, q.timeframe.market());
+    }
+    out.push(']');
+    Some(out)
+}
+
+/// One row as Bitget writes it: strings, spot rows with the USDT volume (equal to the quote
+/// volume on USDT pairs).
+fn push_row(out: &mut String, row: &CandleRow, market: Market) {
+    let _ = write!(
+        out,
+        r#"["{}","{}","{}","{}","{}","{}","{}""#,
+        row.open_time, row.open, row.high, row.low, row.close, row.base_volume, row.quote_volume
+    );
+    if market == Market::Spot {
+        let _ = write!(out, r#","{}""#, row.quote_volume);
+    }
+    out.push(']');
+}
+
+/// The `data` array answering `q` from stored closed candles (the file), or `None` unless
+/// they are exactly the rows Bitget would return: every wanted bar closed and held.
+pub fn stored_data(q: &CandleQuery, stored: &[Candle], now: u64) -> Option<String> {
+    let opens = wanted_opens(q, now);
+    let current = q.timeframe.open_of(now);
+    if opens.is_empty()
+        || opens.last().is_some_and(|&o| o >= current)
+        || stored.len() != opens.len()
+        || stored.iter().zip(&opens).any(|(c, &o)| c.open_time != o)
+    {
+        return None;
+    }
+    let mut out = String::with_capacity(opens.len() * 96 + 2);
+    out.push('[');
+    for (i, c) in stored.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
         }
-        out.push(']');
+        push_row(&mut out, &CandleRow::of(c), q.timeframe.market());
     }
     out.push(']');
     Some(out)

@@ -19,7 +19,7 @@
 //! - A request the budget cannot admit within `queue_max_ms` (less for a signed one, whose
 //!   `ACCESS-TIMESTAMP` Bitget refuses after 30 s) is answered by the gateway itself: HTTP
 //!   429 with Bitget's body and `Retry-After`. The exchange never sees it.
-//! - Every reply says where it came from (`X-Cache: hit|ws|miss|merged|forwarded|refused`;
+//! - Every reply says where it came from (`X-Cache: hit|ws|disk|miss|merged|forwarded|refused`;
 //!   `ws` is a hit on a series the WebSocket feed keeps fresh),
 //!   how old it is (`Age`, `X-Cache-Age-Ms`) and the budget left as the gateway sees it
 //!   (`x-mbx-used-remain-limit`).
@@ -175,6 +175,8 @@ pub struct Parts {
     /// The market the poller polls, and where to ask it for a series; `None`: the
     /// gateway only serves what is polled anyway.
     pub poll_market: Option<Market>,
+    /// The candle file, for closed ranges memory no longer holds.
+    pub disk: Option<Arc<crate::store::disk::DiskStore>>,
 }
 
 /// The gateway's state, shared by every connection.
@@ -439,7 +441,7 @@ impl Gateway {
             let q = cache::candle_query(market, query)?;
             let max_age = self.config.candle_max_age.as_millis() as u64;
             let period = q.timeframe.open_of(now);
-            let (data, age, streamed) = self.parts.store.read(&cache::series(&q), |series| {
+            let held = self.parts.store.read(&cache::series(&q), |series| {
                 let series = series?;
                 let streamed = series.streamed;
                 let age = series.fetched_at.map(|t| now.saturating_sub(t));
@@ -460,7 +462,10 @@ impl Gateway {
                     (series.version, period, Arc::clone(&data)),
                 );
                 Some((data, age, streamed))
-            })?;
+            });
+            let Some((data, age, streamed)) = held else {
+                return self.answer_stored(client, &q, now);
+            };
             // The store held it: the symbol is real, the series worth keeping fresh.
             self.note_interest(&q);
             let body = cache::envelope(now, &data);
@@ -542,6 +547,31 @@ impl Gateway {
             self.unwatched
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
+    }
+
+    /// A candle request for closed bars only, answered from the candle file when it holds
+    /// every one (what memory no longer keeps: a backtest's download, say).
+    fn answer_stored(&self, client: &str, q: &cache::CandleQuery, now: u64) -> Option<Response> {
+        let disk = self.parts.disk.as_ref()?;
+        let opens = cache::wanted_opens(q, now);
+        let (first, last) = (*opens.first()?, *opens.last()?);
+        // At most a reply's rows (1000): a few milliseconds, read in place.
+        let stored = disk
+            .range(
+                &cache::series(q),
+                first,
+                last.saturating_add(1),
+                opens.len(),
+            )
+            .ok()?;
+        let data = cache::stored_data(q, &stored, now)?;
+        Some(self.hit_from(
+            client,
+            Category::Market,
+            cache::envelope(now, &data),
+            None,
+            "disk",
+        ))
     }
 
     fn hit(&self, client: &str, category: Category, body: String, age: Option<u64>) -> Response {
@@ -756,7 +786,7 @@ impl Gateway {
                 HeaderValue::from(age / 1000),
             );
         }
-        if source == "hit" || source == "ws" {
+        if source == "hit" || source == "ws" || source == "disk" {
             // A hit spends nothing: the header would tell a bot that paces by it to slow
             // down for a budget it did not use.
             headers.remove(REMAIN_HEADER);

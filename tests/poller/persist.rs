@@ -380,13 +380,73 @@ async fn backfill_fills_only_gaps_and_resumes_without_fetching_a_page_twice() {
         &cfg,
         "test",
         &request,
-        wall,
+        Arc::clone(&wall),
         CancellationToken::new(),
         |_, _| {},
     )
     .await
     .unwrap();
     assert_eq!(third.total_pages, 0);
+
+    // A gateway on the file answers a range older than memory keeps from disk, exactly,
+    // without asking the exchange.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let stop = CancellationToken::new();
+    let task = tokio::spawn({
+        let (stop, cfg) = (stop.clone(), cfg.clone());
+        async move {
+            let options = bitget_poller::app::RunOptions {
+                venue: bitget_poller::trading::setup::Venue::Paper,
+                specs: Vec::new(),
+                metrics: None,
+                wall,
+                gateway: Some(listener),
+            };
+            bitget_poller::app::run(&cfg, options, stop)
+                .await
+                .expect("app runs")
+        }
+    });
+    let (start, end) = (since + 100 * 60_000, since + 300 * 60_000);
+    let url = format!(
+        "{base}{CANDLES}?symbol=ETHUSDT&productType=USDT-FUTURES&granularity=1m&startTime={start}&endTime={end}&limit=200"
+    );
+    sim.state().recorder.flush();
+    let before = std::fs::read_to_string(&log).unwrap().lines().count();
+    let http = reqwest::Client::new();
+    let mut reply = None;
+    for _ in 0..100 {
+        if let Ok(r) = http.get(&url).send().await {
+            reply = Some(r);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let reply = reply.expect("gateway up");
+    assert_eq!(reply.headers()["x-cache"], "disk");
+    let body: serde_json::Value = reply.json().await.unwrap();
+    let rows = body["data"].as_array().unwrap();
+    assert_eq!(rows.len(), 200);
+    let eth = sim.state().universe.get("ETHUSDT").unwrap();
+    for (k, row) in rows.iter().enumerate() {
+        let open = start + k as u64 * 60_000;
+        assert_eq!(row[0], open.to_string());
+        let c = eth.candle(one.granularity(), open, open + 60_000);
+        assert_eq!(row[4], c.close.to_string());
+        assert_eq!(row[5], c.base_volume.to_string());
+    }
+    sim.state().recorder.flush();
+    let asked: Vec<String> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .skip(before)
+        .filter(|l| l.contains("ETHUSDT") && l.contains("candles"))
+        .map(str::to_owned)
+        .collect();
+    assert!(asked.is_empty(), "asked the exchange: {asked:?}");
+    stop.cancel();
+    task.await.unwrap();
     let stats = sim.stop().await;
     assert_eq!(stats.total.rate_limited, 0);
 }
