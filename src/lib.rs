@@ -7,6 +7,7 @@
 //! `use` lines of every file and fails on an upward or circular import):
 //! - [`core`]: symbols, the one `Timeframe` type (every Bitget spelling of a period),
 //!   candles, tickers, events, the injected clock and the process's one `ServerClock`,
+//!   longer candles built exactly from shorter ones (`derive`),
 //!   shared diagnostics, and the bounded accept loop our own listeners (gateway, metrics)
 //!   run. Depends on nothing else here.
 //! - [`limiter`]: admission in the server's frame, one window per endpoint as Bitget
@@ -19,16 +20,20 @@
 //! - [`store`]: the in-memory source of truth for candles and tickers (newest N, ranges by
 //!   time, holes, what was delivered and repeats dropped), a journal subscribers catch up
 //!   from, a lossless write-through hook for a persistent backend, freshness (every watched
-//!   series' age) and the interest: which series clients want kept fresh.
+//!   series' age) and the interest: which series clients want kept fresh; and `disk`, the
+//!   SQLite file every closed candle is kept in (one writer thread, WAL, lossless through
+//!   a full disk), which restarts, the gateway and `export` read.
 //! - [`bitget`]: the venue adapter — endpoint table, codes, signing, wire shapes, parsing,
 //!   the query structs the client writes and the gateway reads, the reply envelopes, the
 //!   raw HTTP layer (`forward`), the egress addresses and proxies it leaves from, the
 //!   typed client, and its own configuration sections.
 //! - [`scheduler`]: what to request next, a pure core on explicit time (the limiter's
 //!   server clock) under a thin async shell; it writes into the store, reads from it where
-//!   each series stands, and follows its interest.
+//!   each series stands, and follows its interest. `backfill` plans and fetches the
+//!   ranges the candle file lacks.
 //! - [`feed`]: live candles over Bitget's WebSocket, closes proven exactly (by a row pushed
-//!   after the close, or by REST through the limiter), gaps filled by REST.
+//!   after the close, by REST through the limiter, or built from a shorter timeframe's),
+//!   gaps filled by REST.
 //! - [`strategy`]: pure strategies over core types.
 //! - [`telemetry`]: log files, rate-usage lines, the `usage` report, Prometheus metrics.
 //! - [`trading`]: the engine, paper book and live orders.
