@@ -57,9 +57,13 @@ fn open(name: &str) -> Arc<DiskStore> {
 
 fn store(c: &mut Criterion) {
     let tf = Timeframe::parse(Market::Futures, "1m").unwrap();
-    let symbols: Vec<Symbol> = (0..100).map(|i| Symbol::from_exchange(&format!("S{i:03}USDT"))).collect();
+    let symbols: Vec<Symbol> = (0..100)
+        .map(|i| Symbol::from_exchange(&format!("S{i:03}USDT")))
+        .collect();
     let mut group = c.benchmark_group("store");
-    group.sample_size(10).measurement_time(Duration::from_secs(20));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(20));
 
     // 100,000 rows: 1000 minutes of 100 symbols, a new range each iteration.
     let disk = open("write.sqlite");
@@ -69,11 +73,10 @@ fn store(c: &mut Criterion) {
         b.iter(|| {
             let base = T + round * 1000 * M;
             round += 1;
-            disk.write((0..1000u64).flat_map(|m| {
-                symbols
-                    .iter()
-                    .map(move |s| candle(s, tf, base + m * M, m))
-            }));
+            disk.write(
+                (0..1000u64)
+                    .flat_map(|m| symbols.iter().map(move |s| candle(s, tf, base + m * M, m))),
+            );
             assert!(disk.flush(Duration::from_secs(60)));
         });
     });
@@ -97,13 +100,18 @@ fn store(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1000));
     group.bench_function("read_1000_rows", |b| {
         b.iter(|| {
-            let rows = disk.range(&key, T + 20_000 * M, T + 21_000 * M, 1000).unwrap();
+            let rows = disk
+                .range(&key, T + 20_000 * M, T + 21_000 * M, 1000)
+                .unwrap();
             assert_eq!(rows.len(), 1000);
             black_box(rows)
         });
     });
     let (file, wal) = disk.size();
-    eprintln!("read.sqlite: 432,000 rows, file {file} bytes ({:.0} bytes/row), WAL {wal} bytes", file as f64 / 432_000.0);
+    eprintln!(
+        "read.sqlite: 432,000 rows, file {file} bytes ({:.0} bytes/row), WAL {wal} bytes",
+        file as f64 / 432_000.0
+    );
     disk.close(Duration::from_secs(30));
     group.finish();
 }

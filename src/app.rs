@@ -7,7 +7,7 @@
 //! finishes its requests in flight; then the store is closed, so consumers read what is
 //! left and end; the metrics endpoint goes last, so its final scrape sees final counters.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +24,9 @@ use crate::bitget::ws::messages::Channel;
 use crate::config::Config;
 use crate::core::clock::Clock;
 use crate::core::events::MarketEvent;
+use crate::core::market::Candle;
+use crate::core::timeframe::Timeframe;
+use crate::core::RATE_LOG;
 use crate::core::TRADING_LOG;
 use crate::feed::config::Source;
 use crate::feed::{Feed, FeedParts, FeedSnapshot, FeedStats};
@@ -110,6 +113,9 @@ pub struct RunSummary {
     pub feed: FeedSnapshot,
     /// Holes between delivered closed candles, over every series.
     pub gaps: usize,
+    /// Closed candles the store built from shorter ones (`derive`), how many of those
+    /// were checked against the exchange's, and how many differed.
+    pub built: (u64, u64, u64),
 }
 
 impl RunSummary {
@@ -208,6 +214,12 @@ impl RunSummary {
                 self.gaps
             ));
         }
+        if self.built.0 > 0 {
+            out.push_str(&format!(
+                "\n  candles built from shorter ones {}, checked against the exchange's {}, differed {}",
+                self.built.0, self.built.1, self.built.2
+            ));
+        }
         if self.close_rounds > 0 {
             out.push_str(&format!(
                 "\n  closed-mode rounds {}, last delivered {} ms after its close",
@@ -236,6 +248,90 @@ pub struct Wiring {
     pub stats: Arc<PollStats>,
     /// The WebSocket feed's counters (zero unless it runs).
     pub feed: Arc<FeedStats>,
+    /// Built candles checked against the exchange's, and those that differed.
+    pub built: Arc<BuiltChecks>,
+}
+
+/// Candles the store built from shorter ones, checked against the exchange's own.
+#[derive(Debug, Default)]
+pub struct BuiltChecks {
+    pub seen: AtomicU64,
+    pub checked: AtomicU64,
+    pub differed: AtomicU64,
+}
+
+/// Reads one built closed candle in `every` from the exchange and compares it, until
+/// `stop`. A difference is logged with both rows and counted.
+async fn check_built(
+    mut events: Subscription,
+    client: Client,
+    built: Vec<Timeframe>,
+    every: u64,
+    counts: Arc<BuiltChecks>,
+    stop: CancellationToken,
+) {
+    loop {
+        let event = tokio::select! {
+            () = stop.cancelled() => return,
+            event = events.recv() => event,
+        };
+        let Some(event) = event else { return };
+        let MarketEvent::CandleClosed(mine) = event else {
+            continue;
+        };
+        if !built.contains(&mine.timeframe) {
+            continue;
+        }
+        let n = counts.seen.fetch_add(1, Ordering::Relaxed) + 1;
+        if !n.is_multiple_of(every) {
+            continue;
+        }
+        let close = mine.timeframe.next_open(mine.open_time);
+        let theirs = tokio::select! {
+            () = stop.cancelled() => return,
+            read = client.closed_candles_before(&mine.symbol, mine.timeframe, close, 1, true) => read,
+        };
+        let theirs = match theirs {
+            Ok(stamped) => stamped
+                .data
+                .into_iter()
+                .find(|c| c.open_time == mine.open_time),
+            Err(error) => {
+                tracing::warn!(symbol = %mine.symbol, timeframe = %mine.timeframe, "a built candle could not be checked: {error}");
+                continue;
+            }
+        };
+        let Some(theirs) = theirs else {
+            tracing::warn!(symbol = %mine.symbol, timeframe = %mine.timeframe, open = mine.open_time, "the exchange has no candle to check a built one against");
+            continue;
+        };
+        counts.checked.fetch_add(1, Ordering::Relaxed);
+        let row = |c: &Candle| {
+            format!(
+                "{} {} {} {} {} {}",
+                c.open, c.high, c.low, c.close, c.base_volume, c.quote_volume
+            )
+        };
+        let same = (
+            mine.open,
+            mine.high,
+            mine.low,
+            mine.close,
+            mine.base_volume,
+            mine.quote_volume,
+        ) == (
+            theirs.open,
+            theirs.high,
+            theirs.low,
+            theirs.close,
+            theirs.base_volume,
+            theirs.quote_volume,
+        );
+        if !same {
+            counts.differed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(target: RATE_LOG, event = %"built_differs", symbol = %mine.symbol, timeframe = %mine.timeframe, open = mine.open_time, built = %row(&mine), exchange = %row(&theirs), "a candle built from shorter ones differs from the exchange's");
+        }
+    }
 }
 
 impl Wiring {
@@ -295,6 +391,7 @@ impl Wiring {
             clients: Arc::default(),
             stats: Arc::default(),
             feed: Arc::default(),
+            built: Arc::default(),
         })
     }
 
@@ -387,6 +484,31 @@ pub async fn poll_session(
             base_url = client.base_url(),
             "polling started"
         );
+        // With `derive`, only the timeframes not made of a shorter configured one are
+        // fetched; the store builds the others from them.
+        let mut timeframes = config.poll.timeframes.clone();
+        let mut checker = None;
+        if config.poll.derive {
+            let (fetched, built) = crate::core::derive::split(&timeframes);
+            tracing::info!(
+                fetched = ?fetched.iter().map(|t| t.rest()).collect::<Vec<_>>(),
+                built = ?built.iter().map(|(c, f)| format!("{c} of {f}")).collect::<Vec<_>>(),
+                "timeframes built from shorter ones"
+            );
+            if config.poll.derive_check_every > 0 && !built.is_empty() {
+                let built: Vec<Timeframe> = built.iter().map(|(c, _)| *c).collect();
+                checker = Some(tokio::spawn(check_built(
+                    wiring.store.subscribe(),
+                    client.clone(),
+                    built.clone(),
+                    config.poll.derive_check_every,
+                    Arc::clone(&wiring.built),
+                    stop.child_token(),
+                )));
+            }
+            wiring.store.set_derived(built);
+            timeframes = fetched;
+        }
         // With the feed, live candles come over the socket and the poller reads only
         // tickers (and the instrument list); without it, the poller reads candles too.
         let feed = match config.feed.source {
@@ -396,7 +518,7 @@ pub async fn poll_session(
                 let channels: Vec<Channel> = symbols
                     .iter()
                     .flat_map(|symbol| {
-                        config.poll.timeframes.iter().map(|timeframe| Channel {
+                        timeframes.iter().map(|timeframe| Channel {
                             symbol: symbol.clone(),
                             timeframe: *timeframe,
                         })
@@ -431,6 +553,7 @@ pub async fn poll_session(
             }
         };
         let mut poll = config.poll.clone();
+        poll.timeframes = timeframes;
         if feed.is_some() {
             poll.timeframes.clear();
         }
@@ -452,6 +575,10 @@ pub async fn poll_session(
         if let Some((feed_stop, feed)) = feed {
             feed_stop.cancel();
             let _ = feed.await;
+        }
+        if let Some(checker) = checker {
+            checker.abort();
+            let _ = checker.await;
         }
         polled?;
         Ok::<_, RunError>(symbol_count)
@@ -527,6 +654,11 @@ pub async fn poll_session(
             .len(),
         feed,
         gaps: wiring.store.gap_count(),
+        built: (
+            wiring.built.seen.load(Ordering::Relaxed),
+            wiring.built.checked.load(Ordering::Relaxed),
+            wiring.built.differed.load(Ordering::Relaxed),
+        ),
     })
 }
 

@@ -51,6 +51,28 @@ pub fn aggregate(coarse: Timeframe, open: u64, parts: &[Candle]) -> Option<Candl
     Some(out)
 }
 
+/// Splits configured `timeframes` into those to fetch and those to build: each one made
+/// exactly of a shorter configured one is built from the longest such (fewest parts, and a
+/// chain: 15m of 5m of 1m); the rest are fetched. Returns (fetched, (built, from) pairs).
+pub fn split(timeframes: &[Timeframe]) -> (Vec<Timeframe>, Vec<(Timeframe, Timeframe)>) {
+    let mut sorted = timeframes.to_vec();
+    sorted.sort_by_key(|t| t.granularity().nominal_minutes());
+    let mut fetched = Vec::new();
+    let mut built = Vec::new();
+    for (i, &tf) in sorted.iter().enumerate() {
+        let from = sorted[..i]
+            .iter()
+            .copied()
+            .filter(|fine| tf.derives_from(*fine))
+            .max_by_key(|fine| fine.granularity().nominal_minutes());
+        match from {
+            Some(fine) => built.push((tf, fine)),
+            None => fetched.push(tf),
+        }
+    }
+    (fetched, built)
+}
+
 #[cfg(test)]
 mod tests {
     use rust_decimal::Decimal;
@@ -118,6 +140,25 @@ mod tests {
         parts.extend((3..5).map(|k| minute(T + k * M, 100, 101, 99, 100, 1, k < 4)));
         let c = aggregate(tf("5m"), T, &parts).unwrap();
         assert!(!c.closed, "the last minute is forming");
+    }
+
+    #[test]
+    fn configured_timeframes_split_into_fetched_and_built() {
+        let (fetched, built) =
+            split(&[tf("1H"), tf("5m"), tf("1m"), tf("15m"), tf("1D"), tf("3m")]);
+        // 1D (plain, UTC+8) is not pinned: fetched. 3m and 5m from 1m; 15m from 5m; 1H
+        // from 15m.
+        assert_eq!(fetched, [tf("1m"), tf("1D")]);
+        assert_eq!(
+            built,
+            [
+                (tf("3m"), tf("1m")),
+                (tf("5m"), tf("1m")),
+                (tf("15m"), tf("5m")),
+                (tf("1H"), tf("15m"))
+            ]
+        );
+        assert_eq!(split(&[tf("5m")]), (vec![tf("5m")], vec![]));
     }
 
     #[test]

@@ -39,6 +39,11 @@ pub struct PollConfig {
     pub discovery_cache: PathBuf,
     pub bad_symbol_retry: Duration,
     pub tiers: TierConfig,
+    /// Fetch (or subscribe) only each timeframe that is not exactly made of a shorter
+    /// configured one, and build the others from it ([`crate::core::derive::split`]).
+    pub derive: bool,
+    /// Every this many built closed candles, one is read from the exchange and compared.
+    pub derive_check_every: u64,
 }
 
 /// `symbols = "all"` or `symbols = ["BTCUSDT", "ETH/USDT:USDT"]`, as written.
@@ -89,6 +94,14 @@ pub struct PollSection {
     discovery_refresh_secs: u64,
     #[serde(default = "default_discovery_cache")]
     discovery_cache: PathBuf,
+    #[serde(default)]
+    derive: bool,
+    #[serde(default = "default_derive_check_every")]
+    derive_check_every: u64,
+}
+
+fn default_derive_check_every() -> u64 {
+    100
 }
 
 fn default_timeframes() -> Vec<String> {
@@ -192,6 +205,8 @@ impl PollSection {
             // Both are their own sections' ([retry], [tiers]), composed in by `config`.
             bad_symbol_retry: Duration::ZERO,
             tiers: TierConfig::default(),
+            derive: self.derive,
+            derive_check_every: self.derive_check_every,
         }
     }
 }

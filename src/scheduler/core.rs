@@ -827,6 +827,8 @@ mod tests {
             discovery_cache: "unused.json".into(),
             bad_symbol_retry: Duration::from_secs(600),
             tiers: TierConfig::default(),
+            derive: false,
+            derive_check_every: 0,
         }
     }
 

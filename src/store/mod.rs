@@ -47,6 +47,7 @@ pub use series::{CandleRow, SeriesKey, SeriesRead, SeriesView, WriteThrough};
 
 use crate::core::events::MarketEvent;
 use crate::core::market::{Candle, Market, Ticker};
+use crate::core::timeframe::Timeframe;
 
 /// The store's sizes; `config` reads them from `[store]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +90,8 @@ struct Inner {
     tickers: HashMap<Market, TickerSnapshot>,
     journal: Journal,
     closed: bool,
+    /// Timeframes built here from a shorter one (`[poll] derive`): coarse → fine.
+    derived: Vec<(Timeframe, Timeframe)>,
 }
 
 /// Totals since start, for summaries and metrics.
@@ -101,6 +104,64 @@ pub struct StoreStats {
     pub superseded_skipped: AtomicU64,
     /// Closed candles consumers missed because they fell more than the journal behind.
     pub closed_missed: AtomicU64,
+}
+
+/// The closed candles of the series built from `key` that `candle` (just held) completes.
+fn derived_closes(inner: &Inner, key: &SeriesKey, candle: &Candle) -> Vec<Candle> {
+    let fine = key.timeframe;
+    let mut out = Vec::new();
+    for &(coarse, _) in inner.derived.iter().filter(|(_, f)| *f == fine) {
+        let open = coarse.open_of(candle.open_time);
+        let close = coarse.next_open(open);
+        if fine.next_open(candle.open_time) != close {
+            continue; // not the last part of its coarse candle
+        }
+        let Some(series) = inner.series.get(key) else {
+            continue;
+        };
+        let parts = held_parts(series, key, open, close);
+        match crate::core::derive::aggregate(coarse, open, &parts) {
+            Some(built) if built.closed => out.push(built),
+            // A part missing (a hole, or older than what is held): not built; the series
+            // shows the gap.
+            _ => {
+                tracing::debug!(symbol = %key.symbol, %coarse, open, "a longer candle lacks parts; not built")
+            }
+        }
+    }
+    out
+}
+
+/// The forming candles of the series built from `key` as `candle` (forming) updates them.
+fn derived_forming(inner: &Inner, key: &SeriesKey, candle: &Candle) -> Vec<Candle> {
+    let fine = key.timeframe;
+    let mut out = Vec::new();
+    for &(coarse, _) in inner.derived.iter().filter(|(_, f)| *f == fine) {
+        let open = coarse.open_of(candle.open_time);
+        let Some(series) = inner.series.get(key) else {
+            continue;
+        };
+        let mut parts = held_parts(series, key, open, candle.open_time);
+        parts.push(candle.clone());
+        if let Some(built) = crate::core::derive::aggregate(coarse, open, &parts) {
+            out.push(Candle {
+                closed: false,
+                ..built
+            });
+        }
+    }
+    out
+}
+
+/// `series`' held closed candles opening in `[from, until)`, oldest first.
+fn held_parts(series: &Series, key: &SeriesKey, from: u64, until: u64) -> Vec<Candle> {
+    let start = series.closed.partition_point(|r| r.open_time < from);
+    let end = series.closed.partition_point(|r| r.open_time < until);
+    series
+        .closed
+        .range(start..end.max(start))
+        .map(|r| r.candle(key))
+        .collect()
 }
 
 /// The store; share it with [`Arc`].
@@ -125,6 +186,7 @@ impl Store {
                 tickers: HashMap::new(),
                 journal: Journal::new(config.journal_capacity),
                 closed: false,
+                derived: Vec::new(),
             }),
             write_through: std::sync::OnceLock::new(),
             interest_changed: Notify::new(),
@@ -182,6 +244,7 @@ impl Store {
             tracing::warn!(timeframe = ?candle.timeframe, ?market, "a candle of another market's timeframe; not stored");
             return false;
         };
+        let built;
         {
             let mut inner = self.lock();
             let series = inner.series.entry(key.clone()).or_default();
@@ -198,7 +261,7 @@ impl Store {
                 // A candle delivered for a retired series: its symbol is listed again.
                 watch.retired = false;
             }
-            let series = inner.series.entry(key).or_default();
+            let series = inner.series.entry(key.clone()).or_default();
             series.hold(CandleRow::of(&candle), self.config.candles_per_series);
             if persist {
                 self.persist(&candle);
@@ -210,11 +273,27 @@ impl Store {
             {
                 series.forming = None;
             }
+            built = derived_closes(&inner, &key, &candle);
             self.journal(&mut inner, market, MarketEvent::CandleClosed(candle));
         }
         self.stats.closed_written.fetch_add(1, Ordering::Relaxed);
         self.written.notify_waiters();
+        // Longer candles this one completed, kept like any other (and so on up).
+        for coarse in built {
+            self.keep_closed(market, coarse, persist);
+        }
         true
+    }
+
+    /// Builds `coarse` series here from `fine` ones (`(coarse, fine)` pairs, each coarse
+    /// [deriving from](Timeframe::derives_from) its fine): every closed or forming fine
+    /// candle updates the coarse candle it belongs to. Replaces what was set before.
+    pub fn set_derived(&self, pairs: Vec<(Timeframe, Timeframe)>) {
+        let pairs = pairs
+            .into_iter()
+            .filter(|(coarse, fine)| coarse.derives_from(*fine))
+            .collect();
+        self.lock().derived = pairs;
     }
 
     /// Keeps candles someone other than the poller fetched (the gateway, for its clients)
@@ -280,6 +359,7 @@ impl Store {
         let Some(key) = SeriesKey::of(market, &candle) else {
             return;
         };
+        let built;
         {
             let mut inner = self.lock();
             let series = inner.series.entry(key.clone()).or_default();
@@ -292,10 +372,14 @@ impl Store {
                 return;
             }
             series.forming = Some(candle.clone());
+            built = derived_forming(&inner, &key, &candle);
             self.journal(&mut inner, market, MarketEvent::CandleForming(candle));
         }
         self.stats.forming_written.fetch_add(1, Ordering::Relaxed);
         self.written.notify_waiters();
+        for coarse in built {
+            self.write_forming(market, coarse);
+        }
     }
 
     /// Notes that a reply with `requestTime` `server_time` refreshed `key` (whether or not
@@ -310,6 +394,21 @@ impl Store {
     }
 
     fn mark(&self, key: &SeriesKey, server_time: u64, streamed: bool) {
+        // A built series is as current as the one it is built from.
+        let coarse: Vec<Timeframe> = self
+            .lock()
+            .derived
+            .iter()
+            .filter(|(_, fine)| *fine == key.timeframe)
+            .map(|(coarse, _)| *coarse)
+            .collect();
+        for timeframe in coarse {
+            self.mark(
+                &SeriesKey::new(key.symbol.clone(), timeframe),
+                server_time,
+                streamed,
+            );
+        }
         let mut inner = self.lock();
         let series = inner.series.entry(key.clone()).or_default();
         series.version += 1;

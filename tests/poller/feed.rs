@@ -662,8 +662,16 @@ async fn closes_made_of_shorter_ones_are_built_from_them_exactly() {
             .expect("the 5m close");
         let contract = sim.state().universe.get(symbol).unwrap();
         let k = contract.candle(g5, forming5, forming5 + 5 * MINUTE);
+        // Equal as numbers: a sum may write a trailing zero the exchange does not.
         assert_eq!(
-            row_of(built),
+            [
+                built.open,
+                built.high,
+                built.low,
+                built.close,
+                built.base_volume,
+                built.quote_volume
+            ],
             [
                 k.open,
                 k.high,
@@ -671,10 +679,7 @@ async fn closes_made_of_shorter_ones_are_built_from_them_exactly() {
                 k.close,
                 k.base_volume,
                 k.quote_volume
-            ]
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>(),
+            ],
             "{symbol}"
         );
     }
@@ -686,5 +691,109 @@ async fn closes_made_of_shorter_ones_are_built_from_them_exactly() {
     assert_eq!(feed.build_mismatches.load(Relaxed), 0);
     assert_eq!(summary.feed.closed_built, 2);
     let stats = sim.stop().await;
+    assert_eq!(stats.total.rate_limited, 0);
+}
+
+/// `[poll] derive`: only the 1m channels are subscribed; the store builds the 5m candles
+/// from the 1m ones, each equal to the exchange's own, and checks every one against it.
+#[tokio::test(flavor = "current_thread")]
+async fn derived_timeframes_are_built_from_the_shortest_and_checked() {
+    use std::sync::atomic::Ordering::Relaxed;
+
+    let clock = ManualClock::new(T0);
+    let sim = sim(WsConfig::default(), &clock).await;
+    let cfg = config(
+        &sim.base_url(),
+        "symbols = \"all\"\ntimeframes = [\"1m\", \"5m\"]\nderive = true\nderive_check_every = 1\ntickers_interval_secs = 0\ndiscovery_cache = \"target/test-cache/feed-derive.json\"",
+        "[feed]\nsource = \"ws\"\nreconnect_min_secs = 0.1\nreconnect_max_secs = 0.5\nclose_grace_secs = 1",
+    );
+    let Launched {
+        wiring,
+        task,
+        stop,
+        mut rx,
+    } = launch(cfg, &clock);
+    let five = bitget_poller::core::timeframe::Timeframe::parse(
+        bitget_poller::core::timeframe::Market::Futures,
+        "5m",
+    )
+    .unwrap();
+    let forming5 = five.open_of(T0);
+    let mut built: BTreeMap<String, Vec<Candle>> = BTreeMap::new();
+    let mut newest1: BTreeMap<String, u64> = BTreeMap::new();
+    for minute in 0..=5 {
+        let last_closed = clock.now_ms() - clock.now_ms() % MINUTE - MINUTE;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while newest1.len() < 3 || newest1.values().any(|&o| o < last_closed) {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(MarketEvent::CandleClosed(c))) if c.timeframe == five => {
+                    built.entry(c.symbol.to_string()).or_default().push(c);
+                }
+                Ok(Some(MarketEvent::CandleClosed(c))) => {
+                    newest1.insert(c.symbol.to_string(), c.open_time);
+                }
+                Ok(Some(_)) => {}
+                other => panic!("closes within 20 s after minute {minute}: {other:?}"),
+            }
+        }
+        if built.len() == 3
+            && built
+                .values()
+                .all(|c| c.iter().any(|c| c.open_time == forming5))
+        {
+            break;
+        }
+        clock.advance_ms(MINUTE);
+    }
+    // The checks read the exchange's candle for each built one.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while wiring.built.checked.load(Relaxed) < wiring.built.seen.load(Relaxed) {
+        assert!(Instant::now() < deadline, "checks within 20 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.cancel();
+    let summary = task.await.unwrap();
+    let g5 = five.granularity();
+    for symbol in ["BTCUSDT", "ETHUSDT", "SOLUSDT"] {
+        let candles = &built[symbol];
+        // Built from the snapshot's history as well as live: each one the exchange's own.
+        assert!(candles.len() >= 2, "{symbol}: {}", candles.len());
+        let contract = sim.state().universe.get(symbol).unwrap();
+        for c in candles {
+            let k = contract.candle(g5, c.open_time, c.open_time + 5 * MINUTE);
+            // Equal as numbers: a sum may write a trailing zero the exchange does not.
+            assert_eq!(
+                [
+                    c.open,
+                    c.high,
+                    c.low,
+                    c.close,
+                    c.base_volume,
+                    c.quote_volume
+                ],
+                [
+                    k.open,
+                    k.high,
+                    k.low,
+                    k.close,
+                    k.base_volume,
+                    k.quote_volume
+                ],
+                "{symbol} {}",
+                c.open_time
+            );
+        }
+        assert!(
+            candles.iter().any(|c| c.open_time == forming5),
+            "{symbol}: the live close"
+        );
+    }
+    let (seen, checked, differed) = summary.built;
+    assert!(seen >= 6, "{seen}");
+    assert_eq!(checked, seen);
+    assert_eq!(differed, 0);
+    let stats = sim.stop().await;
+    // Only the 1m channels were subscribed.
+    assert_eq!(stats.ws.subscribed, 3, "{:?}", stats.ws);
     assert_eq!(stats.total.rate_limited, 0);
 }
