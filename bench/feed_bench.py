@@ -30,6 +30,10 @@ second and as a share of the 20/s candle budget, 429s and WebSocket rate-limit e
 reconnects, the poller's CPU (seconds per second) and peak RSS, and how long the stalest
 series had gone without a push (`bitget_poller_feed_stalest_seconds`, read once a second).
 
+  derive1000        1000 contracts x 1m, 5m, 15m, 1H with `[poll] derive = true`: only the
+                    1000 1m channels subscribed, the rest built from them by the store, every
+                    built close read from the exchange too and compared
+                    (`derive_check_every = 1`); 330 s, a quarter-hour boundary 150 s in.
   ccxtpro3000       ccxt.pro 4.5 (`watch_ohlcv`, one task per series, as its users write it)
   ccxtpro3000-faults  for the same series on the same simulator, clean and with the faults
                     above: its connections, the simulator's error codes, closed candles it
@@ -122,7 +126,8 @@ def quarter_offset(at):
     return offset - 900 if offset > 450 else offset
 
 
-def scenario(sim_extra, seconds, cut_at=None, quarter_at=None):
+def scenario(sim_extra, seconds, cut_at=None, quarter_at=None,
+             timeframes=TIMEFRAMES, poll_extra=""):
     def run(args, work):
         seconds_ = args.seconds or seconds
         extra = list(sim_extra)
@@ -135,8 +140,9 @@ def scenario(sim_extra, seconds, cut_at=None, quarter_at=None):
         cfg.write_text(f"""
 [poll]
 symbols = "all"
-timeframes = ["1m", "5m", "15m"]
+timeframes = [{", ".join(f'"{t}"' for t in timeframes)}]
 tickers_interval_secs = 0
+{poll_extra}
 discovery_cache = "{work / 'cache.json'}"
 [store]
 path = "{work / 'candles.sqlite'}"
@@ -189,6 +195,7 @@ listen = "127.0.0.1:{gw}"
         reader.join()
         stats = stop_sim(sim, stats_path)
         feed = re.search(r"delivered after their close p50 (\S+) ms p99 (\S+) ms", out)
+        built = re.search(r"candles built from shorter ones (\d+), checked against the exchange's (\d+), differed (\d+)", out)
         holes = re.search(r"holes in delivered series (\d+)", out)
         rate_log = (work / "logs" / "bitget_rate_limits.log").read_text()
         session = next((l for l in rate_log.splitlines() if "event=feed_session" in l), "")
@@ -213,6 +220,7 @@ listen = "127.0.0.1:{gw}"
             "closed_ws": int(field("closed_ws") or 0),
             "closed_rest": int(field("closed_rest") or 0),
             "closed_built": int(field("closed_built") or 0),
+            "store_built": [int(built.group(i)) for i in (1, 2, 3)] if built else None,
             "build_checks_differed": field("build_mismatches"),
             "rest_reads": int(field("rest_reads") or 0),
             "reconnects": int(field("reconnects") or 0),
@@ -272,6 +280,8 @@ SCENARIOS = {
     "feed3000-faults": scenario(["--ws-drop", "0.01", "--ws-stall", "0.002",
                                  "--ws-stall-secs", "5", "--ws-cut-all-at-secs", "150"], 330,
                                 cut_at=150),
+    "derive1000": scenario([], 330, quarter_at=150, timeframes=("1m", "5m", "15m", "1H"),
+                           poll_extra="derive = true\nderive_check_every = 1"),
     "ccxtpro3000": ccxtpro([], 150),
     "ccxtpro3000-faults": ccxtpro(["--ws-drop", "0.01", "--ws-stall", "0.002",
                                    "--ws-stall-secs", "5", "--ws-cut-all-at-secs", "150"], 330),

@@ -14,9 +14,9 @@ request, a request log).
   backfill-resume  the same backfill (no poller) interrupted with SIGINT once half its
                    pages are in, then run again: pages fetched in all (every page once
                    means the two runs' /history-candles requests add up to the plan).
-  restart200       `gateway` on 200 contracts x 1m, 5m, 15m over REST for 10 minutes of
-                   simulated history (the simulator's clock 10 minutes ahead between the two
-                   runs), stopped and started again on the same file: upstream candle
+  restart200       `gateway` on 200 contracts x 1m, 5m, 15m over REST (closed mode) for
+                   65 s, stopped and started again on the same file with the simulator's
+                   clock 10 minutes further on (a restart after 10 minutes): upstream candle
                    requests per series in the second run's first minute, and how soon
                    after its start the gateway answered every series from what it held.
 
@@ -39,13 +39,14 @@ HISTORY = "/api/v2/mix/market/history-candles"
 CANDLES = "/api/v2/mix/market/candles"
 
 
-def write_config(work, name, symbols, timeframes=("1m",), extra=""):
+def write_config(work, name, symbols, timeframes=("1m",), extra="", mode="live"):
     cfg = work / f"{name}.toml"
     tfs = ", ".join(f'"{t}"' for t in timeframes)
     cfg.write_text(f"""
 [poll]
 symbols = {symbols}
 timeframes = [{tfs}]
+mode = "{mode}"
 tickers_interval_secs = 0
 discovery_cache = "{work / 'cache.json'}"
 [feed]
@@ -150,6 +151,10 @@ def backfill_resume(args, work):
 def restart200(args, work):
     results = {}
     offset = 0
+    # What the probe asks for: closed bars before this (simulator) time. Run 1: from 15
+    # minutes ago; run 2: before run 1 started (its first reads stored them all).
+    probe_end = None
+    run1_start = None
     for run in (1, 2):
         here = work / f"sim{run}"
         here.mkdir()
@@ -157,8 +162,9 @@ def restart200(args, work):
             200, ["--jitter-ms", "30", "--clock-offset-secs", str(offset)], here)
         gw = free_port()
         cfg = write_config(work, "gateway", '"all"', ("1m", "5m", "15m"),
-                           f'[gateway]\nlisten = "127.0.0.1:{gw}"\n')
+                           f'[gateway]\nlisten = "127.0.0.1:{gw}"\n', mode="closed")
         started = time.time()
+        run1_start = run1_start or int((started + offset) * 1000)
         proc = subprocess.Popen([str(BIN), "gateway", "--config", str(cfg), "--base-url",
                                  f"http://127.0.0.1:{port}", "--duration", "65"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -172,24 +178,29 @@ def restart200(args, work):
         pending = {(s, tf) for s in symbols for tf in ("1m", "5m", "15m")}
         served_at = None
         conn = None
+        sources = {}
         while pending and time.time() < started + 60:
             try:
                 conn = conn or http.client.HTTPConnection("127.0.0.1", gw, timeout=5)
                 for s, tf in list(pending):
                     conn.request("GET", f"{CANDLES}?symbol={s}&productType=USDT-FUTURES"
                                         f"&granularity={tf}&limit=5&startTime=0&endTime="
-                                        f"{int((time.time() + offset - 900) * 1000)}")
+                                        f"{probe_end or int((time.time() + offset - 900) * 1000)}")
                     reply = conn.getresponse()
                     reply.read()
-                    if reply.getheader("X-Cache") in ("hit", "ws", "disk"):
+                    source = reply.getheader("X-Cache")
+                    sources[source] = sources.get(source, 0) + 1
+                    if source in ("hit", "ws", "disk"):
                         pending.discard((s, tf))
             except (OSError, http.client.HTTPException):
                 conn = None
                 time.sleep(0.05)
         served_at = time.time() - started if not pending else None
         proc.wait(timeout=120)
+        probe_end = run1_start
         stats = stop_sim(sim, stats_path)
         first_minute = 0
+        history_reads = 0
         t0 = None
         with open(log) as f:
             for line in f:
@@ -198,10 +209,16 @@ def restart200(args, work):
                     t0 = t0 or r["ts"]
                     if r["ts"] - t0 < 60_000:
                         first_minute += 1
+                    # A first read of a series' history asks for `initial_candles` (100).
+                    if (r.get("limit") or 0) >= 50:
+                        history_reads += 1
         results[f"run{run}"] = {
+            # Run 2's include the reads of bars that closed within that minute.
             "candle_requests_first_minute": first_minute,
+            "history_reads": history_reads,
             "per_series": round(first_minute / 600, 2),
             "all_600_series_served_after_s": round(served_at, 2) if served_at else None,
+            "probe_answers": sources,
             "rate_limited": stats["total"]["rate_limited"],
         }
         offset += 600  # ten minutes later, by the simulator's clock

@@ -544,7 +544,9 @@ impl Shell {
     /// Follows the store's interest: carries what clients want, drops what they stopped
     /// wanting (unless configured).
     fn follow(&mut self) {
-        let (version, wanted) = self.p.store.wanted();
+        let (version, mut wanted) = self.p.store.wanted();
+        // A series the store builds from a shorter one is not subscribed for a client.
+        wanted.retain(|(key, _)| !self.p.store.builds(key.timeframe));
         self.interest_seen = version;
         let wanted: Vec<Channel> = wanted
             .into_iter()

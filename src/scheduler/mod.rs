@@ -230,7 +230,9 @@ impl Shell {
     /// Takes up the series clients want now and lets go of those they stopped wanting.
     fn follow_interest(&mut self) {
         let now = self.now();
-        let (version, wanted) = self.p.store.wanted();
+        let (version, mut wanted) = self.p.store.wanted();
+        // A series the store builds from a shorter one is not polled for a client.
+        wanted.retain(|(key, _)| !self.p.store.builds(key.timeframe));
         self.interest_seen = version;
         let market = self.p.config.market;
         let mut current = HashSet::new();

@@ -285,6 +285,14 @@ impl Store {
         true
     }
 
+    /// Whether the store builds `timeframe` from a shorter one (nobody needs to fetch it).
+    pub fn builds(&self, timeframe: Timeframe) -> bool {
+        self.lock()
+            .derived
+            .iter()
+            .any(|(coarse, _)| *coarse == timeframe)
+    }
+
     /// Builds `coarse` series here from `fine` ones (`(coarse, fine)` pairs, each coarse
     /// [deriving from](Timeframe::derives_from) its fine): every closed or forming fine
     /// candle updates the coarse candle it belongs to. Replaces what was set before.
