@@ -576,6 +576,62 @@ async fn rate_limit_codes_back_off_and_lose_nothing() {
     assert_eq!(recent, 11, "recent rate limits");
 }
 
+/// Advances `clock` a minute at a time, once every symbol's previous 1m close is in, until
+/// each of the 3 symbols has the 5m close of the bar forming at `T0`; returns the 5m
+/// closes seen.
+async fn until_the_five_minute_close(
+    clock: &ManualClock,
+    rx: &mut bitget_poller::store::Subscription,
+) -> BTreeMap<String, Vec<Candle>> {
+    let five = bitget_poller::core::timeframe::Timeframe::parse(
+        bitget_poller::core::timeframe::Market::Futures,
+        "5m",
+    )
+    .unwrap();
+    // The 5m bar forming at the start closes 3 min 20 s later.
+    let forming5 = five.open_of(T0);
+    let mut closed5: BTreeMap<String, Vec<Candle>> = BTreeMap::new();
+    let mut newest1: BTreeMap<String, u64> = BTreeMap::new();
+    let done = |closed5: &BTreeMap<String, Vec<Candle>>| {
+        closed5.len() == 3
+            && closed5
+                .values()
+                .all(|c| c.iter().any(|c| c.open_time == forming5))
+    };
+    for minute in 0..=6 {
+        let last_closed = clock.now_ms() - clock.now_ms() % MINUTE - MINUTE;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while newest1.len() < 3 || newest1.values().any(|&o| o < last_closed) {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(MarketEvent::CandleClosed(c))) if c.timeframe == five => {
+                    closed5.entry(c.symbol.to_string()).or_default().push(c);
+                }
+                Ok(Some(MarketEvent::CandleClosed(c))) => {
+                    newest1.insert(c.symbol.to_string(), c.open_time);
+                }
+                Ok(Some(_)) => {}
+                other => panic!("closes within 20 s after minute {minute}: {other:?} {newest1:?}"),
+            }
+        }
+        // A 5m close comes right after its last minute's.
+        let settle = Instant::now() + Duration::from_millis(300);
+        while !done(&closed5) {
+            match tokio::time::timeout_at(settle, rx.recv()).await {
+                Ok(Some(MarketEvent::CandleClosed(c))) if c.timeframe == five => {
+                    closed5.entry(c.symbol.to_string()).or_default().push(c);
+                }
+                Ok(Some(_)) => {}
+                _ => break,
+            }
+        }
+        if done(&closed5) {
+            return closed5;
+        }
+        clock.advance_ms(MINUTE);
+    }
+    panic!("the 5m bar closed within 6 minutes: {closed5:?}");
+}
+
 /// Without the final bar on the socket, a 5m close is built from its five 1m closes (each
 /// confirmed by REST) instead of read by REST itself; every second one built is read by
 /// REST as well and compared. Every 5m close equals the exchange's own.
@@ -603,55 +659,13 @@ async fn closes_made_of_shorter_ones_are_built_from_them_exactly() {
         stop,
         mut rx,
     } = launch(cfg, &clock);
+    let closed5 = until_the_five_minute_close(&clock, &mut rx).await;
     let five = bitget_poller::core::timeframe::Timeframe::parse(
         bitget_poller::core::timeframe::Market::Futures,
         "5m",
     )
     .unwrap();
-    // The 5m bar forming at the start closes 3 min 20 s later.
     let forming5 = five.open_of(T0);
-    let mut closed5: BTreeMap<String, Vec<Candle>> = BTreeMap::new();
-    let mut newest1: BTreeMap<String, u64> = BTreeMap::new();
-    let done = |closed5: &BTreeMap<String, Vec<Candle>>| {
-        closed5.len() == 3
-            && closed5
-                .values()
-                .all(|c| c.last().is_some_and(|c| c.open_time >= forming5))
-    };
-    for minute in 0..=6 {
-        // Every symbol's 1m bar before the current one closed, and any 5m close with it.
-        let last_closed = clock.now_ms() - clock.now_ms() % MINUTE - MINUTE;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while newest1.len() < 3 || newest1.values().any(|&o| o < last_closed) {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(MarketEvent::CandleClosed(c))) if c.timeframe == five => {
-                    closed5.entry(c.symbol.to_string()).or_default().push(c);
-                }
-                Ok(Some(MarketEvent::CandleClosed(c))) => {
-                    newest1.insert(c.symbol.to_string(), c.open_time);
-                }
-                Ok(Some(_)) => {}
-                other => panic!("closes within 20 s after minute {minute}: {other:?} {newest1:?}"),
-            }
-        }
-        // A 5m close comes right after its last minute's.
-        let settle = Instant::now() + Duration::from_millis(300);
-        while !done(&closed5) {
-            match tokio::time::timeout_at(settle, rx.recv()).await {
-                Ok(Some(MarketEvent::CandleClosed(c))) if c.timeframe == five => {
-                    closed5.entry(c.symbol.to_string()).or_default().push(c);
-                }
-                Ok(Some(_)) => {}
-                _ => break,
-            }
-        }
-        if done(&closed5) {
-            break;
-        }
-        assert!(minute < 6, "the 5m bar closed within 6 minutes");
-        clock.advance_ms(MINUTE);
-    }
-    assert!(done(&closed5), "{closed5:?}");
     stop.cancel();
     let summary = task.await.unwrap();
     let g5 = five.granularity();
@@ -713,38 +727,13 @@ async fn derived_timeframes_are_built_from_the_shortest_and_checked() {
         stop,
         mut rx,
     } = launch(cfg, &clock);
+    let built = until_the_five_minute_close(&clock, &mut rx).await;
     let five = bitget_poller::core::timeframe::Timeframe::parse(
         bitget_poller::core::timeframe::Market::Futures,
         "5m",
     )
     .unwrap();
     let forming5 = five.open_of(T0);
-    let mut built: BTreeMap<String, Vec<Candle>> = BTreeMap::new();
-    let mut newest1: BTreeMap<String, u64> = BTreeMap::new();
-    for minute in 0..=5 {
-        let last_closed = clock.now_ms() - clock.now_ms() % MINUTE - MINUTE;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while newest1.len() < 3 || newest1.values().any(|&o| o < last_closed) {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(MarketEvent::CandleClosed(c))) if c.timeframe == five => {
-                    built.entry(c.symbol.to_string()).or_default().push(c);
-                }
-                Ok(Some(MarketEvent::CandleClosed(c))) => {
-                    newest1.insert(c.symbol.to_string(), c.open_time);
-                }
-                Ok(Some(_)) => {}
-                other => panic!("closes within 20 s after minute {minute}: {other:?}"),
-            }
-        }
-        if built.len() == 3
-            && built
-                .values()
-                .all(|c| c.iter().any(|c| c.open_time == forming5))
-        {
-            break;
-        }
-        clock.advance_ms(MINUTE);
-    }
     // The checks read the exchange's candle for each built one.
     let deadline = Instant::now() + Duration::from_secs(20);
     while wiring.built.checked.load(Relaxed) < wiring.built.seen.load(Relaxed) {
