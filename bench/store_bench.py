@@ -152,7 +152,8 @@ def restart200(args, work):
     results = {}
     offset = 0
     # What the probe asks for: closed bars before this (simulator) time. Run 1: from 15
-    # minutes ago; run 2: before run 1 started (its first reads stored them all).
+    # minutes ago; run 2: before the quarter hour run 1 started in (its first reads stored
+    # them all; a bar still forming when run 1 stopped is not in the file).
     probe_end = None
     run1_start = None
     for run in (1, 2):
@@ -164,7 +165,9 @@ def restart200(args, work):
         cfg = write_config(work, "gateway", '"all"', ("1m", "5m", "15m"),
                            f'[gateway]\nlisten = "127.0.0.1:{gw}"\n', mode="closed")
         started = time.time()
-        run1_start = run1_start or int((started + offset) * 1000)
+        # Bars opening before a quarter hour ahead of run 1's start were closed, and read by
+        # its first reads, before it started: every timeframe's are in the file.
+        run1_start = run1_start or int((started + offset) * 1000) // 900_000 * 900_000
         proc = subprocess.Popen([str(BIN), "gateway", "--config", str(cfg), "--base-url",
                                  f"http://127.0.0.1:{port}", "--duration", "65"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
