@@ -114,7 +114,8 @@ pub struct RunSummary {
     /// Holes between delivered closed candles, over every series.
     pub gaps: usize,
     /// Closed candles the store built from shorter ones (`derive`), how many of those
-    /// were checked against the exchange's, and how many differed.
+    /// were checked against the exchange's by the end (the checks read one at a time, so
+    /// they may trail a boundary's burst), and how many differed.
     pub built: (u64, u64, u64),
 }
 
@@ -655,7 +656,7 @@ pub async fn poll_session(
         feed,
         gaps: wiring.store.gap_count(),
         built: (
-            wiring.built.seen.load(Ordering::Relaxed),
+            store.closed_built.load(Ordering::Relaxed),
             wiring.built.checked.load(Ordering::Relaxed),
             wiring.built.differed.load(Ordering::Relaxed),
         ),

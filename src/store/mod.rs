@@ -104,6 +104,8 @@ pub struct StoreStats {
     pub superseded_skipped: AtomicU64,
     /// Closed candles consumers missed because they fell more than the journal behind.
     pub closed_missed: AtomicU64,
+    /// Closed candles built here from shorter ones (`set_derived`).
+    pub closed_built: AtomicU64,
 }
 
 /// The closed candles of the series built from `key` that `candle` (just held) completes.
@@ -280,7 +282,9 @@ impl Store {
         self.written.notify_waiters();
         // Longer candles this one completed, kept like any other (and so on up).
         for coarse in built {
-            self.keep_closed(market, coarse, persist);
+            if self.keep_closed(market, coarse, persist) {
+                self.stats.closed_built.fetch_add(1, Ordering::Relaxed);
+            }
         }
         true
     }

@@ -736,7 +736,7 @@ async fn derived_timeframes_are_built_from_the_shortest_and_checked() {
     let forming5 = five.open_of(T0);
     // The checks read the exchange's candle for each built one.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while wiring.built.checked.load(Relaxed) < wiring.built.seen.load(Relaxed) {
+    while wiring.built.checked.load(Relaxed) < wiring.store.stats().closed_built.load(Relaxed) {
         assert!(Instant::now() < deadline, "checks within 20 s");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
