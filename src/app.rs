@@ -24,7 +24,6 @@ use crate::bitget::ws::messages::Channel;
 use crate::config::Config;
 use crate::core::clock::Clock;
 use crate::core::events::MarketEvent;
-use crate::core::market::Candle;
 use crate::core::timeframe::Timeframe;
 use crate::core::RATE_LOG;
 use crate::core::TRADING_LOG;
@@ -307,30 +306,9 @@ async fn check_built(
             continue;
         };
         counts.checked.fetch_add(1, Ordering::Relaxed);
-        let row = |c: &Candle| {
-            format!(
-                "{} {} {} {} {} {}",
-                c.open, c.high, c.low, c.close, c.base_volume, c.quote_volume
-            )
-        };
-        let same = (
-            mine.open,
-            mine.high,
-            mine.low,
-            mine.close,
-            mine.base_volume,
-            mine.quote_volume,
-        ) == (
-            theirs.open,
-            theirs.high,
-            theirs.low,
-            theirs.close,
-            theirs.base_volume,
-            theirs.quote_volume,
-        );
-        if !same {
+        if !mine.same_values(&theirs) {
             counts.differed.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(target: RATE_LOG, event = %"built_differs", symbol = %mine.symbol, timeframe = %mine.timeframe, open = mine.open_time, built = %row(&mine), exchange = %row(&theirs), "a candle built from shorter ones differs from the exchange's");
+            tracing::warn!(target: RATE_LOG, event = %"built_differs", symbol = %mine.symbol, timeframe = %mine.timeframe, open = mine.open_time, built = %mine.values_text(), exchange = %theirs.values_text(), "a candle built from shorter ones differs from the exchange's");
         }
     }
 }

@@ -93,6 +93,36 @@ pub struct Candle {
     pub closed: bool,
 }
 
+impl Candle {
+    /// Whether `other` has the same prices and volumes, as numbers (`1.50` is `1.5`):
+    /// a candle built from shorter ones against the exchange's own.
+    pub fn same_values(&self, other: &Candle) -> bool {
+        (
+            self.open,
+            self.high,
+            self.low,
+            self.close,
+            self.base_volume,
+            self.quote_volume,
+        ) == (
+            other.open,
+            other.high,
+            other.low,
+            other.close,
+            other.base_volume,
+            other.quote_volume,
+        )
+    }
+
+    /// `open high low close base quote`, for a log line.
+    pub fn values_text(&self) -> String {
+        format!(
+            "{} {} {} {} {} {}",
+            self.open, self.high, self.low, self.close, self.base_volume, self.quote_volume
+        )
+    }
+}
+
 /// One ticker line of `/tickers`. Futures tickers also carry funding and open interest, so
 /// those come with no extra request.
 #[derive(Debug, Clone, PartialEq, Eq)]

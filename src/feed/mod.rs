@@ -366,33 +366,6 @@ struct Shell {
     history_turn: bool,
 }
 
-/// Whether two candles have the same prices and volumes (as numbers: `1.50` is `1.5`).
-fn same_values(a: &Candle, b: &Candle) -> bool {
-    (
-        a.open,
-        a.high,
-        a.low,
-        a.close,
-        a.base_volume,
-        a.quote_volume,
-    ) == (
-        b.open,
-        b.high,
-        b.low,
-        b.close,
-        b.base_volume,
-        b.quote_volume,
-    )
-}
-
-/// `o h l c base quote`, for a log line.
-fn row_text(c: &Candle) -> String {
-    format!(
-        "{} {} {} {} {} {}",
-        c.open, c.high, c.low, c.close, c.base_volume, c.quote_volume
-    )
-}
-
 fn key_of(channel: &Channel) -> SeriesKey {
     SeriesKey::new(channel.symbol.clone(), channel.timeframe)
 }
@@ -734,10 +707,10 @@ impl Shell {
             let built = s.built.remove(&candle.open_time);
             if let Some(mine) = s.checks.remove(&candle.open_time) {
                 stats.build_checks.fetch_add(1, Ordering::Relaxed);
-                if !same_values(&mine, &candle) {
+                if !mine.same_values(&candle) {
                     stats.build_mismatches.fetch_add(1, Ordering::Relaxed);
                     s.build_off = true;
-                    tracing::warn!(symbol = %channel.symbol, timeframe = %channel.timeframe, open = candle.open_time, built = %row_text(&mine), exchange = %row_text(&candle), "a close built from shorter candles differs from the exchange's; this series' closes are read by REST from now on");
+                    tracing::warn!(symbol = %channel.symbol, timeframe = %channel.timeframe, open = candle.open_time, built = %mine.values_text(), exchange = %candle.values_text(), "a close built from shorter candles differs from the exchange's; this series' closes are read by REST from now on");
                 }
             }
             if self.p.store.write_closed(market, candle) {

@@ -467,19 +467,22 @@ async fn signed_requests_keep_to_the_signed_egress_while_market_data_rotates() {
     );
 }
 
-/// Bitget meters connection attempts per address: two instances leaving from one address
-/// take them from one window in Redis.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn websocket_connection_attempts_are_one_window_for_every_instance() {
+/// A Redis server and two limiter instances sharing it under `prefix`.
+fn two_redis_instances(
+    prefix: &str,
+) -> (
+    super::helpers::RedisServer,
+    bitget_poller::limiter::redis::RedisLimiter,
+    bitget_poller::limiter::redis::RedisLimiter,
+) {
     use bitget_poller::limiter::backoff::Backoff;
     use bitget_poller::limiter::redis::{RedisConfig, RedisLimiter, ScopeNames};
-    use bitget_poller::limiter::sockets::{SocketBudget, SocketWindow};
-    use bitget_poller::limiter::{Limits, RateLimiter};
+    use bitget_poller::limiter::Limits;
 
-    let server = super::helpers::RedisServer::start("ws-attempts");
+    let server = super::helpers::RedisServer::start(prefix);
     let config = RedisConfig {
         url: server.url(),
-        key_prefix: "ws-attempts-test".to_owned(),
+        key_prefix: format!("{prefix}-test"),
         ..RedisConfig::default()
     };
     let instance = || {
@@ -493,6 +496,17 @@ async fn websocket_connection_attempts_are_one_window_for_every_instance() {
         limiter
     };
     let (a, b) = (instance(), instance());
+    (server, a, b)
+}
+
+/// Bitget meters connection attempts per address: two instances leaving from one address
+/// take them from one window in Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_connection_attempts_are_one_window_for_every_instance() {
+    use bitget_poller::limiter::sockets::{SocketBudget, SocketWindow};
+    use bitget_poller::limiter::RateLimiter;
+
+    let (_server, a, b) = two_redis_instances("ws-attempts");
     let attempts = [SocketWindow {
         budget: SocketBudget::Attempts,
         key: 0,
@@ -524,28 +538,10 @@ async fn websocket_connection_attempts_are_one_window_for_every_instance() {
 /// slots of one count in Redis, and a slot one closes is the other's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_websockets_are_one_count_for_every_instance() {
-    use bitget_poller::limiter::backoff::Backoff;
-    use bitget_poller::limiter::redis::{RedisConfig, RedisLimiter, ScopeNames};
     use bitget_poller::limiter::sockets::{SocketBudget, SocketWindow};
-    use bitget_poller::limiter::{Limits, RateLimiter};
+    use bitget_poller::limiter::RateLimiter;
 
-    let server = super::helpers::RedisServer::start("ws-sockets");
-    let config = RedisConfig {
-        url: server.url(),
-        key_prefix: "ws-sockets-test".to_owned(),
-        ..RedisConfig::default()
-    };
-    let instance = || {
-        let (limiter, _writer) = RedisLimiter::new(
-            &config,
-            &Limits::default(),
-            Backoff::default(),
-            ScopeNames::default(),
-        )
-        .unwrap();
-        limiter
-    };
-    let (a, b) = (instance(), instance());
+    let (server, a, b) = two_redis_instances("ws-sockets");
     let sockets = [SocketWindow {
         budget: SocketBudget::Sockets,
         key: 0,
